@@ -1,0 +1,32 @@
+"""Why a payload was refused: the reason code carried by every dead letter."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Dead-letter reason codes (docs/protocol.md lists what each means)."""
+
+    BAD_TOPIC = "bad_topic"  # wrong level count, unknown message type, invalid id in the topic
+    TOO_LARGE = "too_large"  # payload over the size limit for its type
+    NOT_UTF8 = "not_utf8"
+    EMPTY = "empty"
+    BAD_JSON = "bad_json"
+    TOO_DEEP = "too_deep"  # JSON nested deeper than allowed
+    NOT_OBJECT = "not_object"
+    UNKNOWN_VERSION = "unknown_version"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    NON_FINITE = "non_finite"  # NaN, Infinity, or a number that overflows a double
+    BAD_ID = "bad_id"  # a device or site id outside ^[A-Za-z0-9_-]{1,64}$
+    TOPIC_MISMATCH = "topic_mismatch"  # the id in the payload differs from the topic's
+    UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_METRIC = "unknown_metric"
+    OUT_OF_RANGE = "out_of_range"  # outside the metric's physical range
+    NO_METRICS = "no_metrics"
+    FUTURE_TS = "future_ts"
+    STALE_TS = "stale_ts"
+    DUPLICATE = "duplicate"  # seq not newer than the last accepted one from the device
+    BAD_SIGNATURE = "bad_signature"
+    HANDLER_ERROR = "handler_error"  # a bug in our own code, caught so the loop survives
