@@ -1,0 +1,244 @@
+"""Typed settings: one TOML file plus ``EDGEPIPE_*`` environment overrides, loaded once.
+
+Precedence, highest first: command-line flags, environment (``EDGEPIPE_MQTT__URL``, nested
+keys joined by ``__``), the TOML file (``--config`` or ``EDGEPIPE_CONFIG``), defaults.
+Every section forbids unknown keys; a bad value becomes one :class:`ConfigError` naming the
+dotted key, the value and what is allowed. Only this module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipeline.errors import ConfigError
+from pipeline.mqtt import parse_broker_url
+from pipeline.protocol.topics import DEFAULT_ROOT, is_valid_id
+
+CONFIG_ENV = "EDGEPIPE_CONFIG"
+STORE_URL_HELP = "sqlite:///PATH or influxdb://[user:pass@]host:port/DATABASE"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MqttSettings(Section):
+    """How every edgepipe process reaches the broker."""
+
+    url: str = Field("mqtt://127.0.0.1:1883", description="broker URL; mqtts:// for TLS")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    keepalive: int = Field(30, ge=5, le=3600, description="seconds between pings")
+    session_expiry: int = Field(
+        3600, ge=0, description="seconds the broker keeps a durable subscriber's session"
+    )
+    tls_ca: str | None = Field(None, description="CA certificate file for mqtts://")
+    topic_root: str = Field(DEFAULT_ROOT, description="root of every topic")
+    max_payload: int = Field(
+        64512, ge=1024, description="largest publish, below the broker's message_size_limit"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parse_broker_url(value)
+        return value
+
+
+class StoreSettings(Section):
+    """Where the cloud tier writes and the dashboard reads."""
+
+    url: str = Field("sqlite:///edgepipe.db", description=STORE_URL_HELP)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "influxdb://")):
+            raise ValueError(f"expected {STORE_URL_HELP}")
+        return value
+
+
+class EdgeSettings(Section):
+    """One edge node per site."""
+
+    site: str = Field("farm", description="the site this node serves")
+    state_dir: str = Field(".edgepipe", description="folder of the node's durable state")
+    max_reading_bytes: int = Field(1024, ge=128, le=65536, description="larger readings are refused")
+    future_skew_s: float = Field(300, ge=0, description="refuse readings this far ahead of the clock")
+    max_age_s: float = Field(7 * 86400, gt=0, description="refuse readings older than this")
+    batch_max_readings: int = Field(500, ge=1, le=100_000, description="readings per uplink batch")
+    batch_interval_s: float = Field(1.0, gt=0, description="ship a partial batch after this long")
+    health_interval_s: float = Field(10.0, gt=0, description="seconds between health messages")
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, value: str) -> str:
+        if not is_valid_id(value):
+            raise ValueError("letters, digits, '_' and '-', 1 to 64 characters")
+        return value
+
+
+class CloudSettings(Section):
+    """The ingest workers."""
+
+    group: str = Field("edgepipe-cloud", description="shared-subscription group (MQTT 5)")
+    client_id: str = Field("edgepipe-cloud-1", description="fixed id of this worker's session")
+    flush_interval_s: float = Field(0.5, gt=0, description="longest wait before a store write")
+    flush_points: int = Field(5000, ge=1, description="write when this many points are pending")
+
+
+class SimSettings(Section):
+    """Defaults of ``edgepipe sim`` (its flags override them)."""
+
+    sites: list[str] = Field(["farm", "retail", "city"], description="sites to simulate")
+    devices_per_site: int = Field(10, ge=1, le=100_000, description="devices per site")
+    rate: float = Field(1.0, gt=0, description="readings per second per device")
+    speed: float = Field(1.0, gt=0, description="simulated seconds per wall second")
+    seed: int = Field(0, description="same seed, same stream")
+    qos: Literal[0, 1] = Field(1, description="publish QoS")
+    bad_rate: float = Field(0.0, ge=0, le=1, description="fraction of malformed payloads")
+    anomaly_rate: float = Field(0.5, ge=0, description="anomalies per device per simulated hour")
+
+
+class DashboardSettings(Section):
+    port: int = Field(8501, ge=1, le=65535, description="HTTP port of the dashboard")
+    refresh_s: float = Field(5.0, gt=0, description="seconds between live refreshes")
+
+
+class Settings(BaseSettings):
+    """All of edgepipe's settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEPIPE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    store: StoreSettings = StoreSettings()
+    edge: EdgeSettings = EdgeSettings()
+    cloud: CloudSettings = CloudSettings()
+    sim: SimSettings = SimSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file") is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Load settings once: file (``path`` or ``$EDGEPIPE_CONFIG``), environment, overrides.
+
+    ``overrides`` maps dotted keys (``"mqtt.url"``) to values given on the command line.
+    Raises :class:`ConfigError` naming the first bad key.
+    """
+    path = path or os.environ.get(CONFIG_ENV) or None
+    source_cls: type[Settings] = Settings
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError("--config", str(path), "no such file")
+        try:
+            tomllib.loads(file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError("--config", str(path), f"not valid TOML: {exc}") from None
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": file})
+        source_cls = type("FileSettings", (Settings,), {"model_config": config})
+    try:
+        settings = source_cls(**_nest(overrides or {}))
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    return Settings.model_validate(settings.model_dump())
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        if value is None:
+            continue
+        section, _, name = key.partition(".")
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return ConfigError(key, error.get("input"), message)
+
+
+def sample_config() -> str:
+    """A commented TOML file of every setting and its default (``edgepipe config sample``)."""
+    lines = [
+        "# edgepipe configuration. Every key is optional; shown values are the defaults.",
+        "# Environment overrides: EDGEPIPE_<SECTION>__<KEY>, e.g. EDGEPIPE_MQTT__URL.",
+    ]
+    defaults = Settings.model_construct()
+    for section_name, section_field in Settings.model_fields.items():
+        section = getattr(defaults, section_name)
+        doc = (section_field.annotation.__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+        lines += ["", f"[{section_name}]"]
+        if doc:
+            lines.append(f"# {doc[0]}")
+        for name, info in type(section).model_fields.items():
+            value = getattr(section, name)
+            if info.description:
+                lines.append(f"# {info.description}")
+            if value is None:
+                lines.append(f"# {name} = ")
+            else:
+                lines.append(f"{name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def settings_as_toml(settings: Settings) -> str:
+    """The effective settings as TOML (``edgepipe config show``)."""
+    lines: list[str] = []
+    for section_name in Settings.model_fields:
+        section = getattr(settings, section_name)
+        lines += [f"[{section_name}]"]
+        for name in type(section).model_fields:
+            value = getattr(section, name)
+            if value is not None:
+                lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
