@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.protocol.batch_codec import decode_batch, encode_batch
 from pipeline.protocol.json_codec import ReadingLimits, decode, decode_reading, encode
 from pipeline.protocol.messages import (
     SCHEMA_VERSION,
@@ -10,6 +11,7 @@ from pipeline.protocol.messages import (
     AggregateBatch,
     Alert,
     AlertData,
+    Batch,
     DeadLetter,
     Health,
     Label,
@@ -25,6 +27,7 @@ __all__ = [
     "AggregateBatch",
     "Alert",
     "AlertData",
+    "Batch",
     "DeadLetter",
     "Health",
     "Label",
@@ -35,7 +38,9 @@ __all__ = [
     "TopicKind",
     "Topics",
     "decode",
+    "decode_batch",
     "decode_reading",
     "encode",
+    "encode_batch",
     "is_valid_id",
 ]

@@ -128,3 +128,12 @@ class Ack(msgspec.Struct, frozen=True):
     v: int
     site: str
     seq: int
+
+
+class Batch(msgspec.Struct, frozen=True):
+    """Selected readings of one site, shipped together on ``{site}/edge/batch``."""
+
+    v: int
+    site: str
+    seq: int  # uplink sequence, acknowledged by the cloud
+    readings: list[Reading]

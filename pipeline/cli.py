@@ -1,0 +1,425 @@
+"""The ``edgepipe`` command: one entry point for every role.
+
+Exit codes: 0 success, 2 usage or configuration error, 1 runtime failure. Settings are loaded
+once here (file, environment, flags) and passed down; nothing below reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pipeline import __version__
+from pipeline.config import Settings, load_settings, sample_config, settings_as_toml
+from pipeline.errors import ConfigError, EdgepipeError
+
+F = Callable[..., Any]
+
+
+def _config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "config_file",
+        envvar="EDGEPIPE_CONFIG",
+        type=click.Path(dir_okay=False),
+        help="TOML settings file (also $EDGEPIPE_CONFIG).",
+    )(f)
+
+
+def _broker_option(f: F) -> F:
+    return click.option(
+        "--broker", help="Broker URL: mqtt://[user:pass@]host:port, mqtts:// for TLS."
+    )(f)
+
+
+def _store_option(f: F) -> F:
+    return click.option(
+        "--store",
+        help="sqlite:///PATH or influxdb://[user:pass@]host:port/DATABASE[?token=..&org=..].",
+    )(f)
+
+
+def _verbose_option(f: F) -> F:
+    return click.option("-v", "--verbose", is_flag=True, help="Log more.")(f)
+
+
+def _settings(config_file: str | None, **overrides: Any) -> Settings:
+    return load_settings(config_file, overrides)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, so that long-running roles stop cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgepipe")
+def cli() -> None:
+    """edgepipe: an edge-to-cloud IoT analytics pipeline.
+
+    Devices publish readings over MQTT; one edge node per site validates and selects them,
+    detects anomalies and ships compressed batches through a store-and-forward queue; the
+    cloud tier stores everything in InfluxDB or SQLite; a Streamlit dashboard shows it.
+
+    Quick look: edgepipe demo --duration 20
+    """
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Show, check or print a sample of the settings.
+
+    Example: edgepipe config check --config edgepipe.toml
+    """
+
+
+@config.command("show")
+@_config_option
+def config_show(config_file: str | None) -> None:
+    """Print the effective settings (file + EDGEPIPE_* environment) as TOML.
+
+    Example: EDGEPIPE_EDGE__SITE=farm-2 edgepipe config show
+    """
+    click.echo(settings_as_toml(_settings(config_file)), nl=False)
+
+
+@config.command("check")
+@_config_option
+def config_check(config_file: str | None) -> None:
+    """Validate the settings; exit 2 naming the first bad key.
+
+    Example: edgepipe config check --config edgepipe.toml
+    """
+    _settings(config_file)
+    click.echo("config ok")
+
+
+@config.command("sample")
+def config_sample() -> None:
+    """Print a commented settings file with every key and its default.
+
+    Example: edgepipe config sample > edgepipe.toml
+    """
+    click.echo(sample_config(), nl=False)
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@_config_option
+@_broker_option
+@click.option("--site", help="The site this node serves (a farm*, retail* or city* name).")
+@_verbose_option
+def edge(config_file: str | None, broker: str | None, site: str | None, verbose: bool) -> None:
+    """Run the edge node of one site until SIGINT or SIGTERM.
+
+    Example: edgepipe edge --site farm --broker mqtt://127.0.0.1:1883
+    """
+    from pipeline.edge.node import EdgeNode
+
+    settings = _settings(config_file, **{"mqtt.url": broker, "edge.site": site})
+    _logging(verbose)
+    node = EdgeNode(settings)
+    stop = _stop_on_signals()
+    node.start()
+    logging.getLogger("edgepipe").info("edge node %s on %s", node.name, settings.mqtt.url)
+    node.run(stop)
+
+
+@cli.command()
+@_config_option
+@_broker_option
+@_store_option
+@_verbose_option
+def cloud(config_file: str | None, broker: str | None, store: str | None, verbose: bool) -> None:
+    """Run a cloud ingest worker: edge topics into the store, until SIGINT or SIGTERM.
+
+    Example: edgepipe cloud --store influxdb://127.0.0.1:8086/edgepipe
+    """
+    from pipeline.cloud.ingest import IngestWorker
+    from pipeline.cloud.store import open_store
+
+    settings = _settings(config_file, **{"mqtt.url": broker, "store.url": store})
+    _logging(verbose)
+    worker = IngestWorker(settings, open_store(settings.store.url))
+    stop = _stop_on_signals()
+    worker.start()
+    logging.getLogger("edgepipe").info("cloud worker on %s -> %s", settings.mqtt.url, settings.store.url)
+    worker.run(stop)
+
+
+@cli.command()
+@_config_option
+@_broker_option
+@click.option("--sites", help="Comma-separated sites; the domain is the word a name starts with.")
+@click.option("--devices-per-site", type=click.IntRange(1, 100_000))
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Readings/s per device.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Wall seconds to run.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), help="Simulated seconds per wall second.")
+@click.option("--seed", type=int)
+@click.option("--qos", type=click.IntRange(0, 1))
+@click.option("--bad-rate", type=click.FloatRange(0, 1), help="Fraction of malformed payloads.")
+@click.option("--start", "start_ms", type=int, help="Simulated start, Unix ms (default: now).")
+@click.option("--out", type=click.File("w"), help="Also write 'topic<TAB>payload' lines here.")
+@click.option("--labels-out", type=click.File("w"), help="Write ground-truth labels as JSON lines.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False), help="Publish a timestamp,value CSV as one device.")
+@click.option("--site", "replay_site", default="replay", show_default=True, help="Site of --replay.")
+@click.option("--device", "replay_device", default="replay-1", show_default=True, help="Device of --replay.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def sim(
+    config_file: str | None,
+    broker: str | None,
+    sites: str | None,
+    devices_per_site: int | None,
+    rate: float | None,
+    duration: float,
+    speed: float | None,
+    seed: int | None,
+    qos: int | None,
+    bad_rate: float | None,
+    start_ms: int | None,
+    out: Any,
+    labels_out: Any,
+    replay: str | None,
+    replay_site: str,
+    replay_device: str,
+    as_json: bool,
+) -> None:
+    """Simulate farm, retail and city devices publishing readings.
+
+    Publishes to --broker when given; with --out and no --broker it only writes the stream.
+    The same --seed and --start give the same stream, labels included.
+
+    Example: edgepipe sim --sites farm,retail --devices-per-site 200 --rate 1 --duration 60
+    """
+    from pipeline.simulate import run_sim
+
+    overrides = {
+        "mqtt.url": broker,
+        "sim.sites": sites.split(",") if sites else None,
+        "sim.devices_per_site": devices_per_site,
+        "sim.rate": rate,
+        "sim.speed": speed,
+        "sim.seed": seed,
+        "sim.qos": qos,
+        "sim.bad_rate": bad_rate,
+    }
+    settings = _settings(config_file, **overrides)
+    if broker is None and out is None:
+        broker = settings.mqtt.url
+    report = run_sim(
+        settings,
+        publish=broker is not None,
+        duration=duration,
+        start_ms=start_ms,
+        out=out,
+        labels_out=labels_out,
+        replay=replay,
+        replay_site=replay_site,
+        replay_device=replay_device,
+        stop=_stop_on_signals(),
+    )
+    _print_report(report, as_json)
+
+
+@cli.command()
+@_config_option
+@_broker_option
+@click.option("--site", default="+", show_default=True, help="Only this site ('+' for all).")
+@click.option(
+    "--severity",
+    type=click.Choice(["info", "warning", "critical"]),
+    help="Only alerts at or above this severity.",
+)
+@click.option("--count", type=int, help="Stop after this many alerts.")
+@click.option("--timeout", type=float, help="Stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print each alert as raw CloudEvents JSON.")
+def alerts(
+    config_file: str | None,
+    broker: str | None,
+    site: str,
+    severity: str | None,
+    count: int | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Tail the alert topics and print each alert readably as it arrives.
+
+    Example: edgepipe alerts --site farm --severity warning
+    """
+    from pipeline.tail import tail_alerts
+
+    settings = _settings(config_file, **{"mqtt.url": broker})
+    tail_alerts(
+        settings,
+        site=site,
+        severity=severity,
+        count=count,
+        timeout=timeout,
+        as_json=as_json,
+        stop=_stop_on_signals(),
+        echo=click.echo,
+    )
+
+
+@cli.command()
+@_config_option
+@_store_option
+@click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default from settings).")
+def dashboard(config_file: str | None, store: str | None, port: int | None) -> None:
+    """Serve the Streamlit dashboard over the store.
+
+    Example: edgepipe dashboard --store sqlite:///edgepipe.db --port 8501
+    """
+    from pipeline.dashboard_server import serve_dashboard
+
+    settings = _settings(config_file, **{"store.url": store, "dashboard.port": port})
+    sys.exit(serve_dashboard(settings))
+
+
+@cli.command()
+@_config_option
+@_broker_option
+@_store_option
+@click.option("--duration", type=click.FloatRange(1, 3600), default=20.0, show_default=True, help="Seconds of simulated traffic.")
+@click.option("--devices", type=click.IntRange(1, 1000), default=6, show_default=True, help="Simulated devices.")
+@click.option("--site", default="farm", show_default=True, help="The demo's site.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_verbose_option
+def demo(
+    config_file: str | None,
+    broker: str | None,
+    store: str | None,
+    duration: float,
+    devices: int,
+    site: str,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """Run simulator, edge node and cloud tier together and report what reached the store.
+
+    With no --broker it starts a local Mosquitto (or an embedded broker when Mosquitto is not
+    installed); with no --store it uses SQLite.
+
+    Example: edgepipe demo --duration 20 --json
+    """
+    from pipeline.demo import run_demo
+
+    settings = _settings(config_file, **{"mqtt.url": broker, "store.url": store, "edge.site": site})
+    if verbose:
+        _logging(verbose)
+    report = run_demo(
+        settings,
+        own_broker=broker is None and not _configured_broker(config_file),
+        duration=duration,
+        devices=devices,
+        stop=_stop_on_signals(),
+    )
+    _print_report(report, as_json)
+    if report["lost"]:
+        sys.exit(1)
+
+
+def _configured_broker(config_file: str | None) -> bool:
+    """True when the user chose a broker through the file or environment."""
+    return load_settings(config_file).mqtt.url != Settings().mqtt.url
+
+
+@cli.command()
+@_config_option
+@click.option("--csv", "csv_file", type=click.Path(exists=True, dir_okay=False), help="One timestamp,value CSV.")
+@click.option("--nab-dir", type=click.Path(exists=True, file_okay=False), help="A NAB data folder.")
+@click.option("--out", required=True, type=click.Path(), help="Output CSV (with --csv) or folder (with --nab-dir).")
+def detect(config_file: str | None, csv_file: str | None, nab_dir: str | None, out: str) -> None:
+    """Replay timestamp,value CSV files through the edge detector, offline.
+
+    Writes timestamp,value,anomaly_score per file (same relative paths under --out).
+
+    Example: edgepipe detect --nab-dir ../shared/nab/data --out results/
+    """
+    from pipeline.replay import detect_csv, detect_nab_dir
+
+    _settings(config_file)
+    if (csv_file is None) == (nab_dir is None):
+        raise click.UsageError("give exactly one of --csv or --nab-dir")
+    if csv_file is not None:
+        rows = detect_csv(csv_file, out)
+        click.echo(f"scored {rows} rows -> {out}")
+    else:
+        assert nab_dir is not None
+        files, rows = detect_nab_dir(nab_dir, out)
+        click.echo(f"scored {rows} rows in {files} files -> {out}")
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="A reduced run (under 2 minutes).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write all results as one JSON object.")
+def bench(quick: bool, json_file: str | None) -> None:
+    """Measure throughput and codec speed against same-run baselines; print medians.
+
+    Example: edgepipe bench --quick --json bench.json
+    """
+    from pipeline.bench import run_bench
+
+    results = run_bench(quick=quick, echo=click.echo)
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        click.echo(f"{key:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: maps errors to exit codes (2 usage/config, 1 runtime)."""
+    try:
+        result = cli.main(args=argv, prog_name="edgepipe", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except ConfigError as exc:
+        click.echo(f"edgepipe: {exc}", err=True)
+        sys.exit(2)
+    except EdgepipeError as exc:
+        click.echo(f"edgepipe: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,731 @@
+"""InfluxStore: the store on InfluxDB, over the v1 HTTP API (``/write``, ``/query``, InfluxQL).
+
+Why the v1 API: it is the only one Debian's InfluxDB 1.6.7 speaks (``/api/v2/write`` is a 404
+there), and 2.x (v1 compatibility, DBRP mapping) and 3.x serve it too. One plain pooled
+HTTP client (``urllib3``) and a hand-written line-protocol encoder do the work: the
+encoder is a few string joins per point, measured ~8x faster than ``influxdb_client.Point``.
+
+Writes use ``precision=ms`` (1.6 reads ``us`` as nanoseconds), in chunks of ``batch_size``
+lines (5000) per request. Server answers map to errors as follows:
+
+=====================================  ===================================================
+answer                                 result
+=====================================  ===================================================
+204                                    stored
+400 (partial write, parse error)       the other chunks are still sent, then
+                                       ``PartialWriteError`` with the server's text
+413 (body too large)                   the chunk is split in halves, recursively
+401, 403, 404                          ``StoreConfigError``
+408, 429, 5xx, refused, timeout        ``StoreUnavailable`` (the caller retries)
+=====================================  ===================================================
+
+Layout (one InfluxDB database; tags are ids, so series cardinality is bounded by the fleet):
+
+==============  ====================================  ======================================  ============================
+measurement     tags                                  fields                                  time (ms unless said)
+==============  ====================================  ======================================  ============================
+``readings``    site, device, kind                    one float per metric (its name),        reading ts
+                                                      ``seq`` (int)
+``aggregates``  site, device, kind, metric            count (int), min, max, mean, std,       window start
+                                                      last, anomalies (int), end (int, ms)
+``alerts``      site, device, kind, metric,           alert_id (string), score, value,        reading_ts
+                severity, state                       reason (string), model_version
+                                                      (string)
+``health``      site, node                            status (string), ``counters.<name>``    report ts
+                                                      (int), ``gauges.<name>`` (float)
+``deadletters`` site, reason                          detail, topic, sha256, payload          ts in ns: ts·10⁶ +
+                                                      (strings), size (int)                   ``dead_letter_key`` (< 10⁶)
+``labels``      site, device, anomaly                 metrics (string, comma-separated),      window start
+                                                      end (int, ms)
+==============  ====================================  ======================================  ============================
+
+Identity is InfluxDB's own: a point with the same measurement, tag set and time replaces
+the old one, field by field. So a rewrite of a reading, an aggregate or a label leaves one
+copy. Alerts: ``alert_id`` is a field (one value per alert would blow up the series count),
+so the identity is (tags, reading_ts); the raised and the cleared record of one alert differ
+by the ``state`` tag even at the same ``reading_ts``, and one alert policy never raises twice
+for one (device, metric) at one instant. Dead letters: many can arrive in one millisecond,
+so the time carries a hash of their content in its sub-millisecond nanoseconds.
+A device keeps its ``kind``: the kind is part of the series, so a reading rewritten with a
+different kind would be a second point.
+
+Queries validate every id before building InfluxQL and quote identifiers (``"..."``) and
+strings (``'...'``) anyway. A query against a database that does not exist yet returns
+nothing rather than failing, so the dashboard can start before the first write.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+import urllib3
+
+from pipeline.cloud.store.base import (
+    PartialWriteError,
+    ReadingRow,
+    StoreConfigError,
+    StoreUnavailable,
+    check_id,
+    check_interval,
+    check_metric,
+    check_ms,
+    check_positive,
+    dead_letter_key,
+    dropped_count,
+    finite,
+)
+from pipeline.errors import StoreError
+from pipeline.protocol.messages import (
+    SCHEMA_VERSION,
+    Aggregate,
+    Alert,
+    AlertData,
+    DeadLetter,
+    Health,
+    Label,
+    Reading,
+)
+
+__all__ = ["InfluxStore", "escape_field_key", "escape_string", "escape_tag", "quote_ident"]
+
+NAN = float("nan")
+_COUNTER = "counters."
+_GAUGE = "gauges."
+
+
+# -- line protocol -----------------------------------------------------------------------
+
+
+def _check_lp_text(what: str, text: str) -> None:
+    # Line protocol has no escape for a line break, and a trailing backslash would escape
+    # the separator that follows: neither can be written safely.
+    if not text or "\n" in text or "\r" in text or text.endswith("\\"):
+        raise ValueError(f"{what} {text[:80]!r} cannot be written in line protocol")
+
+
+def escape_tag(text: str) -> str:
+    """Escape a tag key or value (also a field key): commas, equals signs and spaces."""
+    _check_lp_text("tag", text)
+    if "," in text or "=" in text or " " in text:
+        text = text.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+    return text
+
+
+escape_field_key = escape_tag
+
+
+def escape_string(text: str) -> str:
+    """A string field value, quoted: backslashes and double quotes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_tag_cache: dict[tuple[str, str], str] = {}
+
+
+def _tag(field: str, value: str) -> str:
+    """Validated (an id) and escaped tag value; cached because ids repeat endlessly."""
+    key = (field, value)
+    found = _tag_cache.get(key)
+    if found is None:
+        found = escape_tag(check_id(field, value))
+        if len(_tag_cache) > 100_000:
+            _tag_cache.clear()
+        _tag_cache[key] = found
+    return found
+
+
+def _metric_key(name: str) -> str:
+    key = ("metric", name)
+    found = _tag_cache.get(key)
+    if found is None:
+        found = escape_tag(check_metric(name))
+        _tag_cache[key] = found
+    return found
+
+
+def _floats(pairs: Sequence[tuple[str, float]]) -> list[str]:
+    out = []
+    for key, value in pairs:
+        number = finite(value)
+        if number is not None:
+            out.append(f"{key}={number!r}")
+    return out
+
+
+def reading_lines(site: str, readings: Sequence[Reading]) -> list[str]:
+    """Line protocol for readings of one site (see the layout in the module docstring)."""
+    site_tag = _tag("site", site)
+    lines = []
+    for r in readings:
+        if r.site and r.site != site:
+            raise ValueError(f"reading of site {r.site!r} written as site {site!r}")
+        fields = []
+        for name, value in r.metrics.items():
+            key = _metric_key(name)
+            number = float(value)
+            if number - number == 0.0:  # finite: NaN and ±Inf give NaN here
+                fields.append(f"{key}={number!r}")
+        fields.append(f"seq={int(r.seq)}i")
+        lines.append(
+            f"readings,device={_tag('device', r.device)},kind={_tag('kind', r.kind)},"
+            f"site={site_tag} {','.join(fields)} {int(r.ts)}"
+        )
+    return lines
+
+
+def aggregate_lines(aggs: Sequence[Aggregate]) -> list[str]:
+    lines = []
+    for a in aggs:
+        fields = [f"count={int(a.count)}i"]
+        fields += _floats(
+            [("min", a.min), ("max", a.max), ("mean", a.mean), ("std", a.std), ("last", a.last)]
+        )
+        fields += [f"anomalies={int(a.anomalies)}i", f"end={int(a.end)}i"]
+        lines.append(
+            f"aggregates,device={_tag('device', a.device)},kind={_tag('kind', a.kind)},"
+            f"metric={_tag('metric', a.metric)},site={_tag('site', a.site)} "
+            f"{','.join(fields)} {int(a.start)}"
+        )
+    return lines
+
+
+def alert_lines(alerts: Sequence[Alert]) -> list[str]:
+    lines = []
+    for alert in alerts:
+        d = alert.data
+        fields = [f"alert_id={escape_string(d.alert_id)}"]
+        fields += _floats([("score", d.score), ("value", d.value)])
+        fields += [
+            f"reason={escape_string(d.reason)}",
+            f"model_version={escape_string(d.model_version)}",
+        ]
+        lines.append(
+            f"alerts,device={_tag('device', d.device)},kind={_tag('kind', d.kind)},"
+            f"metric={_tag('metric', d.metric)},severity={_tag('severity', d.severity)},"
+            f"site={_tag('site', d.site)},state={_tag('state', d.state)} "
+            f"{','.join(fields)} {int(d.reading_ts)}"
+        )
+    return lines
+
+
+def health_line(h: Health) -> str:
+    fields = [f"status={escape_string(h.status)}"]
+    fields += [
+        f"{escape_field_key(_COUNTER + name)}={int(value)}i" for name, value in h.counters.items()
+    ]
+    fields += _floats([(escape_field_key(_GAUGE + name), value) for name, value in h.gauges.items()])
+    return (
+        f"health,node={_tag('node', h.node)},site={_tag('site', h.site)} "
+        f"{','.join(fields)} {int(h.ts)}"
+    )
+
+
+def dead_letter_lines_ns(items: Sequence[DeadLetter]) -> list[str]:
+    """Dead letters in line protocol with nanosecond times (write with ``precision=ns``)."""
+    return [
+        f"deadletters,reason={_tag('reason', d.reason)},site={_tag('site', d.site)} "
+        f"detail={escape_string(d.detail)},topic={escape_string(d.topic)},size={int(d.size)}i,"
+        f"sha256={escape_string(d.sha256)},payload={escape_string(d.payload)} "
+        f"{int(d.ts) * 1_000_000 + dead_letter_key(d)}"
+        for d in items
+    ]
+
+
+def label_lines(labels: Sequence[Label]) -> list[str]:
+    lines = []
+    for lab in labels:
+        metrics = ",".join(check_metric(m) for m in lab.metrics)
+        lines.append(
+            f"labels,anomaly={_tag('anomaly', lab.anomaly)},device={_tag('device', lab.device)},"
+            f"site={_tag('site', lab.site)} metrics={escape_string(metrics)},end={int(lab.end)}i "
+            f"{int(lab.start)}"
+        )
+    return lines
+
+
+# -- InfluxQL ----------------------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(text: str) -> str:
+    """An InfluxQL string literal in single quotes."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _where(*conditions: str) -> str:
+    parts = [c for c in conditions if c]
+    return " WHERE " + " AND ".join(parts) if parts else ""
+
+
+def _eq(tag: str, value: str) -> str:
+    """``"tag" = 'value'`` after checking that ``value`` is an id."""
+    return f"{quote_ident(tag)} = {quote_string(check_id(tag, value))}"
+
+
+def _unescape_key_part(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ",= \\":
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
+    """``measurement,k=v,...`` (escaped as InfluxDB shows it) → (measurement, tags)."""
+    parts, current, i = [], [], 0
+    while i < len(key):
+        ch = key[i]
+        if ch == "\\" and i + 1 < len(key):
+            current.append(key[i : i + 2])
+            i += 2
+            continue
+        if ch == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    tags = {}
+    for part in parts[1:]:
+        j = 0
+        while j < len(part):
+            if part[j] == "\\":
+                j += 2
+                continue
+            if part[j] == "=":
+                break
+            j += 1
+        tags[_unescape_key_part(part[:j])] = _unescape_key_part(part[j + 1 :])
+    return _unescape_key_part(parts[0]), tags
+
+
+def _float(value: Any) -> float:
+    """A float column: InfluxDB returns integral floats as JSON ints, and absent as null."""
+    return NAN if value is None else float(value)
+
+
+# -- the store ---------------------------------------------------------------------------
+
+
+class InfluxStore:
+    """The :class:`~pipeline.cloud.store.base.Store` on an InfluxDB server (v1 HTTP API).
+
+    Thread-safe: the ``urllib3`` pool hands each thread its own connection. The constructor
+    tries ``CREATE DATABASE`` (idempotent) when no ``token`` is given; if the server is down
+    or the user may not create databases, it tries again before the next write instead of
+    failing, so a writer can start during an outage. With a ``token`` (a 2.x server) the
+    bucket and its DBRP mapping must exist; the token goes in ``Authorization: Token ...``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        org: str | None = None,
+        timeout: float = 30.0,
+        batch_size: int = 5000,
+        create_database: bool = True,
+    ) -> None:
+        self.host, self.port, self.database = host, port, check_id("database", database)
+        self.org = org
+        self.timeout = timeout
+        self.batch_size = check_positive("batch_size", batch_size)
+        headers = {"User-Agent": "edgepipe"}
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        elif username is not None:
+            creds = f"{username}:{password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(creds).decode()
+        self._pool = urllib3.HTTPConnectionPool(
+            host,
+            port,
+            maxsize=4,
+            block=False,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
+            retries=False,
+        )
+        self._where = f"influxdb at {host}:{port}/{database}"
+        self._db_ready = bool(token) or not create_database
+        self._may_create = bool(create_database and not token)
+        self._closed = False
+        if not self._db_ready:
+            try:
+                self._ensure_database()
+            except StoreUnavailable:
+                pass  # tried again before the first write
+
+    def __repr__(self) -> str:
+        return f"InfluxStore(host={self.host!r}, port={self.port}, database={self.database!r})"
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, params: dict[str, str], body: bytes | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        if self._closed:
+            raise StoreError(f"{self._where}: store is closed")
+        try:
+            return self._pool.request(
+                method,
+                f"{path}?{urlencode(params)}",
+                body=body,
+                headers={**self._pool.headers, "Content-Type": "text/plain; charset=utf-8"}
+                if body is not None
+                else None,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise StoreUnavailable(f"{self._where}: {exc}") from exc
+
+    def _fail(self, resp: urllib3.BaseHTTPResponse, what: str) -> StoreError:
+        """The error for a non-2xx answer other than 400 and 413."""
+        text = _error_text(resp.data)
+        message = f"{self._where}: {what} answered HTTP {resp.status}: {text}"
+        if resp.status in (401, 403, 404):
+            return StoreConfigError(message)
+        if resp.status in (408, 429) or resp.status >= 500:
+            return StoreUnavailable(message)
+        return StoreError(message)
+
+    def _ensure_database(self) -> None:
+        if self._db_ready:
+            return
+        q = f"CREATE DATABASE {quote_ident(self.database)}"
+        resp = self._request("POST", "/query", {"q": q})
+        if resp.status in (401, 403):
+            # Not an admin (the writer should only hold WRITE): assume the database exists;
+            # a write will answer 404 if it does not.
+            self._db_ready = True
+            return
+        if resp.status != 200:
+            raise self._fail(resp, "CREATE DATABASE")
+        errors = [r["error"] for r in _decode(resp.data).get("results", []) if "error" in r]
+        if errors:
+            raise StoreError(f"{self._where}: CREATE DATABASE failed: {errors[0]}")
+        self._db_ready = True
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _write(self, lines: list[str], precision: str = "ms") -> None:
+        if not lines:
+            return
+        self._ensure_database()
+        refused: list[str] = []
+        for i in range(0, len(lines), self.batch_size):
+            self._post(lines[i : i + self.batch_size], precision, refused)
+        if refused:
+            text = "; ".join(refused)
+            raise PartialWriteError(text, dropped_count(text))
+
+    def _post(self, lines: list[str], precision: str, refused: list[str]) -> None:
+        body = "\n".join(lines).encode()
+        params = {"db": self.database, "precision": precision}
+        resp = self._request("POST", "/write", params, body)
+        if 200 <= resp.status < 300:
+            return
+        if resp.status == 400:
+            refused.append(_error_text(resp.data))
+            return
+        if resp.status == 413:
+            if len(lines) == 1:
+                refused.append(f"point of {len(body)} bytes too large: {_error_text(resp.data)}")
+                return
+            half = len(lines) // 2
+            self._post(lines[:half], precision, refused)
+            self._post(lines[half:], precision, refused)
+            return
+        if resp.status == 404 and self._may_create and b"database not found" in resp.data:
+            self._db_ready = False  # dropped behind our back: create it and try once more
+            self._ensure_database()
+            resp = self._request("POST", "/write", params, body)
+            if 200 <= resp.status < 300:
+                return
+        raise self._fail(resp, "/write")
+
+    def write_readings(self, site: str, readings: Sequence[Reading]) -> None:
+        self._write(reading_lines(site, readings))
+
+    def write_aggregates(self, aggs: Sequence[Aggregate]) -> None:
+        self._write(aggregate_lines(aggs))
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        self._write(alert_lines(alerts))
+
+    def write_health(self, h: Health) -> None:
+        self._write([health_line(h)])
+
+    def write_dead_letters(self, items: Sequence[DeadLetter]) -> None:
+        self._write(dead_letter_lines_ns(items), precision="ns")
+
+    def write_labels(self, labels: Sequence[Label]) -> None:
+        self._write(label_lines(labels))
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _query(self, q: str) -> list[dict[str, Any]]:
+        """Run one InfluxQL statement; return its series (empty if the database is missing)."""
+        resp = self._request("GET", "/query", {"db": self.database, "q": q, "epoch": "ms"})
+        if resp.status != 200:
+            raise self._fail(resp, "/query")
+        results = _decode(resp.data).get("results") or [{}]
+        result = results[0]
+        error = result.get("error")
+        if error:
+            if error.startswith("database not found"):
+                return []
+            raise StoreError(f"{self._where}: query failed: {error}: {q}")
+        series: list[dict[str, Any]] = result.get("series") or []
+        if result.get("partial") or any(s.get("partial") for s in series):
+            raise StoreError(
+                f"{self._where}: result truncated by the server's max-row-limit; "
+                f"narrow the time range or downsample: {q}"
+            )
+        return series
+
+    def _rows(self, q: str) -> Iterator[tuple[dict[str, str], dict[str, Any]]]:
+        """(series tags, row as column → value) for every row of the statement's result."""
+        for s in self._query(q):
+            tags = s.get("tags") or {}
+            columns = s["columns"]
+            for values in s.get("values") or []:
+                yield tags, dict(zip(columns, values, strict=True))
+
+    def count_readings(self, site: str | None = None) -> int:
+        where = _where(_eq("site", site) if site is not None else "")
+        total = 0
+        for _, row in self._rows(f'SELECT COUNT("seq") FROM "readings"{where}'):
+            total += int(row["count"])
+        return total
+
+    def query_readings(
+        self,
+        site: str,
+        device: str,
+        metric: str,
+        start_ms: int,
+        end_ms: int,
+        every_ms: int | None = None,
+    ) -> list[ReadingRow]:
+        start, end = check_interval(start_ms, end_ms)
+        field = quote_ident(check_metric(metric))
+        where = _where(
+            _eq("site", site), _eq("device", device), f"time >= {start}ms", f"time < {end}ms"
+        )
+        if every_ms is None:
+            q = f'SELECT {field} FROM "readings"{where}'
+            return [
+                ReadingRow(row["time"], v, v, v, 1)
+                for _, row in self._rows(q)
+                for v in (float(row[metric]),)
+            ]
+        every = check_positive("every_ms", every_ms)
+        q = (
+            f'SELECT MEAN({field}) AS "mean", MIN({field}) AS "min", MAX({field}) AS "max", '
+            f'COUNT({field}) AS "count" FROM "readings"{where} '
+            f"GROUP BY time({every}ms) fill(none)"
+        )
+        return [
+            ReadingRow(
+                row["time"], float(row["mean"]), float(row["min"]), float(row["max"]), row["count"]
+            )
+            for _, row in self._rows(q)
+        ]
+
+    def query_aggregates(
+        self, site: str, device: str, metric: str, start_ms: int, end_ms: int
+    ) -> list[Aggregate]:
+        start, end = check_interval(start_ms, end_ms)
+        where = _where(
+            _eq("site", site),
+            _eq("device", device),
+            _eq("metric", metric),
+            f"time >= {start}ms",
+            f"time < {end}ms",
+        )
+        return [
+            Aggregate(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                device=row["device"],
+                kind=row["kind"],
+                metric=row["metric"],
+                start=row["time"],
+                end=int(row["end"]),
+                count=int(row["count"]),
+                min=_float(row["min"]),
+                max=_float(row["max"]),
+                mean=_float(row["mean"]),
+                std=_float(row["std"]),
+                last=_float(row["last"]),
+                anomalies=int(row["anomalies"]),
+            )
+            for _, row in self._rows(f'SELECT * FROM "aggregates"{where}')
+        ]
+
+    def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
+        since = check_ms("since_ms", since_ms)
+        n = check_positive("limit", limit)
+        where = _where(_eq("site", site) if site is not None else "", f"time >= {since}ms")
+        q = f'SELECT * FROM "alerts"{where} ORDER BY time DESC LIMIT {n}'
+        alerts = [
+            AlertData(
+                v=SCHEMA_VERSION,
+                alert_id=row["alert_id"],
+                site=row["site"],
+                device=row["device"],
+                kind=row["kind"],
+                metric=row["metric"],
+                state=row["state"],
+                severity=row["severity"],
+                score=_float(row["score"]),
+                value=_float(row["value"]),
+                reading_ts=row["time"],
+                reason=row["reason"],
+                model_version=row["model_version"],
+            )
+            for _, row in self._rows(q)
+        ]
+        alerts.sort(key=lambda a: (-a.reading_ts, a.site, a.alert_id, a.state))
+        return alerts
+
+    def query_dead_letters(
+        self, site: str | None, since_ms: int, limit: int = 100
+    ) -> list[DeadLetter]:
+        since = check_ms("since_ms", since_ms)
+        n = check_positive("limit", limit)
+        where = _where(_eq("site", site) if site is not None else "", f"time >= {since}ms")
+        q = f'SELECT * FROM "deadletters"{where} ORDER BY time DESC LIMIT {n}'
+        return [
+            DeadLetter(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                ts=row["time"],
+                reason=row["reason"],
+                detail=row["detail"],
+                topic=row["topic"],
+                size=int(row["size"]),
+                sha256=row["sha256"],
+                payload=row["payload"],
+            )
+            for _, row in self._rows(q)
+        ]
+
+    def query_labels(
+        self, site: str, device: str | None, start_ms: int, end_ms: int
+    ) -> list[Label]:
+        start, end = check_interval(start_ms, end_ms)
+        where = _where(
+            _eq("site", site),
+            _eq("device", device) if device is not None else "",
+            f"time < {end}ms",
+            f'"end" >= {start}',
+        )
+        labels = [
+            Label(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                device=row["device"],
+                metrics=row["metrics"].split(",") if row["metrics"] else [],
+                anomaly=row["anomaly"],
+                start=row["time"],
+                end=int(row["end"]),
+            )
+            for _, row in self._rows(f'SELECT * FROM "labels"{where}')
+        ]
+        labels.sort(key=lambda lab: (lab.start, lab.device, lab.anomaly))
+        return labels
+
+    def latest_health(self) -> list[Health]:
+        q = 'SELECT * FROM "health" GROUP BY "site", "node" ORDER BY time DESC LIMIT 1'
+        reports = []
+        for tags, row in self._rows(q):
+            counters = {
+                k[len(_COUNTER) :]: int(v)
+                for k, v in row.items()
+                if k.startswith(_COUNTER) and v is not None
+            }
+            gauges = {
+                k[len(_GAUGE) :]: float(v)
+                for k, v in row.items()
+                if k.startswith(_GAUGE) and v is not None
+            }
+            reports.append(
+                Health(
+                    v=SCHEMA_VERSION,
+                    site=tags["site"],
+                    node=tags["node"],
+                    ts=row["time"],
+                    status=row["status"],
+                    counters=counters,
+                    gauges=gauges,
+                )
+            )
+        reports.sort(key=lambda h: (h.site, h.node))
+        return reports
+
+    def sites(self) -> list[str]:
+        found = {row["value"] for _, row in self._rows('SHOW TAG VALUES WITH KEY = "site"')}
+        return sorted(found)
+
+    def devices(self, site: str) -> list[tuple[str, str]]:
+        q = f'SHOW SERIES FROM "readings", "aggregates"{_where(_eq("site", site))}'
+        pairs = set()
+        for _, row in self._rows(q):
+            _, tags = parse_series_key(row["key"])
+            if "device" in tags and "kind" in tags:
+                pairs.add((tags["device"], tags["kind"]))
+        return sorted(pairs)
+
+    def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            resp = self._pool.request("GET", "/ping", timeout=urllib3.Timeout(total=2.0))
+        except urllib3.exceptions.HTTPError:
+            return False
+        return 200 <= resp.status < 300
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise StoreError(f"InfluxDB answered with invalid JSON: {data[:200]!r}") from exc
+    if not isinstance(decoded, dict):
+        raise StoreError(f"InfluxDB answered with unexpected JSON: {data[:200]!r}")
+    return decoded
+
+
+def _error_text(data: bytes) -> str:
+    """The ``error`` of InfluxDB's JSON answer, else the body as text (shortened)."""
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return data.decode(errors="replace").strip()[:2000]
+    if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+        return str(decoded["error"])[:2000]
+    return data.decode(errors="replace").strip()[:2000]

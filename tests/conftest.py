@@ -1,0 +1,103 @@
+"""Shared fixtures: real mosquitto and influxd on free loopback ports, hermetic environment.
+
+A missing binary fails the test with the ``apt-get`` command that installs it; it never
+skips, so a machine without the services cannot pass by running fewer tests.
+Session services are shared: a test that kills, freezes or restarts a service starts
+its own with ``mosquitto_factory`` / ``influxd_factory`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from pipeline.errors import ServiceError
+from pipeline.services import Influxd, Mosquitto, Service
+
+S = TypeVar("S", bound=Service)
+
+
+def _started(make: Callable[[], S]) -> S:
+    """Build and start a service, turning ServiceError (e.g. missing binary) into a failure."""
+    try:
+        service = make()
+        service.start()
+    except ServiceError as e:
+        pytest.fail(str(e), pytrace=False)
+    return service
+
+
+@pytest.fixture(autouse=True)
+def _clean_edgepipe_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every EDGEPIPE_* variable so a developer's shell cannot change test results."""
+    for name in list(os.environ):
+        if name.startswith("EDGEPIPE_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One anonymous mosquitto broker for the whole session (``.url``, ``.port``)."""
+    workdir = tmp_path_factory.mktemp("mosquitto")
+    broker = _started(lambda: Mosquitto(workdir))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """One influxd (1.x, no auth) for the whole session; use ``influx_db`` for a database."""
+    workdir = tmp_path_factory.mktemp("influxd")
+    server = _started(lambda: Influxd(workdir))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influx_db(influxdb: Influxd) -> Iterator[str]:
+    """Name of a fresh, empty database on the session influxd; dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    influxdb.create_database(name)
+    yield name
+    if influxdb.running:
+        try:
+            influxdb.query(f'DROP DATABASE "{name}"')
+        except ServiceError:
+            pass
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Start private brokers (kwargs as for ``Mosquitto``); all are stopped at teardown."""
+    made: list[Mosquitto] = []
+
+    def make(**kwargs: Any) -> Mosquitto:
+        workdir = tmp_path / f"mosquitto-{len(made)}"
+        broker = _started(lambda: Mosquitto(workdir, **kwargs))
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.stop()
+
+
+@pytest.fixture
+def influxd_factory(tmp_path: Path) -> Iterator[Callable[..., Influxd]]:
+    """Start private influxd servers (kwargs as for ``Influxd``); stopped at teardown."""
+    made: list[Influxd] = []
+
+    def make(**kwargs: Any) -> Influxd:
+        workdir = tmp_path / f"influxd-{len(made)}"
+        server = _started(lambda: Influxd(workdir, **kwargs))
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
