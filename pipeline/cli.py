@@ -103,7 +103,7 @@ def config() -> None:
 def config_show(config_file: str | None) -> None:
     """Print the effective settings (file + EDGEPIPE_* environment) as TOML.
 
-    Example: EDGEPIPE_EDGE__SITE=farm-2 edgepipe config show
+    Example: edgepipe config show --config edgepipe.toml
     """
     click.echo(settings_as_toml(_settings(config_file)), nl=False)
 

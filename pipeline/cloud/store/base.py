@@ -249,7 +249,9 @@ def check_metric(value: object) -> str:
     """A metric name: a valid id that is not one of :data:`RESERVED_METRICS`."""
     name = check_id("metric", value)
     if name in RESERVED_METRICS:
-        raise ValueError(f"metric name {name!r} is reserved ({', '.join(sorted(RESERVED_METRICS))})")
+        raise ValueError(
+            f"metric name {name!r} is reserved ({', '.join(sorted(RESERVED_METRICS))})"
+        )
     return name
 
 
@@ -301,5 +303,3 @@ def dead_letter_key(d: DeadLetter) -> int:
     identity. InfluxDB stores it as the nanoseconds within the millisecond.
     """
     return zlib.crc32(f"{d.topic}\n{d.sha256}\n{d.detail}".encode()) % 1_000_000
-
-

@@ -218,7 +218,9 @@ def health_line(h: Health) -> str:
     fields += [
         f"{escape_field_key(_COUNTER + name)}={int(value)}i" for name, value in h.counters.items()
     ]
-    fields += _floats([(escape_field_key(_GAUGE + name), value) for name, value in h.gauges.items()])
+    fields += _floats(
+        [(escape_field_key(_GAUGE + name), value) for name, value in h.gauges.items()]
+    )
     return (
         f"health,node={_tag('node', h.node)},site={_tag('site', h.site)} "
         f"{','.join(fields)} {int(h.ts)}"
@@ -259,6 +261,15 @@ def quote_ident(name: str) -> str:
 def quote_string(text: str) -> str:
     """An InfluxQL string literal in single quotes."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# InfluxDB times are int64 nanoseconds; a bound outside (e.g. 10**13 ms) is a query error.
+_MIN_MS, _MAX_MS = -9_223_372_036_854, 9_223_372_036_854
+
+
+def _time(op: str, ms: int) -> str:
+    """``time <op> <ns>`` for a bound in ms, clamped to what InfluxDB can represent."""
+    return f"time {op} {min(max(ms, _MIN_MS), _MAX_MS) * 1_000_000}"
 
 
 def _where(*conditions: str) -> str:
@@ -528,7 +539,7 @@ class InfluxStore:
         start, end = check_interval(start_ms, end_ms)
         field = quote_ident(check_metric(metric))
         where = _where(
-            _eq("site", site), _eq("device", device), f"time >= {start}ms", f"time < {end}ms"
+            _eq("site", site), _eq("device", device), _time(">=", start), _time("<", end)
         )
         if every_ms is None:
             q = f'SELECT {field} FROM "readings"{where}'
@@ -558,8 +569,8 @@ class InfluxStore:
             _eq("site", site),
             _eq("device", device),
             _eq("metric", metric),
-            f"time >= {start}ms",
-            f"time < {end}ms",
+            _time(">=", start),
+            _time("<", end),
         )
         return [
             Aggregate(
@@ -584,7 +595,7 @@ class InfluxStore:
     def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
         since = check_ms("since_ms", since_ms)
         n = check_positive("limit", limit)
-        where = _where(_eq("site", site) if site is not None else "", f"time >= {since}ms")
+        where = _where(_eq("site", site) if site is not None else "", _time(">=", since))
         q = f'SELECT * FROM "alerts"{where} ORDER BY time DESC LIMIT {n}'
         alerts = [
             AlertData(
@@ -612,7 +623,7 @@ class InfluxStore:
     ) -> list[DeadLetter]:
         since = check_ms("since_ms", since_ms)
         n = check_positive("limit", limit)
-        where = _where(_eq("site", site) if site is not None else "", f"time >= {since}ms")
+        where = _where(_eq("site", site) if site is not None else "", _time(">=", since))
         q = f'SELECT * FROM "deadletters"{where} ORDER BY time DESC LIMIT {n}'
         return [
             DeadLetter(
@@ -636,7 +647,7 @@ class InfluxStore:
         where = _where(
             _eq("site", site),
             _eq("device", device) if device is not None else "",
-            f"time < {end}ms",
+            _time("<", end),
             f'"end" >= {start}',
         )
         labels = [

@@ -1,0 +1,506 @@
+"""SQLiteStore: the store in one SQLite file (stdlib ``sqlite3``), the default for ``edgepipe demo``.
+
+Why SQLite: the demo and the tests need a store with no server to run. It keeps the
+same promises as InfluxDB (``base.py``): the primary keys are the record identities, and
+every write is an upsert, so a resent batch leaves one copy with the newest values.
+
+* **WAL journal**, so the dashboard (another process, or another ``SQLiteStore`` on the same
+  file) reads while the cloud writer writes; ``synchronous=NORMAL``, which in WAL mode
+  survives application crashes (a power loss may roll back the last commits, which the
+  edge resends because it only deletes what the cloud acknowledged).
+* **Threads**: one connection per ``SQLiteStore``, opened with ``check_same_thread=False``
+  and guarded by a lock, so one instance may be shared by threads (the writer thread, or
+  Streamlit sessions through ``st.cache_resource``); they take turns. Readers that must not
+  wait for the writer open their own ``SQLiteStore``.
+* **One transaction per write call**, rows sent with ``executemany``.
+
+Schema (``PRAGMA user_version = 1``; times in Unix ms):
+
+====================  ========================================  ==============================
+table                 primary key                               other columns
+====================  ========================================  ==============================
+``readings``          site, device, ts                          kind, seq
+``reading_values``    site, device, metric, ts                  value (one row per metric)
+``aggregates``        site, device, metric, start               kind, end, count, min, max,
+                                                                mean, std, last, anomalies
+``alerts``            site, alert_id, state                     device, kind, metric,
+                                                                severity, score, value,
+                                                                reading_ts, reason,
+                                                                model_version
+``health``            site, node, ts                            status, counters, gauges (JSON)
+``dead_letters``      site, reason, ts, key                     detail, topic, size, sha256,
+                                                                payload
+``labels``            site, device, anomaly, start              end, metrics (comma-separated)
+``sites``             site                                      (every site with any record)
+``devices``           site, device, kind                        (from readings and aggregates)
+====================  ========================================  ==============================
+
+The primary keys serve the dashboard's range queries (site, device, metric, time); alerts
+and dead letters also have an index on (site, time) and on time. Downsampling groups by
+``ts - ts mod every_ms`` (floored, so buckets line up with InfluxDB's ``GROUP BY time``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.cloud.store.base import (
+    ReadingRow,
+    StoreConfigError,
+    StoreUnavailable,
+    check_id,
+    check_interval,
+    check_metric,
+    check_ms,
+    check_positive,
+    dead_letter_key,
+    finite,
+)
+from pipeline.errors import StoreError
+from pipeline.protocol.messages import (
+    SCHEMA_VERSION,
+    Aggregate,
+    Alert,
+    AlertData,
+    DeadLetter,
+    Health,
+    Label,
+    Reading,
+)
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_USER_VERSION = 1
+NAN = float("nan")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    site TEXT NOT NULL, device TEXT NOT NULL, ts INTEGER NOT NULL,
+    kind TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (site, device, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reading_values (
+    site TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (site, device, metric, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aggregates (
+    site TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, start INTEGER NOT NULL,
+    kind TEXT NOT NULL, "end" INTEGER NOT NULL, count INTEGER NOT NULL,
+    min REAL, max REAL, mean REAL, std REAL, last REAL, anomalies INTEGER NOT NULL,
+    PRIMARY KEY (site, device, metric, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    site TEXT NOT NULL, alert_id TEXT NOT NULL, state TEXT NOT NULL,
+    device TEXT NOT NULL, kind TEXT NOT NULL, metric TEXT NOT NULL, severity TEXT NOT NULL,
+    score REAL, value REAL, reading_ts INTEGER NOT NULL, reason TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    PRIMARY KEY (site, alert_id, state)
+);
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (reading_ts);
+CREATE INDEX IF NOT EXISTS alerts_by_site_time ON alerts (site, reading_ts);
+CREATE TABLE IF NOT EXISTS health (
+    site TEXT NOT NULL, node TEXT NOT NULL, ts INTEGER NOT NULL, status TEXT NOT NULL,
+    counters TEXT NOT NULL, gauges TEXT NOT NULL,
+    PRIMARY KEY (site, node, ts)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    site TEXT NOT NULL, reason TEXT NOT NULL, ts INTEGER NOT NULL, key INTEGER NOT NULL,
+    detail TEXT NOT NULL, topic TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (site, reason, ts, key)
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (ts, key);
+CREATE INDEX IF NOT EXISTS dead_letters_by_site_time ON dead_letters (site, ts, key);
+CREATE TABLE IF NOT EXISTS labels (
+    site TEXT NOT NULL, device TEXT NOT NULL, anomaly TEXT NOT NULL, start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL, metrics TEXT NOT NULL,
+    PRIMARY KEY (site, device, anomaly, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sites (site TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
+    PRIMARY KEY (site, device, kind)
+) WITHOUT ROWID;
+"""
+
+_UPSERT_READING = """
+INSERT INTO readings (site, device, ts, kind, seq) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (site, device, ts) DO UPDATE SET kind = excluded.kind, seq = excluded.seq
+"""
+_UPSERT_VALUE = """
+INSERT INTO reading_values (site, device, metric, ts, value) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (site, device, metric, ts) DO UPDATE SET value = excluded.value
+"""
+# A float left out as non-finite keeps the stored value, as a field InfluxDB did not get.
+_UPSERT_AGGREGATE = """
+INSERT INTO aggregates
+    (site, device, metric, start, kind, "end", count, min, max, mean, std, last, anomalies)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (site, device, metric, start) DO UPDATE SET
+    kind = excluded.kind, "end" = excluded."end", count = excluded.count,
+    min = coalesce(excluded.min, min), max = coalesce(excluded.max, max),
+    mean = coalesce(excluded.mean, mean), std = coalesce(excluded.std, std),
+    last = coalesce(excluded.last, last), anomalies = excluded.anomalies
+"""
+_UPSERT_ALERT = """
+INSERT INTO alerts (site, alert_id, state, device, kind, metric, severity, score, value,
+                    reading_ts, reason, model_version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (site, alert_id, state) DO UPDATE SET
+    device = excluded.device, kind = excluded.kind, metric = excluded.metric,
+    severity = excluded.severity, score = coalesce(excluded.score, score),
+    value = coalesce(excluded.value, value), reading_ts = excluded.reading_ts,
+    reason = excluded.reason, model_version = excluded.model_version
+"""
+
+
+class SQLiteStore:
+    """The :class:`~pipeline.cloud.store.base.Store` in a SQLite file (or ``":memory:"``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreConfigError(
+                    f"sqlite {self.path}: cannot create its folder: {exc}"
+                ) from exc
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreConfigError(f"sqlite {self.path}: cannot open: {exc}") from exc
+        self._closed = False
+        with self._locked() as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_USER_VERSION:
+                raise StoreConfigError(
+                    f"sqlite {self.path}: schema version {version} is newer than this "
+                    f"edgepipe ({SCHEMA_USER_VERSION})"
+                )
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_USER_VERSION}")
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore(path={self.path!r})"
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held by this thread; sqlite3 errors mapped to the store's."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"sqlite {self.path}: store is closed")
+            try:
+                yield self._conn
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+                raise StoreError(f"sqlite {self.path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[tuple[object, ...]]]]) -> None:
+        with self._locked() as conn, conn:  # one transaction: all or nothing
+            for sql, rows in statements:
+                if rows:
+                    conn.executemany(sql, rows)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write_readings(self, site: str, readings: Sequence[Reading]) -> None:
+        check_id("site", site)
+        rows, values, devices = [], [], set()
+        for r in readings:
+            if r.site and r.site != site:
+                raise ValueError(f"reading of site {r.site!r} written as site {site!r}")
+            device, kind = check_id("device", r.device), check_id("kind", r.kind)
+            ts = int(r.ts)
+            rows.append((site, device, ts, kind, int(r.seq)))
+            devices.add((site, device, kind))
+            for name, value in r.metrics.items():
+                number = finite(value)
+                check_metric(name)
+                if number is not None:
+                    values.append((site, device, name, ts, number))
+        self._write(
+            [
+                (_UPSERT_READING, rows),
+                (_UPSERT_VALUE, values),
+                ("INSERT OR IGNORE INTO devices VALUES (?, ?, ?)", sorted(devices)),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", [(site,)] if rows else []),
+            ]
+        )
+
+    def write_aggregates(self, aggs: Sequence[Aggregate]) -> None:
+        rows = [
+            (
+                check_id("site", a.site),
+                check_id("device", a.device),
+                check_id("metric", a.metric),
+                int(a.start),
+                check_id("kind", a.kind),
+                int(a.end),
+                int(a.count),
+                finite(a.min),
+                finite(a.max),
+                finite(a.mean),
+                finite(a.std),
+                finite(a.last),
+                int(a.anomalies),
+            )
+            for a in aggs
+        ]
+        self._write(
+            [
+                (_UPSERT_AGGREGATE, rows),
+                (
+                    "INSERT OR IGNORE INTO devices VALUES (?, ?, ?)",
+                    sorted({(r[0], r[1], r[4]) for r in rows}),
+                ),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", sorted({(r[0],) for r in rows})),
+            ]
+        )
+
+    def write_alerts(self, alerts: Sequence[Alert]) -> None:
+        rows = []
+        for alert in alerts:
+            d = alert.data
+            rows.append(
+                (
+                    check_id("site", d.site),
+                    str(d.alert_id),
+                    check_id("state", d.state),
+                    check_id("device", d.device),
+                    check_id("kind", d.kind),
+                    check_id("metric", d.metric),
+                    check_id("severity", d.severity),
+                    finite(d.score),
+                    finite(d.value),
+                    int(d.reading_ts),
+                    str(d.reason),
+                    str(d.model_version),
+                )
+            )
+        self._write(
+            [
+                (_UPSERT_ALERT, rows),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", sorted({(r[0],) for r in rows})),
+            ]
+        )
+
+    def write_health(self, h: Health) -> None:
+        site, node = check_id("site", h.site), check_id("node", h.node)
+        counters = {str(k): int(v) for k, v in h.counters.items()}
+        gauges = {str(k): f for k, v in h.gauges.items() if (f := finite(v)) is not None}
+        row = (site, node, int(h.ts), str(h.status), json.dumps(counters), json.dumps(gauges))
+        self._write(
+            [
+                ("INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?, ?, ?)", [row]),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", [(site,)]),
+            ]
+        )
+
+    def write_dead_letters(self, items: Sequence[DeadLetter]) -> None:
+        rows = [
+            (
+                check_id("site", d.site),
+                check_id("reason", d.reason),
+                int(d.ts),
+                dead_letter_key(d),
+                str(d.detail),
+                str(d.topic),
+                int(d.size),
+                str(d.sha256),
+                str(d.payload),
+            )
+            for d in items
+        ]
+        self._write(
+            [
+                ("INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", sorted({(r[0],) for r in rows})),
+            ]
+        )
+
+    def write_labels(self, labels: Sequence[Label]) -> None:
+        rows = [
+            (
+                check_id("site", lab.site),
+                check_id("device", lab.device),
+                check_id("anomaly", lab.anomaly),
+                int(lab.start),
+                int(lab.end),
+                ",".join(check_metric(m) for m in lab.metrics),
+            )
+            for lab in labels
+        ]
+        self._write(
+            [
+                ("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?)", rows),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", sorted({(r[0],) for r in rows})),
+            ]
+        )
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Sequence[object] | dict[str, object] = ()) -> list[Any]:
+        with self._locked() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def count_readings(self, site: str | None = None) -> int:
+        if site is None:
+            rows = self._fetch("SELECT COUNT(*) FROM readings")
+        else:
+            rows = self._fetch(
+                "SELECT COUNT(*) FROM readings WHERE site = ?", (check_id("site", site),)
+            )
+        return int(rows[0][0])
+
+    def query_readings(
+        self,
+        site: str,
+        device: str,
+        metric: str,
+        start_ms: int,
+        end_ms: int,
+        every_ms: int | None = None,
+    ) -> list[ReadingRow]:
+        start, end = check_interval(start_ms, end_ms)
+        params = {
+            "site": check_id("site", site),
+            "device": check_id("device", device),
+            "metric": check_metric(metric),
+            "start": start,
+            "end": end,
+        }
+        where = (
+            "site = :site AND device = :device AND metric = :metric AND ts >= :start AND ts < :end"
+        )
+        if every_ms is None:
+            sql = f"SELECT ts, value FROM reading_values WHERE {where} ORDER BY ts"
+            return [ReadingRow(ts, v, v, v, 1) for ts, v in self._fetch(sql, params)]
+        params["every"] = check_positive("every_ms", every_ms)
+        sql = f"""
+            SELECT ts - ((ts % :every) + :every) % :every AS bucket,
+                   AVG(value), MIN(value), MAX(value), COUNT(*)
+            FROM reading_values WHERE {where}
+            GROUP BY bucket ORDER BY bucket
+        """
+        return [ReadingRow(*row) for row in self._fetch(sql, params)]
+
+    def query_aggregates(
+        self, site: str, device: str, metric: str, start_ms: int, end_ms: int
+    ) -> list[Aggregate]:
+        start, end = check_interval(start_ms, end_ms)
+        sql = """
+            SELECT site, device, kind, metric, start, "end", count,
+                   min, max, mean, std, last, anomalies
+            FROM aggregates
+            WHERE site = ? AND device = ? AND metric = ? AND start >= ? AND start < ?
+            ORDER BY start
+        """
+        params = (check_id("site", site), check_id("device", device), check_id("metric", metric))
+        return [
+            Aggregate(SCHEMA_VERSION, *row[:7], *(_float(x) for x in row[7:12]), row[12])
+            for row in self._fetch(sql, (*params, start, end))
+        ]
+
+    def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
+        since, n = check_ms("since_ms", since_ms), check_positive("limit", limit)
+        where, params = _site_filter(site, "reading_ts", since)
+        sql = f"""
+            SELECT alert_id, site, device, kind, metric, state, severity, score, value,
+                   reading_ts, reason, model_version
+            FROM alerts {where}
+            ORDER BY reading_ts DESC, site, alert_id, state LIMIT ?
+        """
+        return [
+            AlertData(SCHEMA_VERSION, *row[:7], _float(row[7]), _float(row[8]), *row[9:])
+            for row in self._fetch(sql, (*params, n))
+        ]
+
+    def query_dead_letters(
+        self, site: str | None, since_ms: int, limit: int = 100
+    ) -> list[DeadLetter]:
+        since, n = check_ms("since_ms", since_ms), check_positive("limit", limit)
+        where, params = _site_filter(site, "ts", since)
+        sql = f"""
+            SELECT site, ts, reason, detail, topic, size, sha256, payload
+            FROM dead_letters {where}
+            ORDER BY ts DESC, key DESC LIMIT ?
+        """
+        return [DeadLetter(SCHEMA_VERSION, *row) for row in self._fetch(sql, (*params, n))]
+
+    def query_labels(
+        self, site: str, device: str | None, start_ms: int, end_ms: int
+    ) -> list[Label]:
+        start, end = check_interval(start_ms, end_ms)
+        conditions, params = (
+            ["site = ?", "start < ?", '"end" >= ?'],
+            [check_id("site", site), end, start],
+        )
+        if device is not None:
+            conditions.append("device = ?")
+            params.append(check_id("device", device))
+        sql = f"""
+            SELECT site, device, metrics, anomaly, start, "end" FROM labels
+            WHERE {" AND ".join(conditions)} ORDER BY start, device, anomaly
+        """
+        return [
+            Label(SCHEMA_VERSION, s, d, m.split(",") if m else [], a, st, e)
+            for s, d, m, a, st, e in self._fetch(sql, params)
+        ]
+
+    def latest_health(self) -> list[Health]:
+        # SQLite takes the bare columns from the row holding MAX(ts).
+        sql = """
+            SELECT site, node, MAX(ts), status, counters, gauges
+            FROM health GROUP BY site, node ORDER BY site, node
+        """
+        return [
+            Health(SCHEMA_VERSION, s, n, ts, st, json.loads(c), json.loads(g))
+            for s, n, ts, st, c, g in self._fetch(sql)
+        ]
+
+    def sites(self) -> list[str]:
+        return [str(row[0]) for row in self._fetch("SELECT site FROM sites ORDER BY site")]
+
+    def devices(self, site: str) -> list[tuple[str, str]]:
+        sql = "SELECT device, kind FROM devices WHERE site = ? ORDER BY device, kind"
+        return [(str(d), str(k)) for d, k in self._fetch(sql, (check_id("site", site),))]
+
+    def ping(self) -> bool:
+        try:
+            self._fetch("SELECT 1")
+        except StoreError:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def _float(value: object) -> float:
+    """A nullable REAL column: NULL (a value that was not finite) reads back as NaN."""
+    return NAN if value is None else float(value)
+
+
+def _site_filter(site: str | None, ts_column: str, since: int) -> tuple[str, list[object]]:
+    if site is None:
+        return f"WHERE {ts_column} >= ?", [since]
+    return f"WHERE site = ? AND {ts_column} >= ?", [check_id("site", site), since]

@@ -1,0 +1,122 @@
+"""Settings: strict, typed, loaded once; a bad value names its dotted key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, load_settings, sample_config, settings_as_toml
+from pipeline.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edgepipe.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_load_without_a_file() -> None:
+    settings = load_settings()
+    assert settings.mqtt.url == "mqtt://127.0.0.1:1883"
+    assert settings.store.url.startswith("sqlite:///")
+
+
+def test_the_file_sets_values(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, '[edge]\nsite = "retail-2"\n'))
+    assert settings.edge.site == "retail-2"
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPIPE_EDGE__SITE", "city-9")
+    assert load_settings(write(tmp_path, '[edge]\nsite = "retail-2"\n')).edge.site == "city-9"
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPIPE_MQTT__URL", "mqtt://10.0.0.1:1883")
+    settings = load_settings(overrides={"mqtt.url": "mqtt://127.0.0.1:1999"})
+    assert settings.mqtt.url == "mqtt://127.0.0.1:1999"
+
+
+def test_edgepipe_config_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPIPE_CONFIG", str(write(tmp_path, '[sim]\nseed = 42\n')))
+    assert load_settings().sim.seed == 42
+
+
+def test_an_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "[mqtt]\nkeep_alive = 30\n"))
+    assert info.value.key == "mqtt.keep_alive"
+    assert "unknown key" in str(info.value)
+
+
+def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "[mqt]\nurl = 'mqtt://x:1'\n"))
+    assert info.value.key == "mqt"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        pytest.param('[mqtt]\nurl = "http://broker"\n', "mqtt.url", id="broker-scheme"),
+        pytest.param("[mqtt]\nkeepalive = 1\n", "mqtt.keepalive", id="keepalive-too-small"),
+        pytest.param('[mqtt]\nprotocol = "4"\n', "mqtt.protocol", id="protocol"),
+        pytest.param('[store]\nurl = "postgres://x"\n', "store.url", id="store-scheme"),
+        pytest.param('[edge]\nsite = "a/b"\n', "edge.site", id="site-with-slash"),
+        pytest.param("[sim]\nqos = 2\n", "sim.qos", id="qos-2"),
+        pytest.param('[sim]\nrate = "fast"\n', "sim.rate", id="rate-not-number"),
+    ],
+)
+def test_a_bad_value_names_the_key_and_the_value(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config error: {key} = ")
+
+
+def test_a_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEPIPE_MQTT__KEEPALIVE", "often")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == "mqtt.keepalive"
+
+
+def test_a_file_that_is_not_toml_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "[mqtt\n"))
+    assert info.value.key == "--config"
+
+
+def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_the_sample_parses_to_the_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, sample_config())) == Settings()
+
+
+def test_the_sample_lists_every_key() -> None:
+    sample = tomllib.loads(sample_config())
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert model is not None
+        documented = set(sample[section]) | _commented_keys(section)
+        assert set(model.model_fields) == documented, section  # type: ignore[union-attr]
+
+
+def _commented_keys(section: str) -> set[str]:
+    keys, current = set(), ""
+    for line in sample_config().splitlines():
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif current == section and line.startswith("# ") and line.rstrip().endswith(" ="):
+            keys.add(line[2:].split(" =")[0])
+    return keys
+
+
+def test_show_round_trips(tmp_path: Path) -> None:
+    settings = load_settings(overrides={"edge.site": "farm-3"})
+    assert load_settings(write(tmp_path, settings_as_toml(settings))) == settings
