@@ -368,13 +368,16 @@ def detect(config_file: str | None, csv_file: str | None, nab_dir: str | None, o
     _settings(config_file)
     if (csv_file is None) == (nab_dir is None):
         raise click.UsageError("give exactly one of --csv or --nab-dir")
-    if csv_file is not None:
-        rows = detect_csv(csv_file, out)
-        click.echo(f"scored {rows} rows -> {out}")
-    else:
-        assert nab_dir is not None
-        files, rows = detect_nab_dir(nab_dir, out)
-        click.echo(f"scored {rows} rows in {files} files -> {out}")
+    try:
+        if csv_file is not None:
+            rows = detect_csv(csv_file, out)
+            click.echo(f"scored {rows} rows -> {out}")
+        else:
+            assert nab_dir is not None
+            files, rows = detect_nab_dir(nab_dir, out)
+            click.echo(f"scored {rows} rows in {files} files -> {out}")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()

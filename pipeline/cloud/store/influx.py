@@ -3,7 +3,8 @@
 Why the v1 API: it is the only one Debian's InfluxDB 1.6.7 speaks (``/api/v2/write`` is a 404
 there), and 2.x (v1 compatibility, DBRP mapping) and 3.x serve it too. One plain pooled
 HTTP client (``urllib3``) and a hand-written line-protocol encoder do the work: the
-encoder is a few string joins per point, measured ~8x faster than ``influxdb_client.Point``.
+encoder is a few string joins per point: 2.2 µs per 4-metric reading against 10.9 µs for
+``influxdb_client.Point`` (measured here).
 
 Writes use ``precision=ms`` (1.6 reads ``us`` as nanoseconds), in chunks of ``batch_size``
 lines (5000) per request. Server answers map to errors as follows:
