@@ -111,7 +111,10 @@ class SimSettings(Section):
 
 
 class DashboardSettings(Section):
+    """The Streamlit dashboard."""
+
     port: int = Field(8501, ge=1, le=65535, description="HTTP port of the dashboard")
+    address: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in a container)")
     refresh_s: float = Field(5.0, gt=0, description="seconds between live refreshes")
 
 

@@ -23,7 +23,7 @@ def dashboard_command(settings: Settings, port: int | None = None) -> list[str]:
         "--server.port",
         str(port or settings.dashboard.port),
         "--server.address",
-        "127.0.0.1",
+        settings.dashboard.address,
         "--server.headless",
         "true",
         "--browser.gatherUsageStats",
@@ -35,7 +35,7 @@ def dashboard_command(settings: Settings, port: int | None = None) -> list[str]:
 
 
 def serve_dashboard(settings: Settings) -> int:
-    print(f"edgepipe dashboard on http://127.0.0.1:{settings.dashboard.port}/", flush=True)
+    print(f"edgepipe dashboard on http://{settings.dashboard.address}:{settings.dashboard.port}/", flush=True)
     try:
         return subprocess.call(dashboard_command(settings))
     except KeyboardInterrupt:

@@ -49,7 +49,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from pipeline.cloud.store.base import (
     ReadingRow,
@@ -355,9 +354,13 @@ class SQLiteStore:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def _fetch(self, sql: str, params: Sequence[object] | dict[str, object] = ()) -> list[Any]:
+    def _fetch(
+        self, sql: str, params: Sequence[object] | dict[str, object] = ()
+    ) -> list[sqlite3.Row]:
         with self._locked() as conn:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return cursor.fetchall()
 
     def count_readings(self, site: str | None = None) -> int:
         if site is None:
@@ -413,7 +416,22 @@ class SQLiteStore:
         """
         params = (check_id("site", site), check_id("device", device), check_id("metric", metric))
         return [
-            Aggregate(SCHEMA_VERSION, *row[:7], *(_float(x) for x in row[7:12]), row[12])
+            Aggregate(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                device=row["device"],
+                kind=row["kind"],
+                metric=row["metric"],
+                start=row["start"],
+                end=row["end"],
+                count=row["count"],
+                min=_float(row["min"]),
+                max=_float(row["max"]),
+                mean=_float(row["mean"]),
+                std=_float(row["std"]),
+                last=_float(row["last"]),
+                anomalies=row["anomalies"],
+            )
             for row in self._fetch(sql, (*params, start, end))
         ]
 
@@ -427,7 +445,21 @@ class SQLiteStore:
             ORDER BY reading_ts DESC, site, alert_id, state LIMIT ?
         """
         return [
-            AlertData(SCHEMA_VERSION, *row[:7], _float(row[7]), _float(row[8]), *row[9:])
+            AlertData(
+                v=SCHEMA_VERSION,
+                alert_id=row["alert_id"],
+                site=row["site"],
+                device=row["device"],
+                kind=row["kind"],
+                metric=row["metric"],
+                state=row["state"],
+                severity=row["severity"],
+                score=_float(row["score"]),
+                value=_float(row["value"]),
+                reading_ts=row["reading_ts"],
+                reason=row["reason"],
+                model_version=row["model_version"],
+            )
             for row in self._fetch(sql, (*params, n))
         ]
 
@@ -441,7 +473,20 @@ class SQLiteStore:
             FROM dead_letters {where}
             ORDER BY ts DESC, key DESC LIMIT ?
         """
-        return [DeadLetter(SCHEMA_VERSION, *row) for row in self._fetch(sql, (*params, n))]
+        return [
+            DeadLetter(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                ts=row["ts"],
+                reason=row["reason"],
+                detail=row["detail"],
+                topic=row["topic"],
+                size=row["size"],
+                sha256=row["sha256"],
+                payload=row["payload"],
+            )
+            for row in self._fetch(sql, (*params, n))
+        ]
 
     def query_labels(
         self, site: str, device: str | None, start_ms: int, end_ms: int
@@ -459,19 +504,35 @@ class SQLiteStore:
             WHERE {" AND ".join(conditions)} ORDER BY start, device, anomaly
         """
         return [
-            Label(SCHEMA_VERSION, s, d, m.split(",") if m else [], a, st, e)
-            for s, d, m, a, st, e in self._fetch(sql, params)
+            Label(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                device=row["device"],
+                metrics=row["metrics"].split(",") if row["metrics"] else [],
+                anomaly=row["anomaly"],
+                start=row["start"],
+                end=row["end"],
+            )
+            for row in self._fetch(sql, params)
         ]
 
     def latest_health(self) -> list[Health]:
         # SQLite takes the bare columns from the row holding MAX(ts).
         sql = """
-            SELECT site, node, MAX(ts), status, counters, gauges
+            SELECT site, node, MAX(ts) AS ts, status, counters, gauges
             FROM health GROUP BY site, node ORDER BY site, node
         """
         return [
-            Health(SCHEMA_VERSION, s, n, ts, st, json.loads(c), json.loads(g))
-            for s, n, ts, st, c, g in self._fetch(sql)
+            Health(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                node=row["node"],
+                ts=row["ts"],
+                status=row["status"],
+                counters=json.loads(row["counters"]),
+                gauges=json.loads(row["gauges"]),
+            )
+            for row in self._fetch(sql)
         ]
 
     def sites(self) -> list[str]:
@@ -495,7 +556,7 @@ class SQLiteStore:
                 self._conn.close()
 
 
-def _float(value: object) -> float:
+def _float(value: float | None) -> float:
     """A nullable REAL column: NULL (a value that was not finite) reads back as NaN."""
     return NAN if value is None else float(value)
 

@@ -1,0 +1,493 @@
+"""The Store contract: one suite, run against SQLite and against the real InfluxDB 1.6.7.
+
+Every test of the first part runs once per backend (fixture ``store``), so the dashboard and
+the cloud writer can rely on the same answers from either. The last part covers what only
+the InfluxDB backend has: HTTP error classes, each provoked on a real influxd.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.cloud.store import (
+    InfluxStore,
+    PartialWriteError,
+    ReadingRow,
+    SQLiteStore,
+    Store,
+    StoreConfigError,
+    StoreUnavailable,
+    open_store,
+)
+from pipeline.protocol.messages import (
+    Aggregate,
+    Alert,
+    AlertData,
+    DeadLetter,
+    Health,
+    Label,
+    Reading,
+)
+from pipeline.services import Influxd, free_port
+
+T0 = 1_700_000_000_000  # a multiple of every bucket width used below
+HOUR = 3_600_000
+
+
+@pytest.fixture(params=["sqlite", "influx"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store: a SQLite file in tmp_path, or a fresh database on the session influxd."""
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        influxdb: Influxd = request.getfixturevalue("influxdb")
+        database: str = request.getfixturevalue("influx_db")
+        s = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{database}")
+    yield s
+    s.close()
+
+
+def reading(device: str, ts: int, seq: int, kind: str = "fridge", **metrics: float) -> Reading:
+    return Reading(v=1, device=device, kind=kind, ts=ts, seq=seq, metrics=metrics or {"temp": 4.0})
+
+
+def aggregate(device: str, start: int, *, mean: float = 4.0, metric: str = "temp") -> Aggregate:
+    return Aggregate(
+        v=1,
+        site="shop1",
+        device=device,
+        kind="fridge",
+        metric=metric,
+        start=start,
+        end=start + 60_000,
+        count=600,
+        min=3.5,
+        max=4.5,
+        mean=mean,
+        std=0.25,
+        last=4.25,
+        anomalies=2,
+    )
+
+
+def alert(
+    alert_id: str, ts: int, state: str = "raised", site: str = "shop1", score: float = 0.9
+) -> Alert:
+    data = AlertData(
+        v=1,
+        alert_id=alert_id,
+        site=site,
+        device="fridge1",
+        kind="fridge",
+        metric="temp",
+        state=state,
+        severity="warning",
+        score=score,
+        value=11.5,
+        reading_ts=ts,
+        reason="score 0.90 above 0.80",
+        model_version="hst-3",
+    )
+    return Alert(
+        id=f"{alert_id}-{state}",
+        source=f"edgepipe/{site}",
+        type="edgepipe.alert",
+        time="2023-11-14T22:13:20Z",
+        subject="fridge1",
+        data=data,
+    )
+
+
+def sent_requests(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record everything the backend sends to its database from now on.
+
+    SQLite: every SQL statement (trace callback). InfluxDB: every HTTP request. Spies on
+    the real connection; nothing is replaced.
+    """
+    sent: list[object] = []
+    if isinstance(store, SQLiteStore):
+        store._conn.set_trace_callback(sent.append)
+    else:
+        assert isinstance(store, InfluxStore)
+        urlopen = store._pool.urlopen
+
+        def spy(*args: object, **kwargs: object) -> object:
+            sent.append(args)
+            return urlopen(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store._pool, "urlopen", spy)
+    return sent
+
+
+# -- the contract, for every backend -------------------------------------------------------
+
+
+def test_store_satisfies_the_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+def test_readings_round_trip_oldest_first(store: Store) -> None:
+    store.write_readings("shop1", [reading("fridge1", T0 + 200, 3, temp=4.5, door=1.0)])
+    store.write_readings("shop1", [reading("fridge1", T0 + 100, 2, temp=4.25, door=0.0)])
+
+    rows = store.query_readings("shop1", "fridge1", "temp", T0, T0 + 1000)
+
+    assert rows == [
+        ReadingRow(T0 + 100, 4.25, 4.25, 4.25, 1),
+        ReadingRow(T0 + 200, 4.5, 4.5, 4.5, 1),
+    ]
+    assert [r.value for r in store.query_readings("shop1", "fridge1", "door", T0, T0 + 1000)] == [
+        0.0,
+        1.0,
+    ]
+
+
+def test_query_interval_includes_start_and_excludes_end(store: Store) -> None:
+    store.write_readings("shop1", [reading("fridge1", T0 + i * 100, i) for i in range(5)])
+
+    rows = store.query_readings("shop1", "fridge1", "temp", T0 + 100, T0 + 300)
+
+    assert [r.ts for r in rows] == [T0 + 100, T0 + 200]
+
+
+def test_rewriting_a_reading_keeps_one_copy_with_the_new_value(store: Store) -> None:
+    store.write_readings("shop1", [reading("fridge1", T0, 1, temp=4.0)])
+    store.write_readings("shop1", [reading("fridge1", T0, 1, temp=7.5)])
+
+    assert store.count_readings() == 1
+    assert [r.value for r in store.query_readings("shop1", "fridge1", "temp", T0, T0 + 1)] == [7.5]
+
+
+def test_a_resent_batch_leaves_the_count_unchanged(store: Store) -> None:
+    batch = [reading(f"fridge{d}", T0 + i * 100, i) for d in range(3) for i in range(50)]
+    store.write_readings("shop1", batch)
+    store.write_readings("shop1", batch)
+
+    assert store.count_readings() == 150
+
+
+def test_count_readings_per_site_and_in_total(store: Store) -> None:
+    store.write_readings("shop1", [reading("fridge1", T0 + i, i) for i in range(3)])
+    store.write_readings("shop2", [reading("fridge1", T0 + i, i) for i in range(5)])
+
+    assert store.count_readings("shop1") == 3
+    assert store.count_readings("shop2") == 5
+    assert store.count_readings() == 8
+    assert store.count_readings("shop3") == 0
+
+
+def test_a_reading_counts_once_whatever_its_number_of_metrics(store: Store) -> None:
+    store.write_readings(
+        "farm1", [reading("ws1", T0, 1, "weather_station", air_temp=20.0, wind=3.0)]
+    )
+
+    assert store.count_readings("farm1") == 1
+
+
+def test_downsampling_gives_mean_min_max_and_count_per_bucket(store: Store) -> None:
+    # values 0..9 every 100 ms; buckets of 250 ms hold {0,1,2} {3,4} {5,6,7} {8,9}
+    store.write_readings(
+        "shop1", [reading("fridge1", T0 + i * 100, i, temp=float(i)) for i in range(10)]
+    )
+
+    rows = store.query_readings("shop1", "fridge1", "temp", T0, T0 + 1000, every_ms=250)
+
+    assert [(r.ts, r.min, r.max, r.count) for r in rows] == [
+        (T0, 0.0, 2.0, 3),
+        (T0 + 250, 3.0, 4.0, 2),
+        (T0 + 500, 5.0, 7.0, 3),
+        (T0 + 750, 8.0, 9.0, 2),
+    ]
+    assert [r.value for r in rows] == pytest.approx([1.0, 3.5, 6.0, 8.5])
+
+
+def test_downsampling_leaves_out_empty_buckets(store: Store) -> None:
+    store.write_readings("shop1", [reading("fridge1", T0, 1), reading("fridge1", T0 + 5000, 2)])
+
+    rows = store.query_readings("shop1", "fridge1", "temp", T0, T0 + 10_000, every_ms=1000)
+
+    assert [r.ts for r in rows] == [T0, T0 + 5000]
+
+
+def test_a_non_finite_metric_is_not_written_but_the_reading_is(store: Store) -> None:
+    store.write_readings(
+        "shop1", [reading("fridge1", T0, 1, temp=math.nan, power=math.inf, door=1.0)]
+    )
+
+    assert store.count_readings() == 1
+    assert store.query_readings("shop1", "fridge1", "temp", T0, T0 + 1) == []
+    assert store.query_readings("shop1", "fridge1", "power", T0, T0 + 1) == []
+    assert [r.value for r in store.query_readings("shop1", "fridge1", "door", T0, T0 + 1)] == [1.0]
+
+
+def test_aggregates_round_trip_by_window_start(store: Store) -> None:
+    later, earlier = aggregate("fridge1", T0 + 60_000), aggregate("fridge1", T0)
+    store.write_aggregates([later, earlier, aggregate("fridge1", T0, metric="power")])
+
+    assert store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + HOUR) == [earlier, later]
+
+
+def test_rewriting_an_aggregate_keeps_one_copy_with_the_new_values(store: Store) -> None:
+    store.write_aggregates([aggregate("fridge1", T0, mean=4.0)])
+    store.write_aggregates([aggregate("fridge1", T0, mean=5.0)])
+
+    assert [a.mean for a in store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + 1)] == [5.0]
+
+
+def test_alerts_come_newest_first_up_to_the_limit(store: Store) -> None:
+    store.write_alerts([alert(f"a{i}", T0 + i * 1000) for i in range(5)])
+
+    found = store.query_alerts("shop1", since_ms=T0 + 1000, limit=3)
+
+    assert [a.alert_id for a in found] == ["a4", "a3", "a2"]
+    assert found[0] == alert("a4", T0 + 4000).data
+
+
+def test_raised_and_cleared_at_the_same_instant_are_two_alerts(store: Store) -> None:
+    store.write_alerts([alert("a1", T0, "raised"), alert("a1", T0, "cleared")])
+
+    assert sorted(a.state for a in store.query_alerts(None, T0)) == ["cleared", "raised"]
+
+
+def test_rewriting_an_alert_keeps_one_copy_with_the_new_values(store: Store) -> None:
+    store.write_alerts([alert("a1", T0, score=0.85)])
+    store.write_alerts([alert("a1", T0, score=0.95)])
+
+    assert [a.score for a in store.query_alerts(None, T0)] == [0.95]
+
+
+def test_alerts_can_be_filtered_by_site(store: Store) -> None:
+    store.write_alerts([alert("a1", T0, site="shop1"), alert("a2", T0 + 1, site="shop2")])
+
+    assert [a.alert_id for a in store.query_alerts("shop2", T0)] == ["a2"]
+    assert [a.alert_id for a in store.query_alerts(None, T0)] == ["a2", "a1"]
+
+
+def test_latest_health_is_the_newest_report_of_each_node(store: Store) -> None:
+    old = Health(v=1, site="farm1", node="edge1", ts=T0, status="online", counters={"received": 5})
+    new = Health(
+        v=1,
+        site="farm1",
+        node="edge1",
+        ts=T0 + 10_000,
+        status="offline",
+        counters={"received": 9, "dlq": 1},
+        gauges={"buffer_bytes": 2048.0, "lag_s": 0.5},
+    )
+    other = Health(v=1, site="city1", node="edge1", ts=T0, status="online")
+    store.write_health(new)
+    store.write_health(old)
+    store.write_health(other)
+
+    assert store.latest_health() == [other, new]
+
+
+def test_a_non_finite_gauge_is_left_out(store: Store) -> None:
+    h = Health(
+        v=1, site="farm1", node="edge1", ts=T0, status="online", gauges={"a": math.inf, "b": 1.5}
+    )
+    store.write_health(h)
+
+    assert store.latest_health()[0].gauges == {"b": 1.5}
+
+
+def test_dead_letters_keep_their_text_exactly_and_apart_within_one_ms(store: Store) -> None:
+    hostile = 'bad "json" \\ with, commas=equals and\nnewlines'
+    letters = [
+        DeadLetter(
+            v=1,
+            site="farm1",
+            ts=T0,
+            reason="bad_json",
+            detail=f"payload {i}",
+            topic="edgepipe/v1/farm1/dev/ws 1",
+            size=len(hostile),
+            sha256=f"{i:064x}",
+            payload=hostile,
+        )
+        for i in range(3)
+    ]
+    store.write_dead_letters(letters)
+    store.write_dead_letters(letters)
+
+    found = store.query_dead_letters("farm1", T0, limit=10)
+
+    assert sorted(found, key=lambda d: d.detail) == letters
+
+
+def test_labels_overlapping_the_range_are_returned(store: Store) -> None:
+    spike = Label(
+        v=1, site="farm1", device="ws1", metrics=["wind"], anomaly="spike", start=T0, end=T0 + 500
+    )
+    drift = Label(
+        v=1, site="farm1", device="ws2", metrics=["air_temp", "humidity"], anomaly="drift",
+        start=T0 + 2000, end=T0 + 9000,
+    )  # fmt: skip
+    store.write_labels([spike, drift])
+    store.write_labels([spike])
+
+    assert store.query_labels("farm1", None, T0 + 400, T0 + 2001) == [spike, drift]
+    assert store.query_labels("farm1", "ws2", T0, T0 + 1000) == []
+
+
+def test_sites_lists_every_site_with_any_record(store: Store) -> None:
+    store.write_readings("shop1", [reading("fridge1", T0, 1)])
+    store.write_aggregates([aggregate("fridge1", T0)])
+    store.write_health(Health(v=1, site="farm1", node="edge1", ts=T0, status="online"))
+    store.write_alerts([alert("a1", T0, site="city1")])
+
+    assert store.sites() == ["city1", "farm1", "shop1"]
+
+
+def test_devices_lists_device_and_kind_of_one_site(store: Store) -> None:
+    store.write_readings(
+        "shop1", [reading("fridge1", T0, 1), reading("freezer1", T0, 1, "freezer")]
+    )
+    store.write_aggregates([aggregate("fridge2", T0)])
+    store.write_readings("shop2", [reading("fridge9", T0, 1)])
+
+    assert store.devices("shop1") == [
+        ("freezer1", "freezer"),
+        ("fridge1", "fridge"),
+        ("fridge2", "fridge"),
+    ]
+
+
+def test_an_empty_store_answers_with_nothing(store: Store) -> None:
+    assert store.count_readings() == 0
+    assert store.sites() == []
+    assert store.devices("shop1") == []
+    assert store.latest_health() == []
+    assert store.query_alerts(None, 0) == []
+    assert store.query_readings("shop1", "fridge1", "temp", 0, T0, every_ms=1000) == []
+
+
+HOSTILE_IDS = [
+    pytest.param("x' OR 1=1", id="quote-or"),
+    pytest.param('x" OR "1"="1', id="double-quote"),
+    pytest.param("fridge1'; DROP DATABASE x; --", id="statement"),
+    pytest.param("a b", id="space"),
+    pytest.param("a,b=c", id="comma-equals"),
+    pytest.param("dev1\nfake temp=666", id="newline"),
+    pytest.param("", id="empty"),
+    pytest.param("x" * 65, id="too-long"),
+]
+
+QUERIES: dict[str, Callable[[Store, str], object]] = {
+    "readings.site": lambda s, bad: s.query_readings(bad, "fridge1", "temp", 0, T0),
+    "readings.device": lambda s, bad: s.query_readings("shop1", bad, "temp", 0, T0),
+    "readings.metric": lambda s, bad: s.query_readings("shop1", "fridge1", bad, 0, T0, 1000),
+    "aggregates.metric": lambda s, bad: s.query_aggregates("shop1", "fridge1", bad, 0, T0),
+    "alerts.site": lambda s, bad: s.query_alerts(bad, 0),
+    "dead_letters.site": lambda s, bad: s.query_dead_letters(bad, 0),
+    "labels.device": lambda s, bad: s.query_labels("farm1", bad, 0, T0),
+    "count.site": lambda s, bad: s.count_readings(bad),
+    "devices.site": lambda s, bad: s.devices(bad),
+}
+
+
+@pytest.mark.parametrize("query", list(QUERIES))
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_an_injection_in_a_query_filter_is_rejected_before_any_query(
+    store: Store, monkeypatch: pytest.MonkeyPatch, query: str, bad: str
+) -> None:
+    sent = sent_requests(store, monkeypatch)
+
+    with pytest.raises(ValueError, match="invalid"):
+        QUERIES[query](store, bad)
+
+    assert sent == []
+
+
+def test_a_time_bound_that_is_not_an_int_is_rejected_before_any_query(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = sent_requests(store, monkeypatch)
+
+    with pytest.raises(TypeError):
+        store.query_readings("shop1", "fridge1", "temp", "0 OR 1=1", T0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.query_alerts(None, 1.5)  # type: ignore[arg-type]
+
+    assert sent == []
+
+
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_a_write_with_an_invalid_id_is_refused_whole(store: Store, bad: str) -> None:
+    good, evil = reading("fridge1", T0, 1), reading(bad, T0 + 1, 2)
+
+    with pytest.raises(ValueError, match="invalid device"):
+        store.write_readings("shop1", [good, evil])
+
+    assert store.count_readings() == 0
+    assert store.sites() == []
+
+
+def test_ping_is_true_while_open_and_false_after_close(store: Store) -> None:
+    assert store.ping() is True
+    store.close()
+    assert store.ping() is False
+    store.close()  # idempotent
+
+
+# -- InfluxDB only: how server answers map to errors -------------------------------------
+
+
+def test_influx_unreachable_server_raises_store_unavailable() -> None:
+    store = open_store(f"influxdb://127.0.0.1:{free_port()}/edgepipe")  # opening does not fail
+
+    assert store.ping() is False
+    with pytest.raises(StoreUnavailable):
+        store.write_readings("shop1", [reading("fridge1", T0, 1)])
+    with pytest.raises(StoreUnavailable):
+        store.count_readings()
+
+
+def test_influx_partial_write_raises_and_keeps_the_good_points(
+    influxdb: Influxd, influx_db: str
+) -> None:
+    # "temp" becomes a string field, so a float "temp" in the same shard is a type conflict.
+    influxdb.write(influx_db, f'readings,device=fridge0,kind=fridge,site=shop1 temp="hot" {T0}')
+    store = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    good = reading("fridge1", T0 + 1, 1, door=1.0)
+
+    with pytest.raises(PartialWriteError) as raised:
+        store.write_readings("shop1", [reading("fridge2", T0 + 2, 1, temp=4.0), good])
+
+    assert "conflict" in raised.value.text
+    assert raised.value.dropped == 1
+    assert [r.value for r in store.query_readings("shop1", "fridge1", "door", T0, T0 + 10)] == [1.0]
+    store.close()
+
+
+def test_influx_body_too_large_is_split_until_it_fits(
+    influxd_factory: Callable[..., Influxd],
+) -> None:
+    server = influxd_factory(config_overrides={"http": {"max-body-size": 4000}})
+    store = InfluxStore("127.0.0.1", server.port, "small")
+    batch = [reading(f"fridge{i % 7}", T0 + i, i) for i in range(1000)]  # ~75 kB of lines
+
+    store.write_readings("shop1", batch)
+
+    assert store.count_readings() == 1000
+    store.close()
+
+
+def test_influx_wrong_password_raises_store_config_error(
+    influxd_factory: Callable[..., Influxd],
+) -> None:
+    server = influxd_factory(config_overrides={"http": {"auth-enabled": True}})
+    server.query("CREATE USER admin WITH PASSWORD 'right' WITH ALL PRIVILEGES")
+    store = open_store(f"influxdb://admin:wrong@127.0.0.1:{server.port}/edgepipe")
+
+    with pytest.raises(StoreConfigError):
+        store.write_readings("shop1", [reading("fridge1", T0, 1)])
+    store.close()
+    right = open_store(f"influxdb://admin:right@127.0.0.1:{server.port}/edgepipe")
+    right.write_readings("shop1", [reading("fridge1", T0, 1)])
+    assert right.count_readings() == 1
+    right.close()

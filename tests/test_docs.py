@@ -1,0 +1,40 @@
+"""The docs stay in step with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.protocol import Reason
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dotted_keys() -> list[str]:
+    keys = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert model is not None
+        keys += [f"{section}.{name}" for name in model.model_fields]  # type: ignore[union-attr]
+    return keys
+
+
+@pytest.mark.parametrize("key", dotted_keys())
+def test_configuration_doc_lists_every_setting(key: str) -> None:
+    assert f"`{key}`" in (ROOT / "docs" / "configuration.md").read_text()
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_protocol_doc_explains_every_reason_code(reason: Reason) -> None:
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert re.search(rf"^\| `{reason.value}` \|", text, re.MULTILINE)
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/check" in readme
+    assert "scripts/check" in ci
