@@ -134,10 +134,13 @@ class ReadingRow:
 class Store(Protocol):
     """Where the cloud tier keeps what the edges send, and where the dashboard reads it.
 
-    Writes take whole batches (one request or transaction each, cheap enough to call per
-    uplink message). A write either stores everything or raises. Queries take ids that
-    are validated before a query is built (``ValueError`` otherwise), time ranges as
-    half-open ``[start_ms, end_ms)`` Unix ms, and return sorted lists.
+    Writes take whole batches (cheap enough to call once per uplink message). SQLite
+    stores a batch in one transaction; InfluxDB in requests of up to 5000 points, and a
+    failed request leaves the earlier ones stored, which is harmless because a resend
+    is idempotent. A write with an invalid id raises ``ValueError`` before anything is
+    stored. Queries take ids that are validated before a query is built (``ValueError``
+    otherwise), times as int Unix ms (``TypeError`` otherwise), ranges as half-open
+    ``[start_ms, end_ms)``, and return sorted lists.
     """
 
     def write_readings(self, site: str, readings: Sequence[Reading]) -> None:

@@ -381,8 +381,8 @@ class InfluxStore:
         self._may_create = bool(create_database and not token)
         self._closed = False
         if not self._db_ready:
-            try:
-                self._ensure_database()
+            try:  # briefly: opening must not hang on a frozen server
+                self._ensure_database(timeout=min(5.0, timeout))
             except StoreUnavailable:
                 pass  # tried again before the first write
 
@@ -392,7 +392,12 @@ class InfluxStore:
     # -- HTTP ------------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, params: dict[str, str], body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        body: bytes | None = None,
+        timeout: float | None = None,
     ) -> urllib3.BaseHTTPResponse:
         if self._closed:
             raise StoreError(f"{self._where}: store is closed")
@@ -401,6 +406,7 @@ class InfluxStore:
                 method,
                 f"{path}?{urlencode(params)}",
                 body=body,
+                timeout=urllib3.Timeout(total=timeout) if timeout else None,
                 headers={**self._pool.headers, "Content-Type": "text/plain; charset=utf-8"}
                 if body is not None
                 else None,
@@ -418,11 +424,11 @@ class InfluxStore:
             return StoreUnavailable(message)
         return StoreError(message)
 
-    def _ensure_database(self) -> None:
+    def _ensure_database(self, timeout: float | None = None) -> None:
         if self._db_ready:
             return
         q = f"CREATE DATABASE {quote_ident(self.database)}"
-        resp = self._request("POST", "/query", {"q": q})
+        resp = self._request("POST", "/query", {"q": q}, timeout=timeout)
         if resp.status in (401, 403):
             # Not an admin (the writer should only hold WRITE): assume the database exists;
             # a write will answer 404 if it does not.
