@@ -32,8 +32,8 @@ class ZScoreDetector:
     >>> d = ZScoreDetector(fading_factor=0.1, warmup=5)
     >>> for x in [10.0, 10.2, 9.8, 10.1, 9.9, 10.0]:
     ...     d.learn_one(x)
-    >>> round(d.score_one(10.0), 3)
-    0.0
+    >>> d.score_one(10.0) < 0.1
+    True
     >>> d.score_one(20.0) > 0.999
     True
     """
