@@ -4,7 +4,7 @@
         ──► decode (bad: counted, acknowledged, never retried)
         ──► pending, until flush_points items or flush_interval_s
         ──► store.write_*  ──ok──► MQTT ack of every pending message
-                                   + cloud/ack/{site} with the highest stored batch seq
+                                   + cloud/ack/{site} listing the stored uplink seqs
                            ──error──► keep pending, retry with backoff (nothing acked)
 
 Writes are idempotent (a point's identity is its series and timestamp), so a redelivered
@@ -42,6 +42,7 @@ from pipeline.protocol import (
     decode_batch,
     encode,
 )
+from pipeline.protocol.messages import seq_ranges
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class IngestCounters:
 class _Pending:
     messages: list[Message] = field(default_factory=list)
     readings: dict[str, list[Reading]] = field(default_factory=lambda: defaultdict(list))
-    batch_seq: dict[str, int] = field(default_factory=dict)
+    seqs: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     aggregates: list[Aggregate] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -148,13 +149,13 @@ class IngestWorker:
                 batch = decode_batch(payload)
                 self._check_site(batch.site, topic.site)
                 pending.readings[batch.site].extend(batch.readings)
-                pending.batch_seq[batch.site] = max(pending.batch_seq.get(batch.site, 0), batch.seq)
+                pending.seqs[batch.site].add(batch.seq)
                 pending.points += len(batch.readings)
             case TopicKind.EDGE_AGG:
                 aggs = decode(payload, AggregateBatch)
                 self._check_site(aggs.site, topic.site)
                 pending.aggregates.extend(aggs.aggregates)
-                pending.batch_seq[aggs.site] = max(pending.batch_seq.get(aggs.site, 0), aggs.seq)
+                pending.seqs[aggs.site].add(aggs.seq)
                 pending.points += len(aggs.aggregates)
             case TopicKind.EDGE_HEALTH:
                 health = decode(payload, Health)
@@ -208,8 +209,8 @@ class IngestWorker:
         self._backoff_s = 0.0
         for message in pending.messages:
             self.client.ack(message)
-        for site, seq in pending.batch_seq.items():
-            ack = Ack(v=SCHEMA_VERSION, site=site, seq=seq)
+        for site, seqs in pending.seqs.items():
+            ack = Ack(v=SCHEMA_VERSION, site=site, seq=max(seqs), ranges=seq_ranges(seqs))
             self.client.publish(self.topics.cloud_ack(site), encode(ack), qos=1)
         self.counters.flushes += 1
         self._pending = _Pending()

@@ -7,6 +7,8 @@ carries ``v``, its schema version; a decoder rejects versions it does not know.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 SCHEMA_VERSION = 1
@@ -123,11 +125,38 @@ class Label(msgspec.Struct, frozen=True):
 
 
 class Ack(msgspec.Struct, frozen=True):
-    """The cloud has stored every uplink message of ``site`` up to ``seq``."""
+    """The cloud has stored these uplink messages of ``site``.
+
+    ``ranges`` are inclusive ``[first, last]`` runs of uplink sequence numbers. The edge
+    ships by priority, not in sequence order, so "everything up to N" would be wrong:
+    the edge forgets exactly the listed sequences. ``seq`` is the highest of them.
+    """
 
     v: int
     site: str
     seq: int
+    ranges: list[list[int]] = []
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
+    """Compress sequence numbers into sorted inclusive runs: {1,2,3,7} -> [[1,3],[7,7]]."""
+    runs: list[list[int]] = []
+    for s in sorted(set(seqs)):
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return runs
+
+
+def seqs_of(ranges: list[list[int]], limit: int = 1_000_000) -> list[int]:
+    """Expand ranges back to sequence numbers, refusing absurd spans (hostile input)."""
+    out: list[int] = []
+    for first, last in ranges:
+        if last < first or len(out) + (last - first + 1) > limit:
+            raise ValueError(f"bad ack range [{first}, {last}]")
+        out.extend(range(first, last + 1))
+    return out
 
 
 class Batch(msgspec.Struct, frozen=True):

@@ -1,0 +1,3 @@
+"""The edge node and its stages."""
+
+from __future__ import annotations
