@@ -17,7 +17,13 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.config import Settings, load_settings, sample_config, settings_as_toml
+from pipeline.config import (
+    Settings,
+    load_settings,
+    reference_markdown,
+    sample_config,
+    settings_as_toml,
+)
 from pipeline.errors import ConfigError, EdgepipeError
 
 F = Callable[..., Any]
@@ -120,12 +126,13 @@ def config_check(config_file: str | None) -> None:
 
 
 @config.command("sample")
-def config_sample() -> None:
+@click.option("--markdown", is_flag=True, help="Print the reference table of docs/configuration.md instead.")
+def config_sample(markdown: bool) -> None:
     """Print a commented settings file with every key and its default.
 
     Example: edgepipe config sample > edgepipe.toml
     """
-    click.echo(sample_config(), nl=False)
+    click.echo(reference_markdown() if markdown else sample_config(), nl=False)
 
 
 # -- roles ----------------------------------------------------------------------------------

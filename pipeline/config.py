@@ -88,6 +88,65 @@ class EdgeSettings(Section):
         return value
 
 
+class SelectSettings(Section):
+    """Data selection: which readings the edge ships at full resolution."""
+
+    method: Literal["deadband", "swinging_door"] = Field(
+        "swinging_door", description="deadband (step-hold) or swinging_door (linear) selection"
+    )
+    tolerance_resolutions: float = Field(
+        5.0, ge=0, description="default tolerance, in multiples of the metric's resolution"
+    )
+    tolerances: dict[str, float] = Field(
+        {}, description='per-metric tolerance in its unit, e.g. {"fridge.temp" = 0.3}'
+    )
+    heartbeat_s: float = Field(300.0, gt=0, description="ship at least this often per metric")
+    anomaly_score: float = Field(
+        0.99, gt=0, le=1, description="points scored at or above this ship at full resolution"
+    )
+    pre_anomaly_points: int = Field(5, ge=0, le=1000, description="points kept before an anomaly")
+    post_anomaly_s: float = Field(60.0, ge=0, description="full resolution after an anomaly")
+
+    @field_validator("tolerances")
+    @classmethod
+    def _tolerances(cls, value: dict[str, float]) -> dict[str, float]:
+        from pipeline.protocol.catalog import KINDS
+
+        for key, tol in value.items():
+            kind, _, metric = key.partition(".")
+            if kind not in KINDS or metric not in KINDS[kind].metrics:
+                raise ValueError(f"{key!r} is not a kind.metric of the catalogue")
+            if tol < 0:
+                raise ValueError(f"{key}: tolerance must not be negative")
+        return value
+
+
+class AggregateSettings(Section):
+    """Tumbling windows per device and metric, on event time."""
+
+    window_s: float = Field(60.0, gt=0, description="window length")
+    lateness_s: float = Field(5.0, ge=0, description="allowed lateness before a window closes")
+    idle_s: float = Field(30.0, ge=0, description="close a quiet device's window this long after")
+
+
+class UplinkSettings(Section):
+    """The edge's disk-backed store-and-forward queue."""
+
+    budget_mb: float = Field(256.0, gt=0, description="disk budget of queued messages")
+    alert_reserve: float = Field(0.10, ge=0, le=1, description="share of the budget kept for alerts")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="SQLite synchronous: NORMAL survives crashes, FULL power loss"
+    )
+    commit_interval_ms: float = Field(
+        5.0, gt=0, le=1000, description="group commit: readings become durable (and PUBACKed) this often"
+    )
+    codec: Literal["delta-zstd", "json-zstd"] = Field(
+        "delta-zstd", description="batch codec: delta-zstd (bounded error) or json-zstd (lossless)"
+    )
+    max_inflight: int = Field(64, ge=1, description="uplink messages sent and not yet acknowledged")
+    ack_timeout_s: float = Field(30.0, gt=0, description="resend an unacknowledged message after")
+
+
 class CloudSettings(Section):
     """The ingest workers."""
 
@@ -131,6 +190,9 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     store: StoreSettings = StoreSettings()
     edge: EdgeSettings = EdgeSettings()
+    select: SelectSettings = SelectSettings()
+    aggregate: AggregateSettings = AggregateSettings()
+    uplink: UplinkSettings = UplinkSettings()
     cloud: CloudSettings = CloudSettings()
     sim: SimSettings = SimSettings()
     dashboard: DashboardSettings = DashboardSettings()
@@ -230,6 +292,9 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + (f" {items} " if items else "") + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -245,3 +310,46 @@ def settings_as_toml(settings: Settings) -> str:
                 lines.append(f"{name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
+
+
+REFERENCE_INTRO = """# Configuration
+
+Settings come from one TOML file (`--config FILE` or `$EDGEPIPE_CONFIG`), then `EDGEPIPE_*`
+environment variables, then command-line flags (highest). Every section refuses unknown keys.
+A bad value stops the command with exit code 2 and one line naming the dotted key, e.g.
+
+```
+edgepipe: config error: edge.sitee = 'farm': unknown key
+```
+
+`edgepipe config sample` prints every key with its default; `edgepipe config show` prints the
+effective settings; `edgepipe config check` validates them.
+
+The environment name of a key is `EDGEPIPE_<SECTION>__<KEY>` in capitals, e.g.
+`EDGEPIPE_MQTT__URL`. Lists and tables are given as JSON:
+`EDGEPIPE_SIM__SITES='["farm","city"]'`.
+
+This page is generated: `edgepipe config sample --markdown > docs/configuration.md`.
+"""
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every key, its default, its environment name and meaning."""
+    out = [REFERENCE_INTRO]
+    defaults = Settings.model_construct()
+    for section_name, section_field in Settings.model_fields.items():
+        model = section_field.annotation
+        doc = (model.__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+        out += [f"## `[{section_name}]`", ""]
+        if doc:
+            out += [doc[0], ""]
+        out += ["| key | default | environment | meaning |", "|---|---|---|---|"]
+        section = getattr(defaults, section_name)
+        for name, info in type(section).model_fields.items():
+            value = getattr(section, name)
+            shown = "(none)" if value is None else f"`{_toml_value(value)}`"
+            env = f"EDGEPIPE_{section_name.upper()}__{name.upper()}"
+            meaning = (info.description or "").replace("|", "\\|")
+            out.append(f"| `{section_name}.{name}` | {shown} | `{env}` | {meaning} |")
+        out.append("")
+    return "\n".join(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config import Settings, reference_markdown
 from pipeline.protocol import Reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,11 @@ def dotted_keys() -> list[str]:
 @pytest.mark.parametrize("key", dotted_keys())
 def test_configuration_doc_lists_every_setting(key: str) -> None:
     assert f"`{key}`" in (ROOT / "docs" / "configuration.md").read_text()
+
+
+def test_configuration_doc_is_the_generated_reference() -> None:
+    """Regenerate with: edgepipe config sample --markdown > docs/configuration.md"""
+    assert (ROOT / "docs" / "configuration.md").read_text() == reference_markdown()
 
 
 @pytest.mark.parametrize("reason", list(Reason))

@@ -401,16 +401,13 @@ class InfluxStore:
     ) -> urllib3.BaseHTTPResponse:
         if self._closed:
             raise StoreError(f"{self._where}: store is closed")
+        extra: dict[str, Any] = {}
+        if timeout is not None:  # passing timeout=None would mean "wait forever"
+            extra["timeout"] = urllib3.Timeout(total=timeout)
+        if body is not None:
+            extra["headers"] = {**self._pool.headers, "Content-Type": "text/plain; charset=utf-8"}
         try:
-            return self._pool.request(
-                method,
-                f"{path}?{urlencode(params)}",
-                body=body,
-                timeout=urllib3.Timeout(total=timeout) if timeout else None,
-                headers={**self._pool.headers, "Content-Type": "text/plain; charset=utf-8"}
-                if body is not None
-                else None,
-            )
+            return self._pool.request(method, f"{path}?{urlencode(params)}", body=body, **extra)
         except urllib3.exceptions.HTTPError as exc:
             raise StoreUnavailable(f"{self._where}: {exc}") from exc
 
