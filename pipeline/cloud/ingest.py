@@ -21,6 +21,8 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import msgspec
+
 from pipeline.cloud.store import Store
 from pipeline.config import Settings
 from pipeline.errors import ProtocolError, StoreError
@@ -160,6 +162,10 @@ class IngestWorker:
             case TopicKind.EDGE_HEALTH:
                 health = decode(payload, Health)
                 self._check_site(health.site, topic.site)
+                if health.status == "offline":
+                    # The last will was composed at connect time: stamp it when it arrives.
+                    now_ms = time.time_ns() // 1_000_000
+                    health = msgspec.structs.replace(health, ts=max(health.ts, now_ms))
                 pending.health.append(health)
                 pending.points += 1
             case TopicKind.ALERT:

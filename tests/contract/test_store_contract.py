@@ -8,6 +8,8 @@ the InfluxDB backend has: HTTP error classes, each provoked on a real influxd.
 from __future__ import annotations
 
 import math
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -491,3 +493,21 @@ def test_influx_wrong_password_raises_store_config_error(
     right.write_readings("shop1", [reading("fridge1", T0, 1)])
     assert right.count_readings() == 1
     right.close()
+
+
+def test_influx_frozen_server_raises_store_unavailable_within_the_timeout(
+    influxd_factory: Callable[..., Influxd],
+) -> None:
+    server = influxd_factory()
+    server.kill(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        store = open_store(f"influxdb://127.0.0.1:{server.port}/edgepipe?timeout=0.5")
+        with pytest.raises(StoreUnavailable):
+            store.write_readings("shop1", [reading("fridge1", T0, 1)])
+        assert time.monotonic() - began < 3.0
+    finally:
+        server.kill(signal.SIGCONT)
+    store.write_readings("shop1", [reading("fridge1", T0, 1)])  # works again once thawed
+    assert store.count_readings() == 1
+    store.close()

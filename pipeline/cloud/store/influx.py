@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -283,46 +284,19 @@ def _eq(tag: str, value: str) -> str:
     return f"{quote_ident(tag)} = {quote_string(check_id(tag, value))}"
 
 
-def _unescape_key_part(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ",= \\":
-            out.append(text[i + 1])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_UNESCAPED_EQUALS = re.compile(r"(?<!\\)=")
+_ESCAPED = re.compile(r"\\([,= ])")
 
 
 def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
-    """``measurement,k=v,...`` (escaped as InfluxDB shows it) → (measurement, tags)."""
-    parts, current, i = [], [], 0
-    while i < len(key):
-        ch = key[i]
-        if ch == "\\" and i + 1 < len(key):
-            current.append(key[i : i + 2])
-            i += 2
-            continue
-        if ch == ",":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    parts.append("".join(current))
+    """``measurement,k=v,...`` (escaped as ``SHOW SERIES`` shows it) → (measurement, tags)."""
+    measurement, *pairs = _UNESCAPED_COMMA.split(key)
     tags = {}
-    for part in parts[1:]:
-        j = 0
-        while j < len(part):
-            if part[j] == "\\":
-                j += 2
-                continue
-            if part[j] == "=":
-                break
-            j += 1
-        tags[_unescape_key_part(part[:j])] = _unescape_key_part(part[j + 1 :])
-    return _unescape_key_part(parts[0]), tags
+    for pair in pairs:
+        name, value = (_UNESCAPED_EQUALS.split(pair, maxsplit=1) + [""])[:2]
+        tags[_ESCAPED.sub(r"\1", name)] = _ESCAPED.sub(r"\1", value)
+    return _ESCAPED.sub(r"\1", measurement), tags
 
 
 def _float(value: Any) -> float:
@@ -336,11 +310,13 @@ def _float(value: Any) -> float:
 class InfluxStore:
     """The :class:`~pipeline.cloud.store.base.Store` on an InfluxDB server (v1 HTTP API).
 
-    Thread-safe: the ``urllib3`` pool hands each thread its own connection. The constructor
-    tries ``CREATE DATABASE`` (idempotent) when no ``token`` is given; if the server is down
-    or the user may not create databases, it tries again before the next write instead of
-    failing, so a writer can start during an outage. With a ``token`` (a 2.x server) the
-    bucket and its DBRP mapping must exist; the token goes in ``Authorization: Token ...``.
+    Thread-safe: the ``urllib3`` pool gives each concurrent request its own connection.
+    The constructor sends ``CREATE DATABASE`` (idempotent) when no ``token`` is given, with a
+    5 s limit. If the server is down it tries again before the first write instead of
+    failing, so a writer can start during an outage; a user who may not create databases
+    (401/403, e.g. a WRITE-only writer) is assumed to write into an existing one. With a
+    ``token`` (a 2.x server) the bucket and its DBRP mapping must exist; the token goes in
+    ``Authorization: Token ...``. Nothing is retried here: the caller owns the retry policy.
     """
 
     def __init__(
