@@ -166,7 +166,7 @@ class SimSettings(Section):
     seed: int = Field(0, description="same seed, same stream")
     qos: Literal[0, 1] = Field(1, description="publish QoS")
     bad_rate: float = Field(0.0, ge=0, le=1, description="fraction of malformed payloads")
-    anomaly_rate: float = Field(0.5, ge=0, description="anomalies per device per simulated hour")
+    anomaly_rate: float = Field(0.1, ge=0, description="anomalies per device per simulated hour")
 
 
 class DashboardSettings(Section):

@@ -142,6 +142,9 @@ class MqttClient:
     max_payload
         Publishes larger than this raise :class:`PayloadTooLarge` (the broker's
         ``message_size_limit`` minus headroom for the topic and header).
+    max_pending
+        QoS >= 1 publishes allowed to wait for their PUBACK; ``publish`` blocks beyond it
+        and raises :class:`BrokerUnavailable` after ``pending_timeout`` seconds without room.
     """
 
     def __init__(
@@ -159,6 +162,8 @@ class MqttClient:
         max_payload: int = 65536 - 1024,
         reconnect_delay: tuple[int, int] = (1, 4),
         inbox: queue.Queue[Message] | None = None,
+        max_pending: int = 20_000,
+        pending_timeout: float = 60.0,
     ) -> None:
         self.broker = url if isinstance(url, BrokerUrl) else parse_broker_url(url)
         if protocol not in ("5", "3.1.1"):
@@ -167,6 +172,8 @@ class MqttClient:
         self._keepalive = keepalive
         self._session_expiry = session_expiry
         self._max_payload = max_payload
+        self._max_pending = max_pending
+        self._pending_timeout = pending_timeout
         self.messages: queue.Queue[Message] = inbox if inbox is not None else queue.Queue()
         self.stats = ClientStats()
         self._subscriptions: list[_Subscription] = []
@@ -248,6 +255,8 @@ class MqttClient:
         """
         if len(payload) > self._max_payload:
             raise PayloadTooLarge(f"{len(payload)} bytes on {topic} > {self._max_payload}")
+        if qos > 0 and len(self._inflight) >= self._max_pending:
+            self._wait_for_room()
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise BrokerUnavailable(f"publish on {topic} failed: {paho.error_string(info.rc)}")
@@ -256,6 +265,19 @@ class MqttClient:
             with self._inflight_lock:
                 self._inflight.append(info)
         return info.mid
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: block while ``max_pending`` QoS >= 1 publishes await their PUBACK.
+
+        paho has only 65,535 message ids; a publisher faster than the broker must wait.
+        """
+        deadline = time.monotonic() + self._pending_timeout
+        while self.outstanding() >= self._max_pending:
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(
+                    f"{self._max_pending} publishes unacknowledged for {self._pending_timeout:g} s"
+                )
+            time.sleep(0.002)
 
     def outstanding(self) -> int:
         """Number of QoS >= 1 publishes still waiting for their PUBACK."""

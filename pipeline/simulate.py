@@ -7,6 +7,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any, TextIO
@@ -43,8 +44,7 @@ def run_sim(
         )
         client.connect()
     sim = settings.sim
-    if start_ms is None:
-        start_ms = (time.time_ns() // 1_000_000) // 1000 * 1000
+    now_ms = time.time_ns() // 1_000_000
     try:
         if replay is not None:
             report = simulators.replay(
@@ -56,7 +56,9 @@ def run_sim(
                 out=out,
                 qos=sim.qos,
                 topic_root=settings.mqtt.topic_root,
+                realtime=realtime,
                 stop=stop,
+                start_ms=start_ms if start_ms is not None else now_ms,
             )
         else:
             options = simulators.SimOptions(
@@ -73,6 +75,12 @@ def run_sim(
                 topic_root=settings.mqtt.topic_root,
                 realtime=realtime,
             )
+            if start_ms is None:
+                # Start early enough that no reading is ever ahead of the wall clock,
+                # even at --speed > 1 (edges refuse readings from the future).
+                options = dataclasses.replace(
+                    options, start_ms=simulators.default_start_ms(options, now_ms)
+                )
             report = simulators.run(options, client, out, labels_out, stop=stop)
         if client is not None:
             client.flush(timeout=30.0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulators.devices import GENERIC, DeviceModel
+from simulators.retail import ColdCabinets
 from simulators.signals import HOUR, MINUTE
 
 DOMAIN_EVENTS = ("door_open", "irrigation_leak", "theft", "accident", "pollution_episode")
@@ -132,15 +133,22 @@ class NoiseBurst(Injection):
 
     sd: float = 0.0
     step: float = 0.0
+    low: float = -math.inf
+    high: float = math.inf
     rng: np.random.Generator | None = None
 
     def before_rounding(self, values: np.ndarray, b0: int, model: DeviceModel) -> None:
         lo, hi = self.span(b0, len(values))
         assert self.rng is not None
         z = self.rng.standard_normal(hi - lo)
-        values[lo:hi, self.metrics[0]] += np.where(z >= 0, 1.0, -1.0) * (
-            self.step + np.abs(z) * self.sd
+        column = values[lo:hi, self.metrics[0]]
+        size = self.step + np.abs(z) * self.sd
+        sign = np.where(z >= 0, 1.0, -1.0)
+        # a count at 0 cannot read lower: push such readings up instead
+        sign = np.where(
+            column - size < self.low, 1.0, np.where(column + size > self.high, -1.0, sign)
         )
+        values[lo:hi, self.metrics[0]] = column + sign * size
 
 
 @dataclass(eq=False)
@@ -272,6 +280,7 @@ class DoorOpen(Injection):
     warm_rate: float = 0.0  # per tick, while open
     cool_rate: float = 0.0  # per tick, after the door shuts
     step: float = 0.1
+    running_power: float = 0.0  # W with the compressor on
     rng: np.random.Generator | None = None
 
     def before_rounding(self, values: np.ndarray, b0: int, model: DeviceModel) -> None:
@@ -283,9 +292,7 @@ class DoorOpen(Injection):
         values[lo:hi, door] = np.where(k < self.open_ticks, 1.0, values[lo:hi, door])
         assert self.rng is not None
         z = self.rng.standard_normal(hi - lo)
-        rated = getattr(model, "rated_power")[self.device]
-        standby = getattr(model, "standby")[self.device]
-        values[lo:hi, power] = (rated + standby) * (1.0 + 0.01 * np.clip(z, -3.0, 3.0))
+        values[lo:hi, power] = self.running_power * (1.0 + 0.01 * np.clip(z, -3.0, 3.0))
 
     def warming(self, k: np.ndarray) -> np.ndarray:
         opened = self.warm_by * (1.0 - np.exp(-self.warm_rate * (k + 1.0)))
@@ -300,6 +307,7 @@ def door_open(
     start: int,
     open_ticks: int,
     warm_by: float,
+    running_power: float,
     dt: float,
     step: float,
     rng: np.random.Generator,
@@ -319,6 +327,7 @@ def door_open(
         warm_rate=warm_rate,
         cool_rate=cool_rate,
         step=step,
+        running_power=running_power,
         rng=rng,
     )
 
@@ -401,6 +410,10 @@ class AnomalySchedule:
         for i, rng in enumerate(self.rngs):
             while self.next_start[i] < b1:
                 start = self.next_start[i]
+                if any(j.needed_after(start - 1) for j in self.active[i]):
+                    # one at a time: wait for the last one (a theft's short shelf) to end
+                    self.next_start[i] = self._gap(rng, start)
+                    continue
                 injection = self._draw(i, start, raw[start - b0, i], rng)
                 self.active[i].append(injection)
                 self.unlabelled.append(injection)
@@ -475,12 +488,17 @@ class AnomalySchedule:
             case "dropout":
                 return Dropout(anomaly, i, every, start, end, silent=True)
             case "door_open":
-                setpoint = float(getattr(model, "setpoint"))
-                warm_by = 0.6 * (21.0 - setpoint)
-                return door_open(i, (0, 1, 2), start, length, warm_by, self.dt, self.steps[0], rng)
+                assert isinstance(model, ColdCabinets)
+                warm_by = 0.6 * (21.0 - model.setpoint)
+                power = float(model.rated_power[i] + model.standby[i])
+                return door_open(
+                    i, (0, 1, 2), start, length, warm_by, power, self.dt, self.steps[0], rng
+                )
             case "irrigation_leak":
                 flow = rng.uniform(3.0, 15.0)
-                return Leak(anomaly, i, (0,), start, end, flow=flow, zone=int(model.zones[i]), rng=rng)
+                return Leak(
+                    anomaly, i, (0,), start, end, flow=flow, zone=int(model.zones[i]), rng=rng
+                )
             case "theft":
                 return Theft(anomaly, i, (0,), start, end, items=int(rng.integers(5, 31)))
             case "accident":
@@ -518,7 +536,10 @@ class AnomalySchedule:
                 return Stuck(anomaly, i, metrics, start, end)
             case _:  # noise_burst
                 sd = rng.uniform(1.5, 3.0) * scale
-                return NoiseBurst(anomaly, i, metrics, start, end, sd=sd, step=step, rng=rng)
+                low, high = self.lows[column], self.highs[column]
+                return NoiseBurst(
+                    anomaly, i, metrics, start, end, sd=sd, step=step, low=low, high=high, rng=rng
+                )
 
     def _sign(self, rng: np.random.Generator, value: float, size: float, column: int) -> float:
         """Up or down at random, unless only the other way has room for ``size``."""

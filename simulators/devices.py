@@ -23,7 +23,6 @@ from simulators.signals import Array
 Env = dict[str, Array]
 
 GENERIC = ("spike", "dip", "level_shift", "drift", "stuck", "noise_burst")
-ALL_GENERIC = GENERIC
 
 
 class Environment:

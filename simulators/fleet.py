@@ -129,7 +129,9 @@ def parse_anomaly_rates(text: str) -> dict[str, float]:
         name, sep, value = part.partition("=")
         name = name.strip()
         if not sep or name not in ANOMALIES:
-            raise ConfigError("sim.anomaly_rates", part, f"name=rate, name one of {', '.join(ANOMALIES)}")
+            raise ConfigError(
+                "sim.anomaly_rates", part, f"name=rate, name one of {', '.join(ANOMALIES)}"
+            )
         try:
             rate = float(value)
         except ValueError:
@@ -252,8 +254,10 @@ class DeviceGroup:
         """Publish tick ``tick`` (row ``k`` of the block); returns the good readings sent."""
         kind, names, v = self.kind, self.names, SCHEMA_VERSION
         payloads: list[bytes | None] = [
-            encode(Reading(v, device, kind, tick_ms + offset, tick, dict(zip(names, row))))
-            for device, offset, row in zip(self.ids, self.offsets, self.rows[k])
+            encode(
+                Reading(v, device, kind, tick_ms + offset, tick, dict(zip(names, row, strict=True)))
+            )
+            for device, offset, row in zip(self.ids, self.offsets, self.rows[k], strict=True)
         ]
         special = self.specials.get(k)
         bad: list[tuple[str, str, bytes]] = []
@@ -265,14 +269,14 @@ class DeviceGroup:
         publisher, out, qos = sink.publisher, sink.out, sink.qos
         if publisher is not None:
             publish = publisher.publish
-            for topic, payload in zip(self.topics, payloads):
+            for topic, payload in zip(self.topics, payloads, strict=True):
                 if payload is not None:
                     publish(topic, payload, qos, False)
         if out is not None:
             out.write(
                 "".join(
                     f"{topic}\t{payload.decode()}\n"
-                    for topic, payload in zip(self.topics, payloads)
+                    for topic, payload in zip(self.topics, payloads, strict=True)
                     if payload is not None
                 )
             )
@@ -406,6 +410,8 @@ def run(
             last = tick
         if not running:
             break
+    if options.realtime and running:
+        wait_until(began + options.duration, stop)  # the run lasts its duration
     for site in sites:
         site.close(last, sink)
     report.stopped = last + 1 < timeline.ticks

@@ -63,7 +63,11 @@ class SimReport:
 
     def summary(self) -> str:
         """One line for humans."""
-        acked = "" if self.readings_acknowledged is None else f", {self.readings_acknowledged} acknowledged"
+        acked = (
+            ""
+            if self.readings_acknowledged is None
+            else f", {self.readings_acknowledged} acknowledged"
+        )
         return (
             f"{self.readings_published} readings{acked}, {self.bad_published} bad, "
             f"{self.labels} labels from {self.devices} devices; {self.sim_seconds:.0f} s simulated "

@@ -48,7 +48,9 @@ def read_series(path: str | Path) -> Iterator[tuple[int, float]]:
             try:
                 ts, value = parse_timestamp(row[0]), float(row[1])
             except (ValueError, IndexError):
-                raise ConfigError("sim.replay", f"{path}:{line}", "rows of timestamp,value") from None
+                raise ConfigError(
+                    "sim.replay", f"{path}:{line}", "rows of timestamp,value"
+                ) from None
             if not math.isfinite(value):
                 raise ConfigError("sim.replay", f"{path}:{line}", "finite values")
             yield ts, value
@@ -87,9 +89,9 @@ def replay(
     readings older than its retention, and NAB's are from 2013-2015). ``windows`` (CSV time,
     e.g. from ``nab_windows``) are published as labels of anomaly ``nab`` once passed.
     """
-    for key, value in (("site", site), ("device", device)):
-        if not is_valid_id(value):
-            raise ConfigError(f"sim.{key}", value, "an id of letters, digits, _ and -")
+    for key, given in (("site", site), ("device", device)):
+        if not is_valid_id(given):
+            raise ConfigError(f"sim.{key}", given, "an id of letters, digits, _ and -")
     if not speed >= 0 or not math.isfinite(speed):
         raise ConfigError("sim.speed", speed, ">= 0")
     topics = Topics(topic_root)
@@ -119,14 +121,14 @@ def replay(
         if ts <= last_ts:
             ts = last_ts + 1
             report.ts_adjusted += 1
-        value = min(max(round(value, digits), metric.low), metric.high)
+        value = min(max(round(value, digits), metric.low), metric.high) + 0.0  # no -0.0
         reading = Reading(SCHEMA_VERSION, device, KIND, ts, seq, {METRIC: value})
         sink.send(topic, encode(reading))
         report.readings_published += 1
         last_ts, seq = ts, seq + 1
-    for window in pending:
-        if first is not None and window[0] + shift <= last_ts:
-            _label(sink, labels_topic, site, device, (window[0], min(window[1] + shift, last_ts) - shift), shift)
+    for start, end in pending:  # windows still open when the series ended
+        if first is not None and start + shift <= last_ts:
+            _label(sink, labels_topic, site, device, (start, min(end, last_ts - shift)), shift)
     report.stopped = stop is not None and stop.is_set()
     report.seconds = time.monotonic() - began
     report.sim_seconds = 0.0 if first is None else (last_ts - shift - first) / 1000

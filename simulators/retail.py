@@ -57,7 +57,7 @@ class RetailEnvironment(Environment):
         self.busy = float(busy[-1])
         open_ = opening(t)
         shape = 0.35 + 0.45 * bump(t, 12.5, 1.2) + 0.6 * bump(t, 17.5, 1.5)
-        activity = open_ * WEEKDAY_FACTOR[weekday(t)] * shape * np.exp(0.15 * busy)
+        activity = open_ * WEEKDAY_FACTOR[weekday(t)] * shape * np.exp(0.08 * busy)
         return {
             "open": open_.astype(np.float64),
             "activity": activity,
@@ -91,8 +91,8 @@ class SmartShelves(DeviceModel):
 
     def __init__(self, rngs: list[np.random.Generator], zones: list[int], dt: float) -> None:
         super().__init__(rngs, zones, dt)
-        self.capacity = np.round(self.uniform(40.0, 240.0))
-        self.popularity = self.uniform(0.05, 0.4)  # items per minute at full activity
+        self.capacity = np.round(self.uniform(60.0, 240.0))
+        self.popularity = self.uniform(0.02, 0.12)  # items per minute at full activity
         self.stock = np.round(self.capacity * self.uniform(0.5, 1.0))
 
     def block(self, t: Array, env: Env) -> Array:
@@ -126,7 +126,7 @@ class ColdCabinets(DeviceModel):
 
     Warm air leaks in through the walls, and much faster while a customer holds the door
     open; doors open at random in proportion to the store's activity. Integrated in steps of
-    at most 10 s so that the thermostat cycles the same whatever the reading rate.
+    at most 30 s so that the thermostat cycles the same whatever the reading rate.
     """
 
     setpoint: float
@@ -138,7 +138,7 @@ class ColdCabinets(DeviceModel):
     scales = {"temp": 1.0, "door": 1.0, "power": 50.0}
     generic = {"temp": GENERIC, "power": ("spike", "dip", "stuck")}
     events = ("door_open",)
-    door_minutes = 8.0  # time constant of warming with the door open
+    door_minutes = 30.0  # time constant of warming with the door open
     light_watts = 8.0
 
     def __init__(self, rngs: list[np.random.Generator], zones: list[int], dt: float) -> None:
@@ -155,7 +155,7 @@ class ColdCabinets(DeviceModel):
         self.open_until = np.full(self.n, -np.inf)
 
     def block(self, t: Array, env: Env) -> Array:
-        steps = self.substeps(10.0)
+        steps = self.substeps(30.0)
         h = self.dt / steps
         u = self.uniforms(len(t), steps, 3)
         z = self.normals(len(t), 2)
@@ -174,7 +174,9 @@ class ColdCabinets(DeviceModel):
                 held = now - h * u[k, :, s, 1] + 4.0 + 21.0 * u[k, :, s, 2]
                 until = np.where(opened, held, until)
                 is_open = now < until
-                T = T + h * ((ambient - T) * (self.leak + is_open * door_leak) - comp * self.cooling)
+                T = T + h * (
+                    (ambient - T) * (self.leak + is_open * door_leak) - comp * self.cooling
+                )
                 comp = np.where(T >= self.on_at, 1.0, np.where(T <= self.off_at, 0.0, comp))
             temp[k] = T
             door[k] = is_open
@@ -191,7 +193,7 @@ class Fridges(ColdCabinets):
     rated = (150.0, 320.0)
     leak_hours = (3.0, 5.0)
     cooling_per_min = (0.15, 0.25)
-    doors_per_hour = (15.0, 40.0)
+    doors_per_hour = (10.0, 30.0)
 
 
 class Freezers(ColdCabinets):
@@ -201,4 +203,4 @@ class Freezers(ColdCabinets):
     rated = (300.0, 650.0)
     leak_hours = (5.0, 8.0)
     cooling_per_min = (0.25, 0.4)
-    doors_per_hour = (5.0, 15.0)
+    doors_per_hour = (4.0, 12.0)

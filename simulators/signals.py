@@ -80,7 +80,7 @@ def sun_elevation(t: Array, latitude: float = 45.0) -> Array:
     sin_e = np.sin(lat) * np.sin(declination) + np.cos(lat) * np.cos(declination) * np.cos(
         hour_angle
     )
-    return np.degrees(np.arcsin(np.clip(sin_e, -1.0, 1.0)))
+    return np.asarray(np.degrees(np.arcsin(np.clip(sin_e, -1.0, 1.0))), dtype=np.float64)
 
 
 def daylight(elevation: Array) -> Array:

@@ -23,7 +23,7 @@ import msgspec
 import zstandard
 
 from pipeline.errors import ProtocolError
-from pipeline.protocol.delta_codec import decode_delta_zstd, encode_delta_zstd
+from pipeline.protocol.delta_codec import decode_delta_zstd, decompress_capped, encode_delta_zstd
 from pipeline.protocol.messages import SCHEMA_VERSION, Batch
 from pipeline.protocol.reasons import Reason
 
@@ -49,10 +49,7 @@ def _encode_json_zstd(batch: Batch) -> bytes:
 
 
 def _decode_json_zstd(body: bytes) -> Batch:
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_DECODED_BYTES)
-    except zstandard.ZstdError as exc:
-        raise ProtocolError(Reason.BAD_JSON, f"zstd: {exc}") from None
+    raw = decompress_capped(body, MAX_DECODED_BYTES)
     try:
         return _json_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -10,11 +10,16 @@ What is kept, exactly or within a bound:
 * ``site``, batch ``seq``, and every reading's ``device``, ``kind``, ``site``, ``ts``, ``seq``
   and set of metric names: exactly.
 * every value: ``|decoded - original| <= resolution / 2`` in exact arithmetic on the two
-  doubles, where ``resolution`` is the metric's catalog resolution. The encoder checks this
-  for every value (vectorised, with an error-free subtraction) and moves a quantum by one step
-  where floating point rounding at a tie would have broken it. A series it cannot quantise
-  safely (unknown kind or metric, a non-finite value, ``|value / resolution| > 2**52``) is
-  stored as raw float64: lossless, never wrong.
+  doubles, where ``resolution`` is the metric's catalog resolution and the decoded value is
+  ``float(q) * step``. The encoder checks the bound for every value (vectorised, with an
+  error-free subtraction) rather than trusting ``round``: where rounding at a tie broke it,
+  it moves ``q`` one step; where no ``q`` can meet it (a value such as 0.55 at step 0.1 lies a
+  hair more than half a step from both ``fl(5 * 0.1)`` and ``fl(6 * 0.1)``) the series uses
+  half the step. A series it cannot quantise safely (unknown kind or metric, a non-finite
+  value, ``|value / step| > 2**52``) is stored as raw float64: lossless, never wrong.
+
+The steps are written in the frame, so decoding needs no catalog (an edge and a cloud with
+different catalog versions still agree on every value).
 
 Decoded readings come sorted by ``(device, ts, seq)``; the metrics of a reading are merged
 back into one dict. docs/protocol.md (section Batch) has the byte layout. The decoder checks
@@ -23,6 +28,7 @@ every count and index against the body and raises only ``ProtocolError``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,7 +43,9 @@ ZSTD_LEVEL = 3
 MAX_DECODED_BYTES = 16 * 1024 * 1024  # default cap on the decompressed body (zstd bombs)
 MAX_READINGS = 250_000  # per batch (edge.batch_max_readings is at most 100,000)
 MAX_POINTS = 1_000_000  # metric values per batch
-MAX_STRINGS = 1 << 20  # entries of the string table
+MAX_STRINGS = MAX_READINGS + 4096  # string table: devices, plus kinds, sites, metric names
+MAX_RESOLUTIONS = 4096  # distinct quantisation steps
+MAX_BITMAP_BITS = 8 * MAX_POINTS  # presence bits (one per reading of a device, per sparse series)
 MIN_RESOLUTION, MAX_RESOLUTION = 1e-12, 1e12  # outside: not a step we can quantise to
 QUANT_LIMIT = 2.0**52  # |value / resolution| above this goes raw: q*res must stay exact
 _Q_MAX = 2**52 + 1  # the largest quantum the encoder writes (QUANT_LIMIT, nudged once)
@@ -65,11 +73,23 @@ def encode_delta_zstd(batch: Batch) -> bytes:
 
 def decode_delta_zstd(body: bytes, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Batch:
     """Decode a codec-2 body; any defect raises ``ProtocolError`` and nothing else."""
+    return _decode_plain(decompress_capped(body, max_decoded_bytes))
+
+
+def decompress_capped(body: bytes, max_bytes: int) -> bytes:
+    """zstd-decompress at most ``max_bytes``, or raise ``ProtocolError``.
+
+    Why the header check: python-zstandard honours ``max_output_size`` only for frames that
+    do not declare their size; a frame that declares one gets it allocated and filled, so a
+    3 KB frame can expand to 100 MB (or claim 4 EB and raise ``MemoryError``).
+    """
     try:
-        plain = zstandard.ZstdDecompressor().decompress(body, max_output_size=max_decoded_bytes)
+        declared = zstandard.frame_content_size(body)
+        if declared > max_bytes:
+            raise ProtocolError(Reason.TOO_LARGE, f"zstd frame declares {declared} bytes")
+        return zstandard.ZstdDecompressor().decompress(body, max_output_size=max_bytes)
     except zstandard.ZstdError as exc:
         raise ProtocolError(Reason.BAD_JSON, f"zstd: {exc}") from None
-    return _decode_plain(plain)
 
 
 # --- integer columns: zigzag, LEB128 varints, segmented deltas (all numpy, uint64 wrap) ------
@@ -86,22 +106,23 @@ def unzigzag(values: np.ndarray) -> np.ndarray:
     return (values >> _U64(1)) ^ (_U64(0) - (values & _U64(1)))
 
 
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=_U64)
+
+
 def varint_encode(values: np.ndarray) -> bytes:
     """LEB128: 7 bits a byte, low group first, high bit set on every byte but the last.
 
     Vectorised: compute each value's byte count, then scatter one 7-bit group at a time.
     """
     values = values.astype(_U64, copy=False)
-    lengths = np.ones(values.size, dtype=np.int64)
-    for k in range(1, 10):
-        lengths += values >= _U64(1 << (7 * k))
+    if values.size == 0 or int(values.max()) < 0x80:
+        return values.astype(np.uint8).tobytes()  # the common case: one byte each
+    lengths = np.searchsorted(_VARINT_LIMITS, values, side="right") + 1
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    out = np.empty(int(ends[-1]) if values.size else 0, dtype=np.uint8)
-    for k in range(10):
+    out = np.empty(int(ends[-1]), dtype=np.uint8)
+    for k in range(int(lengths.max())):
         sel = np.flatnonzero(lengths > k)
-        if sel.size == 0:
-            break
         group = ((values[sel] >> _U64(7 * k)) & _U64(0x7F)).astype(np.uint8)
         more = (lengths[sel] > k + 1).astype(np.uint8) << 7
         out[starts[sel] + k] = group | more
@@ -110,21 +131,24 @@ def varint_encode(values: np.ndarray) -> bytes:
 
 def varint_decode(buf: np.ndarray, pos: int, count: int) -> tuple[np.ndarray, int]:
     """Read ``count`` varints from ``buf[pos:]``; return them and the position after them."""
-    if count == 0:
-        return _EMPTY_U64, pos
     if count > buf.size - pos:
         raise _malformed(f"{count} varints in {buf.size - pos} bytes")
+    head = buf[pos : pos + count]
+    if not (head & 0x80).any():
+        return head.astype(_U64), pos + count  # the common case: one byte each
     window = buf[pos : pos + 10 * count]  # a 64-bit varint is at most 10 bytes
     ends = np.flatnonzero(window < 0x80)[:count]
     if ends.size < count:
         raise _malformed("truncated varint column")
-    lengths = np.diff(ends, prepend=-1)
+    lengths = np.empty(count, dtype=np.int64)
+    lengths[0] = ends[0] + 1
+    lengths[1:] = ends[1:] - ends[:-1]
     longest = int(lengths.max())
     if longest > 10:
         raise _malformed("varint longer than 10 bytes")
     starts = ends - lengths + 1
-    values = np.zeros(count, dtype=_U64)
-    for k in range(longest):
+    values = (window[starts] & 0x7F).astype(_U64)
+    for k in range(1, longest):
         sel = np.flatnonzero(lengths > k)
         values[sel] |= (window[starts[sel] + k] & 0x7F).astype(_U64) << _U64(7 * k)
     if longest == 10 and (window[starts[lengths == 10] + 9] > 1).any():
@@ -171,12 +195,12 @@ def _second(starts: np.ndarray) -> np.ndarray:
 # --- error bound -----------------------------------------------------------------------------
 
 
-def within_half_step(decoded: np.ndarray, original: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Exactly ``|decoded - original| <= half``, element-wise, despite rounding.
+def within_bound(decoded: np.ndarray, original: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """Exactly ``|decoded - original| <= bound``, element-wise, despite rounding.
 
-    Why: ``fl(decoded - original)`` can round onto ``half`` when the true difference is a
+    Why: ``fl(decoded - original)`` can round onto ``bound`` when the true difference is a
     hair above it. Knuth's TwoSum gives the rounding error ``err`` of the subtraction, so
-    ``diff + err`` is the exact difference; only ``|diff| == half`` needs ``err``'s sign.
+    ``diff + err`` is the exact difference; only ``|diff| == bound`` needs ``err``'s sign.
     """
     with np.errstate(all="ignore"):
         neg = -original
@@ -184,30 +208,57 @@ def within_half_step(decoded: np.ndarray, original: np.ndarray, half: np.ndarray
         virtual = diff - decoded
         err = (decoded - (diff - virtual)) + (neg - virtual)
         size = np.abs(diff)
-        within: np.ndarray = (size < half) | ((size == half) & (np.sign(diff) * np.sign(err) <= 0))
+        within: np.ndarray = (size < bound) | (
+            (size == bound) & (np.sign(diff) * np.sign(err) <= 0)
+        )
     return within
 
 
-def quantise(values: np.ndarray, resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quanta ``q`` with ``|q * resolution - value| <= resolution / 2``, and where that holds.
+def quantise(
+    values: np.ndarray, step: np.ndarray, bound: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quanta ``q`` with ``|q * step - value| <= bound`` exactly, and where that holds.
 
-    ``q = round(value / resolution)``; where the division rounded across a tie, ``q`` moves
-    one step toward the value. ``ok`` is False where no safe ``q`` exists (non-finite,
-    ``|value / resolution| > 2**52``, an unusable resolution); those series go raw.
+    ``q = round(value / step)``; where the division rounded across a tie, ``q`` moves one
+    step toward the value. ``ok`` is False where no safe ``q`` was found: non-finite values,
+    ``|value / step| > 2**52``, an unusable step, or a tie that floating point puts a hair
+    beyond ``step / 2`` from both neighbours (``bound`` is then met with half the step).
     """
     with np.errstate(all="ignore"):
-        scaled = values / resolution
-        usable = (resolution >= MIN_RESOLUTION) & (resolution <= MAX_RESOLUTION)
+        scaled = values / step
+        usable = (step >= MIN_RESOLUTION) & (step <= MAX_RESOLUTION)
         ok = usable & (np.abs(scaled) <= QUANT_LIMIT)
         q = np.rint(np.where(ok, scaled, 0.0)).astype(np.int64)
-        half = resolution * 0.5
-        decoded = q * resolution
-        good = within_half_step(decoded, values, half)
+        decoded = q * step
+        good = within_bound(decoded, values, bound)
         fix = np.flatnonzero(ok & ~good)
         if fix.size:
             q[fix] += np.sign(values[fix] - decoded[fix]).astype(np.int64)
-            good[fix] = within_half_step(q[fix] * resolution[fix], values[fix], half[fix])
+            good[fix] = within_bound(q[fix] * step[fix], values[fix], bound[fix])
     return q, ok & good
+
+
+def series_steps(
+    values: np.ndarray, point_series: np.ndarray, resolution: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' quantisation step (0 = raw float64) and every point's quantum.
+
+    The step is the metric's resolution. Where a value sits exactly on a rounding tie,
+    ``fl(q * step)`` may miss ``step / 2`` by an ulp on both sides (0.55 at step 0.1): that
+    series is quantised at half the step, which meets the same bound with room to spare.
+    A series that still fails goes raw.
+    """
+    bound = resolution[point_series] * 0.5
+    step = resolution.copy()
+    q, ok = quantise(values, step[point_series], bound)
+    failed = np.bincount(point_series[~ok], minlength=step.size) > 0
+    retry = failed & (step * 0.5 >= MIN_RESOLUTION)
+    if retry.any():
+        step[retry] *= 0.5
+        again = retry[point_series]
+        q[again], ok[again] = quantise(values[again], step[point_series[again]], bound[again])
+    step[np.bincount(point_series[~ok], minlength=step.size) > 0] = 0.0
+    return step, q
 
 
 # --- encoder ---------------------------------------------------------------------------------
@@ -225,10 +276,8 @@ class _Strings:
             found = self.index[text] = len(self.index)
         return found
 
-    def encode(self) -> bytes:
-        blobs = [text.encode("utf-8") for text in self.index]
-        lengths = np.array([len(b) for b in blobs], dtype=_U64)
-        return _uvarint(len(blobs)) + varint_encode(lengths) + b"".join(blobs)
+    def ids(self, texts: list[str]) -> np.ndarray:
+        return np.array([self.add(text) for text in texts], dtype=_U64)
 
 
 def _int_column(values: list[int], what: str) -> tuple[np.ndarray, bool]:
@@ -258,44 +307,68 @@ def _resolution(kind: str, metric: str) -> float:
     return found.resolution if found else float("nan")
 
 
+def _offsets(sizes: np.ndarray) -> np.ndarray:
+    """Start of each run in a concatenation of runs of these sizes."""
+    starts: np.ndarray = np.cumsum(sizes) - sizes
+    return starts
+
+
+def _run_starts(labels: np.ndarray) -> np.ndarray:
+    """True where a run of equal labels begins."""
+    starts = np.ones(labels.size, dtype=bool)
+    starts[1:] = labels[1:] != labels[:-1]
+    return starts
+
+
 def _encode_plain(batch: Batch) -> bytes:
     readings = batch.readings
     n = len(readings)
     if n > MAX_READINGS:
         raise ValueError(f"{n} readings > {MAX_READINGS} per batch")
-    if any(r.v != SCHEMA_VERSION for r in readings):
-        raise ValueError(f"every reading must have v={SCHEMA_VERSION}")
+    if batch.v != SCHEMA_VERSION or any(r.v != SCHEMA_VERSION for r in readings):
+        raise ValueError(f"the batch and every reading must have v={SCHEMA_VERSION}")
+    _check_types([batch.seq], (int, np.integer), "batch seq")
+    if not -(1 << 63) <= batch.seq < 1 << 64:
+        raise ValueError(f"batch seq {batch.seq} does not fit 64 bits")
+    _check_types([batch.site], (str,), "batch site")
 
-    # Series groups: one per (device, kind, reading site), ordered, readings by (ts, seq).
+    # Devices: one per (device, kind, reading site), in that order; their readings by (ts, seq).
     keys = [(r.device, r.kind, r.site) for r in readings]
-    group_keys = sorted(set(keys))
-    rank = {key: i for i, key in enumerate(group_keys)}
-    group_of = np.array([rank[key] for key in keys], dtype=np.int64)
+    distinct = set(keys)
+    _check_types([text for key in distinct for text in key], (str,), "device, kind or site")
+    devices = sorted(distinct)
+    rank = {key: i for i, key in enumerate(devices)}
     ts, ts_unsigned = _int_column([r.ts for r in readings], "ts")
     seq, seq_unsigned = _int_column([r.seq for r in readings], "seq")
-    ts_key = ts if ts_unsigned else ts.view(np.int64)
-    seq_key = seq if seq_unsigned else seq.view(np.int64)
-    order = np.lexsort((seq_key, ts_key, group_of))
-    group_of, ts, seq = group_of[order], ts[order], seq[order]
-    group_sizes = np.bincount(group_of, minlength=len(group_keys))
-    starts = np.zeros(n, dtype=bool)
-    starts[np.cumsum(group_sizes) - group_sizes] = True
+    order = np.lexsort(
+        (
+            seq if seq_unsigned else seq.view(np.int64),
+            ts if ts_unsigned else ts.view(np.int64),
+            np.array([rank[key] for key in keys], dtype=np.int64),
+        )
+    )
+    device_of = np.array([rank[keys[i]] for i in order.tolist()], dtype=np.int64)
+    ts, seq = ts[order], seq[order]
+    device_size = np.bincount(device_of, minlength=len(devices))
+    device_start = _offsets(device_size)
+    reading_starts = np.zeros(n, dtype=bool)
+    reading_starts[device_start] = True
 
-    # Points: every (reading, metric, value), collected per combination of metric names.
-    series_index: dict[tuple[int, str], int] = {}
+    # Points (reading, metric, value), gathered per combination of metric names.
+    series_ids: dict[tuple[int, str], int] = {}
     combos: dict[tuple[int, tuple[str, ...]], tuple[int, ...]] = {}
-    point_series: list[int] = []
+    point_series_list: list[int] = []
     point_values: list[float] = []
     per_reading: list[int] = []
-    for index, group in zip(order.tolist(), group_of.tolist(), strict=True):
+    for index, device in zip(order.tolist(), device_of.tolist(), strict=True):
         metrics = readings[index].metrics
-        combo = (group, tuple(metrics))
+        combo = (device, tuple(metrics))
         ids = combos.get(combo)
         if ids is None:
             ids = combos[combo] = tuple(
-                series_index.setdefault((group, name), len(series_index)) for name in combo[1]
+                series_ids.setdefault((device, name), len(series_ids)) for name in combo[1]
             )
-        point_series.extend(ids)
+        point_series_list.extend(ids)
         point_values.extend(metrics.values())
         per_reading.append(len(ids))
     if len(point_values) > MAX_POINTS:
@@ -306,88 +379,88 @@ def _encode_plain(batch: Batch) -> bytes:
     except OverflowError as exc:
         raise ValueError(f"a metric value overflows a double: {exc}") from None
 
-    # Series in (group, metric name) order; points by series, then reading position.
-    series_keys = sorted(series_index)
-    renumber = np.empty(len(series_keys), dtype=np.int64)
-    renumber[[series_index[key] for key in series_keys]] = np.arange(len(series_keys))
-    point_position = np.repeat(np.arange(n), per_reading)
-    point_series_arr = renumber[np.array(point_series, dtype=np.int64)]
-    by_series = np.argsort(point_series_arr, kind="stable")
-    point_series_arr, point_position, values = (
-        point_series_arr[by_series],
-        point_position[by_series],
-        values[by_series],
-    )
-    series_group = np.array([g for g, _ in series_keys], dtype=np.int64)
-    series_points = np.bincount(point_series_arr, minlength=len(series_keys))
+    # Series in (device, metric name) order; points by series, then by reading.
+    _check_types([name for _, name in series_ids], (str,), "metric name")
+    series = sorted(series_ids)
+    renumber = np.empty(len(series), dtype=np.int64)
+    renumber[[series_ids[key] for key in series]] = np.arange(len(series))
+    point_series = renumber[np.array(point_series_list, dtype=np.int64)]
+    by_series = np.argsort(point_series, kind="stable")
+    point_series = point_series[by_series]
+    point_reading = np.repeat(np.arange(n), per_reading)[by_series]
+    values = values[by_series]
+    series_device = np.array([device for device, _ in series], dtype=np.int64)
     series_resolution = np.array(
-        [_resolution(group_keys[g][1], name) for g, name in series_keys], dtype=np.float64
+        [_resolution(devices[device][1], name) for device, name in series], dtype=np.float64
     )
 
-    # Quantise; a series with any value that cannot be quantised safely goes raw.
-    q, ok = quantise(values, series_resolution[point_series_arr])
-    raw_series = np.bincount(point_series_arr[~ok], minlength=len(series_keys)) > 0
-    resolutions = np.unique(series_resolution[~raw_series])
-    slot = np.where(
-        raw_series, 0, np.searchsorted(resolutions, np.nan_to_num(series_resolution)) + 1
-    )
-    full = series_points == group_sizes[series_group]
-    coding = slot * 2 + full
+    # Quantise; a series with any value that cannot be quantised safely goes raw (step 0).
+    step, q = series_steps(values, point_series, series_resolution)
+    raw_series = step == 0.0
+    resolutions = np.unique(step[~raw_series])
+    slot = np.where(raw_series, 0, np.searchsorted(resolutions, step) + 1)
+    full = np.bincount(point_series, minlength=len(series)) == device_size[series_device]
+    coding = (slot << 1) | full
 
     # Presence bitmap: one bit per reading of the device, for the series that skip some.
-    block = np.where(full, 0, group_sizes[series_group])
-    block_start = np.cumsum(block) - block
-    group_start = np.cumsum(group_sizes) - group_sizes
-    in_bitmap = ~full[point_series_arr]
+    block = np.where(full, 0, device_size[series_device])
+    in_bitmap = ~full[point_series]
+    bit_series = point_series[in_bitmap]
+    if int(block.sum()) > MAX_BITMAP_BITS:
+        raise ValueError(f"presence bitmap over {MAX_BITMAP_BITS} bits")
     bits = np.zeros(int(block.sum()), dtype=np.uint8)
-    bit_series = point_series_arr[in_bitmap]
     bits[
-        block_start[bit_series] + point_position[in_bitmap] - group_start[series_group[bit_series]]
+        _offsets(block)[bit_series]
+        + point_reading[in_bitmap]
+        - device_start[series_device[bit_series]]
     ] = 1
 
-    # Values: zigzag deltas of quanta per series; raw series as float64.
-    quantised_point = ~raw_series[point_series_arr]
-    q_series = point_series_arr[quantised_point]
-    q_resets = np.ones(q_series.size, dtype=bool)
-    q_resets[1:] = q_series[1:] != q_series[:-1]
-    q_deltas = delta(q[quantised_point].view(_U64), q_resets)
+    # Values: quanta as zigzag deltas within each series; raw series as float64.
+    quantised = ~raw_series[point_series]
+    q_deltas = delta(q[quantised].view(_U64), _run_starts(point_series[quantised]))
 
     strings = _Strings()
     site_id = strings.add(batch.site)
-    group_columns = np.array(
-        [[strings.add(d), strings.add(k), strings.add(s)] for d, k, s in group_keys],
-        dtype=_U64,
-    ).reshape(-1, 3)
-    metric_ids = np.array([strings.add(name) for _, name in series_keys], dtype=_U64)
+    device_ids = strings.ids([d for d, _, _ in devices])
+    kind_ids = strings.ids([k for _, k, _ in devices])
+    reading_site_ids = strings.ids([s for _, _, s in devices])
+    metric_ids = strings.ids([name for _, name in series])
     if len(strings.index) > MAX_STRINGS:
         raise ValueError(f"{len(strings.index)} distinct strings > {MAX_STRINGS} per batch")
+    blobs = [text.encode("utf-8") for text in strings.index]
     ts_base = int(ts[0]) if n else 0
     seq_base = int(seq[0]) if n else 0
     flags = (FLAG_TS_UNSIGNED if ts_unsigned else 0) | (FLAG_SEQ_UNSIGNED if seq_unsigned else 0)
-    group_step = np.diff(series_group, prepend=0).astype(_U64)
+    stream = np.concatenate(
+        (
+            np.array([len(b) for b in blobs], dtype=_U64),
+            device_ids,
+            kind_ids,
+            reading_site_ids,
+            device_size.astype(_U64),
+            zigzag(dod_encode(ts, reading_starts, ts_base)),
+            zigzag(dod_encode(seq, reading_starts, seq_base)),
+            np.diff(series_device, prepend=0).astype(_U64),
+            metric_ids,
+            coding.astype(_U64),
+            zigzag(q_deltas),
+        )
+    )
+    counts = (len(blobs), resolutions.size, len(devices), n, len(series), int(quantised.sum()))
     return b"".join(
         (
             _uvarint(batch.v),
-            _uvarint(_zigzag_int(batch.seq)),
+            _uvarint(_zigzag_int(int(batch.seq))),
             bytes((flags,)),
             _uvarint(ts_base),
             _uvarint(seq_base),
-            strings.encode(),
             _uvarint(site_id),
-            _uvarint(resolutions.size),
+            *map(_uvarint, counts),
             resolutions.astype("<f8").tobytes(),
-            _uvarint(len(group_keys)),
-            *(varint_encode(group_columns[:, c]) for c in range(3)),
-            varint_encode(group_sizes.astype(_U64)),
-            varint_encode(zigzag(dod_encode(ts, starts, ts_base))),
-            varint_encode(zigzag(dod_encode(seq, starts, seq_base))),
-            _uvarint(len(series_keys)),
-            varint_encode(group_step),
-            varint_encode(metric_ids),
-            varint_encode(coding.astype(_U64)),
+            varint_encode(stream),
+            *blobs,
             np.packbits(bits).tobytes(),
-            varint_encode(zigzag(q_deltas)),
-            values[~quantised_point].astype("<f8").tobytes(),
+            values[~quantised].astype("<f8").tobytes(),
         )
     )
 
@@ -425,26 +498,26 @@ class _Cursor:
     def left(self) -> int:
         return len(self.raw) - self.pos
 
-    def uvarint(self) -> int:
+    def uvarint(self, limit: int = 1 << 64) -> int:
+        """One header varint, refused unless below ``limit``."""
         value = shift = 0
         for _ in range(10):
             if self.pos >= len(self.raw):
-                raise _malformed("truncated")
+                raise _malformed("truncated header")
             byte = self.raw[self.pos]
             self.pos += 1
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
+                if value >= limit:
+                    raise _malformed(f"header value {value} >= {limit}")
                 return value
             shift += 7
         raise _malformed("varint longer than 10 bytes")
 
-    def count(self, what: str, cap: int, unit_bytes: int = 1) -> int:
-        """A count that must fit the cap and the bytes left (each item needs ``unit_bytes``)."""
-        value = self.uvarint()
+    def count(self, what: str, cap: int) -> int:
+        value = self.uvarint(limit=1 << 70)
         if value > cap:
             raise ProtocolError(Reason.TOO_LARGE, f"delta-zstd: {value} {what} > {cap}")
-        if value * unit_bytes > self.left:
-            raise _malformed(f"{value} {what} cannot fit in {self.left} bytes")
         return value
 
     def take(self, size: int) -> bytes:
@@ -463,6 +536,7 @@ class _Cursor:
 
 
 def _index(values: np.ndarray, limit: int, what: str) -> np.ndarray:
+    """Indices into a table of ``limit`` entries, as int64; anything beyond is refused."""
     if values.size and int(values.max()) >= limit:
         raise _malformed(f"{what} index out of range")
     return values.astype(np.int64)
@@ -470,161 +544,156 @@ def _index(values: np.ndarray, limit: int, what: str) -> np.ndarray:
 
 def _decode_plain(plain: bytes) -> Batch:
     cur = _Cursor(plain)
-    version = cur.uvarint()
-    zz = cur.uvarint()
+    version = cur.uvarint(limit=1 << 70)
+    zz = cur.uvarint(limit=1 << 70)
     batch_seq = zz >> 1 if zz % 2 == 0 else -((zz + 1) >> 1)
     flags = cur.take(1)[0]
     if flags & ~(FLAG_TS_UNSIGNED | FLAG_SEQ_UNSIGNED):
         raise _malformed(f"unknown flags {flags:#x}")
-    ts_base, seq_base = cur.uvarint(), cur.uvarint()
-    if ts_base >= 1 << 64 or seq_base >= 1 << 64:
-        raise _malformed("base overflows 64 bits")
-
+    ts_base, seq_base, site_id = cur.uvarint(), cur.uvarint(), cur.uvarint()
     n_strings = cur.count("strings", MAX_STRINGS)
-    lengths = cur.varints(n_strings)
-    if n_strings and int(lengths.max()) > cur.left:
-        raise _malformed("string longer than the body")
-    blob = cur.take(int(lengths.sum()))
-    strings: list[str] = []
-    offset = 0
-    try:
-        for length in lengths.tolist():
-            strings.append(blob[offset : offset + length].decode("utf-8"))
-            offset += length
-    except UnicodeDecodeError:
-        raise ProtocolError(Reason.NOT_UTF8, "delta-zstd: string table is not UTF-8") from None
-    site_id = cur.uvarint()
+    n_res = cur.count("resolutions", MAX_RESOLUTIONS)
+    n_devices = cur.count("devices", MAX_READINGS)
+    n = cur.count("readings", MAX_READINGS)
+    n_series = cur.count("series", MAX_POINTS)
+    n_quantised = cur.count("quantised values", MAX_POINTS)
     if site_id >= n_strings:
         raise _malformed("site index out of range")
-    site = strings[site_id]
-
-    n_res = cur.count("resolutions", 1 << 16, 8)
     resolutions = cur.floats(n_res)
     if not np.all((resolutions >= MIN_RESOLUTION) & (resolutions <= MAX_RESOLUTION)):
         raise _malformed("resolution outside [1e-12, 1e12]")
 
-    n_groups = cur.count("devices", MAX_READINGS, 4)
-    device_ids = _index(cur.varints(n_groups), n_strings, "device")
-    kind_ids = _index(cur.varints(n_groups), n_strings, "kind")
-    site_ids = _index(cur.varints(n_groups), n_strings, "site")
-    sizes = cur.varints(n_groups)
-    if n_groups and (int(sizes.min()) == 0 or int(sizes.max()) > MAX_READINGS):
-        raise _malformed("device with no or too many readings")
-    group_sizes = sizes.astype(np.int64)
-    n = int(group_sizes.sum())
-    if n > MAX_READINGS:
-        raise ProtocolError(Reason.TOO_LARGE, f"delta-zstd: {n} readings > {MAX_READINGS}")
-    if 2 * n > cur.left:
-        raise _malformed(f"{n} readings cannot fit in {cur.left} bytes")
-    group_start = np.cumsum(group_sizes) - group_sizes
-    starts = np.zeros(n, dtype=bool)
-    starts[group_start] = True
-    ts = dod_decode(unzigzag(cur.varints(n)), starts, ts_base)
-    seq = dod_decode(unzigzag(cur.varints(n)), starts, seq_base)
+    columns = (n_strings, n_devices, n_devices, n_devices, n_devices, n, n, n_series,
+               n_series, n_series, n_quantised)  # fmt: skip
+    stream = cur.varints(sum(columns))
+    (string_lengths, device_col, kind_col, site_col, size_col, ts_dod, seq_dod, step_col,
+     metric_col, coding, q_deltas) = np.split(stream, np.cumsum(columns)[:-1])  # fmt: skip
 
-    n_series = cur.count("series", MAX_POINTS, 3)
-    series_group = np.cumsum(_index(cur.varints(n_series), n_groups + 1, "series device"))
-    if n_series and int(series_group[-1]) >= n_groups:
+    strings = _decode_strings(cur.take(int(string_lengths.sum())), string_lengths.tolist())
+    device_ids = _index(device_col, n_strings, "device")
+    kind_ids = _index(kind_col, n_strings, "kind")
+    site_ids = _index(site_col, n_strings, "site")
+    if n_devices and (int(size_col.min()) == 0 or int(size_col.max()) > n):
+        raise _malformed("a device with no readings or more than the batch")
+    device_size = size_col.astype(np.int64)
+    if int(device_size.sum()) != n:
+        raise _malformed("device reading counts do not add up")
+    device_start = _offsets(device_size)
+    reading_starts = np.zeros(n, dtype=bool)
+    reading_starts[device_start] = True
+    ts = dod_decode(unzigzag(ts_dod), reading_starts, ts_base)
+    seq = dod_decode(unzigzag(seq_dod), reading_starts, seq_base)
+
+    series_device = np.cumsum(_index(step_col, n_devices + 1, "series device"))
+    if n_series and int(series_device[-1]) >= n_devices:
         raise _malformed("series device index out of range")
-    metric_ids = _index(cur.varints(n_series), n_strings, "metric")
-    coding = cur.varints(n_series)
+    metric_ids = _index(metric_col, n_strings, "metric")
     slot = _index(coding >> _U64(1), n_res + 1, "resolution")
     full = (coding & _U64(FULL_PRESENCE)).astype(bool)
-    pairs = series_group * n_strings + metric_ids
-    if np.unique(pairs).size != n_series:
+    if np.unique(series_device * n_strings + metric_ids).size != n_series:
         raise _malformed("a device's metric appears twice")
 
-    # Presence: full series take every reading of their device; others read the bitmap.
-    series_size = group_sizes[series_group]
-    block = np.where(full, 0, series_size)
-    n_bits = int(block.sum())
-    bits = np.unpackbits(np.frombuffer(cur.take((n_bits + 7) // 8), dtype=np.uint8))[:n_bits]
-    set_bits = np.flatnonzero(bits)
-    full_points = int(series_size[full].sum())
-    n_points = full_points + set_bits.size
-    if n_points > MAX_POINTS:
-        raise ProtocolError(Reason.TOO_LARGE, f"delta-zstd: {n_points} values > {MAX_POINTS}")
-    full_ids = np.flatnonzero(full)
-    full_len = series_size[full_ids]
-    full_offset = np.cumsum(full_len) - full_len
-    full_series = np.repeat(full_ids, full_len)
-    full_position = np.arange(full_points) + np.repeat(
-        group_start[series_group[full_ids]] - full_offset, full_len
-    )
-    block_start = np.cumsum(block) - block
-    bit_series = np.flatnonzero(block)[
-        np.searchsorted(block_start[block > 0], set_bits, side="right") - 1
-    ]
-    bit_position = set_bits - block_start[bit_series] + group_start[series_group[bit_series]]
-    point_series = np.concatenate((full_series, bit_series))
-    by_series = np.argsort(point_series, kind="stable")
-    point_series = point_series[by_series]
-    point_position = np.concatenate((full_position, bit_position))[by_series]
-
-    # Values: quanta of quantised series, then raw float64 of the others.
+    point_series, point_reading = _presence(cur, series_device, full, device_size, device_start)
+    n_points = point_series.size
     point_slot = slot[point_series]
-    quantised_point = point_slot > 0
-    q_series = point_series[quantised_point]
-    q_resets = np.ones(q_series.size, dtype=bool)
-    q_resets[1:] = q_series[1:] != q_series[:-1]
-    q = undelta(unzigzag(cur.varints(q_series.size)), q_resets).view(np.int64)
+    quantised = point_slot > 0
+    if int(quantised.sum()) != n_quantised:
+        raise _malformed("quantised value count does not match the series")
+    q = undelta(unzigzag(q_deltas), _run_starts(point_series[quantised])).view(np.int64)
     if ((q > _Q_MAX) | (q < -_Q_MAX)).any():
         raise _malformed("quantum out of range")
     values = np.empty(n_points, dtype=np.float64)
-    values[quantised_point] = q.astype(np.float64) * resolutions[point_slot[quantised_point] - 1]
-    values[~quantised_point] = cur.floats(n_points - q_series.size)
+    values[quantised] = q.astype(np.float64) * resolutions[point_slot[quantised] - 1]
+    values[~quantised] = cur.floats(n_points - n_quantised)
     if cur.left:
         raise _malformed(f"{cur.left} trailing bytes")
     if version != SCHEMA_VERSION:
         raise ProtocolError(Reason.UNKNOWN_VERSION, f"v={version}")
 
-    return Batch(
-        v=version,
-        site=site,
-        seq=batch_seq,
-        readings=_readings(
-            strings,
-            (device_ids, kind_ids, site_ids, group_sizes),
-            ts if flags & FLAG_TS_UNSIGNED else ts.view(np.int64),
-            seq if flags & FLAG_SEQ_UNSIGNED else seq.view(np.int64),
-            (point_position, point_series, values),
-            [strings[i] for i in metric_ids.tolist()],
-        ),
+    table = np.array(strings, dtype=object)
+    readings = _readings(
+        (table[device_ids], table[kind_ids], table[site_ids], device_size),
+        ts if flags & FLAG_TS_UNSIGNED else ts.view(np.int64),
+        seq if flags & FLAG_SEQ_UNSIGNED else seq.view(np.int64),
+        (point_reading, table[metric_ids][point_series], values),
     )
+    return Batch(v=version, site=strings[site_id], seq=batch_seq, readings=readings)
+
+
+def _decode_strings(blob: bytes, lengths: list[int]) -> list[str]:
+    strings: list[str] = []
+    offset = 0
+    try:
+        for length in lengths:
+            strings.append(blob[offset : offset + length].decode("utf-8"))
+            offset += length
+    except UnicodeDecodeError:
+        raise ProtocolError(Reason.NOT_UTF8, "delta-zstd: string table is not UTF-8") from None
+    return strings
+
+
+def _presence(
+    cur: _Cursor,
+    series_device: np.ndarray,
+    full: np.ndarray,
+    device_size: np.ndarray,
+    device_start: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read the bitmap; return every point's series and reading, ordered by series."""
+    series_size = device_size[series_device]
+    block = np.where(full, 0, series_size)
+    n_bits = int(block.sum())
+    if n_bits > MAX_BITMAP_BITS:
+        raise ProtocolError(Reason.TOO_LARGE, f"delta-zstd: {n_bits} presence bits")
+    packed = np.frombuffer(cur.take((n_bits + 7) // 8), dtype=np.uint8)
+    set_bits = np.flatnonzero(np.unpackbits(packed)[:n_bits])
+    full_ids = np.flatnonzero(full)
+    full_size = series_size[full_ids]
+    n_full = int(full_size.sum())
+    if n_full + set_bits.size > MAX_POINTS:
+        raise ProtocolError(Reason.TOO_LARGE, f"delta-zstd: over {MAX_POINTS} values")
+    # Full series: every reading of the device, in order.
+    full_series = np.repeat(full_ids, full_size)
+    full_reading = np.arange(n_full) + np.repeat(
+        device_start[series_device[full_ids]] - _offsets(full_size), full_size
+    )
+    # Bitmap series: the set bits of their block.
+    sparse_ids = np.flatnonzero(block)
+    block_start = _offsets(block)
+    bit_series = sparse_ids[np.searchsorted(block_start[sparse_ids], set_bits, side="right") - 1]
+    bit_reading = set_bits - block_start[bit_series] + device_start[series_device[bit_series]]
+    point_series = np.concatenate((full_series, bit_series))
+    by_series = np.argsort(point_series, kind="stable")
+    return point_series[by_series], np.concatenate((full_reading, bit_reading))[by_series]
 
 
 def _readings(
-    strings: list[str],
-    groups: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    devices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ts: np.ndarray,
     seq: np.ndarray,
     points: tuple[np.ndarray, np.ndarray, np.ndarray],
-    metric_names: list[str],
 ) -> list[Reading]:
     """Rebuild readings, each with its metrics merged, sorted by (device, ts, seq)."""
-    device_ids, kind_ids, site_ids, group_sizes = groups
-    point_position, point_series, values = points
-    n = ts.size
-    by_reading = np.argsort(point_position, kind="stable")  # series order within a reading
-    names = [metric_names[s] for s in point_series[by_reading].tolist()]
-    vals = values[by_reading].tolist()
-    ends = np.cumsum(np.bincount(point_position, minlength=n)).tolist()
-    ts_list, seq_list = ts.tolist(), seq.tolist()
-    readings: list[Reading] = []
-    i = begin = 0
-    for device_id, kind_id, site_id, size in zip(
-        device_ids.tolist(), kind_ids.tolist(), site_ids.tolist(), group_sizes.tolist(), strict=True
+    names, kinds, sites, sizes = devices
+    point_reading, point_name, values = points
+    metrics: list[dict[str, float]] = [{} for _ in range(ts.size)]
+    for reading, name, value in zip(
+        point_reading.tolist(), point_name.tolist(), values.tolist(), strict=True
     ):
-        device, kind, reading_site = strings[device_id], strings[kind_id], strings[site_id]
-        for _ in range(size):
-            end = ends[i]
-            metrics = dict(zip(names[begin:end], vals[begin:end], strict=True))
-            readings.append(
-                Reading(SCHEMA_VERSION, device, kind, ts_list[i], seq_list[i], metrics, reading_site)
-            )
-            begin = end
-            i += 1
-    if not _in_order([strings[d] for d in device_ids.tolist()], ts, seq, group_sizes):
+        metrics[reading][name] = value
+    readings = list(
+        map(
+            Reading,
+            itertools.repeat(SCHEMA_VERSION),
+            np.repeat(names, sizes).tolist(),
+            np.repeat(kinds, sizes).tolist(),
+            ts.tolist(),
+            seq.tolist(),
+            metrics,
+            np.repeat(sites, sizes).tolist(),
+        )
+    )
+    if not _in_order(names.tolist(), ts, seq, sizes):
         readings.sort(key=lambda r: (r.device, r.ts, r.seq))
     return readings
 
@@ -638,5 +707,5 @@ def _in_order(devices: list[str], ts: np.ndarray, seq: np.ndarray, sizes: np.nda
         return False
     later = np.ones(ts.size, dtype=bool)
     later[1:] = (ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (seq[1:] >= seq[:-1]))
-    later[np.cumsum(sizes) - sizes] = True
+    later[_offsets(sizes)] = True
     return bool(later.all())
