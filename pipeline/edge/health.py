@@ -6,7 +6,7 @@ The invariant every test may assert: ``received = accepted + dead_lettered + dup
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from pipeline.protocol import SCHEMA_VERSION, Health
 
@@ -14,13 +14,19 @@ from pipeline.protocol import SCHEMA_VERSION, Health
 @dataclass
 class NodeCounters:
     received: int = 0  # reading messages taken off the broker
-    accepted: int = 0  # valid and new
+    accepted: int = 0  # valid and new: journaled, acknowledged to the device after the commit
     duplicates: int = 0  # redeliveries dropped (ts not newer than the device's last)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
-    readings_shipped: int = 0
+    dead_letters_unsent: int = 0  # dead letters too large to publish (still counted above)
+    late: int = 0  # points whose window had already closed (not in any aggregate)
+    readings_shipped: int = 0  # selected points put in batches
     batches_shipped: int = 0
+    aggregates: int = 0
+    replayed: int = 0  # journal entries replayed at start (crash recovery)
+    uplink_acked: int = 0  # outbox items the cloud confirmed stored
+    uplink_requeued: int = 0  # in-flight items sent again (reconnect or ack timeout)
+    uplink_too_large: int = 0  # outbox items over the broker limit, dropped
     acked_seq: int = 0  # highest uplink sequence the cloud says it stored
-    dead_letters_unsent: int = 0  # dead letters too large or unpublishable (still counted)
 
     @property
     def dead_lettered(self) -> int:
@@ -30,15 +36,25 @@ class NodeCounters:
     def unaccounted(self) -> int:
         return self.received - self.accepted - self.dead_lettered - self.duplicates
 
-    def health(self, site: str, node: str, now_ms: int, status: str = "online") -> Health:
+    def health(
+        self,
+        site: str,
+        node: str,
+        now_ms: int,
+        status: str = "online",
+        gauges: dict[str, float] | None = None,
+    ) -> Health:
         counters = {
-            "received": self.received,
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "dead_lettered": self.dead_lettered,
-            "readings_shipped": self.readings_shipped,
-            "batches_shipped": self.batches_shipped,
-            "acked_seq": self.acked_seq,
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "dead_letters"
         }
+        counters["dead_lettered"] = self.dead_lettered
         counters.update({f"dead_letters.{reason}": n for reason, n in self.dead_letters.items()})
-        return Health(v=SCHEMA_VERSION, site=site, node=node, ts=now_ms, status=status, counters=counters)
+        return Health(
+            v=SCHEMA_VERSION,
+            site=site,
+            node=node,
+            ts=now_ms,
+            status=status,
+            counters=counters,
+            gauges=gauges or {},
+        )

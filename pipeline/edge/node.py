@@ -1,32 +1,57 @@
 """EdgeNode: one process per site, the only edge module that does I/O.
 
     {site}/dev/+ ──► Validator ──bad──► {site}/deadletter (QoS 0, counted by reason)
+                        │ accepted
+                        ▼
+                 UplinkQueue journal (durable; the device's PUBACK only after the commit)
                         │
-                        ▼ accepted readings
-                  batch (size or age) ──► {site}/edge/batch (QoS 1, uplink seq)
-    cloud/ack/{site} ──► highest stored seq
+          per metric:   detect (score, then learn)
+                        ├─► WindowAggregator ──windows due──► outbox AGGREGATE
+                        └─► Selector (deadband | swinging door, full resolution near anomalies)
+                                   └─► batch ──size or age──► outbox BATCH (bounded-error codec)
+    outbox (priority, disk budget) ──► {site}/edge/batch|agg  QoS 1, at most max_inflight
+    cloud/ack/{site} ──► the acknowledged seqs leave the disk
     every health_interval ──► {site}/edge/health (retained; the last will says offline)
 
 Messages are handled one at a time on the node's own thread, taken from the queue the MQTT
-client fills; callbacks never do work. Data selection, detection, aggregation, compression
-and the durable uplink queue are stages that later slot into :meth:`handle`.
+client fills. Journal appends are committed in groups every ``uplink.commit_interval_ms``;
+only then are the devices' QoS 1 messages acknowledged, so a reading counts as accepted
+exactly when it is on disk. After a crash the node replays the journal from its watermark
+(the oldest reading whose contribution is not yet in the outbox) to rebuild open windows and
+the current batch; windows it had already shipped are not emitted again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import resource
 import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
+from pipeline.edge.aggregate import WindowAggregator
+from pipeline.edge.detect import ZScoreDetector
 from pipeline.edge.health import NodeCounters
+from pipeline.edge.load import LoadGovernor
+from pipeline.edge.select import Deadband, SwingingDoor
+from pipeline.edge.stages import Point
+from pipeline.edge.uplink import Priority, UplinkQueue
 from pipeline.edge.validate import Validator
 from pipeline.errors import ProtocolError
 from pipeline.mqtt import Message, MqttClient, PayloadTooLarge, Will
 from pipeline.protocol import (
     SCHEMA_VERSION,
     Ack,
+    Aggregate,
+    AggregateBatch,
     Batch,
     DeadLetter,
     Reading,
@@ -37,8 +62,33 @@ from pipeline.protocol import (
     encode,
     encode_batch,
 )
+from pipeline.protocol.batch_codec import CODECS_BY_NAME
+from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.messages import seqs_of
 
 log = logging.getLogger(__name__)
+
+AGGREGATES_PER_MESSAGE = 100  # about 25 KB of JSON, well under the broker's size limit
+COMMIT_BATCH = 2000  # commit early when this many readings wait for their PUBACK
+_reading_decoder = msgspec.json.Decoder(Reading)
+_closed_encoder = msgspec.json.Encoder()
+_closed_decoder = msgspec.json.Decoder(list[tuple[str, str, int]])
+
+
+def tolerance_function(settings: Settings) -> Callable[[str, str], float]:
+    """(kind, metric) -> tolerance: explicit per metric, else N x the metric's resolution."""
+    explicit = settings.select.tolerances
+    factor = settings.select.tolerance_resolutions
+
+    def tolerance(kind: str, metric: str) -> float:
+        key = f"{kind}.{metric}"
+        if key in explicit:
+            return explicit[key]
+        m = KINDS.get(kind)
+        resolution = m.metrics[metric].resolution if m and metric in m.metrics else 0.0
+        return factor * resolution
+
+    return tolerance
 
 
 class EdgeNode:
@@ -48,7 +98,7 @@ class EdgeNode:
         self.name = f"edge-{self.site}"
         self.clock = clock or SystemClock()
         self.topics = Topics(settings.mqtt.topic_root)
-        edge = settings.edge
+        edge, select, agg, uplink = settings.edge, settings.select, settings.aggregate, settings.uplink
         self.validator = Validator(
             self.site,
             self.topics,
@@ -58,11 +108,49 @@ class EdgeNode:
                 max_age_ms=int(edge.max_age_s * 1000),
             ),
         )
+        selector_class = SwingingDoor if select.method == "swinging_door" else Deadband
+        self.selector = selector_class(
+            tolerance_function(settings),
+            heartbeat_ms=int(select.heartbeat_s * 1000),
+            anomaly_score=select.anomaly_score,
+            pre_points=select.pre_anomaly_points,
+            post_ms=int(select.post_anomaly_s * 1000),
+        )
+        self.queue = UplinkQueue.in_state_dir(
+            Path(edge.state_dir) / self.name,
+            budget_bytes=int(uplink.budget_mb * 1024 * 1024),
+            alert_reserve=uplink.alert_reserve,
+            synchronous=uplink.synchronous,
+            clock=self.clock,
+        )
+        self.aggregator = WindowAggregator(
+            self.site,
+            window_ms=int(agg.window_s * 1000),
+            lateness_ms=int(agg.lateness_s * 1000),
+            idle_ms=int(agg.idle_s * 1000),
+            anomaly_score=select.anomaly_score,
+            closed_until=self._load_closed_until(),
+        )
+        self.governor = LoadGovernor()
+        self.codec = CODECS_BY_NAME[uplink.codec]
+        self.detectors: dict[tuple[str, str], ZScoreDetector] = {}
+        self._detector_template = ZScoreDetector()
         self.counters = NodeCounters()
-        self._batch: list[Reading] = []
+        self.points_in: Counter[str] = Counter()  # by metric
+        self.points_selected: Counter[str] = Counter()
+        self._batch: list[Point] = []
+        self._batch_first_id: int | None = None
         self._batch_started_ms = 0
-        self._seq = 0
+        self._window_first_id: dict[tuple[str, str, int], int] = {}
+        self._unacked: list[Message] = []  # device messages waiting for the journal commit
+        self._last_commit = time.monotonic()
+        self._dirty = False  # outbox or metadata changed since the last commit
+        self._inflight: dict[int, int] = {}  # uplink seq -> sent at (ms)
+        self._seen_disconnects = 0
         self._next_health_ms = 0
+        self._next_flush_ms = 0
+        self._rate = _Rate()
+        self._drain_requested = threading.Event()
         self._health_topic = self.topics.edge(self.site, "health")
         offline = self.counters.health(self.site, self.name, 0, status="offline")
         self.client = MqttClient(
@@ -72,6 +160,7 @@ class EdgeNode:
             keepalive=settings.mqtt.keepalive,
             session_expiry=settings.mqtt.session_expiry,
             tls_ca=settings.mqtt.tls_ca,
+            manual_ack=True,
             max_payload=settings.mqtt.max_payload,
             will=Will(self._health_topic, encode(offline)),
         )
@@ -79,7 +168,8 @@ class EdgeNode:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Connect and subscribe to the site's readings and the cloud's acknowledgements."""
+        """Rebuild state from the journal, connect, and subscribe."""
+        self.recover()
         self.client.connect(timeout)
         self.client.subscribe(self.topics.readings(self.site), qos=1)
         self.client.subscribe(self.topics.cloud_ack(self.site), qos=1)
@@ -87,28 +177,58 @@ class EdgeNode:
 
     def run(self, stop: threading.Event) -> None:
         """Handle messages until ``stop`` is set, then ship what is pending and go offline."""
+        inbox = self.client.messages
         while not stop.is_set():
             try:
-                message = self.client.messages.get(timeout=0.05)
+                message: Message | None = inbox.get(timeout=0.01)
             except queue.Empty:
                 message = None
-            if message is not None:
+            while message is not None:
                 self.dispatch(message)
+                if len(self._unacked) >= COMMIT_BATCH:
+                    break
+                try:
+                    message = inbox.get_nowait()
+                except queue.Empty:
+                    message = None
             self.tick()
         self.shutdown()
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        self.ship()
+        """Stop cleanly: ship the current batch; open windows stay in the journal for the restart."""
+        self.ship_batch()
+        self.commit()
+        self.pump()
+        self.client.flush(timeout)
         self.publish_health(status="offline")
         self.client.close(timeout)
+        self.queue.close()
+
+    def recover(self) -> int:
+        """Replay journaled readings past the watermark through the stages (not re-journaled)."""
+        watermark = int(self.queue.get_meta("watermark") or b"0")
+        replayed = 0
+        for journal_id, _device, payload in self.queue.journal_since(watermark):
+            try:
+                reading = _reading_decoder.decode(payload)
+            except msgspec.MsgspecError:
+                continue  # cannot happen: only validated readings are journaled
+            self.validator.remember(reading)
+            self.process(reading, journal_id)
+            replayed += 1
+        self.queue.requeue_inflight()
+        self.counters.replayed = replayed
+        return replayed
 
     # -- the flow -------------------------------------------------------------------------
 
     def dispatch(self, message: Message) -> None:
         if message.topic == self.topics.cloud_ack(self.site):
             self.on_ack(message.payload)
+            self.client.ack(message)
         else:
             self.handle(message.topic, message.payload)
+            self._unacked.append(message)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One reading message, top to bottom."""
@@ -118,12 +238,37 @@ class EdgeNode:
         if isinstance(verdict, DeadLetter):
             self.refuse(verdict)
             return
+        journal_id = self.queue.append_journal(verdict.device, payload)
         self.counters.accepted += 1
+        self.process(verdict, journal_id)
+
+    def process(self, reading: Reading, journal_id: int) -> None:
+        """Detect, aggregate and select every metric of an accepted reading."""
+        for metric, value in reading.metrics.items():
+            key = (reading.device, metric)
+            detector = self.detectors.get(key)
+            if detector is None:
+                detector = self.detectors[key] = self._detector_template.clone()
+            score = detector.score_one(value)
+            detector.learn_one(value)
+            point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
+            self.points_in[metric] += 1
+            if self.aggregator.add_one(point):
+                window = (reading.device, metric, self.aggregator.window_start(reading.ts))
+                self._window_first_id.setdefault(window, journal_id)
+            else:
+                self.counters.late += 1
+            for selected in self.selector.select_one(point):
+                self._add_to_batch(selected, journal_id)
+
+    def _add_to_batch(self, point: Point, journal_id: int) -> None:
         if not self._batch:
-            self._batch_started_ms = now
-        self._batch.append(verdict)
+            self._batch_started_ms = self.clock.now_ms()
+            self._batch_first_id = journal_id
+        self._batch.append(point)
+        self.points_selected[point.metric] += 1
         if len(self._batch) >= self.settings.edge.batch_max_readings:
-            self.ship()
+            self.ship_batch()
 
     def refuse(self, letter: DeadLetter) -> None:
         if letter.reason == Reason.DUPLICATE:
@@ -135,36 +280,212 @@ class EdgeNode:
         except PayloadTooLarge:
             self.counters.dead_letters_unsent += 1
 
+    def request_drain(self) -> None:
+        """Ask the node (from any thread) to close every window and ship every batch now."""
+        self._drain_requested.set()
+
     def tick(self) -> None:
-        """Time-driven work: ship a batch that is old enough, publish health when due."""
+        """Time-driven work: commit, ship due batches and windows, pump the uplink, health."""
         now = self.clock.now_ms()
-        age_ms = now - self._batch_started_ms
-        if self._batch and age_ms >= self.settings.edge.batch_interval_s * 1000:
-            self.ship()
+        if self._drain_requested.is_set():
+            self._drain_requested.clear()
+            self.ship_batch()
+            self.flush_windows(now, everything=True)
+        if self._batch and now - self._batch_started_ms >= self.settings.edge.batch_interval_s * 1000:
+            self.ship_batch()
+        if now >= self._next_flush_ms:
+            self.flush_windows(now)
+            self._next_flush_ms = now + 1000
+            self.selector.scale = self.governor.update_one(self.client.messages.qsize(), now)
+        interval_s = self.settings.uplink.commit_interval_ms / 1000
+        if (self._unacked or self._dirty) and time.monotonic() - self._last_commit >= interval_s:
+            self.commit()
+        self.pump()
         if now >= self._next_health_ms:
             self.publish_health()
 
-    def ship(self) -> None:
+    def commit(self) -> None:
+        """Make journal and outbox durable, then acknowledge the devices' messages."""
+        self.queue.commit()
+        self._dirty = False
+        self._last_commit = time.monotonic()
+        for message in self._unacked:
+            self.client.ack(message)
+        self._rate.add(len(self._unacked), self._last_commit)
+        self._unacked = []
+
+    def ship_batch(self) -> None:
         if not self._batch:
             return
-        self._seq += 1
-        batch = Batch(v=SCHEMA_VERSION, site=self.site, seq=self._seq, readings=self._batch)
-        self.client.publish(self.topics.edge(self.site, "batch"), encode_batch(batch), qos=1)
+        readings = _group_into_readings(self._batch)
+        self.queue.put(
+            Priority.BATCH,
+            self.topics.edge(self.site, "batch"),
+            lambda seq: encode_batch(Batch(SCHEMA_VERSION, self.site, seq, readings), self.codec),
+        )
         self.counters.readings_shipped += len(self._batch)
         self.counters.batches_shipped += 1
         self._batch = []
+        self._batch_first_id = None
+        self._checkpoint()
+
+    def flush_windows(self, now: int, everything: bool = False) -> None:
+        aggregates = self.aggregator.flush(now, everything)
+        if not aggregates:
+            return
+        topic = self.topics.edge(self.site, "agg")
+        for i in range(0, len(aggregates), AGGREGATES_PER_MESSAGE):
+            chunk = aggregates[i : i + AGGREGATES_PER_MESSAGE]
+            self.queue.put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk))
+        for a in aggregates:
+            self._window_first_id.pop((a.device, a.metric, a.start), None)
+        self.counters.aggregates += len(aggregates)
+        self._save_closed_until()
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Record the oldest journal entry whose contribution is not yet in the outbox."""
+        firsts = list(self._window_first_id.values())
+        if self._batch_first_id is not None:
+            firsts.append(self._batch_first_id)
+        watermark = min(firsts) - 1 if firsts else self.queue.last_journal_id
+        self.queue.set_meta("watermark", str(watermark).encode())
+        self.queue.trim_journal(watermark)
+        self._dirty = True
+
+    # -- uplink -----------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Send queued messages, highest priority first, keeping at most max_inflight."""
+        if not self.client.connected:
+            return
+        if self.client.stats.disconnects != self._seen_disconnects:
+            # A reconnect: whatever was in flight may be lost with the old connection.
+            self._seen_disconnects = self.client.stats.disconnects
+            self.counters.uplink_requeued += self.queue.requeue_inflight()
+            self._inflight.clear()
+        now = self.clock.now_ms()
+        timeout_ms = int(self.settings.uplink.ack_timeout_s * 1000)
+        if self._inflight and now - min(self._inflight.values()) >= timeout_ms:
+            self.counters.uplink_requeued += self.queue.requeue_inflight(older_than_ms=now - timeout_ms)
+            self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
+        room = self.settings.uplink.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        items = self.queue.next_batch(room)
+        for item in items:
+            try:
+                self.client.publish(item.topic, item.payload, qos=1)
+            except PayloadTooLarge:
+                self.queue.ack([item.seq])  # cannot ever be sent: drop it, counted
+                self.counters.uplink_too_large += 1
+                continue
+            self._inflight[item.seq] = now
+        if items:
+            self.queue.mark_sent(item.seq for item in items)
+            self._dirty = True
 
     def on_ack(self, payload: bytes) -> None:
         try:
-            ack = decode(payload, Ack, max_bytes=1024)
-        except ProtocolError as exc:
+            ack = decode(payload, Ack, max_bytes=65536)
+            seqs = seqs_of(ack.ranges) if ack.ranges else [ack.seq]
+        except (ProtocolError, ValueError) as exc:
             log.warning("ignored a bad ack: %s", exc)
             return
-        if ack.site == self.site:
-            self.counters.acked_seq = max(self.counters.acked_seq, ack.seq)
+        if ack.site != self.site:
+            return
+        self.counters.uplink_acked += self.queue.ack(seqs)
+        self._dirty = True
+        for seq in seqs:
+            self._inflight.pop(seq, None)
+        self.counters.acked_seq = max(self.counters.acked_seq, ack.seq)
+
+    # -- health -----------------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, float]:
+        stats = self.queue.stats()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        gauges = {
+            "readings_per_s": self._rate.per_second(),
+            "queue_items": float(stats.items),
+            "queue_bytes": float(stats.bytes),
+            "queue_oldest_age_s": stats.oldest_age_ms / 1000,
+            "queue_inflight": float(stats.inflight),
+            "queue_dropped": float(sum(stats.dropped.values())),
+            "journal_items": float(stats.journal_items),
+            "backlog": float(self.client.messages.qsize()),
+            "selection_scale": self.selector.scale,
+            "load_shedding": 1.0 if self.governor.shedding else 0.0,
+            "open_windows": float(self.aggregator.open_windows),
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "rss_mb": _rss_mb(),
+            "connected": 1.0 if self.client.connected else 0.0,
+        }
+        for metric, n in self.points_in.items():
+            gauges[f"selection_ratio.{metric}"] = self.points_selected[metric] / n
+        return gauges
 
     def publish_health(self, status: str = "online") -> None:
         now = self.clock.now_ms()
-        health = self.counters.health(self.site, self.name, now, status)
+        health = self.counters.health(self.site, self.name, now, status, self.gauges())
         self.client.publish(self._health_topic, encode(health), qos=1, retain=True)
         self._next_health_ms = now + int(self.settings.edge.health_interval_s * 1000)
+
+    # -- durable aggregator state -------------------------------------------------------------
+
+    def _load_closed_until(self) -> dict[tuple[str, str], int]:
+        raw = self.queue.get_meta("closed_until")
+        if not raw:
+            return {}
+        return {(device, metric): end for device, metric, end in _closed_decoder.decode(raw)}
+
+    def _save_closed_until(self) -> None:
+        rows = [(d, m, end) for (d, m), end in self.aggregator.closed_until.items()]
+        self.queue.set_meta("closed_until", _closed_encoder.encode(rows))
+
+
+def _aggregate_payload(site: str, chunk: list[Aggregate]) -> Callable[[int], bytes]:
+    return lambda seq: encode(AggregateBatch(SCHEMA_VERSION, site, seq, chunk))
+
+
+def _group_into_readings(points: list[Point]) -> list[Reading]:
+    """Selected points back into readings: one per (device, ts), with the metrics shipped."""
+    grouped: dict[tuple[str, int], tuple[Point, dict[str, float]]] = {}
+    for p in points:
+        entry = grouped.get((p.device, p.ts))
+        if entry is None:
+            grouped[(p.device, p.ts)] = (p, {p.metric: p.value})
+        else:
+            entry[1][p.metric] = p.value
+    return [
+        Reading(v=SCHEMA_VERSION, device=p.device, kind=p.kind, ts=p.ts, seq=p.seq, metrics=metrics)
+        for p, metrics in grouped.values()
+    ]
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Rate:
+    """Readings per second over the last few seconds (for health)."""
+
+    def __init__(self, horizon_s: float = 5.0) -> None:
+        self.horizon_s = horizon_s
+        self._events: list[tuple[float, int]] = []
+
+    def add(self, n: int, at: float) -> None:
+        self._events.append((at, n))
+        cutoff = at - self.horizon_s
+        while self._events and self._events[0][0] < cutoff:
+            self._events.pop(0)
+
+    def per_second(self) -> float:
+        if len(self._events) < 2:
+            return 0.0
+        span = self._events[-1][0] - self._events[0][0]
+        return sum(n for _, n in self._events[1:]) / span if span > 0 else 0.0

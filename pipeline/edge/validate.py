@@ -41,6 +41,11 @@ class Validator:
     def __repr__(self) -> str:
         return f"Validator(site={self.site!r}, limits={self.limits!r})"
 
+    def remember(self, reading: Reading) -> None:
+        """Note a reading accepted earlier (journal replay), so its redelivery is a duplicate."""
+        if reading.ts > self._last_ts.get(reading.device, -(2**62)):
+            self._last_ts[reading.device] = reading.ts
+
     def validate_one(self, topic: str, payload: bytes, now_ms: int) -> Reading | DeadLetter:
         try:
             parsed = self.topics.parse(topic)

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -44,10 +45,17 @@ class Site:
 
 
 @pytest.fixture
-def site(mosquitto: Mosquitto) -> Iterator[Site]:
+def site(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Site]:
     name = f"farm-{uuid.uuid4().hex[:8]}"
     settings = load_settings(
-        overrides={"mqtt.url": mosquitto.url, "edge.site": name, "edge.batch_interval_s": 0.2}
+        overrides={
+            "mqtt.url": mosquitto.url,
+            "edge.site": name,
+            "edge.state_dir": str(tmp_path / "state"),
+            "edge.batch_interval_s": 0.2,
+            "select.method": "deadband",
+            "select.tolerance_resolutions": 0.0,  # ship every change: these tests are not about selection
+        }
     )
     watcher = MqttClient(mosquitto.url)
     watcher.connect(timeout=5)
@@ -104,9 +112,9 @@ def test_the_node_keeps_working_after_bad_input(site: Site) -> None:
 
 def test_a_redelivered_reading_is_counted_as_duplicate_not_shipped_twice(site: Site) -> None:
     t = now_ms()
-    site.send(reading(t))
-    site.send(reading(t))
-    site.send(reading(t + 1))
+    site.send(reading(t, 30.0))
+    site.send(reading(t, 30.0))
+    site.send(reading(t + 1, 31.0))
     batch = decode_batch(site.next_on("/edge/batch"))
     assert [r.ts for r in batch.readings] == [t, t + 1]
     assert site.node.counters.duplicates == 1
