@@ -569,6 +569,8 @@ def _decode_plain(plain: bytes) -> Batch:
     (string_lengths, device_col, kind_col, site_col, size_col, ts_dod, seq_dod, step_col,
      metric_col, coding, q_deltas) = np.split(stream, np.cumsum(columns)[:-1])  # fmt: skip
 
+    if n_strings and int(string_lengths.max()) > cur.left:  # also keeps the sum from wrapping
+        raise _malformed("a string longer than the body")
     strings = _decode_strings(cur.take(int(string_lengths.sum())), string_lengths.tolist())
     device_ids = _index(device_col, n_strings, "device")
     kind_ids = _index(kind_col, n_strings, "kind")
