@@ -1,8 +1,11 @@
 """Tumbling-window aggregates per device and metric, on event time.
 
 A window ``[start, start + window_ms)`` of a device closes once that device's event time
-(the newest ``ts`` seen from it) passes ``end + lateness_ms``, or, for a device gone quiet,
-once the node's clock passes ``end + lateness_ms + idle_ms``. A point for a window already
+(the newest ``ts`` seen from it) passes ``end + lateness_ms``, or once the device is quiet:
+other devices' points kept arriving for ``idle_ms`` after its last one (or nothing at all
+arrived for ``10 * idle_ms``). Quiet is relative to the node's input, so when the whole input
+stops (a broker outage) no window is cut short, and the backlog delivered afterwards still
+closes its windows by event time. A point for a window already
 closed is *late*: it is counted, never silently lost, and never changes a shipped aggregate.
 
 Fields are a pure function of the points in the window (count, min, max, mean, population
@@ -76,6 +79,8 @@ class WindowAggregator:
         self.anomaly_score = anomaly_score
         self._open: dict[tuple[str, str, int], _Window] = {}
         self._event_time: dict[str, int] = {}  # device -> newest ts seen
+        self._arrived: dict[str, int] = {}  # device -> node clock when its last point arrived
+        self._last_arrival = -(2**62)  # node clock of the newest arrival from any device
         self.closed_until: dict[tuple[str, str], int] = dict(closed_until or {})
         self.late: Counter[str] = Counter()  # by metric
 
@@ -92,7 +97,11 @@ class WindowAggregator:
     def window_start(self, ts: int) -> int:
         return ts - ts % self.window_ms
 
-    def add_one(self, point: Point) -> bool:
+    def add_one(self, point: Point, now_ms: int | None = None) -> bool:
+        """Add a point; ``now_ms`` is when it arrived (for the quiet-device rule)."""
+        if now_ms is not None:
+            self._arrived[point.device] = now_ms
+            self._last_arrival = max(self._last_arrival, now_ms)
         start = self.window_start(point.ts)
         if start < self.closed_until.get((point.device, point.metric), -(2**62)):
             self.late[point.metric] += 1
@@ -113,7 +122,11 @@ class WindowAggregator:
             device, metric, start = key
             closes_at = start + self.window_ms + self.lateness_ms
             event_time = self._event_time.get(device, -(2**62))
-            if everything or event_time >= closes_at or now_ms >= closes_at + self.idle_ms:
+            arrived = self._arrived.get(device)
+            quiet = arrived is not None and (
+                self._last_arrival - arrived >= self.idle_ms or now_ms - arrived >= 10 * self.idle_ms
+            )
+            if everything or event_time >= closes_at or quiet:
                 due.append((key, window))
         out = []
         for key, window in sorted(due, key=lambda kv: kv[0]):

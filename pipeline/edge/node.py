@@ -244,6 +244,7 @@ class EdgeNode:
 
     def process(self, reading: Reading, journal_id: int) -> None:
         """Detect, aggregate and select every metric of an accepted reading."""
+        now = self.clock.now_ms()
         for metric, value in reading.metrics.items():
             key = (reading.device, metric)
             detector = self.detectors.get(key)
@@ -253,7 +254,7 @@ class EdgeNode:
             detector.learn_one(value)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
-            if self.aggregator.add_one(point):
+            if self.aggregator.add_one(point, now):
                 window = (reading.device, metric, self.aggregator.window_start(reading.ts))
                 self._window_first_id.setdefault(window, journal_id)
             else:
@@ -364,11 +365,13 @@ class EdgeNode:
             self._seen_disconnects = self.client.stats.disconnects
             self.counters.uplink_requeued += self.queue.requeue_inflight()
             self._inflight.clear()
+            self._dirty = True
         now = self.clock.now_ms()
         timeout_ms = int(self.settings.uplink.ack_timeout_s * 1000)
         if self._inflight and now - min(self._inflight.values()) >= timeout_ms:
-            self.counters.uplink_requeued += self.queue.requeue_inflight(older_than_ms=now - timeout_ms)
+            self.counters.uplink_requeued += self.queue.requeue_inflight(older_than_ms=timeout_ms)
             self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
+            self._dirty = True
         room = self.settings.uplink.max_inflight - len(self._inflight)
         if room <= 0:
             return

@@ -39,5 +39,5 @@ class Selector(Protocol):
 
 @runtime_checkable
 class Aggregator(Protocol):
-    def add_one(self, point: Point) -> bool: ...  # False when the point came too late
+    def add_one(self, point: Point, now_ms: int | None = None) -> bool: ...  # False: too late
     def flush(self, now_ms: int) -> list[Aggregate]: ...  # windows that are due

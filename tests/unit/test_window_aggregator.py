@@ -44,11 +44,30 @@ def test_a_point_after_its_window_closed_is_counted_late_not_lost() -> None:
     assert closed.count == 1
 
 
-def test_a_quiet_device_is_closed_by_the_clock() -> None:
+def test_a_quiet_device_is_closed_when_others_keep_arriving() -> None:
     agg = WindowAggregator("s", window_ms=1000, lateness_ms=100, idle_ms=2000)
-    agg.add_one(pt(0, 1.0))
-    assert agg.flush(now_ms=3099) == []
-    assert len(agg.flush(now_ms=3100)) == 1
+    agg.add_one(pt(0, 1.0, device="quiet"), now_ms=50_000)
+    agg.add_one(pt(0, 1.0, device="busy"), now_ms=51_999)
+    assert agg.flush(now_ms=51_999) == []
+    agg.add_one(pt(1, 1.0, device="busy"), now_ms=52_000)
+    assert [a.device for a in agg.flush(now_ms=52_000)] == ["quiet"]
+
+
+def test_no_window_is_cut_short_when_all_input_stops() -> None:
+    agg = WindowAggregator("s", window_ms=1000, lateness_ms=100, idle_ms=2000)
+    agg.add_one(pt(0, 1.0), now_ms=50_000)
+    assert agg.flush(now_ms=50_000 + 19_999) == []  # e.g. a 20 s broker outage
+    assert len(agg.flush(now_ms=50_000 + 20_000)) == 1  # ten idle periods: give up waiting
+
+
+def test_a_backlog_arriving_late_closes_by_event_time_not_the_clock() -> None:
+    agg = WindowAggregator("s", window_ms=1000, lateness_ms=0, idle_ms=2000)
+    for ts in range(0, 1000, 100):  # readings from long ago, arriving now in a burst
+        agg.add_one(pt(ts, 1.0), now_ms=90_000)
+        assert agg.flush(now_ms=90_000) == []
+    agg.add_one(pt(1000, 1.0), now_ms=90_001)
+    [closed] = agg.flush(now_ms=90_001)
+    assert closed.count == 10
 
 
 def test_anomalous_points_are_counted() -> None:
