@@ -121,6 +121,17 @@ class SelectSettings(Section):
         return value
 
 
+class AlertSettings(Section):
+    """When anomaly scores become alerts (hysteresis, cooldown, severity)."""
+
+    raise_score: float = Field(0.999, gt=0, le=1, description="raise at or above this score")
+    clear_score: float = Field(0.95, gt=0, le=1, description="clear below this score")
+    raise_after: int = Field(2, ge=1, description="consecutive readings at raise_score to raise")
+    clear_after: int = Field(5, ge=1, description="consecutive readings below clear_score to clear")
+    cooldown_s: float = Field(60.0, ge=0, description="no new raise this long after a clear")
+    critical_score: float = Field(0.99999, gt=0, le=1, description="severity critical from this score")
+
+
 class AggregateSettings(Section):
     """Tumbling windows per device and metric, on event time."""
 
@@ -191,6 +202,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     edge: EdgeSettings = EdgeSettings()
     select: SelectSettings = SelectSettings()
+    alert: AlertSettings = AlertSettings()
     aggregate: AggregateSettings = AggregateSettings()
     uplink: UplinkSettings = UplinkSettings()
     cloud: CloudSettings = CloudSettings()

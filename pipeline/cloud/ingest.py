@@ -172,6 +172,8 @@ class IngestWorker:
                 alert = decode(payload, Alert)
                 self._check_site(alert.data.site, topic.site)
                 pending.alerts.append(alert)
+                if alert.seq:
+                    pending.seqs[alert.data.site].add(alert.seq)
                 pending.points += 1
             case TopicKind.DEADLETTER:
                 letter = decode(payload, DeadLetter)

@@ -18,6 +18,7 @@ class NodeCounters:
     duplicates: int = 0  # redeliveries dropped (ts not newer than the device's last)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     dead_letters_unsent: int = 0  # dead letters too large to publish (still counted above)
+    alerts: Counter[str] = field(default_factory=Counter)  # by state: raised, cleared
     late: int = 0  # points whose window had already closed (not in any aggregate)
     readings_shipped: int = 0  # selected points put in batches
     batches_shipped: int = 0
@@ -45,8 +46,11 @@ class NodeCounters:
         gauges: dict[str, float] | None = None,
     ) -> Health:
         counters = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "dead_letters"
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("dead_letters", "alerts")
         }
+        counters.update({f"alerts.{state}": n for state, n in self.alerts.items()})
         counters["dead_lettered"] = self.dead_lettered
         counters.update({f"dead_letters.{reason}": n for reason, n in self.dead_letters.items()})
         return Health(

@@ -6,6 +6,7 @@
                  UplinkQueue journal (durable; the device's PUBACK only after the commit)
                         │
           per metric:   detect (score, then learn)
+                        ├─► AlertPolicy ──raise/clear──► outbox ALERT ──► {site}/alerts/{device}
                         ├─► WindowAggregator ──windows due──► outbox AGGREGATE
                         └─► Selector (deadband | swinging door, full resolution near anomalies)
                                    └─► batch ──size or age──► outbox BATCH (bounded-error codec)
@@ -38,6 +39,7 @@ import msgspec
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.edge.aggregate import WindowAggregator
+from pipeline.edge.alert import AlertPolicy
 from pipeline.edge.detect import ZScoreDetector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
@@ -52,6 +54,7 @@ from pipeline.protocol import (
     Ack,
     Aggregate,
     AggregateBatch,
+    Alert,
     Batch,
     DeadLetter,
     Reading,
@@ -132,6 +135,16 @@ class EdgeNode:
             closed_until=self._load_closed_until(),
         )
         self.governor = LoadGovernor()
+        alert = settings.alert
+        self.alerts = AlertPolicy(
+            self.site,
+            raise_score=alert.raise_score,
+            clear_score=alert.clear_score,
+            raise_after=alert.raise_after,
+            clear_after=alert.clear_after,
+            cooldown_ms=int(alert.cooldown_s * 1000),
+            critical_score=alert.critical_score,
+        )
         self.codec = CODECS_BY_NAME[uplink.codec]
         self.detectors: dict[tuple[str, str], ZScoreDetector] = {}
         self._detector_template = ZScoreDetector()
@@ -254,6 +267,9 @@ class EdgeNode:
             detector.learn_one(value)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
+            alert = self.alerts.update_one(point)
+            if alert is not None:
+                self.raise_alert(alert)
             if self.aggregator.add_one(point, now):
                 window = (reading.device, metric, self.aggregator.window_start(reading.ts))
                 self._window_first_id.setdefault(window, journal_id)
@@ -261,6 +277,16 @@ class EdgeNode:
                 self.counters.late += 1
             for selected in self.selector.select_one(point):
                 self._add_to_batch(selected, journal_id)
+
+    def raise_alert(self, alert: Alert) -> None:
+        """Alerts go through the outbox at the highest priority: first out, durable, acknowledged."""
+        self.queue.put(
+            Priority.ALERT,
+            self.topics.alert(self.site, alert.data.device),
+            lambda seq: encode(msgspec.structs.replace(alert, seq=seq)),
+        )
+        self.counters.alerts[alert.data.state] += 1
+        self._dirty = True
 
     def _add_to_batch(self, point: Point, journal_id: int) -> None:
         if not self._batch:

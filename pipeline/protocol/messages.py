@@ -58,6 +58,7 @@ class Alert(msgspec.Struct, frozen=True):
     data: AlertData
     specversion: str = "1.0"
     datacontenttype: str = "application/json"
+    seq: int = 0  # CloudEvents extension attribute: the edge's uplink seq, acknowledged by the cloud
 
 
 class Aggregate(msgspec.Struct, frozen=True):

@@ -16,7 +16,16 @@ import pytest
 from pipeline.config import load_settings
 from pipeline.edge.node import EdgeNode
 from pipeline.mqtt import MqttClient
-from pipeline.protocol import DeadLetter, Health, Reading, Topics, decode, decode_batch, encode
+from pipeline.protocol import (
+    Alert,
+    DeadLetter,
+    Health,
+    Reading,
+    Topics,
+    decode,
+    decode_batch,
+    encode,
+)
 from pipeline.services import Mosquitto
 
 TOPICS = Topics()
@@ -147,3 +156,37 @@ def test_health_is_published_retained_with_the_counters(site: Site, mosquitto: M
     assert message.retain
     assert (health.site, health.status) == (site.name, "online")
     assert "received" in health.counters
+
+
+def test_a_spike_raises_an_alert_on_the_device_alert_topic(site: Site) -> None:
+    t = now_ms() - 60_000
+    for i in range(40):  # warm-up: a steady, slightly noisy signal
+        site.send(reading(t + i * 1000, 30.0 + (i % 3) * 0.1))
+    for i in range(40, 43):
+        site.send(reading(t + i * 1000, 90.0))
+    alert = decode(site.next_on("/alerts/soil_probe-0001"), Alert)
+    assert (alert.data.state, alert.data.metric, alert.data.value) == ("raised", "moisture", 90.0)
+    assert alert.seq > 0  # it travelled through the uplink outbox, to be acknowledged
+    assert site.node.counters.alerts["raised"] == 1
+
+
+def test_edgepipe_alerts_prints_an_alert_readably(site: Site, mosquitto: Mosquitto) -> None:
+    from pipeline.tail import tail_alerts
+
+    lines: list[str] = []
+    settings = load_settings(overrides={"mqtt.url": mosquitto.url})
+    tail = threading.Thread(
+        target=tail_alerts,
+        kwargs={"settings": settings, "site": site.name, "count": 1, "timeout": 20, "echo": lines.append},
+    )
+    tail.start()
+    time.sleep(0.5)
+    t = now_ms() - 60_000
+    for i in range(40):
+        site.send(reading(t + i * 1000, 30.0 + (i % 3) * 0.1))
+    for i in range(40, 43):
+        site.send(reading(t + i * 1000, 90.0))
+    tail.join(25)
+    assert len(lines) == 1
+    assert f"{site.name}/soil_probe-0001 moisture=90" in lines[0]
+    assert "raised" in lines[0]

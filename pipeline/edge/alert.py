@@ -1,0 +1,129 @@
+"""AlertPolicy: anomaly scores in, alerts out: raised and cleared with hysteresis, no duplicates.
+
+Per device and metric there is at most one open alert. It is raised when the score reaches
+``raise_score`` on ``raise_after`` consecutive points, and cleared when the score stays below
+``clear_score`` for ``clear_after`` consecutive points; the gap between the two thresholds
+keeps a score hovering near one of them from flapping. After a clear, the same series may not
+raise again for ``cooldown_ms``. Severity grows with the highest score seen while open, and an
+alert is raised again only if its severity rises (the same ``alert_id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline.edge.stages import Point
+from pipeline.protocol import SCHEMA_VERSION, Alert, AlertData
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+@dataclass
+class _Series:
+    open_id: str | None = None
+    severity: str = ""
+    peak: float = 0.0
+    hot: int = 0  # consecutive points at or above raise_score
+    cool: int = 0  # consecutive points below clear_score while open
+    quiet_until: int = -(2**62)  # cooldown after a clear
+
+
+class AlertPolicy:
+    """Turns scored points into raise and clear events.
+
+    >>> policy = AlertPolicy("farm", raise_after=1, clear_after=2)
+    >>> def p(ts, score): return Point("d1", "fridge", "temp", ts, ts, 9.5, score)
+    >>> [a.data.state if a else None for a in map(policy.update_one, [p(1, 0.2), p(2, 0.999), p(3, 0.5), p(4, 0.5)])]
+    [None, 'raised', None, 'cleared']
+    """
+
+    def __init__(
+        self,
+        site: str,
+        *,
+        raise_score: float = 0.999,
+        clear_score: float = 0.95,
+        raise_after: int = 2,
+        clear_after: int = 5,
+        cooldown_ms: int = 60_000,
+        critical_score: float = 0.99999,
+        model_version: str = "zscore-1",
+    ) -> None:
+        if not 0.0 < clear_score < raise_score <= 1.0:
+            raise ValueError(f"need 0 < clear_score < raise_score <= 1, got {clear_score}, {raise_score}")
+        if raise_after < 1 or clear_after < 1 or cooldown_ms < 0:
+            raise ValueError("raise_after and clear_after must be >= 1, cooldown_ms >= 0")
+        self.site = site
+        self.raise_score, self.clear_score = raise_score, clear_score
+        self.raise_after, self.clear_after = raise_after, clear_after
+        self.cooldown_ms = cooldown_ms
+        self.critical_score = critical_score
+        self.model_version = model_version
+        self._series: dict[tuple[str, str], _Series] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"AlertPolicy(raise_score={self.raise_score}, clear_score={self.clear_score}, "
+            f"raise_after={self.raise_after}, clear_after={self.clear_after}, cooldown_ms={self.cooldown_ms})"
+        )
+
+    @property
+    def open_alerts(self) -> int:
+        return sum(1 for s in self._series.values() if s.open_id is not None)
+
+    def severity(self, score: float) -> str:
+        return "critical" if score >= self.critical_score else "warning"
+
+    def update_one(self, point: Point) -> Alert | None:
+        key = (point.device, point.metric)
+        s = self._series.get(key)
+        if s is None:
+            s = self._series[key] = _Series()
+        if s.open_id is None:
+            s.hot = s.hot + 1 if point.score >= self.raise_score else 0
+            if s.hot < self.raise_after or point.ts < s.quiet_until:
+                return None
+            s.open_id = f"{self.site}.{point.device}.{point.metric}.{point.ts}"
+            s.peak, s.severity, s.cool = point.score, self.severity(point.score), 0
+            return self._event(point, s, "raised", f"score {point.score:.4f} >= {self.raise_score}")
+        s.peak = max(s.peak, point.score)
+        if point.score < self.clear_score:
+            s.cool += 1
+            if s.cool >= self.clear_after:
+                alert = self._event(point, s, "cleared", f"score below {self.clear_score} for {s.cool} readings")
+                s.open_id, s.hot, s.quiet_until = None, 0, point.ts + self.cooldown_ms
+                return alert
+            return None
+        s.cool = 0
+        severity = self.severity(s.peak)
+        if SEVERITIES.index(severity) > SEVERITIES.index(s.severity):
+            s.severity = severity
+            return self._event(point, s, "raised", f"escalated: score {point.score:.4f}")
+        return None
+
+    def _event(self, p: Point, s: _Series, state: str, reason: str) -> Alert:
+        assert s.open_id is not None
+        data = AlertData(
+            v=SCHEMA_VERSION,
+            alert_id=s.open_id,
+            site=self.site,
+            device=p.device,
+            kind=p.kind,
+            metric=p.metric,
+            state=state,
+            severity=s.severity,
+            score=p.score,
+            value=p.value,
+            reading_ts=p.ts,
+            reason=reason,
+            model_version=self.model_version,
+        )
+        return Alert(
+            id=f"{s.open_id}.{state}.{p.ts}",
+            source=f"edgepipe/{self.site}/edge",
+            type=f"io.edgepipe.alert.{state}",
+            time=datetime.fromtimestamp(p.ts / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            subject=p.device,
+            data=data,
+        )
