@@ -280,7 +280,7 @@ def sample_config() -> str:
     defaults = Settings.model_construct()
     for section_name, section_field in Settings.model_fields.items():
         section = getattr(defaults, section_name)
-        doc = (section_field.annotation.__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+        doc = (section_field.annotation.__doc__ or "").strip().splitlines()
         lines += ["", f"[{section_name}]"]
         if doc:
             lines.append(f"# {doc[0]}")
@@ -351,7 +351,7 @@ def reference_markdown() -> str:
     defaults = Settings.model_construct()
     for section_name, section_field in Settings.model_fields.items():
         model = section_field.annotation
-        doc = (model.__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+        doc = (model.__doc__ or "").strip().splitlines()
         out += [f"## `[{section_name}]`", ""]
         if doc:
             out += [doc[0], ""]

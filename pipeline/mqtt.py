@@ -328,7 +328,7 @@ class MqttClient:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
             self.stats.received += 1
-            self.messages.put(Message(msg.topic, msg.payload, msg.qos, msg.retain, msg.mid))
+            self.messages.put(Message(msg.topic, bytes(msg.payload), msg.qos, msg.retain, msg.mid))
         except Exception:  # noqa: BLE001 - the network thread must survive anything
             self.stats.callback_errors += 1
             log.exception("dropped an inbound message on %s", msg.topic)

@@ -133,19 +133,11 @@ def _classify(payload: bytes, message_type: type, exc: Exception) -> tuple[Reaso
         return Reason.NOT_OBJECT, f"JSON {type(obj).__name__}, expected an object"
     if "v" in obj and obj["v"] != SCHEMA_VERSION:
         return Reason.UNKNOWN_VERSION, f"v={obj['v']!r}"
-    required = [
-        f for f, d in zip(message_type.__struct_fields__, _defaults(message_type), strict=True) if d
-    ]
+    required = [f.name for f in msgspec.structs.fields(message_type) if f.required]
     missing = [f for f in required if f not in obj]
     if missing:
         return Reason.MISSING_FIELD, f"missing {', '.join(missing)}"
     return Reason.WRONG_TYPE, str(exc)[:200]
-
-
-def _defaults(message_type: type) -> list[bool]:
-    """For each field of a struct, True when it is required (has no default)."""
-    fields = msgspec.structs.fields(message_type)
-    return [f.required for f in fields]
 
 
 def _has_non_finite(obj: object) -> bool:
