@@ -28,6 +28,8 @@ def dashboard_command(settings: Settings, port: int | None = None) -> list[str]:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "minimal",
         "--",
         "--store",
         settings.store.url,

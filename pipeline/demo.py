@@ -68,12 +68,15 @@ def run_demo(
         worker.start()
         node = EdgeNode(settings)
         node.start()
-        halt = threading.Event()
+        # Stopped in reverse order: the node first (its last health goes out), then the worker.
         for role in (worker, node):
+            halt = threading.Event()
             thread = threading.Thread(target=role.run, args=(halt,), name=type(role).__name__)
             thread.start()
             stack.callback(thread.join, 15)
-        stack.callback(halt.set)
+            stack.callback(halt.set)
+            if role is worker:
+                stack.callback(time.sleep, 0.5)  # let the node's last messages reach the worker
 
         report = run_sim(settings, publish=True, duration=duration, stop=stop)
         sent = report["readings_published"] + report["bad_published"]
@@ -110,6 +113,7 @@ def run_demo(
             "labels": report.get("labels", 0),
             "unaccounted": counters.unaccounted,
             "seconds": round(time.monotonic() - started, 2),
+            "dashboard": f"edgepipe dashboard --store {settings.store.url}",
         }
     raise AssertionError("unreachable")
 

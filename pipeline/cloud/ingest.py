@@ -125,6 +125,11 @@ class IngestWorker:
             if message is not None:
                 self.handle(message)
             self.maybe_flush()
+        while True:  # what already arrived is handled before the last flush
+            try:
+                self.handle(self.client.messages.get_nowait())
+            except queue.Empty:
+                break
         self.flush()
         self.client.close()
 

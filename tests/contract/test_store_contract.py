@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pipeline.cloud.store import (
+    AggregateBucket,
     InfluxStore,
+    MetricTotals,
     PartialWriteError,
     ReadingRow,
     SQLiteStore,
@@ -240,6 +243,29 @@ def test_rewriting_an_aggregate_keeps_one_copy_with_the_new_values(store: Store)
     assert [a.mean for a in store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + 1)] == [5.0]
 
 
+def test_aggregate_buckets_merge_windows_in_the_database(store: Store) -> None:
+    every = 200_000  # T0 is a multiple of it
+    store.write_aggregates(
+        [
+            aggregate("fridge1", T0, mean=4.0),  # count 600, min 3.5, max 4.5, 2 anomalies
+            msgspec.structs.replace(aggregate("fridge1", T0 + 60_000, mean=6.0), count=200,
+                                    min=1.0, anomalies=0),
+            aggregate("fridge1", T0 + 2 * every + 60_000, mean=5.0),  # skips a bucket
+            aggregate("fridge1", T0 + HOUR),  # outside the range
+            aggregate("fridge2", T0),  # another device
+            aggregate("fridge1", T0, metric="power"),  # another metric
+        ]
+    )  # fmt: skip
+
+    buckets = store.query_aggregate_buckets("shop1", "fridge1", "temp", T0, T0 + HOUR, every)
+
+    assert buckets == [
+        AggregateBucket(T0, 800, 1.0, 4.5, pytest.approx(4.5), 2),  # (600·4 + 200·6) / 800
+        AggregateBucket(T0 + 2 * every, 600, 3.5, 4.5, pytest.approx(5.0), 2),
+    ]
+    assert store.query_aggregate_buckets("shop1", "fridge9", "temp", T0, T0 + HOUR, 1000) == []
+
+
 def test_alerts_come_newest_first_up_to_the_limit(store: Store) -> None:
     store.write_alerts([alert(f"a{i}", T0 + i * 1000) for i in range(5)])
 
@@ -359,6 +385,60 @@ def test_devices_lists_device_and_kind_of_one_site(store: Store) -> None:
     ]
 
 
+def test_last_seen_is_the_newest_reading_or_aggregate_window_of_each_device(
+    store: Store,
+) -> None:
+    store.write_readings(
+        "shop1",
+        [
+            reading("fridge1", T0 + 5_000, 2),
+            reading("fridge1", T0 + 1_000, 1),
+            reading("freezer1", T0 + 1_000, 1, "freezer"),
+        ],
+    )
+    # fridge2 has only aggregates; freezer1's newest window starts after its newest reading.
+    store.write_aggregates([aggregate("fridge2", T0 + 60_000), aggregate("fridge2", T0)])
+    store.write_aggregates(
+        [msgspec.structs.replace(aggregate("freezer1", T0 + 120_000), kind="freezer")]
+    )
+    store.write_readings("shop2", [reading("fridge9", T0 + 9_000, 1)])
+
+    assert store.last_seen("shop1") == [
+        ("freezer1", "freezer", T0 + 120_000),
+        ("fridge1", "fridge", T0 + 5_000),
+        ("fridge2", "fridge", T0 + 60_000),
+    ]
+    assert store.last_seen("shop3") == []
+
+
+def test_metric_totals_add_up_aggregate_counts_and_stored_points_per_metric(
+    store: Store,
+) -> None:
+    store.write_aggregates(
+        [
+            aggregate("fridge1", T0),  # count 600, anomalies 2 each
+            aggregate("fridge1", T0 + 60_000),
+            aggregate("fridge2", T0),
+            aggregate("fridge1", T0, metric="power"),
+            aggregate("fridge1", T0 + HOUR),  # outside the range
+        ]
+    )
+    store.write_readings(
+        "shop1",
+        [reading("fridge1", T0 + i * 1000, i, temp=4.0, door=0.0) for i in range(7)]
+        + [reading("fridge2", T0 + 500, 1, temp=4.0)]
+        + [reading("fridge1", T0 + HOUR, 99, temp=4.0)],  # outside the range
+    )
+    store.write_readings("shop2", [reading("fridge1", T0, 1, temp=4.0)])  # another site
+
+    assert store.metric_totals("shop1", T0, T0 + HOUR) == [
+        MetricTotals("door", readings_in=0, anomalies=0, points_stored=7),
+        MetricTotals("power", readings_in=600, anomalies=2, points_stored=0),
+        MetricTotals("temp", readings_in=1800, anomalies=6, points_stored=8),
+    ]
+    assert store.metric_totals("shop3", 0, T0 + HOUR) == []
+
+
 def test_an_empty_store_answers_with_nothing(store: Store) -> None:
     assert store.count_readings() == 0
     assert store.sites() == []
@@ -366,6 +446,8 @@ def test_an_empty_store_answers_with_nothing(store: Store) -> None:
     assert store.latest_health() == []
     assert store.query_alerts(None, 0) == []
     assert store.query_readings("shop1", "fridge1", "temp", 0, T0, every_ms=1000) == []
+    assert store.last_seen("shop1") == []
+    assert store.metric_totals("shop1", 0, T0) == []
 
 
 HOSTILE_IDS = [
@@ -384,11 +466,16 @@ QUERIES: dict[str, Callable[[Store, str], object]] = {
     "readings.device": lambda s, bad: s.query_readings("shop1", bad, "temp", 0, T0),
     "readings.metric": lambda s, bad: s.query_readings("shop1", "fridge1", bad, 0, T0, 1000),
     "aggregates.metric": lambda s, bad: s.query_aggregates("shop1", "fridge1", bad, 0, T0),
+    "aggregate_buckets.device": lambda s, bad: s.query_aggregate_buckets(
+        "shop1", bad, "temp", 0, T0, 1000
+    ),
     "alerts.site": lambda s, bad: s.query_alerts(bad, 0),
     "dead_letters.site": lambda s, bad: s.query_dead_letters(bad, 0),
     "labels.device": lambda s, bad: s.query_labels("farm1", bad, 0, T0),
     "count.site": lambda s, bad: s.count_readings(bad),
     "devices.site": lambda s, bad: s.devices(bad),
+    "last_seen.site": lambda s, bad: s.last_seen(bad),
+    "metric_totals.site": lambda s, bad: s.metric_totals(bad, 0, T0),
 }
 
 

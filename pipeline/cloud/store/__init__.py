@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.cloud.store.base import (
+    AggregateBucket,
+    MetricTotals,
     PartialWriteError,
     ReadingRow,
     Store,
@@ -42,8 +44,10 @@ from pipeline.errors import ConfigError
 from pipeline.protocol.topics import is_valid_id
 
 __all__ = [
+    "AggregateBucket",
     "InfluxStore",
     "InfluxURL",
+    "MetricTotals",
     "PartialWriteError",
     "ReadingRow",
     "SQLiteStore",

@@ -39,9 +39,10 @@ Promises every backend keeps, and why:
   never resend the whole batch blindly). The retry policy belongs to the caller.
 * **Reads return plain values**: protocol structs where one fits (``Aggregate``,
   ``AlertData``, ``Health``, ``DeadLetter``, ``Label``; ``v`` is always
-  :data:`~pipeline.protocol.messages.SCHEMA_VERSION`, the stored form has no version), and the
-  frozen dataclass :class:`ReadingRow` for a time series. Lists come sorted as each method
-  says, so two backends give equal answers.
+  :data:`~pipeline.protocol.messages.SCHEMA_VERSION`, the stored form has no version), and
+  frozen dataclasses where the database computes something: :class:`ReadingRow` for a time
+  series, :class:`AggregateBucket` for merged windows, :class:`MetricTotals` for counts.
+  Lists come sorted as each method says, so two backends give equal answers.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ from pipeline.protocol.messages import (
 from pipeline.protocol.topics import is_valid_id
 
 __all__ = [
+    "AggregateBucket",
+    "MetricTotals",
     "PartialWriteError",
     "ReadingRow",
     "RESERVED_METRICS",
@@ -128,6 +131,40 @@ class ReadingRow:
     min: float
     max: float
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateBucket:
+    """A series' aggregate windows merged per time bucket, for charts over long ranges.
+
+    ``ts`` is the bucket start (a multiple of ``every_ms``; a window belongs to the bucket
+    of its start), ``count`` and ``anomalies`` are sums over the windows, ``min``/``max``
+    their extremes (NaN if no window had a finite one) and ``mean`` the count-weighted mean
+    of the windows' means.
+    """
+
+    ts: int
+    count: int
+    min: float
+    max: float
+    mean: float
+    anomalies: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricTotals:
+    """What one site did with one metric over a time range: the data-reduction figures.
+
+    ``readings_in`` is the sum of the aggregates' ``count`` (every accepted value of the
+    metric is counted in exactly one window, whatever selection shipped), ``anomalies`` the
+    sum of their ``anomalies``, and ``points_stored`` the raw values stored (what selection
+    shipped). Aggregates count by window start, points by their own ``ts``.
+    """
+
+    metric: str
+    readings_in: int
+    anomalies: int
+    points_stored: int
 
 
 @runtime_checkable
@@ -195,6 +232,17 @@ class Store(Protocol):
         """Aggregates whose window starts in ``[start_ms, end_ms)``, by start."""
         ...
 
+    def query_aggregate_buckets(
+        self, site: str, device: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[AggregateBucket]:
+        """Aggregates whose window starts in ``[start_ms, end_ms)``, merged per bucket.
+
+        Buckets are aligned to multiples of ``every_ms`` since the epoch, oldest first;
+        empty ones are left out. The database merges them: a week of 1-minute windows is
+        10,080 rows, past InfluxDB's default ``max-row-limit`` of 10,000.
+        """
+        ...
+
     def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
         """Alerts with ``reading_ts >= since_ms``, newest first, at most ``limit``."""
         ...
@@ -221,6 +269,25 @@ class Store(Protocol):
 
     def devices(self, site: str) -> list[tuple[str, str]]:
         """``(device, kind)`` pairs with readings or aggregates at ``site``, sorted."""
+        ...
+
+    def last_seen(self, site: str) -> list[tuple[str, str, int]]:
+        """``(device, kind, ts)`` of every device of ``site``, sorted by device and kind.
+
+        ``ts`` is the newest evidence the store holds that the device was reporting: the
+        later of its newest stored reading and its newest aggregate window start. The
+        dashboard needs it to tell reporting devices from silent ones in one query, and to
+        anchor a chart on the device's newest data.
+        """
+        ...
+
+    def metric_totals(self, site: str, start_ms: int, end_ms: int) -> list[MetricTotals]:
+        """Per metric of ``site``: readings in (aggregate counts) and raw points stored.
+
+        Aggregates whose window starts in ``[start_ms, end_ms)`` and points whose ``ts`` is
+        in it; sorted by metric; a metric with neither is left out. Counted in the database,
+        so the data-reduction view never moves the points themselves.
+        """
         ...
 
     def ping(self) -> bool:

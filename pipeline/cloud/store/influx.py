@@ -68,6 +68,8 @@ import msgspec
 import urllib3
 
 from pipeline.cloud.store.base import (
+    AggregateBucket,
+    MetricTotals,
     PartialWriteError,
     ReadingRow,
     StoreConfigError,
@@ -572,6 +574,38 @@ class InfluxStore:
             for _, row in self._rows(f'SELECT * FROM "aggregates"{where}')
         ]
 
+    def query_aggregate_buckets(
+        self, site: str, device: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[AggregateBucket]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        inner_where = _where(
+            _eq("site", site),
+            _eq("device", device),
+            _eq("metric", metric),
+            _time(">=", start),
+            _time("<", end),
+        )
+        # InfluxQL 1.x has no arithmetic inside an aggregate: the subquery weighs the means.
+        q = (
+            'SELECT SUM("weighted") / SUM("count") AS "mean", SUM("count") AS "count", '
+            'MIN("min") AS "min", MAX("max") AS "max", SUM("anomalies") AS "anomalies" '
+            'FROM (SELECT "mean" * "count" AS "weighted", "count", "min", "max", "anomalies" '
+            f'FROM "aggregates"{inner_where}){_where(_time(">=", start), _time("<", end))} '
+            f"GROUP BY time({every}ms) fill(none)"
+        )
+        return [
+            AggregateBucket(
+                row["time"],
+                int(row["count"] or 0),
+                _float(row["min"]),
+                _float(row["max"]),
+                _float(row["mean"]),
+                int(row["anomalies"] or 0),
+            )
+            for _, row in self._rows(q)
+        ]
+
     def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
         since = check_ms("since_ms", since_ms)
         n = check_positive("limit", limit)
@@ -685,6 +719,36 @@ class InfluxStore:
             if "device" in tags and "kind" in tags:
                 pairs.add((tags["device"], tags["kind"]))
         return sorted(pairs)
+
+    def last_seen(self, site: str) -> list[tuple[str, str, int]]:
+        where = _where(_eq("site", site))
+        newest: dict[tuple[str, str], int] = {}
+        for q in (
+            f'SELECT LAST("seq") FROM "readings"{where} GROUP BY "device", "kind"',
+            f'SELECT LAST("count") FROM "aggregates"{where} GROUP BY "device", "kind"',
+        ):
+            for tags, row in self._rows(q):
+                key = (tags["device"], tags["kind"])
+                newest[key] = max(newest.get(key, row["time"]), row["time"])
+        return [(device, kind, ts) for (device, kind), ts in sorted(newest.items())]
+
+    def metric_totals(self, site: str, start_ms: int, end_ms: int) -> list[MetricTotals]:
+        start, end = check_interval(start_ms, end_ms)
+        where = _where(_eq("site", site), _time(">=", start), _time("<", end))
+        totals: dict[str, list[int]] = {}
+        q = (
+            'SELECT SUM("count") AS "readings", SUM("anomalies") AS "anomalies" '
+            f'FROM "aggregates"{where} GROUP BY "metric"'
+        )
+        for tags, row in self._rows(q):
+            totals[tags["metric"]] = [int(row["readings"] or 0), int(row["anomalies"] or 0), 0]
+        # COUNT(*) answers one column per field: count_<metric>, and count_seq to skip.
+        for _, row in self._rows(f'SELECT COUNT(*) FROM "readings"{where}'):
+            for column, value in row.items():
+                metric = column.removeprefix("count_")
+                if column.startswith("count_") and metric != "seq" and value:
+                    totals.setdefault(metric, [0, 0, 0])[2] = int(value)
+        return [MetricTotals(m, *totals[m]) for m in sorted(totals)]
 
     def ping(self) -> bool:
         if self._closed:

@@ -51,6 +51,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.cloud.store.base import (
+    AggregateBucket,
+    MetricTotals,
     ReadingRow,
     StoreConfigError,
     StoreUnavailable,
@@ -435,6 +437,31 @@ class SQLiteStore:
             for row in self._fetch(sql, (*params, start, end))
         ]
 
+    def query_aggregate_buckets(
+        self, site: str, device: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[AggregateBucket]:
+        start, end = check_interval(start_ms, end_ms)
+        params = {
+            "site": check_id("site", site),
+            "device": check_id("device", device),
+            "metric": check_id("metric", metric),
+            "start": start,
+            "end": end,
+            "every": check_positive("every_ms", every_ms),
+        }
+        sql = """
+            SELECT start - ((start % :every) + :every) % :every AS bucket, SUM(count),
+                   MIN(min), MAX(max), SUM(mean * count) * 1.0 / SUM(count), SUM(anomalies)
+            FROM aggregates
+            WHERE site = :site AND device = :device AND metric = :metric
+              AND start >= :start AND start < :end
+            GROUP BY bucket ORDER BY bucket
+        """
+        return [
+            AggregateBucket(ts, int(count), _float(lo), _float(hi), _float(mean), int(anomalies))
+            for ts, count, lo, hi, mean, anomalies in self._fetch(sql, params)
+        ]
+
     def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
         since, n = check_ms("since_ms", since_ms), check_positive("limit", limit)
         where, params = _site_filter(site, "reading_ts", since)
@@ -541,6 +568,42 @@ class SQLiteStore:
     def devices(self, site: str) -> list[tuple[str, str]]:
         sql = "SELECT device, kind FROM devices WHERE site = ? ORDER BY device, kind"
         return [(str(d), str(k)) for d, k in self._fetch(sql, (check_id("site", site),))]
+
+    def last_seen(self, site: str) -> list[tuple[str, str, int]]:
+        # Correlated MAX() per device: each is one seek in a primary key, so the cost grows
+        # with the number of devices, not with the readings stored.
+        sql = """
+            SELECT d.device, d.kind, MAX(
+                coalesce((SELECT MAX(r.ts) FROM readings r
+                          WHERE r.site = d.site AND r.device = d.device), -9223372036854775808),
+                coalesce((SELECT MAX(a.start) FROM aggregates a
+                          WHERE a.site = d.site AND a.device = d.device), -9223372036854775808)
+            ) AS ts
+            FROM devices d WHERE d.site = ? ORDER BY d.device, d.kind
+        """
+        return [
+            (str(d), str(k), int(ts)) for d, k, ts in self._fetch(sql, (check_id("site", site),))
+        ]
+
+    def metric_totals(self, site: str, start_ms: int, end_ms: int) -> list[MetricTotals]:
+        start, end = check_interval(start_ms, end_ms)
+        params = (check_id("site", site), start, end)
+        aggregates = self._fetch(
+            """SELECT metric, SUM(count), SUM(anomalies) FROM aggregates
+               WHERE site = ? AND start >= ? AND start < ? GROUP BY metric""",
+            params,
+        )
+        points = self._fetch(
+            """SELECT metric, COUNT(*) FROM reading_values
+               WHERE site = ? AND ts >= ? AND ts < ? GROUP BY metric""",
+            params,
+        )
+        totals: dict[str, list[int]] = {}
+        for metric, count, anomalies in aggregates:
+            totals[str(metric)] = [int(count), int(anomalies), 0]
+        for metric, count in points:
+            totals.setdefault(str(metric), [0, 0, 0])[2] = int(count)
+        return [MetricTotals(m, *totals[m]) for m in sorted(totals)]
 
     def ping(self) -> bool:
         try:

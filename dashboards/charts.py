@@ -1,0 +1,217 @@
+"""Altair charts of the dashboard, built from :mod:`dashboards.queries` results.
+
+Why altair: real time axes in UTC, a value axis fitted to the data (never forced to zero,
+so a fridge at 4 °C does not look flat), and layers (band, line, alerts, label windows)
+that share one scale. Pure functions: a chart is a value, testable with ``to_dict()``.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from dashboards.queries import SeriesView, to_ms
+
+# One colour per layer, shown in the legend, so a reader knows what each mark is.
+READINGS = "stored readings"
+BAND = "aggregate min–max"
+ALERT = "alert"
+LABEL = "ground-truth window"
+LAYER_COLOURS = {READINGS: "#1f77b4", BAND: "#9ecae1", ALERT: "#d62728", LABEL: "#ff7f0e"}
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _legend(present: list[str]) -> alt.Color:
+    """The colour channel every layer shares, so the legend names each kind of mark drawn."""
+    scale = alt.Scale(domain=present, range=[LAYER_COLOURS[name] for name in present])
+    legend = alt.Legend(title=None, orient="top", symbolOpacity=1, labelLimit=400)
+    return alt.Color("what:N", scale=scale, legend=legend)
+
+
+def time_extent(view: SeriesView) -> tuple[int, int]:
+    """Unix ms span of what the view holds, within its range: the chart zooms to the data.
+
+    A device seen for two minutes is not drawn as a sliver at the edge of a 1-hour axis;
+    the page's caption states the range that was queried.
+    """
+    times = [
+        to_ms(series)
+        for series in (
+            view.readings["time"],
+            view.aggregates["start"],
+            view.aggregates["end"],
+            view.alerts["time"],
+            view.labels["start"],
+            view.labels["end"],
+        )
+        if not series.empty
+    ]
+    if not times:
+        return view.start_ms, view.end_ms
+    low = max(view.start_ms, min(int(t.min()) for t in times))
+    high = min(view.end_ms, max(int(t.max()) for t in times))
+    if high <= low:  # one instant: give it some room
+        low, high = low - 30_000, high + 30_000
+    return low, high
+
+
+def _time_scale(view: SeriesView) -> alt.Scale:
+    low, high = time_extent(view)
+    return alt.Scale(type="utc", domain=[low, high])
+
+
+def _time_axis(view: SeriesView, title: str | None = "time (UTC)") -> alt.Axis:
+    """Clock time for a day or less; with the date beyond, so days are told apart."""
+    low, high = time_extent(view)
+    fmt = "%H:%M:%S" if high - low <= 86_400_000 else "%b %d %H:%M"
+    return alt.Axis(title=title, format=fmt, labelOverlap=True)
+
+
+def series_chart(view: SeriesView, metric: str, unit: str, height: int = 360) -> alt.LayerChart:
+    """Stored readings over the aggregate band, alerts as rules, label windows shaded."""
+    time_scale = _time_scale(view)
+    x_axis = _time_axis(view)
+    present = [
+        name
+        for name, frame in (
+            (READINGS, view.readings),
+            (BAND, view.aggregates.dropna(subset=["min", "max"])),
+            (ALERT, view.alerts),
+            (LABEL, view.labels),
+        )
+        if not frame.empty
+    ]
+    value_title = f"{metric} ({unit})" if unit else metric
+    value_scale = alt.Scale(zero=False, nice=True)
+    value_axis = alt.Axis(format="~g", title=value_title)
+    layers: list[alt.Chart] = []
+
+    if not view.labels.empty:
+        layers.append(
+            alt.Chart(view.labels.assign(what=LABEL))
+            .mark_rect(opacity=0.18)
+            .encode(
+                x=alt.X("start:T", scale=time_scale, axis=x_axis),
+                x2="end:T",
+                color=_legend(present),
+                tooltip=[
+                    alt.Tooltip("anomaly:N"),
+                    alt.Tooltip("start:T", format=_TIME_FORMAT),
+                    alt.Tooltip("end:T", format=_TIME_FORMAT),
+                ],
+            )
+        )
+    band = view.aggregates.dropna(subset=["min", "max"])
+    if not band.empty:
+        layers.append(
+            alt.Chart(band.assign(what=BAND))
+            .mark_rect(opacity=0.45)
+            .encode(
+                x=alt.X("start:T", scale=time_scale, axis=x_axis),
+                x2="end:T",
+                y=alt.Y("min:Q", scale=value_scale, axis=value_axis),
+                y2="max:Q",
+                color=_legend(present),
+                tooltip=[
+                    alt.Tooltip("start:T", format=_TIME_FORMAT, title="window start"),
+                    alt.Tooltip("min:Q"),
+                    alt.Tooltip("mean:Q", format=".4g"),
+                    alt.Tooltip("max:Q"),
+                    alt.Tooltip("count:Q", title="readings"),
+                    alt.Tooltip("anomalies:Q"),
+                ],
+            )
+        )
+    if not view.readings.empty:
+        raw = view.every_ms is None
+        layers.append(
+            alt.Chart(view.readings.assign(what=READINGS))
+            .mark_line(point=alt.OverlayMarkDef(size=28 if raw else 10), strokeWidth=1.6)
+            .encode(
+                x=alt.X("time:T", scale=time_scale, axis=x_axis),
+                y=alt.Y("value:Q", scale=value_scale, axis=value_axis),
+                color=_legend(present),
+                tooltip=[
+                    alt.Tooltip("time:T", format=_TIME_FORMAT),
+                    alt.Tooltip("value:Q", format=".4g", title="value" if raw else "mean"),
+                    alt.Tooltip("min:Q"),
+                    alt.Tooltip("max:Q"),
+                    alt.Tooltip("count:Q", title="points"),
+                ],
+            )
+        )
+    if not view.alerts.empty:
+        alerts = view.alerts[["time", "severity", "state", "score", "value", "reason"]]
+        rule = (
+            alt.Chart(alerts.assign(what=ALERT))
+            .mark_rule(strokeDash=[4, 3], strokeWidth=1.5)
+            .encode(
+                x=alt.X("time:T", scale=time_scale, axis=x_axis),
+                color=_legend(present),
+                tooltip=[
+                    alt.Tooltip("time:T", format=_TIME_FORMAT),
+                    alt.Tooltip("severity:N"),
+                    alt.Tooltip("state:N"),
+                    alt.Tooltip("score:Q", format=".4f"),
+                    alt.Tooltip("value:Q"),
+                    alt.Tooltip("reason:N"),
+                ],
+            )
+        )
+        marks = (
+            alt.Chart(alerts.dropna(subset=["value"]).assign(what=ALERT))
+            .mark_point(shape="triangle-up", size=120, filled=True)
+            .encode(
+                x=alt.X("time:T", scale=time_scale, axis=x_axis),
+                y=alt.Y("value:Q", scale=value_scale, axis=value_axis),
+                color=_legend(present),
+                tooltip=[
+                    alt.Tooltip("severity:N"),
+                    alt.Tooltip("state:N"),
+                    alt.Tooltip("score:Q", format=".4f"),
+                ],
+            )
+        )
+        layers += [rule, marks]
+    return alt.LayerChart(layer=layers).properties(height=height)
+
+
+def anomaly_chart(view: SeriesView, height: int = 120) -> alt.Chart:
+    """Anomalous readings per aggregate window (the edge detector's count), as bars."""
+    time_scale = _time_scale(view)
+    return (
+        alt.Chart(view.aggregates)
+        .mark_rect(color="#d62728", opacity=0.7)
+        .encode(
+            x=alt.X("start:T", scale=time_scale, axis=_time_axis(view, title=None)),
+            x2="end:T",
+            y=alt.Y("anomalies:Q", title="anomalous readings"),
+            tooltip=[
+                alt.Tooltip("start:T", format=_TIME_FORMAT, title="window start"),
+                alt.Tooltip("anomalies:Q"),
+                alt.Tooltip("count:Q", title="readings"),
+            ],
+        )
+        .properties(height=height)
+    )
+
+
+def grouped_bars(
+    frame: pd.DataFrame, category: str, value_columns: dict[str, str], title: str
+) -> alt.Chart:
+    """Side-by-side bars of a few numeric columns per category (e.g. points in vs stored)."""
+    long = frame.melt(
+        id_vars=[category], value_vars=list(value_columns), var_name="what", value_name="n"
+    )
+    long["what"] = long["what"].map(value_columns)
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            y=alt.Y(f"{category}:N", title=None),
+            yOffset="what:N",
+            x=alt.X("n:Q", title=title, axis=alt.Axis(format="~s", tickMinStep=1)),
+            color=alt.Color("what:N", legend=alt.Legend(title=None, orient="top")),
+            tooltip=[f"{category}:N", "what:N", "n:Q"],
+        )
+    )

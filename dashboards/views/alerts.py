@@ -1,0 +1,82 @@
+"""Live alerts: newest first, filtered by site, severity and device kind, refreshing itself.
+
+The table is an ``st.fragment`` with ``run_every``, so only it reruns every few seconds;
+the filters stay put. Each row links to its device in the explorer, centred on the alert.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from dashboards import common, queries
+from pipeline.cloud.store import Store
+from pipeline.errors import EdgepipeError
+
+RANGES_MS = {
+    "last hour": 3_600_000,
+    "last 24 hours": 86_400_000,
+    "last 7 days": 7 * 86_400_000,
+    "all time": None,
+}
+ALL_SITES = "all sites"
+REFRESH_S = common.view_settings().refresh_s
+
+
+def render(store: Store, sites: list[str]) -> None:
+    kinds = sorted({kind for site in sites for _, kind in store.devices(site)})
+    cols = st.columns([1, 2, 2, 1])
+    site = cols[0].selectbox("Site", [ALL_SITES, *sites])
+    severities = cols[1].multiselect(
+        "Severity", list(queries.SEVERITIES), default=list(queries.SEVERITIES)
+    )
+    chosen_kinds = cols[2].multiselect("Device kind", kinds, placeholder="all kinds")
+    range_name = cols[3].selectbox("Time", list(RANGES_MS), index=len(RANGES_MS) - 1)
+    if not severities:
+        st.info("Pick at least one severity.")
+        return
+    live_table(None if site == ALL_SITES else site, severities, chosen_kinds, RANGES_MS[range_name])
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_table(
+    site: str | None, severities: list[str], kinds: list[str], range_ms: int | None
+) -> None:
+    """The alert table; reruns by itself, so it catches a store outage itself too."""
+    try:
+        connected = common.connect()
+        if connected is None:
+            return
+        store, _ = connected
+        since = 0 if range_ms is None else common.now_ms() - range_ms
+        frame = queries.live_alerts(
+            store, site=site, severities=severities, kinds=kinds, since_ms=since
+        )
+    except (EdgepipeError, OSError) as exc:
+        common.report_store_error(exc)
+        return
+    refreshed = datetime.now(UTC).strftime("%H:%M:%S UTC")
+    if frame.empty:
+        st.info(
+            "No alert matches these filters. New alerts appear here within seconds "
+            f"(checked {refreshed})."
+        )
+        return
+    st.dataframe(
+        frame.drop(columns=["reading_ts", "alert_id"]),
+        hide_index=True,
+        column_config={
+            "time": st.column_config.DatetimeColumn("time (UTC)"),
+            "open": st.column_config.CheckboxColumn("open"),
+            "score": st.column_config.NumberColumn(format="%.4f"),
+            "explorer": st.column_config.LinkColumn("device", display_text="open in explorer"),
+        },
+    )
+    st.caption(
+        f"{len(frame)} alert records, newest first, refreshed every {REFRESH_S:g} s "
+        f"(last {refreshed}). `open`: raised and not cleared since."
+    )
+
+
+common.page("Live alerts", render)

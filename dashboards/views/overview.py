@@ -1,0 +1,111 @@
+"""Overview: is every site up, are devices reporting, what is open right now.
+
+Sources: latest health per node (status, age, ``readings_per_s``), the store's last-seen
+time per device, the open alerts (latest state ``raised``) and the store's point totals.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboards import common, queries
+from pipeline.cloud.store import Store
+
+
+def render(store: Store, sites: list[str]) -> None:
+    now = common.now_ms()
+    interval = common.view_settings().health_interval_s
+    nodes = queries.node_status(store.latest_health(), now, interval)
+    devices = queries.device_activity(store, sites, now)
+    summary = queries.site_summary(sites, nodes, devices)
+    open_alerts = queries.open_alerts(store)
+    severity = queries.count_by_severity(open_alerts)
+    online_nodes = nodes[nodes["status"] == "online"]
+
+    cols = st.columns(5)
+    cols[0].metric("Sites online", f"{int((summary['edge'] == 'online').sum())} / {len(sites)}")
+    cols[1].metric("Edge nodes online", f"{len(online_nodes)} / {len(nodes)}")
+    cols[2].metric(
+        "Devices reporting",
+        f"{int(devices['reporting'].sum())} / {len(devices)}",
+        help=f"stored data within the last {queries.REPORTING_WINDOW_MS // 60_000} minutes",
+    )
+    cols[3].metric(
+        "Readings/s",
+        f"{online_nodes['readings_per_s'].fillna(0).sum():.1f}",
+        help="sum of the health gauge readings_per_s of the online edge nodes",
+    )
+    cols[4].metric(
+        "Open alerts",
+        len(open_alerts),
+        help=", ".join(f"{s}: {n}" for s, n in severity.items()),
+    )
+
+    st.subheader("Sites")
+    st.dataframe(
+        summary,
+        hide_index=True,
+        column_config={
+            "readings_per_s": st.column_config.NumberColumn("readings/s", format="%.1f"),
+            "nodes_online": "edge nodes online",
+            "devices_reporting": "devices reporting",
+            "devices_known": "devices known",
+        },
+    )
+    st.subheader("Edge nodes")
+    if nodes.empty:
+        st.info("No edge node has reported its health yet.")
+    else:
+        st.dataframe(
+            nodes,
+            hide_index=True,
+            column_config={
+                "last_health": st.column_config.DatetimeColumn("last health (UTC)"),
+                "age_s": st.column_config.NumberColumn("age (s)", format="%.0f"),
+                "readings_per_s": st.column_config.NumberColumn(
+                    "readings/s (last report)", format="%.1f"
+                ),
+            },
+        )
+        st.caption(
+            f"A node is offline when its last health says so (last will or clean stop) or "
+            f"when it has been silent for more than {queries.OFFLINE_AFTER_INTERVALS} × "
+            f"{interval:g} s."
+        )
+
+    st.subheader("Open alerts by severity")
+    sev_cols = st.columns(len(severity))
+    for col, (name, n) in zip(sev_cols, severity.items(), strict=True):
+        col.metric(name, n)
+    if not open_alerts.empty:
+        for row in open_alerts.head(10).itertuples():
+            st.page_link(
+                "views/explorer.py",
+                label=f"{row.severity}: {row.site} / {row.device} / {row.metric} — {row.reason}",
+                icon=":material/open_in_new:",
+                query_params={
+                    "site": row.site,
+                    "device": row.device,
+                    "metric": row.metric,
+                    "at": str(row.reading_ts),
+                },
+            )
+
+    st.subheader("Uplink savings")
+    reduction = queries.reduction_table(store, sites, *queries.ALL_TIME)
+    points_in, points_stored = queries.points_totals(reduction)
+    if points_in:
+        st.metric(
+            "Points shipped per point in",
+            f"{100 * points_stored / points_in:.1f} %",
+            help="raw points stored ÷ points counted in the aggregates, all sites, all time",
+        )
+    st.caption(
+        "Uplink **bytes** saved are not shown: the edges report no byte counts and the store "
+        "keeps neither the raw JSON nor the shipped frames, so any byte figure would be a "
+        "guess. Shown instead: points shipped against points in, measured from the store "
+        "(details on the Data reduction page)."
+    )
+
+
+common.page("Overview", render)
