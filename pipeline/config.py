@@ -102,7 +102,7 @@ class SelectSettings(Section):
     )
     heartbeat_s: float = Field(300.0, gt=0, description="ship at least this often per metric")
     anomaly_score: float = Field(
-        0.99, gt=0, le=1, description="points scored at or above this ship at full resolution"
+        0.8, gt=0, le=1, description="points scored at or above this ship at full resolution"
     )
     pre_anomaly_points: int = Field(5, ge=0, le=1000, description="points kept before an anomaly")
     post_anomaly_s: float = Field(60.0, ge=0, description="full resolution after an anomaly")
@@ -124,12 +124,12 @@ class SelectSettings(Section):
 class AlertSettings(Section):
     """When anomaly scores become alerts (hysteresis, cooldown, severity)."""
 
-    raise_score: float = Field(0.999, gt=0, le=1, description="raise at or above this score")
-    clear_score: float = Field(0.95, gt=0, le=1, description="clear below this score")
-    raise_after: int = Field(2, ge=1, description="consecutive readings at raise_score to raise")
+    raise_score: float = Field(0.9, gt=0, le=1, description="raise at or above this score")
+    clear_score: float = Field(0.5, gt=0, le=1, description="clear below this score")
+    raise_after: int = Field(1, ge=1, description="consecutive readings at raise_score to raise")
     clear_after: int = Field(5, ge=1, description="consecutive readings below clear_score to clear")
     cooldown_s: float = Field(60.0, ge=0, description="no new raise this long after a clear")
-    critical_score: float = Field(0.99999, gt=0, le=1, description="severity critical from this score")
+    critical_score: float = Field(0.99, gt=0, le=1, description="severity critical from this score")
 
 
 class AggregateSettings(Section):

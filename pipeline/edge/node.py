@@ -40,7 +40,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.edge.aggregate import WindowAggregator
 from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.detect import ZScoreDetector
+from pipeline.edge.detect import Detector, default_detector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
 from pipeline.edge.select import Deadband, SwingingDoor
@@ -135,6 +135,8 @@ class EdgeNode:
             closed_until=self._load_closed_until(),
         )
         self.governor = LoadGovernor()
+        self.detectors: dict[tuple[str, str], Detector] = {}
+        self._detector_template = default_detector()
         alert = settings.alert
         self.alerts = AlertPolicy(
             self.site,
@@ -144,10 +146,9 @@ class EdgeNode:
             clear_after=alert.clear_after,
             cooldown_ms=int(alert.cooldown_s * 1000),
             critical_score=alert.critical_score,
+            model_version=type(self._detector_template).__name__,
         )
         self.codec = CODECS_BY_NAME[uplink.codec]
-        self.detectors: dict[tuple[str, str], ZScoreDetector] = {}
-        self._detector_template = ZScoreDetector()
         self.counters = NodeCounters()
         self.points_in: Counter[str] = Counter()  # by metric
         self.points_selected: Counter[str] = Counter()
@@ -263,8 +264,8 @@ class EdgeNode:
             detector = self.detectors.get(key)
             if detector is None:
                 detector = self.detectors[key] = self._detector_template.clone()
-            score = detector.score_one(value)
-            detector.learn_one(value)
+            score = detector.score_one(value, reading.ts)
+            detector.learn_one(value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
             alert = self.alerts.update_one(point)

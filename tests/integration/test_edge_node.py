@@ -159,11 +159,10 @@ def test_health_is_published_retained_with_the_counters(site: Site, mosquitto: M
 
 
 def test_a_spike_raises_an_alert_on_the_device_alert_topic(site: Site) -> None:
-    t = now_ms() - 60_000
-    for i in range(40):  # warm-up: a steady, slightly noisy signal
+    t = now_ms() - 200_000
+    for i in range(150):  # past the detector's warm-up: a steady, slightly noisy signal
         site.send(reading(t + i * 1000, 30.0 + (i % 3) * 0.1))
-    for i in range(40, 43):
-        site.send(reading(t + i * 1000, 90.0))
+    site.send(reading(t + 150_000, 90.0))
     alert = decode(site.next_on("/alerts/soil_probe-0001"), Alert)
     assert (alert.data.state, alert.data.metric, alert.data.value) == ("raised", "moisture", 90.0)
     assert alert.seq > 0  # it travelled through the uplink outbox, to be acknowledged
@@ -181,11 +180,10 @@ def test_edgepipe_alerts_prints_an_alert_readably(site: Site, mosquitto: Mosquit
     )
     tail.start()
     time.sleep(0.5)
-    t = now_ms() - 60_000
-    for i in range(40):
+    t = now_ms() - 200_000
+    for i in range(150):
         site.send(reading(t + i * 1000, 30.0 + (i % 3) * 0.1))
-    for i in range(40, 43):
-        site.send(reading(t + i * 1000, 90.0))
+    site.send(reading(t + 150_000, 90.0))
     tail.join(25)
     assert len(lines) == 1
     assert f"{site.name}/soil_probe-0001 moisture=90" in lines[0]
