@@ -1,38 +1,104 @@
 """``edgepipe bench``: speed and quality, each beside a baseline measured in the same run.
 
 Every figure is the median of several runs, with min and max, because these machines are
-noisy; ratios compare two things measured back to back in this process. Parts that are not
-built yet report ``null`` with the reason, never an invented number.
+noisy; ratios compare two things measured back to back in this run. Parts that are not
+built yet report ``null`` with the reason, never an invented number; a part that fails
+reports ``null`` with the error, and the other parts still run.
+
+The bench starts its own Mosquitto (and InfluxDB for the cloud part) on free loopback
+ports and stops exactly those. docs/benchmarks.md explains every figure.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.protocol import Reading, decode_reading, encode
 
+if TYPE_CHECKING:
+    from pipeline.bench.edge import EdgePlan
+
 NOT_YET: dict[str, str] = {
-    "broker.ceiling_readings_per_s": "not built yet (issue 8)",
-    "edge.readings_per_s": "not built yet (issue 8)",
-    "edge.readings_per_s_detect": "not built yet (issue 8)",
-    "edge.rss_mb_10k_devices": "not built yet (issue 8)",
-    "latency.alert_p50_ms": "alerts not built yet (issue 5)",
-    "latency.alert_p99_ms": "alerts not built yet (issue 5)",
-    "uplink.json_bytes_per_reading": "bounded-error compression not built yet (issue 4)",
-    "uplink.shipped_bytes_per_reading": "bounded-error compression not built yet (issue 4)",
-    "uplink.reduction_factor": "bounded-error compression not built yet (issue 4)",
-    "uplink.max_error_over_resolution": "bounded-error compression not built yet (issue 4)",
-    "cloud.points_per_s": "not built yet (issue 6)",
-    "cloud.raw_post_points_per_s": "not built yet (issue 6)",
-    "quality.sim.f1": "detector scoring not built yet (issue 5)",
-    "quality.nab.standard": "NAB scorer not built yet (issue 8)",
+    "quality.sim.f1": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
+    "quality.sim.precision": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
+    "quality.sim.recall": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
+    "quality.sim.median_delay_readings": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
+    "quality.sim.false_alarms_per_device_day": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
+    "quality.nab.standard": "NAB scorer (pipeline/bench/nab.py) not wired into the bench yet (issue 8)",
+    "quality.nab.low_fp": "NAB scorer (pipeline/bench/nab.py) not wired into the bench yet (issue 8)",
+    "quality.nab.low_fn": "NAB scorer (pipeline/bench/nab.py) not wired into the bench yet (issue 8)",
     "quality.warm_start_speedup": "model deltas not built yet (issue 5)",
-    "dashboard.render_s_1m_points": "not built yet (issue 7)",
+    "dashboard.render_s_1m_points": "not measured by edgepipe bench yet (issue 7)",
 }
+
+# The measured keys of each part: when a part fails they are reported null with its error.
+PART_KEYS: dict[str, tuple[str, ...]] = {
+    "throughput": (
+        "broker.ceiling_readings_per_s",
+        "edge.readings_per_s",
+        "edge.readings_per_s_ratio_to_ceiling",
+        "edge.readings_per_s_detect",
+        "edge.readings_per_s_detect_ratio_to_ceiling",
+    ),
+    "codec": (),
+    "latency": ("latency.alert_p50_ms", "latency.alert_p99_ms"),
+    "latency_nodelay": ("latency.alert_p50_ms_tcp_nodelay", "latency.alert_p99_ms_tcp_nodelay"),
+    "rss": ("edge.rss_mb_10k_devices",),
+    "uplink": (
+        "uplink.json_bytes_per_reading",
+        "uplink.shipped_bytes_per_reading",
+        "uplink.reduction_factor",
+        "uplink.max_error_over_resolution",
+    ),
+    "sim": ("sim.readings_per_s", "sim.null_readings_per_s"),
+    "cloud": ("cloud.points_per_s", "cloud.raw_post_points_per_s"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big each part is. ``quick`` stays under 2 minutes, ``full`` under 15, on 2 cores."""
+
+    name: str
+    repeats: int
+    decode_n: int
+    sim_devices_per_site: int
+    sim_ticks: int
+    latency_load_per_s: float
+    latency_probes: int
+    cloud_devices: int
+    cloud_ticks: int
+    variants: bool = False  # also: alert latency on a broker with set_tcp_nodelay true
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls("quick", 3, 20_000, 1000, 20, 5000.0, 30, 2000, 30, variants=True)
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls("full", 5, 100_000, 1000, 60, 5000.0, 120, 2000, 50, variants=True)
+
+    @classmethod
+    def tiny(cls) -> Plan:
+        """Every code path with a few hundred readings: for the unit test, not for figures."""
+        return cls("tiny", 1, 500, 20, 3, 400.0, 3, 50, 4)
+
+    def edge(self) -> EdgePlan:
+        from pipeline.bench.edge import EdgePlan
+
+        return {"quick": EdgePlan.quick, "full": EdgePlan.full, "tiny": EdgePlan.tiny}[self.name]()
 
 
 def _median_rate(work: Callable[[], int], repeats: int) -> dict[str, float]:
@@ -82,18 +148,192 @@ def bench_reading_decode(n: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def run_bench(quick: bool = False, echo: Callable[[str], object] = print) -> dict[str, Any]:
-    repeats = 3 if quick else 7
-    n = 20_000 if quick else 100_000
-    results: dict[str, Any] = {"machine_note": "medians of repeated runs; see docs/benchmarks.md"}
-    results.update(bench_reading_decode(n, repeats))
-    results.update({key: None for key in NOT_YET})
-    results["not_measured"] = NOT_YET
-    for key, value in results.items():
-        if isinstance(value, dict) and "median" in value:
-            echo(f"{key:<40} {value['median']:>14,.0f}  (min {value['min']:,.0f}, max {value['max']:,.0f})")
-        elif isinstance(value, float):
-            echo(f"{key:<40} {value:>14.2f}")
-        elif value is None:
-            echo(f"{key:<40} {'-':>14}  {NOT_YET[key]}")
+def _first_line(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: they mean little without it."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    influxd = shutil.which("influxd") or "/usr/bin/influxd"
+    return {
+        "cpu": cpu,
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "mosquitto": _first_line([mosquitto, "-h"]),
+        "influxd": _first_line([influxd, "version"]),
+    }
+
+
+def _settings_note() -> dict[str, Any]:
+    """The node settings the edge figures depend on (defaults, unless EDGEPIPE_* says otherwise)."""
+    from pipeline.config import load_settings
+
+    s = load_settings()
+    return {
+        "select.method": s.select.method,
+        "select.tolerance_resolutions": s.select.tolerance_resolutions,
+        "select.heartbeat_s": s.select.heartbeat_s,
+        "aggregate.window_s": s.aggregate.window_s,
+        "edge.batch_max_readings": s.edge.batch_max_readings,
+        "uplink.codec": s.uplink.codec,
+        "uplink.commit_interval_ms": s.uplink.commit_interval_ms,
+        "uplink.max_inflight": s.uplink.max_inflight,
+    }
+
+
+def run_bench(
+    quick: bool = False, echo: Callable[[str], object] = print, *, plan: Plan | None = None
+) -> dict[str, Any]:
+    """Run every part, print a table, and return everything as one JSON-ready dict."""
+    from pipeline.bench.cloud import bench_cloud
+    from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
+    from pipeline.bench.latency import bench_alert_latency
+    from pipeline.bench.sim import bench_sim
+    from pipeline.bench.stream import sim_stream
+    from pipeline.services import Mosquitto
+
+    plan = plan or (Plan.quick() if quick else Plan.full())
+    edge_plan = plan.edge()
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "command": "edgepipe bench" + (" --quick" if plan.name == "quick" else ""),
+        "plan": plan.name,
+        "machine_note": "medians of repeated runs, with min and max; see docs/benchmarks.md",
+        "machine": machine(),
+        "settings": _settings_note(),
+    }
+    failed: dict[str, str] = {}
+
+    def part(name: str, title: str, work: Callable[[], dict[str, Any]]) -> None:
+        echo(f"{title} ...")
+        started = time.monotonic()
+        try:
+            results.update(work())
+        except Exception as exc:  # noqa: BLE001 - one broken part must not hide the others
+            failed[name] = f"failed: {type(exc).__name__}: {exc}"
+            echo(f"  FAILED: {type(exc).__name__}: {exc}")
+        results.setdefault("part_seconds", {})[name] = round(time.monotonic() - started, 1)
+
+    part("codec", "reading decode vs json.loads", lambda: bench_reading_decode(plan.decode_n, plan.repeats))
+    with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
+        workdir = Path(tmp)
+        # Slow subscribers must not make the broker drop QoS 0 readings (its limit is per client).
+        broker = Mosquitto(workdir / "mosquitto", max_queued_messages=2_000_000)
+        harness: Harness | None = None
+        try:
+            broker.start()
+            harness = Harness(broker.url, workdir)
+            h = harness
+            part(
+                "throughput",
+                f"broker ceiling and edge node, {edge_plan.repeats} interleaved rounds",
+                lambda: bench_throughput(h, edge_plan, echo),
+            )
+            part(
+                "latency",
+                f"alert latency at {plan.latency_load_per_s:,.0f} readings/s",
+                lambda: bench_alert_latency(h, edge_plan, plan.latency_load_per_s, plan.latency_probes, echo),
+            )
+            part("rss", f"node memory with {edge_plan.rss_devices:,} devices", lambda: bench_rss(h, edge_plan, echo))
+            part("uplink", "uplink bytes and error on simulator data", lambda: bench_uplink(h, edge_plan, echo))
+            harness.close()
+            harness = None
+            part(
+                "sim",
+                "simulator publishing vs generating only",
+                lambda: bench_sim(broker.url, plan.sim_devices_per_site, plan.sim_ticks, plan.repeats, echo),
+            )
+        except Exception as exc:  # noqa: BLE001 - the broker or the harness did not start
+            for name in ("throughput", "latency", "rss", "uplink", "sim"):
+                failed.setdefault(name, f"failed: {type(exc).__name__}: {exc}")
+            echo(f"  FAILED: {type(exc).__name__}: {exc}")
+        finally:
+            if harness is not None:
+                harness.close()
+            broker.stop()
+        if plan.variants:
+            part(
+                "latency_nodelay",
+                "alert latency again, on a broker with set_tcp_nodelay true",
+                lambda: _latency_nodelay(workdir, edge_plan, plan, echo),
+            )
+        part(
+            "cloud",
+            "InfluxStore writes vs raw POSTs",
+            lambda: bench_cloud(
+                workdir, sim_stream(plan.cloud_devices, plan.cloud_ticks), plan.repeats, echo
+            ),
+        )
+    not_measured = dict(NOT_YET)
+    for name, reason in failed.items():
+        for key in PART_KEYS[name]:
+            if results.get(key) is None:
+                not_measured[key] = reason
+    for key in not_measured:
+        results[key] = None
+    results["not_measured"] = not_measured
+    results["errors"] = failed
+    results["bench_seconds"] = round(time.monotonic() - began, 1)
+    print_table(results, echo)
     return results
+
+
+def _latency_nodelay(workdir: Path, edge_plan: EdgePlan, plan: Plan, echo: Callable[[str], object]) -> dict[str, Any]:
+    """The alert latency part on a second broker whose sockets disable Nagle's algorithm.
+
+    Mosquitto leaves Nagle on by default (``set_tcp_nodelay false``): a small alert may wait
+    for the acknowledgement of the previous segment. This variant shows what that costs.
+    """
+    from pipeline.bench.edge import Harness
+    from pipeline.bench.latency import bench_alert_latency
+    from pipeline.services import Mosquitto
+
+    broker = Mosquitto(workdir / "mosquitto-nodelay", max_queued_messages=2_000_000, extra_config="set_tcp_nodelay true")
+    broker.start()
+    try:
+        harness = Harness(broker.url, workdir)
+        try:
+            return bench_alert_latency(
+                harness, edge_plan, plan.latency_load_per_s, plan.latency_probes, echo, suffix="_tcp_nodelay"
+            )
+        finally:
+            harness.close()
+    finally:
+        broker.stop()
+
+
+def _fmt(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 0.01 or value == 0:
+        return f"{value:.2f}"
+    return f"{value:.2g}"
+
+
+def print_table(results: dict[str, Any], echo: Callable[[str], object] = print) -> None:
+    """One line per figure: median (min, max), plain numbers, or '-' with the reason."""
+    echo("")
+    reasons = results.get("not_measured", {})
+    for key, value in results.items():
+        if key.endswith("details") or key in ("machine", "settings", "part_seconds"):
+            continue
+        if isinstance(value, dict) and "median" in value:
+            echo(f"{key:<46} {_fmt(value['median']):>12}  (min {_fmt(value['min'])}, max {_fmt(value['max'])})")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            echo(f"{key:<46} {_fmt(value):>12}")
+        elif value is None and key in reasons:
+            echo(f"{key:<46} {'-':>12}  {reasons[key]}")
