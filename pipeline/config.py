@@ -154,6 +154,9 @@ class UplinkSettings(Section):
     codec: Literal["delta-zstd", "json-zstd"] = Field(
         "delta-zstd", description="batch codec: delta-zstd (bounded error) or json-zstd (lossless)"
     )
+    aggregate_codec: Literal["agg-zstd", "json"] = Field(
+        "agg-zstd", description="aggregate codec: agg-zstd (quantised columns, bounded error) or json"
+    )
     max_inflight: int = Field(64, ge=1, description="uplink messages sent and not yet acknowledged")
     ack_timeout_s: float = Field(30.0, gt=0, description="resend an unacknowledged message after")
 

@@ -36,7 +36,6 @@ from pipeline.mqtt import MqttClient
 from pipeline.protocol import (
     SCHEMA_VERSION,
     Ack,
-    AggregateBatch,
     Alert,
     Reading,
     Topics,
@@ -44,6 +43,7 @@ from pipeline.protocol import (
     decode_batch,
     encode,
 )
+from pipeline.protocol.agg_codec import decode_aggregate_message
 from pipeline.protocol.catalog import KINDS
 from pipeline.protocol.messages import seq_ranges
 
@@ -167,7 +167,7 @@ class UplinkTap:
                         entry = self.shipped.setdefault((r.device, r.ts), (r.kind, {}))
                         entry[1].update(r.metrics)
         elif what == "agg":
-            aggs = decode(payload, AggregateBatch)
+            aggs = decode_aggregate_message(payload)
             seq = aggs.seq
             if (what, seq) not in self._seen:
                 self.aggregated_points += sum(a.count for a in aggs.aggregates)

@@ -31,7 +31,6 @@ from pipeline.protocol import (
     SCHEMA_VERSION,
     Ack,
     Aggregate,
-    AggregateBatch,
     Alert,
     DeadLetter,
     Health,
@@ -44,6 +43,7 @@ from pipeline.protocol import (
     decode_batch,
     encode,
 )
+from pipeline.protocol.agg_codec import decode_aggregate_message
 from pipeline.protocol.messages import seq_ranges
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class IngestWorker:
                 pending.seqs[batch.site].add(batch.seq)
                 pending.points += len(batch.readings)
             case TopicKind.EDGE_AGG:
-                aggs = decode(payload, AggregateBatch)
+                aggs = decode_aggregate_message(payload)
                 self._check_site(aggs.site, topic.site)
                 pending.aggregates.extend(aggs.aggregates)
                 pending.seqs[aggs.site].add(aggs.seq)

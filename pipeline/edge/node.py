@@ -65,13 +65,15 @@ from pipeline.protocol import (
     encode,
     encode_batch,
 )
+from pipeline.protocol.agg_codec import encode_aggregates
 from pipeline.protocol.batch_codec import CODECS_BY_NAME
-from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.catalog import KINDS, RESOLUTIONS
 from pipeline.protocol.messages import seqs_of
 
 log = logging.getLogger(__name__)
 
-AGGREGATES_PER_MESSAGE = 100  # about 25 KB of JSON, well under the broker's size limit
+# Aggregates per uplink message: ~25 KB as JSON, ~10 KB as agg-zstd (a few bytes each).
+AGGREGATES_PER_MESSAGE = {"json": 100, "agg-zstd": 2000}
 COMMIT_BATCH = 2000  # commit early when this many readings wait for their PUBACK
 _reading_decoder = msgspec.json.Decoder(Reading)
 _closed_encoder = msgspec.json.Encoder()
@@ -362,9 +364,11 @@ class EdgeNode:
         if not aggregates:
             return
         topic = self.topics.edge(self.site, "agg")
-        for i in range(0, len(aggregates), AGGREGATES_PER_MESSAGE):
-            chunk = aggregates[i : i + AGGREGATES_PER_MESSAGE]
-            self.queue.put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk))
+        codec = self.settings.uplink.aggregate_codec
+        per_message = AGGREGATES_PER_MESSAGE[codec]
+        for i in range(0, len(aggregates), per_message):
+            chunk = aggregates[i : i + per_message]
+            self.queue.put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk, codec))
         for a in aggregates:
             self._window_first_id.pop((a.device, a.metric, a.start), None)
         self.counters.aggregates += len(aggregates)
@@ -474,8 +478,10 @@ class EdgeNode:
         self.queue.set_meta("closed_until", _closed_encoder.encode(rows))
 
 
-def _aggregate_payload(site: str, chunk: list[Aggregate]) -> Callable[[int], bytes]:
-    return lambda seq: encode(AggregateBatch(SCHEMA_VERSION, site, seq, chunk))
+def _aggregate_payload(site: str, chunk: list[Aggregate], codec: str) -> Callable[[int], bytes]:
+    if codec == "json":
+        return lambda seq: encode(AggregateBatch(SCHEMA_VERSION, site, seq, chunk))
+    return lambda seq: encode_aggregates(AggregateBatch(SCHEMA_VERSION, site, seq, chunk), RESOLUTIONS)
 
 
 def _group_into_readings(points: list[Point]) -> list[Reading]:

@@ -92,6 +92,13 @@ KINDS: dict[str, DeviceKind] = {
 
 DOMAINS = ("farm", "retail", "city")
 
+# (kind, metric) -> resolution: the quantisation step of every known series.
+RESOLUTIONS: dict[tuple[str, str], float] = {
+    (kind.name, metric.name): metric.resolution
+    for kind in KINDS.values()
+    for metric in kind.metrics.values()
+}
+
 
 def domain_of_site(site: str) -> str:
     """A site's domain is the word its name starts with: ``farm-2`` is a farm."""
