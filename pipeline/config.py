@@ -79,6 +79,9 @@ class EdgeSettings(Section):
     batch_max_readings: int = Field(500, ge=1, le=100_000, description="readings per uplink batch")
     batch_interval_s: float = Field(1.0, gt=0, description="ship a partial batch after this long")
     health_interval_s: float = Field(10.0, gt=0, description="seconds between health messages")
+    detect: bool = Field(
+        True, description="score every metric online and raise alerts; false: selection and aggregates only"
+    )
 
     @field_validator("site")
     @classmethod

@@ -140,19 +140,6 @@ def _publish(
 # -- consumers --------------------------------------------------------------------------------
 
 
-class NullDetector:
-    """Detection off: every point scores 0 and nothing is learned (the bench's baseline)."""
-
-    def clone(self) -> NullDetector:
-        return self
-
-    def score_one(self, x: float, ts_ms: int | None = None) -> float:
-        return 0.0
-
-    def learn_one(self, x: float, ts_ms: int | None = None) -> None:
-        return None
-
-
 def consumer_main(
     mode: str,
     url: str,
@@ -257,12 +244,10 @@ def _edge(
             "mqtt.protocol": protocol,
             "edge.site": site,
             "edge.state_dir": state_dir,
+            "edge.detect": mode != "edge-nodetect",
         }
     )
     node = EdgeNode(settings)
-    if mode == "edge-nodetect":
-        # Bench-only: the node has no "detection off" switch.
-        node._detector_template = NullDetector()  # type: ignore[assignment]
     node.start(timeout=10)
     stop = threading.Event()
     errors: list[str] = []

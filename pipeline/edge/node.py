@@ -261,18 +261,22 @@ class EdgeNode:
     def process(self, reading: Reading, journal_id: int) -> None:
         """Detect, aggregate and select every metric of an accepted reading."""
         now = self.clock.now_ms()
+        detect = self.settings.edge.detect
         for metric, value in reading.metrics.items():
-            key = (reading.device, metric)
-            detector = self.detectors.get(key)
-            if detector is None:
-                detector = self.detectors[key] = self._detector_template.clone()
-            score = detector.score_one(value, reading.ts)
-            detector.learn_one(value, reading.ts)
+            score = 0.0
+            if detect:
+                key = (reading.device, metric)
+                detector = self.detectors.get(key)
+                if detector is None:
+                    detector = self.detectors[key] = self._detector_template.clone()
+                score = detector.score_one(value, reading.ts)
+                detector.learn_one(value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
-            alert = self.alerts.update_one(point)
-            if alert is not None:
-                self.raise_alert(alert)
+            if detect:
+                alert = self.alerts.update_one(point)
+                if alert is not None:
+                    self.raise_alert(alert)
             if self.aggregator.add_one(point, now):
                 window = (reading.device, metric, self.aggregator.window_start(reading.ts))
                 self._window_first_id.setdefault(window, journal_id)

@@ -1,0 +1,51 @@
+"""``edge.detect``: the switch between a detecting node and a selecting-only one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.edge.node import EdgeNode
+from pipeline.protocol import Reading
+
+T0 = 1_800_000_000_000
+
+
+def _spiky_readings() -> list[Reading]:
+    steady = [
+        Reading(1, "soil_probe-0001", "soil_probe", T0 + i * 1000, i, {"moisture": 30.0 + (i % 3) * 0.1})
+        for i in range(150)
+    ]
+    return [*steady, Reading(1, "soil_probe-0001", "soil_probe", T0 + 150_000, 150, {"moisture": 90.0})]
+
+
+def _node(tmp_path: Path, detect: bool) -> EdgeNode:
+    settings = load_settings(
+        overrides={"edge.state_dir": str(tmp_path), "edge.detect": detect, "mqtt.url": "mqtt://127.0.0.1:1"}
+    )
+    return EdgeNode(settings)
+
+
+@pytest.mark.parametrize(("detect", "alerts"), [(True, 1), (False, 0)])
+def test_a_spike_raises_an_alert_only_when_detection_is_on(tmp_path: Path, detect: bool, alerts: int) -> None:
+    node = _node(tmp_path, detect)
+    try:
+        for journal_id, r in enumerate(_spiky_readings(), start=1):
+            node.process(r, journal_id)
+        assert node.counters.alerts["raised"] == alerts
+        assert bool(node.detectors) is detect
+    finally:
+        node.queue.close()
+
+
+def test_without_detection_every_reading_still_reaches_the_aggregates(tmp_path: Path) -> None:
+    node = _node(tmp_path, detect=False)
+    try:
+        for journal_id, r in enumerate(_spiky_readings(), start=1):
+            node.process(r, journal_id)
+        assert node.points_in["moisture"] == 151
+        assert sum(a.count for a in node.aggregator.flush(T0 + 10**7, everything=True)) == 151
+    finally:
+        node.queue.close()
