@@ -468,6 +468,7 @@ def node_reduction(health: Sequence[Health]) -> tuple[pd.DataFrame, pd.DataFrame
                 "batches_shipped": h.counters.get("batches_shipped", 0),
                 "aggregates_shipped": h.counters.get("aggregates", 0),
                 "selection_scale": h.gauges.get("selection_scale", math.nan),
+                **_bytes_of(h),
             }
             for h in health
         ],
@@ -479,6 +480,9 @@ def node_reduction(health: Sequence[Health]) -> tuple[pd.DataFrame, pd.DataFrame
             "batches_shipped",
             "aggregates_shipped",
             "selection_scale",
+            "json_bytes_in",
+            "bytes_shipped",
+            "bytes_reduction_x",
         ],
     )
     prefix = "selection_ratio."
@@ -492,6 +496,17 @@ def node_reduction(health: Sequence[Health]) -> tuple[pd.DataFrame, pd.DataFrame
         columns=["site", "node", "metric", "shipped_pct"],
     )
     return totals, ratios
+
+
+def _bytes_of(h: Health) -> dict[str, float]:
+    """Bytes the devices sent as JSON against batch and aggregate bytes the node queued."""
+    json_in = h.counters.get("json_bytes_in", 0)
+    shipped = h.counters.get("uplink_bytes.batch", 0) + h.counters.get("uplink_bytes.aggregate", 0)
+    return {
+        "json_bytes_in": json_in,
+        "bytes_shipped": shipped,
+        "bytes_reduction_x": json_in / shipped if shipped else math.nan,
+    }
 
 
 def points_totals(reduction: pd.DataFrame) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -390,14 +391,24 @@ def detect(config_file: str | None, csv_file: str | None, nab_dir: str | None, o
 @cli.command()
 @click.option("--quick", is_flag=True, help="A reduced run (under 2 minutes).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write all results as one JSON object.")
-def bench(quick: bool, json_file: str | None) -> None:
-    """Measure throughput and codec speed against same-run baselines; print medians.
+@click.option("--quality", "only_quality", is_flag=True, help="Run only the alert-quality part (simulated data and NAB).")
+@click.option(
+    "--nab-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="NAB folder for quality.nab.* (default: ../shared/nab next to the repository, when it exists).",
+)
+def bench(quick: bool, json_file: str | None, only_quality: bool, nab_dir: str | None) -> None:
+    """Measure throughput, latency, size and alert quality against same-run baselines; print medians.
 
     Example: edgepipe bench --quick --json bench.json
     """
     from pipeline.bench import run_bench
 
-    results = run_bench(quick=quick, echo=click.echo)
+    if nab_dir is None:
+        default = Path(__file__).resolve().parent.parent.parent / "shared" / "nab"
+        nab_dir = str(default) if default.is_dir() else None
+    results = run_bench(quick=quick, echo=click.echo, nab_dir=nab_dir, only_quality=only_quality)
     if json_file:
         with open(json_file, "w") as f:
             json.dump(results, f, indent=2)

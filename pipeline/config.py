@@ -37,7 +37,9 @@ class MqttSettings(Section):
     """How every edgepipe process reaches the broker."""
 
     url: str = Field("mqtt://127.0.0.1:1883", description="broker URL; mqtts:// for TLS")
-    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT protocol version; auto: 3.1.1 for edge nodes, 5 for the rest"
+    )
     keepalive: int = Field(30, ge=5, le=3600, description="seconds between pings")
     session_expiry: int = Field(
         3600, ge=0, description="seconds the broker keeps a durable subscriber's session"
@@ -54,6 +56,18 @@ class MqttSettings(Section):
         parse_broker_url(value)
         return value
 
+
+    def protocol_for(self, role: Literal["edge", "cloud", "device", "client"]) -> str:
+        """The protocol a process of this role speaks ("5" or "3.1.1").
+
+        Why auto differs by role: the cloud needs MQTT 5 for shared subscriptions; an edge
+        node needs nothing of 5 (its own acknowledgements make the uplink durable) and paho
+        reads 3.1.1 PUBLISH packets, which carry no properties, about 40 % faster
+        (docs/decisions/0005-edge-speaks-mqtt-311.md).
+        """
+        if self.protocol != "auto":
+            return self.protocol
+        return "3.1.1" if role == "edge" else "5"
 
 class StoreSettings(Section):
     """Where the cloud tier writes and the dashboard reads."""
@@ -79,6 +93,16 @@ class EdgeSettings(Section):
     batch_max_readings: int = Field(500, ge=1, le=100_000, description="readings per uplink batch")
     batch_interval_s: float = Field(1.0, gt=0, description="ship a partial batch after this long")
     health_interval_s: float = Field(10.0, gt=0, description="seconds between health messages")
+    model_interval_s: float = Field(
+        60.0, gt=0, description="seconds between model deltas (what the node learned per kind)"
+    )
+    model_key: str = Field(
+        "", description="this site's model-delta signing key (HMAC-SHA256); empty: no deltas"
+    )
+    cloud_model_key: str = Field(
+        "", description="key that verifies the cloud's merged models; empty: no warm start"
+    )
+    warm_start: bool = Field(True, description="new devices' detectors start from the merged model")
     detect: bool = Field(
         True, description="score every metric online and raise alerts; false: selection and aggregates only"
     )
@@ -127,7 +151,7 @@ class SelectSettings(Section):
 class AlertSettings(Section):
     """When anomaly scores become alerts (hysteresis, cooldown, severity)."""
 
-    raise_score: float = Field(0.9, gt=0, le=1, description="raise at or above this score")
+    raise_score: float = Field(0.8, gt=0, le=1, description="raise at or above this score (0.8: a residual twice the usual largest)")
     clear_score: float = Field(0.5, gt=0, le=1, description="clear below this score")
     raise_after: int = Field(1, ge=1, description="consecutive readings at raise_score to raise")
     clear_after: int = Field(5, ge=1, description="consecutive readings below clear_score to clear")
@@ -171,6 +195,26 @@ class CloudSettings(Section):
     client_id: str = Field("edgepipe-cloud-1", description="fixed id of this worker's session")
     flush_interval_s: float = Field(0.5, gt=0, description="longest wait before a store write")
     flush_points: int = Field(5000, ge=1, description="write when this many points are pending")
+    model_keys: dict[str, str] = Field(
+        {}, description='model-delta key per site, e.g. {farm = "..."}; other sites are refused'
+    )
+    model_key: str = Field("", description="key that signs the merged models; empty: none published")
+    model_max_age_s: float = Field(
+        600.0, gt=0, description="refuse model deltas created further than this from now"
+    )
+    model_norm_factor: float = Field(
+        3.0, gt=1, description="refuse a delta weighing more than this x the site's median"
+    )
+    model_norm_floor: int = Field(
+        10_000, ge=1, description="readings a delta may always weigh, whatever the median"
+    )
+    buffer_dir: str = Field(
+        ".edgepipe/cloud", description="folder of the disk buffer used while the store is down"
+    )
+    buffer_mb: float = Field(
+        256.0, gt=0, description="disk buffer budget; beyond it messages stay unacknowledged"
+    )
+    health_interval_s: float = Field(10.0, gt=0, description="seconds between worker health messages")
 
 
 class SimSettings(Section):
@@ -324,6 +368,8 @@ def settings_as_toml(settings: Settings) -> str:
         lines += [f"[{section_name}]"]
         for name in type(section).model_fields:
             value = getattr(section, name)
+            if value and name.endswith(("_key", "_keys")):  # secrets are never printed
+                value = {k: "***" for k in value} if isinstance(value, dict) else "***"
             if value is not None:
                 lines.append(f"{name} = {_toml_value(value)}")
         lines.append("")

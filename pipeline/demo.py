@@ -48,6 +48,7 @@ def run_demo(
             broker, url, protocol = _start_broker(workdir, stack)
             settings.mqtt = settings.mqtt.model_copy(update={"url": url, "protocol": protocol})
         settings.edge = settings.edge.model_copy(update={"state_dir": str(workdir / "edge")})
+        settings.cloud = settings.cloud.model_copy(update={"buffer_dir": str(workdir / "cloud")})
         settings.sim = settings.sim.model_copy(
             update={
                 "sites": [site],

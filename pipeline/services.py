@@ -36,6 +36,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -46,6 +47,7 @@ __all__ = [
     "Influxd",
     "Mosquitto",
     "Service",
+    "TlsFiles",
     "free_port",
     "write_password_file",
 ]
@@ -338,12 +340,27 @@ class Service:
         return f"{type(self).__name__}(port={self.port}, {state}, workdir={str(self.workdir)!r})"
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files of a TLS listener: the CA that signed the server certificate, the
+    certificate and its private key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class Mosquitto(Service):
     """A private mosquitto broker with persistence, listening on 127.0.0.1 only.
 
-    Anonymous access is on unless a ``password_file`` is given (then off, unless
-    ``allow_anonymous`` says otherwise). ``extra_config`` is appended verbatim to the
-    generated ``mosquitto.conf`` for options the constructor does not name.
+    By default anonymous, with no ACL: what most tests want. The secured broker of
+    docs/operations.md is ``Mosquitto(workdir, users={...}, acl=Path("deploy/acl").read_text(),
+    tls=(ca, cert, key))``: ``users`` (name → password) become a hashed password file,
+    ``acl`` the ACL file, and ``tls`` turns the one listener into TLS (>= 1.2, URL
+    ``mqtts://``). With a password file anonymous access is off and the username is the
+    client id (``use_username_as_clientid``, RELIABILITY.md S3) unless the keywords say
+    otherwise. ``extra_config`` is appended verbatim to the generated ``mosquitto.conf`` for
+    options the constructor does not name.
     """
 
     name = "mosquitto"
@@ -356,7 +373,11 @@ class Mosquitto(Service):
         *,
         password_file: str | os.PathLike[str] | None = None,
         acl_file: str | os.PathLike[str] | None = None,
+        users: Mapping[str, str] | None = None,
+        acl: str | None = None,
+        tls: TlsFiles | tuple[str | os.PathLike[str], ...] | None = None,
         allow_anonymous: bool | None = None,
+        use_username_as_clientid: bool | None = None,
         max_queued_messages: int = 100_000,
         max_queued_bytes: int = 0,
         message_size_limit: int = 65536,
@@ -365,10 +386,28 @@ class Mosquitto(Service):
     ) -> None:
         self.binary = _find_binary("mosquitto", "/usr/sbin/mosquitto", MOSQUITTO_INSTALL)
         super().__init__(workdir, port)
+        if users is not None and password_file is not None:
+            raise ValueError("give users or password_file, not both")
+        if acl is not None and acl_file is not None:
+            raise ValueError("give acl or acl_file, not both")
+        if users is not None:
+            password_file = write_password_file(self.workdir / "passwd", users)
+        if acl is not None:
+            acl_file = self.workdir / "acl"
+            acl_file.write_text(acl)
         self.password_file = Path(password_file).resolve() if password_file else None
         self.acl_file = Path(acl_file).resolve() if acl_file else None
+        if tls is not None and not isinstance(tls, TlsFiles):
+            ca, cert, key = (Path(p).resolve() for p in tls)
+            tls = TlsFiles(ca, cert, key)
+        self.tls = tls
         self.allow_anonymous = (
             self.password_file is None if allow_anonymous is None else allow_anonymous
+        )
+        self.use_username_as_clientid = (
+            self.password_file is not None
+            if use_username_as_clientid is None
+            else use_username_as_clientid
         )
         self.max_queued_messages = max_queued_messages
         self.max_queued_bytes = max_queued_bytes
@@ -387,7 +426,8 @@ class Mosquitto(Service):
 
     @property
     def url(self) -> str:
-        return f"mqtt://{LOOPBACK}:{self.port}"
+        """``mqtt://127.0.0.1:PORT``, or ``mqtts://`` when the listener is TLS."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{LOOPBACK}:{self.port}"
 
     def config_text(self) -> str:
         """The mosquitto.conf this broker runs with."""
@@ -395,12 +435,21 @@ class Mosquitto(Service):
             "# written by pipeline.services.Mosquitto",
             "per_listener_settings false",
             f"listener {self.port} {LOOPBACK}",
-            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
         ]
+        if self.tls:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.cert}",
+                f"keyfile {self.tls.key}",
+                "tls_version tlsv1.2",
+            ]
+        lines.append(f"allow_anonymous {'true' if self.allow_anonymous else 'false'}")
         if self.password_file:
             lines.append(f"password_file {self.password_file}")
         if self.acl_file:
             lines.append(f"acl_file {self.acl_file}")
+        if self.use_username_as_clientid:
+            lines.append("use_username_as_clientid true")
         if os.geteuid() == 0:
             # As root, mosquitto would drop to user "mosquitto", which cannot write our
             # work dir. It then only logs a warning about running as root.

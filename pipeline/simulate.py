@@ -36,7 +36,7 @@ def run_sim(
     if publish:
         client = MqttClient(
             settings.mqtt.url,
-            protocol=settings.mqtt.protocol,
+            protocol=settings.mqtt.protocol_for("device"),
             keepalive=settings.mqtt.keepalive,
             tls_ca=settings.mqtt.tls_ca,
             max_payload=settings.mqtt.max_payload,

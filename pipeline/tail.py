@@ -38,7 +38,7 @@ def tail_alerts(
     """Print alerts until ``count`` arrived, ``timeout`` passed or ``stop`` is set."""
     stop = stop or threading.Event()
     floor = SEVERITIES.index(severity) if severity else 0
-    client = MqttClient(settings.mqtt.url, protocol=settings.mqtt.protocol, tls_ca=settings.mqtt.tls_ca)
+    client = MqttClient(settings.mqtt.url, protocol=settings.mqtt.protocol_for("client"), tls_ca=settings.mqtt.tls_ca)
     client.connect()
     client.subscribe(Topics(settings.mqtt.topic_root).alerts(site), qos=1)
     deadline = time.monotonic() + timeout if timeout is not None else None

@@ -1,8 +1,8 @@
 """Data reduction: how much of what the devices measured the edges actually shipped.
 
 Two honest sources, side by side: the store (points counted by the aggregates against raw
-points stored, per site and metric) and the edges' own health counters and ratios. Bytes
-are not shown: nothing in the store measures them (see the note on the page).
+points stored, per site and metric) and the edges' own health counters: ratios, and bytes
+in as JSON against bytes shipped.
 """
 
 from __future__ import annotations
@@ -107,12 +107,40 @@ def render(store: Store, sites: list[str]) -> None:
         )
 
     st.subheader("Bytes")
-    st.info(
-        "Bytes as raw JSON against bytes shipped are not shown: the edges report no byte "
-        "counters and the store keeps neither the devices' JSON nor the shipped frames, so "
-        "they cannot be measured from here. docs/protocol.md gives the codec's measured sizes "
-        "(about 132 bytes a reading as JSON, 1.8 to 4.5 bytes in a delta-zstd batch)."
-    )
+    if totals.empty or not totals["json_bytes_in"].any():
+        st.info("No edge node has reported byte counters yet.")
+    else:
+        json_in, shipped = int(totals["json_bytes_in"].sum()), int(totals["bytes_shipped"].sum())
+        cols = st.columns(3)
+        cols[0].metric("Devices' JSON", _size(json_in))
+        cols[1].metric("Shipped (batches + aggregates)", _size(shipped))
+        cols[2].metric("Reduction", f"{json_in / shipped:,.0f} ×" if shipped else "–")
+        st.dataframe(
+            totals[["site", "node", "json_bytes_in", "bytes_shipped", "bytes_reduction_x"]],
+            hide_index=True,
+            column_config={
+                "json_bytes_in": st.column_config.NumberColumn(
+                    "JSON bytes in", help="health counter json_bytes_in: accepted readings as sent"
+                ),
+                "bytes_shipped": st.column_config.NumberColumn(
+                    "bytes shipped", help="uplink_bytes.batch + uplink_bytes.aggregate, as queued"
+                ),
+                "bytes_reduction_x": st.column_config.NumberColumn("reduction ×", format="%.1f"),
+            },
+        )
+        st.caption(
+            "Shipped bytes are counted once, when the node queues a message; resends after a "
+            "lost connection are not counted again. Error bound of shipped values: ± resolution/2 "
+            "(batches and aggregates alike)."
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 common.page("Data reduction", render)

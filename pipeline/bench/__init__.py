@@ -31,15 +31,6 @@ if TYPE_CHECKING:
     from pipeline.bench.edge import EdgePlan
 
 NOT_YET: dict[str, str] = {
-    "quality.sim.f1": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
-    "quality.sim.precision": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
-    "quality.sim.recall": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
-    "quality.sim.median_delay_readings": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
-    "quality.sim.false_alarms_per_device_day": "detector scoring against the simulator's labels not wired into the bench yet (issue 5, 8)",
-    "quality.nab.standard": "NAB scorer (pipeline/bench/nab.py) not wired into the bench yet (issue 8)",
-    "quality.nab.low_fp": "NAB scorer (pipeline/bench/nab.py) not wired into the bench yet (issue 8)",
-    "quality.nab.low_fn": "NAB scorer (pipeline/bench/nab.py) not wired into the bench yet (issue 8)",
-    "quality.warm_start_speedup": "model deltas not built yet (issue 5)",
     "dashboard.render_s_1m_points": "not measured by edgepipe bench yet (issue 7)",
 }
 
@@ -64,6 +55,18 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "sim": ("sim.readings_per_s", "sim.null_readings_per_s"),
     "cloud": ("cloud.points_per_s", "cloud.raw_post_points_per_s"),
+    "quality": (
+        "quality.sim.f1",
+        "quality.sim.precision",
+        "quality.sim.recall",
+        "quality.sim.median_delay_readings",
+        "quality.sim.false_alarms_per_device_day",
+        "quality.nab.standard",
+        "quality.nab.low_fp",
+        "quality.nab.low_fn",
+        "detect.us_per_reading",
+    ),
+    "warm_start": ("quality.warm_start_speedup",),
 }
 
 
@@ -196,12 +199,21 @@ def _settings_note() -> dict[str, Any]:
 
 
 def run_bench(
-    quick: bool = False, echo: Callable[[str], object] = print, *, plan: Plan | None = None
+    quick: bool = False,
+    echo: Callable[[str], object] = print,
+    *,
+    plan: Plan | None = None,
+    nab_dir: str | Path | None = None,
+    only_quality: bool = False,
 ) -> dict[str, Any]:
-    """Run every part, print a table, and return everything as one JSON-ready dict."""
+    """Run every part (or only the quality part), print a table, return one JSON-ready dict.
+
+    ``nab_dir``: the NAB folder for ``quality.nab.*`` (None: those keys are null, with why).
+    """
     from pipeline.bench.cloud import bench_cloud
     from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
     from pipeline.bench.latency import bench_alert_latency
+    from pipeline.bench.quality import bench_quality
     from pipeline.bench.sim import bench_sim
     from pipeline.bench.stream import sim_stream
     from pipeline.services import Mosquitto
@@ -210,7 +222,7 @@ def run_bench(
     edge_plan = plan.edge()
     began = time.monotonic()
     results: dict[str, Any] = {
-        "command": "edgepipe bench" + (" --quick" if plan.name == "quick" else ""),
+        "command": "edgepipe bench" + (" --quick" if plan.name == "quick" else "") + (" --quality" if only_quality else ""),
         "plan": plan.name,
         "machine_note": "medians of repeated runs, with min and max; see docs/benchmarks.md",
         "machine": machine(),
@@ -228,7 +240,11 @@ def run_bench(
             echo(f"  FAILED: {type(exc).__name__}: {exc}")
         results.setdefault("part_seconds", {})[name] = round(time.monotonic() - started, 1)
 
+    part("quality", "alert quality on simulated and NAB data", lambda: bench_quality(plan.name, nab_dir, echo))
+    if only_quality:
+        return _finish(results, failed, began, echo, only=("quality",))
     part("codec", "reading decode vs json.loads", lambda: bench_reading_decode(plan.decode_n, plan.repeats))
+    part("warm_start", "readings to the first correct alert, warm vs cold", _warm_start)
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
         workdir = Path(tmp)
         # Slow subscribers must not make the broker drop QoS 0 readings (its limit is per client).
@@ -278,7 +294,18 @@ def run_bench(
                 workdir, sim_stream(plan.cloud_devices, plan.cloud_ticks), plan.repeats, echo
             ),
         )
-    not_measured = dict(NOT_YET)
+    return _finish(results, failed, began, echo)
+
+
+def _finish(
+    results: dict[str, Any],
+    failed: dict[str, str],
+    began: float,
+    echo: Callable[[str], object],
+    only: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Null every missing figure with its reason, add timings, print the table."""
+    not_measured = {k: v for k, v in NOT_YET.items() if not only} | results.pop("_not_measured", {})
     for name, reason in failed.items():
         for key in PART_KEYS[name]:
             if results.get(key) is None:
@@ -290,6 +317,12 @@ def run_bench(
     results["bench_seconds"] = round(time.monotonic() - began, 1)
     print_table(results, echo)
     return results
+
+
+def _warm_start() -> dict[str, Any]:
+    from pipeline.bench.warm_start import bench_warm_start
+
+    return bench_warm_start()
 
 
 def _latency_nodelay(workdir: Path, edge_plan: EdgePlan, plan: Plan, echo: Callable[[str], object]) -> dict[str, Any]:

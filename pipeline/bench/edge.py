@@ -325,15 +325,21 @@ def run_timeout(n: int) -> float:
 def bench_throughput(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, Any]:
     """Ceiling, edge with detection off and on: interleaved rounds over the same stream.
 
-    With ``plan.variants`` also the ceiling and the node (detection off) over MQTT 3.1.1,
-    whose PUBLISH packets carry no properties for paho to parse.
+    The headline figures use the protocol the node speaks by default (``mqtt.protocol``
+    auto: 3.1.1 at the edge), the ceiling the same. With ``plan.variants`` also the ceiling
+    and the node (detection off) over the other protocol, MQTT 5, whose PUBLISH properties
+    paho parses for every message.
     """
+    from pipeline.config import load_settings
+
+    main = load_settings().mqtt.protocol_for("edge")
+    other = "5" if main == "3.1.1" else "3.1.1"
     stream = sim_stream(plan.devices, plan.ticks, boundary_at=0.25)
     harness.load(stream, "throughput")
     timeout = run_timeout(stream.n)
-    modes = [("count", "5"), ("edge-nodetect", "5"), ("edge", "5")]
+    modes = [("count", main), ("edge-nodetect", main), ("edge", main)]
     if plan.variants:
-        modes += [("count", "3.1.1"), ("edge-nodetect", "3.1.1")]
+        modes += [("count", other), ("edge-nodetect", other)]
     rates: dict[tuple[str, str], list[float]] = {m: [] for m in modes}
     runs: list[dict[str, Any]] = []
     for r in range(plan.repeats):
@@ -354,18 +360,19 @@ def bench_throughput(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, A
             runs.append(_brief(result))
             label = f"{mode} (MQTT {protocol})"
             echo(f"  round {r + 1}/{plan.repeats} {label:<26} {result['readings_per_s']:>10,.0f} readings/s")
-    ceiling = summarise(rates[("count", "5")])
-    off, on = summarise(rates[("edge-nodetect", "5")]), summarise(rates[("edge", "5")])
+    ceiling = summarise(rates[("count", main)])
+    off, on = summarise(rates[("edge-nodetect", main)]), summarise(rates[("edge", main)])
     publisher = [run["published_per_s"] for run in runs if run["published_per_s"]]
     variants: dict[str, Any] = {}
     if plan.variants:
-        ceiling311 = summarise(rates[("count", "3.1.1")])
-        off311 = summarise(rates[("edge-nodetect", "3.1.1")])
+        tag = "mqtt5" if other == "5" else "mqtt311"
+        ceiling_other = summarise(rates[("count", other)])
+        off_other = summarise(rates[("edge-nodetect", other)])
         variants = {
-            "broker.ceiling_readings_per_s_mqtt311": ceiling311,
-            "edge.readings_per_s_mqtt311": off311,
-            "edge.readings_per_s_mqtt311_ratio_to_ceiling": ratio(off311, ceiling311),
-            "edge.readings_per_s_mqtt311_ratio_to_mqtt5": ratio(off311, off),
+            f"broker.ceiling_readings_per_s_{tag}": ceiling_other,
+            f"edge.readings_per_s_{tag}": off_other,
+            f"edge.readings_per_s_{tag}_ratio_to_ceiling": ratio(off_other, ceiling_other),
+            f"edge.readings_per_s_{tag}_ratio_to_default": ratio(off_other, off),
         }
     return {
         "broker.ceiling_readings_per_s": ceiling,
@@ -376,6 +383,7 @@ def bench_throughput(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, A
         "edge.readings_per_s_detect_ratio_to_ceiling": ratio(on, ceiling),
         **variants,
         "edge.throughput_details": {
+            "protocol": main,
             "stream": _describe(stream),
             "selection_scale_max": max(run.get("selection_scale_max", 1.0) for run in runs),
             "backlog_max": max(run.get("backlog_max", 0) for run in runs),

@@ -1,41 +1,56 @@
-"""IngestWorker: from the edge topics into the store, acknowledging only what is stored.
+"""IngestWorker: from the edge topics into the store, acknowledging only what is kept.
 
     {site}/edge/batch|agg|health, {site}/alerts/+, {site}/deadletter, {site}/labels
-        ──► decode (bad: counted, acknowledged, never retried)
+        ──► decode (bad: counted and dead-lettered; a batch whose header seq is readable
+        │          is acknowledged to its edge too, so a poison batch is never resent)
         ──► pending, until flush_points items or flush_interval_s
-        ──► store.write_*  ──ok──► MQTT ack of every pending message
-                                   + cloud/ack/{site} listing the stored uplink seqs
-                           ──error──► keep pending, retry with backoff (nothing acked)
+        ──► store.write_*  ──ok──────────► MQTT ack of every pending message
+        │                                  + cloud/ack/{site} listing the stored uplink seqs
+        └──error──► DiskBuffer.put ──ok──► the same acks (durably buffered)
+                                   └full─► keep pending, retry (nothing acked)
+    drain: DiskBuffer.oldest ──► store.write_* ──ok──► remove; error: backoff, no attempt cap
 
+While the buffer holds anything, new writes join its tail, so the store sees them in order.
 Writes are idempotent (a point's identity is its series and timestamp), so a redelivered
-batch overwrites itself and counts stay exact. With MQTT 5 the worker subscribes through a
-shared subscription, so N workers split the load; with 3.1.1 one worker still works.
+batch overwrites itself and counts stay exact. Records the store refuses (InfluxDB 400,
+isolated by the store) are dead-lettered with reason ``store_rejected``; the rest are kept.
+With MQTT 5 the worker subscribes through a shared subscription, so N workers split the
+load; with 3.1.1 one worker still works. The worker publishes its own health, retained, on
+``cloud/health/{client_id}`` and stores it under the reserved site ``cloud``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import random
+import re
+import resource
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 
-from pipeline.cloud.store import Store
+from pipeline.cloud.buffer import DiskBuffer, StoreWrite
+from pipeline.cloud.models import ModelMerger
+from pipeline.cloud.store import PartialWriteError, Store, StoreConfigError, StoreUnavailable
+from pipeline.cloud.store.base import CLOUD_SITE
 from pipeline.config import Settings
+from pipeline.edge.validate import dead_letter
 from pipeline.errors import ProtocolError, StoreError
-from pipeline.mqtt import Message, MqttClient
+from pipeline.mqtt import Message, MqttClient, Will
 from pipeline.protocol import (
     SCHEMA_VERSION,
     Ack,
-    Aggregate,
     Alert,
     DeadLetter,
     Health,
     Label,
-    Reading,
     Reason,
     TopicKind,
     Topics,
@@ -44,11 +59,20 @@ from pipeline.protocol import (
     encode,
 )
 from pipeline.protocol.agg_codec import decode_aggregate_message
+from pipeline.protocol.batch_codec import peek_batch_header
 from pipeline.protocol.messages import seq_ranges
+from pipeline.protocol.topics import is_valid_id
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+MIN_BACKOFF_S = 0.5
+MAX_RETRY_AFTER_S = 600.0
+DRAIN_SLICE_S = 0.2  # longest the loop drains before it looks at new messages again
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -61,42 +85,60 @@ class IngestCounters:
     health: int = 0
     labels: int = 0
     rejected: Counter[str] = field(default_factory=Counter)  # undecodable, by reason
-    store_errors: int = 0
+    poison_acked: int = 0  # undecodable batches whose header seq was acknowledged to the edge
+    store_errors: Counter[str] = field(default_factory=Counter)  # by class
+    store_rejected: int = 0  # records the store refused, dead-lettered
     flushes: int = 0
+    buffered: int = 0  # writes put in the disk buffer
+    drained: int = 0  # buffered writes since stored
+    buffer_full: int = 0  # flushes the buffer refused (messages left unacknowledged)
 
 
 @dataclass
 class _Pending:
     messages: list[Message] = field(default_factory=list)
-    readings: dict[str, list[Reading]] = field(default_factory=lambda: defaultdict(list))
-    seqs: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    aggregates: list[Aggregate] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    health: list[Health] = field(default_factory=list)
-    labels: list[Label] = field(default_factory=list)
+    write: StoreWrite = field(default_factory=StoreWrite)
+    seqs: dict[str, set[int]] = field(default_factory=dict)
     points: int = 0
     since: float = 0.0
 
+    def seq(self, site: str, seq: int) -> None:
+        self.seqs.setdefault(site, set()).add(seq)
+
 
 class IngestWorker:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, buffer: DiskBuffer | None = None) -> None:
         self.settings = settings
         self.store = store
         self.topics = Topics(settings.mqtt.topic_root)
         self.counters = IngestCounters()
+        self.name = settings.cloud.client_id
+        if not is_valid_id(self.name):
+            raise ValueError(f"cloud.client_id {self.name!r} must match ^[A-Za-z0-9_-]{{1,64}}$")
+        self.buffer = buffer or DiskBuffer(
+            Path(settings.cloud.buffer_dir) / f"{self.name}.buffer.db",
+            int(settings.cloud.buffer_mb * 1024 * 1024),
+        )
         self._pending = _Pending()
         self._backoff_s = 0.0
-        self._retry_at = 0.0
+        self._retry_at = 0.0  # no store write before this (monotonic)
+        self._buffer_retry_at = 0.0
+        self.config_alarm = ""  # the last StoreConfigError while it lasts ("" when none)
+        self._started = time.monotonic()
+        self._next_health = 0.0
         self.client = MqttClient(
             settings.mqtt.url,
             client_id=settings.cloud.client_id,
-            protocol=settings.mqtt.protocol,
+            protocol=settings.mqtt.protocol_for("cloud"),
             keepalive=settings.mqtt.keepalive,
             session_expiry=settings.mqtt.session_expiry,
             tls_ca=settings.mqtt.tls_ca,
             manual_ack=True,
             max_payload=settings.mqtt.max_payload,
+            will=Will(self.topics.cloud_health(self.name), encode(self._health("offline"))),
+        )
+        self.models = ModelMerger(  # model deltas (issue 5): publishes cloud/model/{kind}
+            settings, store, lambda topic, body: self.client.publish(topic, body, qos=1, retain=True)
         )
 
     def subscriptions(self) -> list[str]:
@@ -107,7 +149,7 @@ class IngestWorker:
             f"{root}/+/deadletter",
             f"{root}/+/labels",
         ]
-        if self.settings.mqtt.protocol == "5":
+        if self.settings.mqtt.protocol_for("cloud") == "5":
             return [f"$share/{self.settings.cloud.group}/{f}" for f in filters]
         return filters
 
@@ -125,13 +167,19 @@ class IngestWorker:
             if message is not None:
                 self.handle(message)
             self.maybe_flush()
+            self.drain(DRAIN_SLICE_S)
+            self.maybe_report_health()
         while True:  # what already arrived is handled before the last flush
             try:
                 self.handle(self.client.messages.get_nowait())
             except queue.Empty:
                 break
         self.flush()
+        self.report_health("offline")
+        self.flush()
+        self.client.flush(2.0)
         self.client.close()
+        self.buffer.close()
 
     # -- the flow -------------------------------------------------------------------------
 
@@ -145,53 +193,85 @@ class IngestWorker:
         try:
             self._decode_into(pending, message)
         except ProtocolError as exc:
-            self.counters.rejected[exc.reason.value] += 1
-            log.warning("rejected %s: %s", message.topic, exc)
+            self._reject(pending, message, exc)
 
     def _decode_into(self, pending: _Pending, message: Message) -> None:
         topic = self.topics.parse(message.topic)
         payload = message.payload
+        write = pending.write
         match topic.kind:
             case TopicKind.EDGE_BATCH:
                 batch = decode_batch(payload)
                 self._check_site(batch.site, topic.site)
-                pending.readings[batch.site].extend(batch.readings)
-                pending.seqs[batch.site].add(batch.seq)
+                write.readings.setdefault(batch.site, []).extend(batch.readings)
+                pending.seq(batch.site, batch.seq)
                 pending.points += len(batch.readings)
             case TopicKind.EDGE_AGG:
                 aggs = decode_aggregate_message(payload)
                 self._check_site(aggs.site, topic.site)
-                pending.aggregates.extend(aggs.aggregates)
-                pending.seqs[aggs.site].add(aggs.seq)
+                write.aggregates.extend(aggs.aggregates)
+                pending.seq(aggs.site, aggs.seq)
                 pending.points += len(aggs.aggregates)
             case TopicKind.EDGE_HEALTH:
                 health = decode(payload, Health)
                 self._check_site(health.site, topic.site)
                 if health.status == "offline":
                     # The last will was composed at connect time: stamp it when it arrives.
-                    now_ms = time.time_ns() // 1_000_000
-                    health = msgspec.structs.replace(health, ts=max(health.ts, now_ms))
-                pending.health.append(health)
+                    health = msgspec.structs.replace(health, ts=max(health.ts, now_ms()))
+                write.health.append(health)
                 pending.points += 1
             case TopicKind.ALERT:
                 alert = decode(payload, Alert)
                 self._check_site(alert.data.site, topic.site)
-                pending.alerts.append(alert)
+                write.alerts.append(alert)
                 if alert.seq:
-                    pending.seqs[alert.data.site].add(alert.seq)
+                    pending.seq(alert.data.site, alert.seq)
                 pending.points += 1
             case TopicKind.DEADLETTER:
                 letter = decode(payload, DeadLetter)
                 self._check_site(letter.site, topic.site)
-                pending.dead_letters.append(letter)
+                write.dead_letters.append(letter)
                 pending.points += 1
             case TopicKind.LABELS:
                 label = decode(payload, Label)
                 self._check_site(label.site, topic.site)
-                pending.labels.append(label)
+                write.labels.append(label)
                 pending.points += 1
+            case TopicKind.EDGE_MODEL:  # verified, merged, stored: pipeline/cloud/models.py
+                seq = self.models.handle(topic.site, payload)
+                if seq is not None:
+                    pending.seq(topic.site, seq)
             case _:
-                pass  # model deltas are merged by the model service (a later stage)
+                pass
+
+    def _reject(self, pending: _Pending, message: Message, exc: ProtocolError) -> None:
+        """Count and dead-letter an undecodable message; ack a batch's seq if readable.
+
+        The message itself is acknowledged to the broker with the rest of the flush: it
+        will never decode, so a redelivery would only repeat this. A batch whose version 2
+        header names its site and seq is also acknowledged to its edge (R12), else the
+        edge would resend it forever.
+        """
+        self.counters.rejected[exc.reason.value] += 1
+        log.warning("rejected %s: %s", message.topic, exc)
+        try:
+            topic = self.topics.parse(message.topic)
+        except ProtocolError:
+            return  # no site to file it under; counted above
+        detail = exc.detail
+        if topic.kind is TopicKind.EDGE_BATCH:
+            try:
+                header = peek_batch_header(message.payload)
+            except ProtocolError:
+                header = None
+            if header is not None and header.seq is not None and header.site == topic.site:
+                pending.seq(topic.site, header.seq)
+                self.counters.poison_acked += 1
+                detail = f"seq {header.seq}: {detail}"
+        pending.write.dead_letters.append(
+            dead_letter(topic.site, message.topic, message.payload, exc.reason, detail, now_ms())
+        )
+        pending.points += 1
 
     @staticmethod
     def _check_site(payload_site: str, topic_site: str) -> None:
@@ -200,26 +280,32 @@ class IngestWorker:
 
     def maybe_flush(self) -> None:
         pending = self._pending
-        if not pending.messages or time.monotonic() < self._retry_at:
+        if not pending.messages or time.monotonic() < self._buffer_retry_at:
             return
         due = time.monotonic() - pending.since >= self.settings.cloud.flush_interval_s
         if due or pending.points >= self.settings.cloud.flush_points:
             self.flush()
 
     def flush(self) -> bool:
-        """Write everything pending; on success acknowledge it, upstream and to the edges."""
+        """Store (or durably buffer) everything pending; then acknowledge it, upstream and to the edges."""
         pending = self._pending
         if not pending.messages:
             return True
-        try:
-            self._write(pending)
-        except StoreError as exc:
-            self.counters.store_errors += 1
-            self._backoff_s = min(MAX_BACKOFF_S, max(0.5, self._backoff_s * 2))
-            self._retry_at = time.monotonic() + self._backoff_s
-            log.warning("store write failed, retrying in %.1f s: %s", self._backoff_s, exc)
-            return False
-        self._backoff_s = 0.0
+        stored = False
+        if self.buffer.items == 0 and time.monotonic() >= self._retry_at:
+            stored = self._store(pending.write)
+        if not stored:
+            if not self.buffer.put(pending.write):
+                self.counters.buffer_full += 1
+                self._buffer_retry_at = time.monotonic() + 1.0
+                log.error(
+                    "disk buffer full (%d bytes of %d): %d messages stay unacknowledged",
+                    self.buffer.bytes,
+                    self.buffer.max_bytes,
+                    len(pending.messages),
+                )
+                return False
+            self.counters.buffered += 1
         for message in pending.messages:
             self.client.ack(message)
         for site, seqs in pending.seqs.items():
@@ -229,23 +315,184 @@ class IngestWorker:
         self._pending = _Pending()
         return True
 
-    def _write(self, pending: _Pending) -> None:
+    def drain(self, budget_s: float) -> int:
+        """Replay buffered writes into the store, oldest first, for up to ``budget_s``."""
+        drained = 0
+        deadline = time.monotonic() + budget_s
+        while self.buffer.items and time.monotonic() >= self._retry_at:
+            item = self.buffer.oldest()
+            if item is None:
+                break
+            item_id, write = item
+            if not self._store(write):
+                break
+            self.buffer.remove(item_id)
+            self.counters.drained += 1
+            drained += 1
+            if time.monotonic() >= deadline:
+                break
+        return drained
+
+    def _store(self, write: StoreWrite) -> bool:
+        """Write to the store; True when stored (refused records dead-lettered), else backoff."""
+        try:
+            self._write(write)
+        except StoreError as exc:
+            self._failed(exc)
+            return False
+        self._backoff_s = 0.0
+        if self.config_alarm:
+            log.warning("store accepts writes again; alarm cleared")
+            self.config_alarm = ""
+        return True
+
+    def _failed(self, exc: StoreError) -> None:
+        kind = (
+            "config"
+            if isinstance(exc, StoreConfigError)
+            else "unavailable"
+            if isinstance(exc, StoreUnavailable)
+            else "other"
+        )
+        self.counters.store_errors[kind] += 1
+        self._backoff_s = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, self._backoff_s * 2))
+        wait = self._backoff_s * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))
+        self._retry_at = time.monotonic() + wait
+        if kind == "config":
+            self.config_alarm = str(exc)[:300]
+            log.error("writer_config_error: %s (buffering; retry in %.1f s)", exc, wait)
+        else:
+            log.warning("store write failed, buffering; retry in %.1f s: %s", wait, exc)
+
+    def _write(self, write: StoreWrite) -> None:
+        """Every part of ``write``; records the store refuses are dead-lettered, once."""
+        refused: list[DeadLetter] = []
+        for site, readings in write.readings.items():
+            self._part(refused, site, "readings", self.store.write_readings, site, readings)
+        self._part(refused, None, "aggregates", self.store.write_aggregates, write.aggregates)
+        self._part(refused, None, "alerts", self.store.write_alerts, write.alerts)
+        self._part(refused, None, "deadletters", self.store.write_dead_letters, write.dead_letters)
+        self._part(refused, None, "labels", self.store.write_labels, write.labels)
+        for health in write.health:
+            self._part(refused, health.site, "health", self.store.write_health, health)
+        if refused:
+            try:
+                self.store.write_dead_letters(refused)
+            except (PartialWriteError, ValueError) as exc:
+                log.error("dead letters of refused records refused too: %s", exc)
+            self.counters.store_rejected += len(refused)
         c = self.counters
-        for site, readings in pending.readings.items():
-            self.store.write_readings(site, readings)
-        if pending.aggregates:
-            self.store.write_aggregates(pending.aggregates)
-        if pending.alerts:
-            self.store.write_alerts(pending.alerts)
-        if pending.dead_letters:
-            self.store.write_dead_letters(pending.dead_letters)
-        if pending.labels:
-            self.store.write_labels(pending.labels)
-        for health in pending.health:
-            self.store.write_health(health)
-        c.readings += sum(len(r) for r in pending.readings.values())
-        c.aggregates += len(pending.aggregates)
-        c.alerts += len(pending.alerts)
-        c.dead_letters += len(pending.dead_letters)
-        c.labels += len(pending.labels)
-        c.health += len(pending.health)
+        c.readings += sum(len(r) for r in write.readings.values())
+        c.aggregates += len(write.aggregates)
+        c.alerts += len(write.alerts)
+        c.dead_letters += len(write.dead_letters)
+        c.labels += len(write.labels)
+        c.health += len(write.health)
+
+    def _part(
+        self,
+        refused: list[DeadLetter],
+        site: str | None,
+        what: str,
+        fn: Callable[..., None],
+        *args: object,
+    ) -> None:
+        """One store call; what the store refuses becomes dead letters in ``refused``."""
+        if what != "health" and not args[-1]:
+            return
+        ts = now_ms()
+        try:
+            fn(*args)
+        except PartialWriteError as exc:
+            self.counters.store_errors["partial"] += 1
+            log.warning("store refused %d %s records: %s", len(exc.rejected), what, exc.text[:300])
+            for record, why in exc.rejected or [(exc.text, exc.text)]:
+                where = site or _site_of(record) or CLOUD_SITE
+                letter = dead_letter(
+                    where, f"store/{what}", record.encode(), Reason.STORE_REJECTED, why, ts
+                )
+                refused.append(letter)
+        except ValueError as exc:  # an id the store will never take: refuse it, never retry
+            self.counters.store_errors["invalid"] += 1
+            log.error("store refused %s: %s", what, exc)
+            detail = str(exc)
+            where = site if site and is_valid_id(site) else CLOUD_SITE
+            refused.append(
+                dead_letter(
+                    where, f"store/{what}", detail.encode(), Reason.STORE_REJECTED, detail, ts
+                )
+            )
+
+    # -- health ---------------------------------------------------------------------------
+
+    def maybe_report_health(self) -> None:
+        if time.monotonic() >= self._next_health:
+            self._next_health = time.monotonic() + self.settings.cloud.health_interval_s
+            self.report_health("online")
+
+    def report_health(self, status: str) -> None:
+        """Publish this worker's health (retained) and store it with the next flush."""
+        health = self._health(status)
+        self.client.publish(self.topics.cloud_health(self.name), encode(health), qos=1, retain=True)
+        pending = self._pending
+        if not pending.messages:
+            pending.since = time.monotonic()
+        pending.write.health.append(health)
+        pending.points += 1
+
+    def _health(self, status: str) -> Health:
+        c = self.counters
+        counters: dict[str, int] = {
+            "messages": c.messages,
+            "readings": c.readings,
+            "aggregates": c.aggregates,
+            "alerts": c.alerts,
+            "dead_letters": c.dead_letters,
+            "health": c.health,
+            "labels": c.labels,
+            "poison_acked": c.poison_acked,
+            "store_rejected": c.store_rejected,
+            "flushes": c.flushes,
+            "buffered": c.buffered,
+            "drained": c.drained,
+            "buffer_full": c.buffer_full,
+        }
+        counters["buffer_refused"] = self.buffer.refused
+        counters["buffer_corrupt"] = self.buffer.corrupt
+        counters.update({f"rejected.{k}": v for k, v in c.rejected.items()})
+        counters.update({f"store_errors.{k}": v for k, v in c.store_errors.items()})
+        gauges: dict[str, float] = {
+            "pending_messages": float(len(self._pending.messages)),
+            "store_config_error": 1.0 if self.config_alarm else 0.0,
+            "cpu_s": time.process_time(),
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "pid": float(os.getpid()),
+        }
+        gauges.update(
+            buffer_items=float(self.buffer.items),
+            buffer_bytes=float(self.buffer.bytes),
+            buffer_points=float(self.buffer.points),
+        )
+        if hasattr(self, "client"):  # the last will is composed before the client exists
+            gauges["connected"] = 1.0 if self.client.connected else 0.0
+        return Health(
+            v=SCHEMA_VERSION,
+            site=CLOUD_SITE,
+            node=self.name,
+            ts=now_ms(),
+            status=status,
+            counters=counters,
+            gauges=gauges,
+        )
+
+
+_SITE_TAG = re.compile(r"[, ]site=([A-Za-z0-9_-]{1,64})(?=[, ])")
+
+
+def _site_of(line: str) -> str | None:
+    """The ``site`` tag of a line of line protocol, if it has a valid one."""
+    found = _SITE_TAG.search(line)
+    return found.group(1) if found else None

@@ -27,6 +27,7 @@ class _Series:
     hot: int = 0  # consecutive points at or above raise_score
     cool: int = 0  # consecutive points below clear_score while open
     quiet_until: int = -(2**62)  # cooldown after a clear
+    cause: str = "anomaly"  # of the open alert
 
 
 class AlertPolicy:
@@ -75,7 +76,8 @@ class AlertPolicy:
     def severity(self, score: float) -> str:
         return "critical" if score >= self.critical_score else "warning"
 
-    def update_one(self, point: Point) -> Alert | None:
+    def update_one(self, point: Point, cause: str = "anomaly") -> Alert | None:
+        """Feed one scored point; a raise, an escalation, a clear, or None."""
         key = (point.device, point.metric)
         s = self._series.get(key)
         if s is None:
@@ -85,13 +87,15 @@ class AlertPolicy:
             if s.hot < self.raise_after or point.ts < s.quiet_until:
                 return None
             s.open_id = f"{self.site}.{point.device}.{point.metric}.{point.ts}"
-            s.peak, s.severity, s.cool = point.score, self.severity(point.score), 0
-            return self._event(point, s, "raised", f"score {point.score:.4f} >= {self.raise_score}")
+            s.peak, s.severity, s.cool, s.cause = point.score, self.severity(point.score), 0, cause
+            return self._event(point, s, "raised", f"{cause}: score {point.score:.4f} >= {self.raise_score}")
         s.peak = max(s.peak, point.score)
         if point.score < self.clear_score:
             s.cool += 1
             if s.cool >= self.clear_after:
-                alert = self._event(point, s, "cleared", f"score below {self.clear_score} for {s.cool} readings")
+                alert = self._event(
+                    point, s, "cleared", f"{s.cause}: score below {self.clear_score} for {s.cool} readings"
+                )
                 s.open_id, s.hot, s.quiet_until = None, 0, point.ts + self.cooldown_ms
                 return alert
             return None
@@ -99,8 +103,26 @@ class AlertPolicy:
         severity = self.severity(s.peak)
         if SEVERITIES.index(severity) > SEVERITIES.index(s.severity):
             s.severity = severity
-            return self._event(point, s, "raised", f"escalated: score {point.score:.4f}")
+            return self._event(point, s, "raised", f"{s.cause}: escalated, score {point.score:.4f}")
         return None
+
+    def open_one(self, point: Point, reason: str) -> Alert | None:
+        """Raise an alert on ``point``'s series now, unless one is open (e.g. a dropout)."""
+        s = self._series.setdefault((point.device, point.metric), _Series())
+        if s.open_id is not None:
+            return None
+        s.open_id = f"{self.site}.{point.device}.{point.metric}.{point.ts}"
+        s.peak, s.severity, s.cool = point.score, self.severity(point.score), 0
+        return self._event(point, s, "raised", reason)
+
+    def close_one(self, point: Point, reason: str) -> Alert | None:
+        """Clear the open alert of ``point``'s series now (None if there is none)."""
+        s = self._series.get((point.device, point.metric))
+        if s is None or s.open_id is None:
+            return None
+        alert = self._event(point, s, "cleared", reason)
+        s.open_id, s.hot = None, 0
+        return alert
 
     def _event(self, p: Point, s: _Series, state: str, reason: str) -> Alert:
         assert s.open_id is not None

@@ -28,6 +28,8 @@ class NodeCounters:
     uplink_requeued: int = 0  # in-flight items sent again (reconnect or ack timeout)
     uplink_too_large: int = 0  # outbox items over the broker limit, dropped
     acked_seq: int = 0  # highest uplink sequence the cloud says it stored
+    json_bytes_in: int = 0  # payload bytes of accepted readings: what forwarding them would cost
+    uplink_bytes: Counter[str] = field(default_factory=Counter)  # put in the outbox, by priority
 
     @property
     def dead_lettered(self) -> int:
@@ -48,8 +50,9 @@ class NodeCounters:
         counters = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("dead_letters", "alerts")
+            if f.name not in ("dead_letters", "alerts", "uplink_bytes")
         }
+        counters.update({f"uplink_bytes.{what}": n for what, n in self.uplink_bytes.items()})
         counters.update({f"alerts.{state}": n for state, n in self.alerts.items()})
         counters["dead_lettered"] = self.dead_lettered
         counters.update({f"dead_letters.{reason}": n for reason, n in self.dead_letters.items()})

@@ -13,6 +13,8 @@
     outbox (priority, disk budget) ──► {site}/edge/batch|agg  QoS 1, at most max_inflight
     cloud/ack/{site} ──► the acknowledged seqs leave the disk
     every health_interval ──► {site}/edge/health (retained; the last will says offline)
+    every model_interval ──► {site}/edge/model (signed kind-level deltas, outbox MODEL);
+    cloud/model/+ (retained, verified) ──► new detectors warm-start from their kind's merge
 
 Messages are handled one at a time on the node's own thread, taken from the queue the MQTT
 client fills. Journal appends are committed in groups every ``uplink.commit_interval_ms``;
@@ -40,9 +42,11 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
 from pipeline.edge.aggregate import WindowAggregator
 from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.detect import Detector, default_detector
+from pipeline.edge.detect import Detector, edge_detector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
+from pipeline.edge.model import ModelSync
+from pipeline.edge.scoring import SilenceWatch, StuckWatch, dropout_alerts, heard_again
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
 from pipeline.edge.uplink import Priority, UplinkQueue
@@ -69,6 +73,7 @@ from pipeline.protocol.agg_codec import encode_aggregates
 from pipeline.protocol.batch_codec import CODECS_BY_NAME
 from pipeline.protocol.catalog import KINDS, RESOLUTIONS
 from pipeline.protocol.messages import seqs_of
+from pipeline.protocol.model_codec import encode_model
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +143,17 @@ class EdgeNode:
         )
         self.governor = LoadGovernor()
         self.detectors: dict[tuple[str, str], Detector] = {}
-        self._detector_template = default_detector()
+        self._detector_template = edge_detector()
+        self.stuck = StuckWatch()  # stuck sensors, per device and metric
+        self.silence = SilenceWatch()  # dropouts: devices silent far longer than usual
+        # Model deltas and warm start (issue 5): the "model sync" section below.
+        self.model_sync = ModelSync(
+            self.site,
+            self.name,
+            key=edge.model_key.encode(),
+            cloud_key=edge.cloud_model_key.encode() if edge.warm_start else b"",
+            interval_ms=int(edge.model_interval_s * 1000),
+        )
         alert = settings.alert
         self.alerts = AlertPolicy(
             self.site,
@@ -172,7 +187,7 @@ class EdgeNode:
         self.client = MqttClient(
             settings.mqtt.url,
             client_id=f"edgepipe-{self.name}",
-            protocol=settings.mqtt.protocol,
+            protocol=settings.mqtt.protocol_for("edge"),
             keepalive=settings.mqtt.keepalive,
             session_expiry=settings.mqtt.session_expiry,
             tls_ca=settings.mqtt.tls_ca,
@@ -189,6 +204,8 @@ class EdgeNode:
         self.client.connect(timeout)
         self.client.subscribe(self.topics.readings(self.site), qos=1)
         self.client.subscribe(self.topics.cloud_ack(self.site), qos=1)
+        if self.model_sync.cloud_key:
+            self.client.subscribe(self.topics.cloud_model("+"), qos=1)
         self.publish_health()
 
     def run(self, stop: threading.Event) -> None:
@@ -242,6 +259,9 @@ class EdgeNode:
         if message.topic == self.topics.cloud_ack(self.site):
             self.on_ack(message.payload)
             self.client.ack(message)
+        elif message.topic.startswith(self.topics.cloud_model("")):
+            self.model_sync.on_merged(message.topic.rsplit("/", 1)[1], message.payload)
+            self.client.ack(message)
         else:
             self.handle(message.topic, message.payload)
             self._unacked.append(message)
@@ -256,25 +276,32 @@ class EdgeNode:
             return
         journal_id = self.queue.append_journal(verdict.device, payload)
         self.counters.accepted += 1
+        self.counters.json_bytes_in += len(payload)
         self.process(verdict, journal_id)
 
     def process(self, reading: Reading, journal_id: int) -> None:
         """Detect, aggregate and select every metric of an accepted reading."""
         now = self.clock.now_ms()
         detect = self.settings.edge.detect
+        if detect and self.silence.learn_one(reading.device, reading.ts, reading.kind):
+            back = heard_again(self.alerts, reading)
+            if back is not None:
+                self.raise_alert(back)
         for metric, value in reading.metrics.items():
             score = 0.0
             if detect:
                 key = (reading.device, metric)
                 detector = self.detectors.get(key)
                 if detector is None:
-                    detector = self.detectors[key] = self._detector_template.clone()
+                    detector = self.detectors[key] = self._new_detector(reading.kind, metric)
                 score = detector.score_one(value, reading.ts)
                 detector.learn_one(value, reading.ts)
+                score, cause = self.stuck.adjust_one(key, value, score)
+                self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
             if detect:
-                alert = self.alerts.update_one(point)
+                alert = self.alerts.update_one(point, cause)
                 if alert is not None:
                     self.raise_alert(alert)
             if self.aggregator.add_one(point, now):
@@ -287,7 +314,7 @@ class EdgeNode:
 
     def raise_alert(self, alert: Alert) -> None:
         """Alerts go through the outbox at the highest priority: first out, durable, acknowledged."""
-        self.queue.put(
+        self._put(
             Priority.ALERT,
             self.topics.alert(self.site, alert.data.device),
             lambda seq: encode(msgspec.structs.replace(alert, seq=seq)),
@@ -303,6 +330,16 @@ class EdgeNode:
         self.points_selected[point.metric] += 1
         if len(self._batch) >= self.settings.edge.batch_max_readings:
             self.ship_batch()
+
+    def _put(self, priority: Priority, topic: str, make_payload: Callable[[int], bytes]) -> int:
+        """Queue an uplink message, counting its bytes by priority (health: ``uplink_bytes.*``)."""
+
+        def counted(seq: int) -> bytes:
+            payload = make_payload(seq)
+            self.counters.uplink_bytes[priority.name.lower()] += len(payload)
+            return payload
+
+        return self.queue.put(priority, topic, counted)
 
     def refuse(self, letter: DeadLetter) -> None:
         if letter.reason == Reason.DUPLICATE:
@@ -330,10 +367,14 @@ class EdgeNode:
         if now >= self._next_flush_ms:
             self.flush_windows(now)
             self._next_flush_ms = now + 1000
+            for alert in dropout_alerts(self.alerts, self.silence):
+                self.raise_alert(alert)
             self.selector.scale = self.governor.update_one(self.client.messages.qsize(), now)
         interval_s = self.settings.uplink.commit_interval_ms / 1000
         if (self._unacked or self._dirty) and time.monotonic() - self._last_commit >= interval_s:
             self.commit()
+        if self.model_sync.due(now):
+            self.ship_model_deltas(now)
         self.pump()
         if now >= self._next_health_ms:
             self.publish_health()
@@ -352,7 +393,7 @@ class EdgeNode:
         if not self._batch:
             return
         readings = _group_into_readings(self._batch)
-        self.queue.put(
+        self._put(
             Priority.BATCH,
             self.topics.edge(self.site, "batch"),
             lambda seq: encode_batch(Batch(SCHEMA_VERSION, self.site, seq, readings), self.codec),
@@ -372,7 +413,7 @@ class EdgeNode:
         per_message = AGGREGATES_PER_MESSAGE[codec]
         for i in range(0, len(aggregates), per_message):
             chunk = aggregates[i : i + per_message]
-            self.queue.put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk, codec))
+            self._put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk, codec))
         for a in aggregates:
             self._window_first_id.pop((a.device, a.metric, a.start), None)
         self.counters.aggregates += len(aggregates)
@@ -388,6 +429,29 @@ class EdgeNode:
         self.queue.set_meta("watermark", str(watermark).encode())
         self.queue.trim_journal(watermark)
         self._dirty = True
+
+    # -- model sync (issue 5): kind-level deltas up, the cloud's merged model down ----------
+
+    def _new_detector(self, kind: str, metric: str) -> Detector:
+        """A fresh detector, warm-started from the kind's merged model when there is one."""
+        detector = self._detector_template.clone()
+        prior = self.model_sync.prior(kind, metric)
+        warm_start = getattr(detector, "warm_start", None)
+        if prior is not None and warm_start is not None:
+            warm_start(prior)
+            self.model_sync.warm_started += 1
+        return detector
+
+    def ship_model_deltas(self, now: int) -> None:
+        """What was learned per kind since the last delta: signed, into the outbox (MODEL)."""
+        topic = self.topics.edge(self.site, "model")
+        for kind, metrics in self.model_sync.take_deltas(now).items():
+            self._put(
+                Priority.MODEL,
+                topic,
+                lambda seq, k=kind, m=metrics: encode_model(self.model_sync.delta(k, m, seq, now)),
+            )
+            self._dirty = True
 
     # -- uplink -----------------------------------------------------------------------------
 
@@ -458,6 +522,8 @@ class EdgeNode:
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "rss_mb": _rss_mb(),
             "connected": 1.0 if self.client.connected else 0.0,
+            "model_deltas_shipped": float(self.model_sync.deltas_shipped),
+            "models_warm_started": float(self.model_sync.warm_started),
         }
         for metric, n in self.points_in.items():
             gauges[f"selection_ratio.{metric}"] = self.points_selected[metric] / n

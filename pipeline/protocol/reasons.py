@@ -29,4 +29,10 @@ class Reason(StrEnum):
     STALE_TS = "stale_ts"
     DUPLICATE = "duplicate"  # seq not newer than the last accepted one from the device
     BAD_SIGNATURE = "bad_signature"
+    UNSIGNED = "unsigned"  # a model delta or merged model without a signature
+    UNKNOWN_SITE = "unknown_site"  # a model delta from a site with no key configured
+    REPLAYED = "replayed"  # a model delta not newer than the last one applied (site, kind)
+    BAD_SHAPE = "bad_shape"  # model statistics of the wrong length or inconsistent counts
+    NORM_TOO_LARGE = "norm_too_large"  # a model delta that weighs far more than usual
+    STORE_REJECTED = "store_rejected"  # the store refused this record (e.g. InfluxDB type conflict)
     HANDLER_ERROR = "handler_error"  # a bug in our own code, caught so the loop survives

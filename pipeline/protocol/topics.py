@@ -81,6 +81,9 @@ class Topics:
     def cloud_ack(self, site: str) -> str:
         return f"{self.root}/cloud/ack/{site}"
 
+    def cloud_health(self, worker: str) -> str:
+        return f"{self.root}/cloud/health/{worker}"
+
     def parse(self, topic: str) -> Topic:
         """Parse a topic under this root, or raise ``ProtocolError(BAD_TOPIC)``."""
         prefix = self.root + "/"

@@ -298,12 +298,12 @@ def test_data_reduction_compares_points_in_with_points_stored(
     assert any("not shown" in info.value for info in app.info)  # bytes: said, not guessed
 
 
-def test_model_sync_says_it_is_not_available_yet(
+def test_model_sync_says_no_delta_was_applied_when_no_site_ships_them(
     filled: Filled, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = open_page(monkeypatch, filled.url, "views/models.py")
 
-    assert "not available yet" in app.info[0].value
+    assert "No model delta has been applied yet" in app.info[0].value
     assert not app.dataframe and not app.get("vega_lite_chart")
 
 

@@ -59,6 +59,7 @@ def cloud(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path) 
             "cloud.client_id": f"cloud-{site}",
             "cloud.group": f"g-{site}",
             "cloud.flush_interval_s": 0.1,
+            "cloud.buffer_dir": str(tmp_path / "buffer"),
         }
     )
     store = open_store(url)

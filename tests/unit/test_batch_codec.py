@@ -222,7 +222,7 @@ def test_the_encoder_refuses_what_no_frame_can_carry(batch: Batch) -> None:
 def test_codec_1_still_round_trips_exactly() -> None:
     batch = Batch(1, "farm", 3, [Reading(1, "d", "fridge", NOW, 1, {"temp": 4.123456789})])
     frame = encode_batch(batch, JSON_ZSTD)
-    assert frame[:5] == b"EPB\x01\x01"
+    assert frame[:5] == b"EPB\x02\x01"
     assert decode_batch(frame) == batch
 
 
@@ -231,7 +231,7 @@ def test_codec_1_still_round_trips_exactly() -> None:
     [
         pytest.param(b"EPB\x01\x09" + b"\x00" * 8, Reason.UNKNOWN_VERSION, id="unknown-codec"),
         pytest.param(b"EPB\x01\x00", Reason.UNKNOWN_VERSION, id="codec-0"),
-        pytest.param(b"EPB\x02\x02", Reason.UNKNOWN_VERSION, id="unknown-header-version"),
+        pytest.param(b"EPB\x03\x02", Reason.UNKNOWN_VERSION, id="unknown-header-version"),
         pytest.param(b"EPX\x01\x02", Reason.BAD_JSON, id="bad-magic"),
         pytest.param(b"EPB\x01", Reason.BAD_JSON, id="short"),
         pytest.param(b"EPB\x01\x02not zstd", Reason.BAD_JSON, id="not-zstd"),

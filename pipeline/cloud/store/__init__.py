@@ -31,7 +31,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.cloud.store.base import (
     AggregateBucket,
+    MergedModelRecord,
     MetricTotals,
+    ModelDeltaRecord,
     PartialWriteError,
     ReadingRow,
     Store,
@@ -47,7 +49,9 @@ __all__ = [
     "AggregateBucket",
     "InfluxStore",
     "InfluxURL",
+    "MergedModelRecord",
     "MetricTotals",
+    "ModelDeltaRecord",
     "PartialWriteError",
     "ReadingRow",
     "SQLiteStore",

@@ -69,8 +69,11 @@ from pipeline.protocol.messages import (
 from pipeline.protocol.topics import is_valid_id
 
 __all__ = [
+    "CLOUD_SITE",
     "AggregateBucket",
+    "MergedModelRecord",
     "MetricTotals",
+    "ModelDeltaRecord",
     "PartialWriteError",
     "ReadingRow",
     "RESERVED_METRICS",
@@ -82,6 +85,10 @@ __all__ = [
     "dead_letter_key",
 ]
 
+# The site under which cloud workers store their own health (docs/protocol.md): a topic
+# level the protocol reserves, so no edge site can take it. ``sites()`` leaves it out.
+CLOUD_SITE = "cloud"
+
 # Field names a reading's metric may not take: ``seq`` is stored beside the metrics and
 # InfluxDB refuses a field called ``time``.
 RESERVED_METRICS = frozenset({"seq", "time"})
@@ -92,7 +99,13 @@ class StoreUnavailable(StoreError):
 
     Nothing of the failed request may be assumed stored. Retry later with backoff; the
     writes are idempotent, so resending what might have been stored is safe.
+    ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one: wait at
+    least that long.
     """
+
+    def __init__(self, text: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(text)
 
 
 class StoreConfigError(StoreError):
@@ -108,11 +121,18 @@ class PartialWriteError(StoreError):
     ``text`` is the server's own message (1.6 names only the first bad line or field);
     ``dropped`` the number of refused points when the server says it. Resending the same
     records unchanged will be refused again: isolate them (halves are safe to resend, the
-    writes are idempotent) and dead-letter the bad ones.
+    writes are idempotent) and dead-letter the bad ones. ``rejected`` holds what the
+    backend isolated: ``(record, why)`` pairs, the record as the backend wrote it (a line
+    of line protocol for InfluxDB), so the caller can dead-letter exactly those.
     """
 
-    def __init__(self, text: str, dropped: int | None = None) -> None:
-        self.text, self.dropped = text, dropped
+    def __init__(
+        self,
+        text: str,
+        dropped: int | None = None,
+        rejected: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.text, self.dropped, self.rejected = text, dropped, tuple(rejected)
         super().__init__(f"partial write: {text}")
 
 
@@ -167,6 +187,38 @@ class MetricTotals:
     points_stored: int
 
 
+@dataclass(frozen=True, slots=True)
+class ModelDeltaRecord:
+    """A model delta the cloud applied: who taught a kind's model, how much, and when.
+
+    Identity (kind, site, seq); ``seq`` is the edge's uplink seq, ``ts`` the delta's
+    ``created_ms`` and ``n`` the readings it summarises (summed over its metrics).
+    """
+
+    kind: str
+    site: str
+    node: str
+    seq: int
+    ts: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class MergedModelRecord:
+    """A merged model the cloud published on ``cloud/model/{kind}``; identity (kind, version).
+
+    ``payload`` is the signed JSON exactly as published, so a restarted cloud worker resumes
+    from it; ``n`` is the readings behind it and ``sites`` the sites that contributed.
+    """
+
+    kind: str
+    version: int
+    ts: int
+    n: int
+    sites: tuple[str, ...]
+    payload: str
+
+
 @runtime_checkable
 class Store(Protocol):
     """Where the cloud tier keeps what the edges send, and where the dashboard reads it.
@@ -202,6 +254,22 @@ class Store(Protocol):
 
     def write_labels(self, labels: Sequence[Label]) -> None:
         """Store the simulators' ground-truth anomaly windows (for evaluation views)."""
+        ...
+
+    def write_model_delta(self, record: ModelDeltaRecord) -> None:
+        """Store an applied model delta (one record per (kind, site, seq))."""
+        ...
+
+    def write_merged_model(self, record: MergedModelRecord) -> None:
+        """Store a published merged model (one record per (kind, version))."""
+        ...
+
+    def latest_model_deltas(self) -> list[ModelDeltaRecord]:
+        """The newest applied delta (highest ``seq``) of every (kind, site), by kind and site."""
+        ...
+
+    def latest_merged_models(self) -> list[MergedModelRecord]:
+        """The highest version of every kind's merged model, by kind."""
         ...
 
     def count_readings(self, site: str | None = None) -> int:
@@ -264,7 +332,7 @@ class Store(Protocol):
         ...
 
     def sites(self) -> list[str]:
-        """Every site that has any record, sorted."""
+        """Every edge site that has any record, sorted (never :data:`CLOUD_SITE`)."""
         ...
 
     def devices(self, site: str) -> list[tuple[str, str]]:

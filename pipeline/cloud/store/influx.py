@@ -13,11 +13,16 @@ lines (5000) per request. Server answers map to errors as follows:
 answer                                 result
 =====================================  ===================================================
 204                                    stored
-400 (partial write, parse error)       the other chunks are still sent, then
-                                       ``PartialWriteError`` with the server's text
-413 (body too large)                   the chunk is split in halves, recursively
+400 (partial write, parse error)       the server kept the good lines; the chunk is resent
+                                       in halves (idempotent) down to single lines, which
+                                       isolates the refused ones; the other chunks are
+                                       still sent, then ``PartialWriteError`` with the
+                                       refused lines and the server's text for each
+413 (body too large)                   the chunk is split in halves, recursively; a single
+                                       line still too large is refused as above
 401, 403, 404                          ``StoreConfigError``
-408, 429, 5xx, refused, timeout        ``StoreUnavailable`` (the caller retries)
+408, 429, 5xx, refused, timeout        ``StoreUnavailable`` (the caller retries), with
+                                       ``retry_after`` when the server sent Retry-After
 =====================================  ===================================================
 
 Layout (one InfluxDB database; tags are ids, so series cardinality is bounded by the fleet):
@@ -38,6 +43,9 @@ measurement     tags                                  fields                    
                                                       (strings), size (int)                   ``dead_letter_key`` (< 10⁶)
 ``labels``      site, device, anomaly                 metrics (string, comma-separated),      window start
                                                       end (int, ms)
+``model_deltas`` kind, site                           seq (int), n (int), node (string)       the delta's created_ms
+``models``      kind                                  version (int), n (int), sites, payload  the model's created_ms
+                                                      (strings)
 ==============  ====================================  ======================================  ============================
 
 Identity is InfluxDB's own: a point with the same measurement, tag set and time replaces
@@ -58,8 +66,10 @@ nothing rather than failing, so the dashboard can start before the first write.
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import re
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -68,8 +78,11 @@ import msgspec
 import urllib3
 
 from pipeline.cloud.store.base import (
+    CLOUD_SITE,
     AggregateBucket,
+    MergedModelRecord,
     MetricTotals,
+    ModelDeltaRecord,
     PartialWriteError,
     ReadingRow,
     StoreConfigError,
@@ -80,7 +93,6 @@ from pipeline.cloud.store.base import (
     check_ms,
     check_positive,
     dead_letter_key,
-    dropped_count,
     finite,
 )
 from pipeline.errors import StoreError
@@ -165,20 +177,24 @@ def reading_lines(site: str, readings: Sequence[Reading]) -> list[str]:
     """Line protocol for readings of one site (see the layout in the module docstring)."""
     site_tag = _tag("site", site)
     lines = []
+    prefixes: dict[tuple[str, str], str] = {}  # the escaped series key, once per device
+    append = lines.append
     for r in readings:
         if r.site and r.site != site:
             raise ValueError(f"reading of site {r.site!r} written as site {site!r}")
+        prefix = prefixes.get((r.device, r.kind))
+        if prefix is None:
+            prefix = prefixes[(r.device, r.kind)] = (
+                f"readings,device={_tag('device', r.device)},kind={_tag('kind', r.kind)},"
+                f"site={site_tag} "
+            )
         fields = []
         for name, value in r.metrics.items():
-            key = _metric_key(name)
             number = float(value)
             if number - number == 0.0:  # finite: NaN and ±Inf give NaN here
-                fields.append(f"{key}={number!r}")
+                fields.append(f"{_metric_key(name)}={number!r}")
         fields.append(f"seq={int(r.seq)}i")
-        lines.append(
-            f"readings,device={_tag('device', r.device)},kind={_tag('kind', r.kind)},"
-            f"site={site_tag} {','.join(fields)} {int(r.ts)}"
-        )
+        append(f"{prefix}{','.join(fields)} {int(r.ts)}")
     return lines
 
 
@@ -396,7 +412,7 @@ class InfluxStore:
         if resp.status in (401, 403, 404):
             return StoreConfigError(message)
         if resp.status in (408, 429) or resp.status >= 500:
-            return StoreUnavailable(message)
+            return StoreUnavailable(message, _retry_after(resp.headers.get("Retry-After")))
         return StoreError(message)
 
     def _ensure_database(self, timeout: float | None = None) -> None:
@@ -422,25 +438,32 @@ class InfluxStore:
         if not lines:
             return
         self._ensure_database()
-        refused: list[str] = []
+        refused: list[tuple[str, str]] = []
         for i in range(0, len(lines), self.batch_size):
             self._post(lines[i : i + self.batch_size], precision, refused)
         if refused:
-            text = "; ".join(refused)
-            raise PartialWriteError(text, dropped_count(text))
+            texts = list(dict.fromkeys(why for _, why in refused))
+            text = "; ".join(texts)[:4000]
+            raise PartialWriteError(text, len(refused), refused)
 
-    def _post(self, lines: list[str], precision: str, refused: list[str]) -> None:
+    def _post(self, lines: list[str], precision: str, refused: list[tuple[str, str]]) -> None:
+        """POST ``lines``; refused lines are isolated by bisection into ``refused``.
+
+        A 400 leaves the good lines stored (1.6.7 names only the first bad line or field),
+        and a 413 stores nothing; resending halves is safe because writes are idempotent,
+        so k bad lines out of n cost at most 1 + 2·k·⌈log2 n⌉ requests, never a loop.
+        """
         body = "\n".join(lines).encode()
         params = {"db": self.database, "precision": precision}
         resp = self._request("POST", "/write", params, body)
         if 200 <= resp.status < 300:
             return
-        if resp.status == 400:
-            refused.append(_error_text(resp.data))
-            return
-        if resp.status == 413:
+        if resp.status in (400, 413):
             if len(lines) == 1:
-                refused.append(f"point of {len(body)} bytes too large: {_error_text(resp.data)}")
+                why = _error_text(resp.data)
+                if resp.status == 413:
+                    why = f"point of {len(body)} bytes too large: {why}"
+                refused.append((lines[0], why))
                 return
             half = len(lines) // 2
             self._post(lines[:half], precision, refused)
@@ -471,6 +494,52 @@ class InfluxStore:
 
     def write_labels(self, labels: Sequence[Label]) -> None:
         self._write(label_lines(labels))
+
+    def write_model_delta(self, record: ModelDeltaRecord) -> None:
+        self._write(
+            [
+                f"model_deltas,kind={_tag('kind', record.kind)},site={_tag('site', record.site)} "
+                f"seq={int(record.seq)}i,n={int(record.n)}i,"
+                f"node={escape_string(check_id('node', record.node))} {int(record.ts)}"
+            ]
+        )
+
+    def write_merged_model(self, record: MergedModelRecord) -> None:
+        sites = ",".join(check_id("site", s) for s in record.sites)
+        self._write(
+            [
+                f"models,kind={_tag('kind', record.kind)} version={int(record.version)}i,"
+                f"n={int(record.n)}i,sites={escape_string(sites)},"
+                f"payload={escape_string(str(record.payload))} {int(record.ts)}"
+            ]
+        )
+
+    def latest_model_deltas(self) -> list[ModelDeltaRecord]:
+        q = 'SELECT * FROM "model_deltas" GROUP BY "kind", "site" ORDER BY time DESC LIMIT 1'
+        records = [
+            ModelDeltaRecord(
+                tags["kind"], tags["site"], row["node"], int(row["seq"]), row["time"], int(row["n"])
+            )
+            for tags, row in self._rows(q)
+        ]
+        records.sort(key=lambda r: (r.kind, r.site))
+        return records
+
+    def latest_merged_models(self) -> list[MergedModelRecord]:
+        q = 'SELECT * FROM "models" GROUP BY "kind" ORDER BY time DESC LIMIT 1'
+        records = [
+            MergedModelRecord(
+                tags["kind"],
+                int(row["version"]),
+                row["time"],
+                int(row["n"]),
+                tuple(row["sites"].split(",")) if row["sites"] else (),
+                row["payload"],
+            )
+            for tags, row in self._rows(q)
+        ]
+        records.sort(key=lambda r: r.kind)
+        return records
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -709,6 +778,7 @@ class InfluxStore:
 
     def sites(self) -> list[str]:
         found = {row["value"] for _, row in self._rows('SHOW TAG VALUES WITH KEY = "site"')}
+        found.discard(CLOUD_SITE)
         return sorted(found)
 
     def devices(self, site: str) -> list[tuple[str, str]]:
@@ -773,6 +843,22 @@ def _decode(data: bytes) -> dict[str, Any]:
     if not isinstance(decoded, dict):
         raise StoreError(f"InfluxDB answered with unexpected JSON: {data[:200]!r}")
     return decoded
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _error_text(data: bytes) -> str:

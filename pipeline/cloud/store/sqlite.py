@@ -31,6 +31,8 @@ table                 primary key                               other columns
 ``dead_letters``      site, reason, ts, key                     detail, topic, size, sha256,
                                                                 payload
 ``labels``            site, device, anomaly, start              end, metrics (comma-separated)
+``model_deltas``      kind, site, seq                           node, ts, n (applied deltas)
+``models``            kind, version                             ts, n, sites, payload (merged)
 ``sites``             site                                      (every site with any record)
 ``devices``           site, device, kind                        (from readings and aggregates)
 ====================  ========================================  ==============================
@@ -51,8 +53,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.cloud.store.base import (
+    CLOUD_SITE,
     AggregateBucket,
+    MergedModelRecord,
     MetricTotals,
+    ModelDeltaRecord,
     ReadingRow,
     StoreConfigError,
     StoreUnavailable,
@@ -124,6 +129,16 @@ CREATE TABLE IF NOT EXISTS labels (
     site TEXT NOT NULL, device TEXT NOT NULL, anomaly TEXT NOT NULL, start INTEGER NOT NULL,
     "end" INTEGER NOT NULL, metrics TEXT NOT NULL,
     PRIMARY KEY (site, device, anomaly, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model_deltas (
+    kind TEXT NOT NULL, site TEXT NOT NULL, seq INTEGER NOT NULL,
+    node TEXT NOT NULL, ts INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (kind, site, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+    kind TEXT NOT NULL, version INTEGER NOT NULL,
+    ts INTEGER NOT NULL, n INTEGER NOT NULL, sites TEXT NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (kind, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sites (site TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
@@ -309,7 +324,7 @@ class SQLiteStore:
         self._write(
             [
                 ("INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?, ?, ?)", [row]),
-                ("INSERT OR IGNORE INTO sites VALUES (?)", [(site,)]),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", [(site,)] if site != CLOUD_SITE else []),
             ]
         )
 
@@ -353,6 +368,57 @@ class SQLiteStore:
                 ("INSERT OR IGNORE INTO sites VALUES (?)", sorted({(r[0],) for r in rows})),
             ]
         )
+
+    def write_model_delta(self, record: ModelDeltaRecord) -> None:
+        row = (
+            check_id("kind", record.kind),
+            check_id("site", record.site),
+            int(record.seq),
+            check_id("node", record.node),
+            int(record.ts),
+            int(record.n),
+        )
+        self._write([("INSERT OR REPLACE INTO model_deltas VALUES (?, ?, ?, ?, ?, ?)", [row])])
+
+    def write_merged_model(self, record: MergedModelRecord) -> None:
+        sites = ",".join(check_id("site", s) for s in record.sites)
+        row = (
+            check_id("kind", record.kind),
+            int(record.version),
+            int(record.ts),
+            int(record.n),
+            sites,
+            str(record.payload),
+        )
+        self._write([("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)", [row])])
+
+    def latest_model_deltas(self) -> list[ModelDeltaRecord]:
+        # SQLite takes the bare columns from the row holding MAX(seq).
+        sql = """
+            SELECT kind, site, node, MAX(seq) AS seq, ts, n FROM model_deltas
+            GROUP BY kind, site ORDER BY kind, site
+        """
+        return [
+            ModelDeltaRecord(r["kind"], r["site"], r["node"], r["seq"], r["ts"], r["n"])
+            for r in self._fetch(sql)
+        ]
+
+    def latest_merged_models(self) -> list[MergedModelRecord]:
+        sql = """
+            SELECT kind, MAX(version) AS version, ts, n, sites, payload FROM models
+            GROUP BY kind ORDER BY kind
+        """
+        return [
+            MergedModelRecord(
+                r["kind"],
+                r["version"],
+                r["ts"],
+                r["n"],
+                tuple(r["sites"].split(",")) if r["sites"] else (),
+                r["payload"],
+            )
+            for r in self._fetch(sql)
+        ]
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -563,7 +629,8 @@ class SQLiteStore:
         ]
 
     def sites(self) -> list[str]:
-        return [str(row[0]) for row in self._fetch("SELECT site FROM sites ORDER BY site")]
+        rows = self._fetch("SELECT site FROM sites WHERE site != ? ORDER BY site", (CLOUD_SITE,))
+        return [str(row[0]) for row in rows]
 
     def devices(self, site: str) -> list[tuple[str, str]]:
         sql = "SELECT device, kind FROM devices WHERE site = ? ORDER BY device, kind"

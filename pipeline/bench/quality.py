@@ -1,0 +1,373 @@
+"""``edgepipe bench --quality``: how good are the edge's alerts, on simulated and on NAB data.
+
+Simulated data (``quality.sim.*``): the fleet simulators run in this process, as fast as
+they can, with their ground-truth labels of injected anomalies. Every reading goes through
+the node's own detection path (``ReadingScorer``, ``SilenceWatch``, ``AlertPolicy`` with the
+default ``alert`` settings, as ``EdgeNode.process`` and ``EdgeNode.tick`` use them), and the
+**alerts** (raises, what users see), not raw scores, are matched to the labels:
+
+* an alert of a device inside one of its label windows ``[start, end + grace]`` on a labelled
+  metric (a dropout alert, metric ``*``, matches any) detects that event;
+* an event with no such alert is a miss; an alert outside every window is a false alarm;
+* precision = detected events / (detected events + false alarms), recall = detected events /
+  events, F1 their harmonic mean; the delay of a detected event is the number of the
+  device's reading intervals from the window's start to its first alert (0: on the first
+  anomalous reading).
+
+Events that start before ``warmup`` readings of their device are not counted (no detector
+alerts then), nor are alerts before that time.
+
+NAB (``quality.nab.*``): ``pipeline.bench.nab.detect_and_score`` on the NAB folder.
+
+Beside each figure, the same run with the z-score baseline (``ZScoreDetector``, no stuck or
+dropout stages, same alert policy).
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from pipeline.edge.alert import AlertPolicy
+from pipeline.edge.detect import Detector, ZScoreDetector, default_detector, edge_detector
+from pipeline.edge.scoring import (
+    DEVICE_METRIC,
+    DROPOUT,
+    ReadingScorer,
+    SilenceWatch,
+    StuckWatch,
+    dropout_alerts,
+    heard_again,
+)
+from pipeline.edge.stages import Point
+from pipeline.protocol import Reading
+
+MONDAY_MS = 1_719_792_000_000  # Monday 1 July 2024, 00:00 UTC
+
+
+@dataclass(frozen=True)
+class SimQualityPlan:
+    """How much to simulate: ``3 * devices_per_site`` devices for ``days`` simulated days."""
+
+    devices_per_site: int = 67
+    days: float = 3.0
+    burn_in_days: float = 1.0
+    interval_s: float = 60.0
+    seed: int = 11
+    anomaly_rate: float = 0.1
+    grace_readings: int = 5
+    warmup: int = 100
+
+    @classmethod
+    def quick(cls) -> SimQualityPlan:
+        return cls(devices_per_site=45, days=2.0)
+
+    @classmethod
+    def tiny(cls) -> SimQualityPlan:
+        return cls(devices_per_site=3, days=0.25, burn_in_days=0.05, warmup=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One labelled anomaly: device, metrics, kind and window (ms, inclusive)."""
+
+    device: str
+    metrics: tuple[str, ...]
+    anomaly: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """One alert as users see it: its first raise."""
+
+    device: str
+    metric: str
+    ts: int
+    cause: str
+
+
+@dataclass
+class Matched:
+    """The outcome of matching alerts to events."""
+
+    events: int = 0
+    detected: int = 0
+    false_alarms: int = 0
+    delays: list[int] = field(default_factory=list)
+    by_anomaly: dict[str, list[int]] = field(default_factory=dict)  # anomaly -> [events, detected]
+    false_by_cause: dict[str, int] = field(default_factory=dict)
+
+    def figures(self, device_days: float) -> dict[str, float | None]:
+        precision = self.detected / (self.detected + self.false_alarms) if self.detected + self.false_alarms else 0.0
+        recall = self.detected / self.events if self.events else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {
+            "f1": f1,
+            "precision": precision,
+            "recall": recall,
+            "median_delay_readings": statistics.median(self.delays) if self.delays else None,
+            "false_alarms_per_device_day": self.false_alarms / device_days if device_days else None,
+        }
+
+
+def match_alerts(
+    events: Sequence[Event], alerts: Iterable[Raised], interval_ms: float, grace_readings: int
+) -> Matched:
+    """Match alerts to label windows (the rules in the module docstring).
+
+    >>> e = [Event("d", ("t",), "spike", 1000, 2000), Event("d", ("t",), "dip", 9000, 9000)]
+    >>> m = match_alerts(e, [Raised("d", "t", 1500, "anomaly"), Raised("d", "t", 5000, "anomaly")], 100, 2)
+    >>> m.detected, m.events, m.false_alarms, m.delays
+    (1, 2, 1, [5])
+    """
+    grace = grace_readings * interval_ms
+    by_device: dict[str, list[Event]] = {}
+    for e in sorted(events, key=lambda e: e.start):
+        by_device.setdefault(e.device, []).append(e)
+    starts = {d: [e.start for e in es] for d, es in by_device.items()}
+    first: dict[int, int] = {}  # id(event) -> ts of its first alert
+    result = Matched(events=len(events))
+    for a in sorted(alerts, key=lambda a: a.ts):
+        candidates = by_device.get(a.device, [])
+        hit = False
+        for e in candidates[: bisect.bisect_right(starts.get(a.device, []), a.ts)]:
+            if a.ts <= e.end + grace and (a.metric == DEVICE_METRIC or a.metric in e.metrics):
+                hit = True
+                first.setdefault(id(e), a.ts)
+        if not hit:
+            result.false_alarms += 1
+            result.false_by_cause[a.cause] = result.false_by_cause.get(a.cause, 0) + 1
+    for e in events:
+        counts = result.by_anomaly.setdefault(e.anomaly, [0, 0])
+        counts[0] += 1
+        if id(e) in first:
+            counts[1] += 1
+            result.detected += 1
+            result.delays.append(round((first[id(e)] - e.start) / interval_ms))
+    return result
+
+
+_reading = msgspec.json.Decoder(Reading)
+_label = msgspec.json.Decoder(dict[str, Any])
+
+
+class Pipeline:
+    """The node's detection path for one site: scorer, silence watch, alert policy; alerts kept."""
+
+    def __init__(self, site: str, scorer: ReadingScorer, silence: SilenceWatch | None, policy: AlertPolicy) -> None:
+        self.site = site
+        self.scorer = scorer
+        self.silence = silence
+        self.policy = policy
+        self.raised: list[Raised] = []
+        self.seconds = 0.0  # in the scorer
+        self.readings = 0
+
+    def reading(self, r: Reading) -> None:
+        if self.silence is not None and self.silence.learn_one(r.device, r.ts, r.kind):
+            heard_again(self.policy, r)
+        start = time.perf_counter()
+        scored = self.scorer.score_one(r)
+        self.seconds += time.perf_counter() - start
+        self.readings += 1
+        for metric, value, score, cause in scored:
+            alert = self.policy.update_one(Point(r.device, r.kind, metric, r.ts, r.seq, value, score), cause)
+            if alert is not None and alert.data.state == "raised" and alert.data.alert_id.endswith(f".{r.ts}"):
+                self.raised.append(Raised(r.device, metric, r.ts, cause))
+
+    def tick(self) -> None:
+        if self.silence is None:
+            return
+        for alert in dropout_alerts(self.policy, self.silence):
+            self.raised.append(Raised(alert.data.device, DEVICE_METRIC, alert.data.reading_ts, DROPOUT))
+
+
+class _Feed:
+    """A simulator ``Publisher`` that feeds every pipeline in place of MQTT, labels aside."""
+
+    def __init__(self, pipelines: dict[str, list[Pipeline]], interval_ms: float) -> None:
+        self.pipelines = pipelines
+        self.events: list[Event] = []
+        self.first_ts: dict[str, int] = {}
+        self.interval_ms = interval_ms
+        self._next_tick = -(2**62)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        levels = topic.split("/")
+        if levels[-1] == "labels":
+            d = _label.decode(payload)
+            self.events.append(Event(d["device"], tuple(d["metrics"]), d["anomaly"], d["start"], d["end"]))
+            return
+        r = _reading.decode(payload)
+        if r.ts >= self._next_tick:  # a new tick of the fleet: time for the silence check
+            for pipes in self.pipelines.values():
+                for p in pipes:
+                    p.tick()
+            self._next_tick = r.ts + self.interval_ms / 2
+        self.first_ts.setdefault(r.device, r.ts)
+        for p in self.pipelines[levels[-3]]:
+            p.reading(r)
+
+
+def _policy(site: str, **overrides: Any) -> AlertPolicy:
+    from pipeline.config import AlertSettings
+
+    a = AlertSettings(**overrides)
+    return AlertPolicy(
+        site,
+        raise_score=a.raise_score,
+        clear_score=a.clear_score,
+        raise_after=a.raise_after,
+        clear_after=a.clear_after,
+        cooldown_ms=int(a.cooldown_s * 1000),
+        critical_score=a.critical_score,
+    )
+
+
+Variant = Callable[[str], Pipeline]
+
+
+def ours(site: str) -> Pipeline:
+    """The node's path: the edge detector, stuck runs, silence watch."""
+    return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch()), SilenceWatch(), _policy(site))
+
+
+def zscore(site: str) -> Pipeline:
+    """The baseline: z-score detector only."""
+    return Pipeline(site, ReadingScorer(ZScoreDetector().clone, stuck=None), None, _policy(site))
+
+
+def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dict[str, Any]]:
+    """Simulate once, feed every variant, match its alerts; figures and details per variant."""
+    from simulators import SimOptions, run
+
+    sites = ("farm", "retail", "city")
+    options = SimOptions(
+        sites=sites,
+        devices_per_site=plan.devices_per_site,
+        rate=1.0 / plan.interval_s,
+        duration=plan.days * 86_400,
+        seed=plan.seed,
+        anomaly_rate=plan.anomaly_rate,
+        start_ms=MONDAY_MS,
+        realtime=False,
+    )
+    pipelines = {site: [make(site) for make in variants.values()] for site in sites}
+    interval_ms = plan.interval_s * 1000
+    feed = _Feed(pipelines, interval_ms)
+    started = time.perf_counter()
+    report = run(options, feed)
+    elapsed = time.perf_counter() - started
+    skip_ms = max(plan.warmup * interval_ms, plan.burn_in_days * 86_400_000)
+    from_ts = {d: t + skip_ms for d, t in feed.first_ts.items()}
+    events = [e for e in feed.events if e.start >= from_ts.get(e.device, 2**62)]
+    devices = len(feed.first_ts)
+    device_days = devices * (plan.days - skip_ms / 86_400_000)
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(variants):
+        pipes = [pipelines[s][i] for s in sites]
+        raised = [a for p in pipes for a in p.raised if a.ts >= from_ts.get(a.device, 2**62)]
+        matched = match_alerts(events, raised, interval_ms, plan.grace_readings)
+        readings = sum(p.readings for p in pipes)
+        figures: dict[str, Any] = matched.figures(device_days)
+        figures["us_per_reading"] = 1e6 * sum(p.seconds for p in pipes) / max(readings, 1)
+        figures["raised"] = raised
+        figures["details"] = {
+            "events": matched.events,
+            "detected": matched.detected,
+            "false_alarms": matched.false_alarms,
+            "alerts": len(raised),
+            "false_alarms_by_cause": matched.false_by_cause,
+            "recall_by_anomaly": {
+                a: round(d / n, 3) for a, (n, d) in sorted(matched.by_anomaly.items())
+            },
+            "events_by_anomaly": {a: n for a, (n, _) in sorted(matched.by_anomaly.items())},
+        }
+        out[name] = figures
+    out["_events"] = {"events": events}  # type: ignore[dict-item]
+    out["_run"] = {
+        "devices": devices,
+        "days": plan.days,
+        "interval_s": plan.interval_s,
+        "readings": report.readings_published,
+        "labels": len(feed.events),
+        "seconds": round(elapsed, 1),
+    }
+    return out
+
+
+def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
+    """``quality.sim.*`` (ours and ``*_zscore``) and ``detect.us_per_reading``."""
+    result = run_sim(plan, {"ours": ours, "zscore": zscore})
+    figures: dict[str, Any] = {}
+    for key in ("f1", "precision", "recall", "median_delay_readings", "false_alarms_per_device_day"):
+        figures[f"quality.sim.{key}"] = result["ours"][key]
+        figures[f"quality.sim.{key}_zscore"] = result["zscore"][key]
+    figures["detect.us_per_reading"] = result["ours"]["us_per_reading"]
+    figures["detect.us_per_reading_zscore"] = result["zscore"]["us_per_reading"]
+    figures["quality.sim.details"] = {
+        "run": result["_run"],
+        "grace_readings": plan.grace_readings,
+        "warmup_readings": plan.warmup,
+        "ours": result["ours"]["details"],
+        "zscore": result["zscore"]["details"],
+    }
+    return figures
+
+
+def bench_quality_nab(nab_dir: str | Path | None, detector: Detector | None = None) -> dict[str, Any]:
+    """``quality.nab.*`` for the default detector and ``*_zscore`` beside it (None: no NAB folder)."""
+    from pipeline.bench.nab import detect_and_score
+
+    if nab_dir is None or not Path(nab_dir).is_dir():
+        return {}
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="edgepipe-nab-") as tmp:
+        for suffix, det in (("", detector or default_detector()), ("_zscore", ZScoreDetector())):
+            scored = detect_and_score(nab_dir, Path(tmp) / (suffix or "ours"), det)
+            for profile in ("standard", "low_fp", "low_fn"):
+                figures[f"quality.nab.{profile}{suffix}"] = scored[profile]
+            figures[f"quality.nab.details{suffix}"] = {
+                "files": scored["files"],
+                "windows": scored["windows"],
+                "rows": scored["rows"],
+                "thresholds": scored["thresholds"],
+                "us_per_row": scored["us_per_row"],
+            }
+    return figures
+
+
+def sim_plan_for(bench_plan: str) -> SimQualityPlan:
+    """The simulated-data plan of a bench plan: ``quick``, ``full`` or ``tiny``."""
+    return {"quick": SimQualityPlan.quick, "tiny": SimQualityPlan.tiny}.get(bench_plan, SimQualityPlan)()
+
+
+def bench_quality(bench_plan: str, nab_dir: str | Path | None, echo: Callable[[str], object] = print) -> dict[str, Any]:
+    """The bench's quality part: simulated data, then NAB (null with the reason when absent)."""
+    plan = sim_plan_for(bench_plan)
+    figures = bench_quality_sim(plan)
+    run = figures["quality.sim.details"]["run"]
+    echo(
+        f"  sim: {run['devices']} devices x {plan.days:g} days ({plan.burn_in_days:g} learning), "
+        f"{run['labels']} labels, {run['seconds']} s"
+    )
+    if nab_dir is None or not Path(nab_dir).is_dir():
+        reason = "no NAB folder (--nab-dir PATH; ../shared/nab by default)" if nab_dir is None else f"no NAB folder at {nab_dir}"
+        figures["_not_measured"] = {
+            f"quality.nab.{p}{s}": reason for p in ("standard", "low_fp", "low_fn") for s in ("", "_zscore")
+        }
+        return figures
+    started = time.perf_counter()
+    figures.update(bench_quality_nab(nab_dir))
+    echo(f"  NAB: {figures['quality.nab.details']['files']} files, {time.perf_counter() - started:.1f} s")
+    return figures

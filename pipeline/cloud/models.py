@@ -1,0 +1,225 @@
+"""ModelMerger: verify the edges' model deltas, merge them per device kind, publish the merge.
+
+    {site}/edge/model ──► size, schema ──► known site ──► signature ──► newer than the last
+        applied (site, kind) ──► fresh (|now - created| <= cloud.model_max_age_s) ──► finite,
+        shapes ──► weight (readings) <= max(floor, factor x the site's median)
+        ──refused──► counted by reason, never applied
+        ──accepted──► merge into the kind's statistics ──► version + 1 ──► store
+                      (delta record + merged record) ──► cloud/model/{kind}, retained, signed
+
+The checks are RELIABILITY.md S8's, in its order. The merge adds sufficient statistics
+(:func:`pipeline.edge.model.merge_stats`), so the order in which sites' deltas arrive does
+not matter. A restarted worker resumes from the store: the newest merged model of each kind
+and the newest applied seq of each (site, kind), so a replay stays a replay.
+
+One worker must merge a kind (MQTT 5 shared subscriptions would split deltas over workers,
+each with its own version counter): docs/decisions/0004-model-deltas.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from pipeline.cloud.store import Store
+from pipeline.cloud.store.base import MergedModelRecord, ModelDeltaRecord
+from pipeline.config import Settings
+from pipeline.edge.model import empty_stats, merge_stats
+from pipeline.errors import ProtocolError, StoreError
+from pipeline.protocol import Reason, Topics
+from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.json_codec import decode
+from pipeline.protocol.messages import SCHEMA_VERSION
+from pipeline.protocol.model_codec import (
+    MAX_MODEL_BYTES,
+    MergedModel,
+    MetricStats,
+    ModelDelta,
+    check_shape,
+    decode_merged,
+    encode_model,
+    quantise_stats,
+    sign,
+    verify,
+)
+
+log = logging.getLogger(__name__)
+
+NORM_HISTORY = 31  # accepted delta weights remembered per (site, kind) for the median
+
+
+@dataclass
+class MergerCounters:
+    accepted: int = 0
+    published: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason
+    store_errors: int = 0
+
+
+@dataclass
+class _KindState:
+    version: int = 0
+    metrics: dict[str, MetricStats] = field(default_factory=dict)
+    sites: set[str] = field(default_factory=set)
+
+
+class ModelMerger:
+    """The cloud side of model sync (one per ingest worker; see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        publish: Callable[[str, bytes], object],
+        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        cloud = settings.cloud
+        self.keys = {site: key.encode() for site, key in cloud.model_keys.items()}
+        self.cloud_key = cloud.model_key.encode()
+        self.max_age_ms = int(cloud.model_max_age_s * 1000)
+        self.norm_factor = cloud.model_norm_factor
+        self.norm_floor = cloud.model_norm_floor
+        self.store = store
+        self.publish = publish
+        self.now_ms = now_ms
+        self.topics = Topics(settings.mqtt.topic_root)
+        self.counters = MergerCounters()
+        self.kinds: dict[str, _KindState] = {}
+        self.last_seq: dict[tuple[str, str], int] = {}
+        self.norms: dict[tuple[str, str], deque[int]] = {}
+        self._loaded = False
+
+    def load(self) -> None:
+        """Resume from the store: merged models and the last applied seq per (site, kind)."""
+        self._loaded = True
+        for record in self.store.latest_merged_models():
+            try:
+                model = decode_merged(record.payload.encode())
+            except ProtocolError as exc:
+                log.warning("stored merged model of %s unreadable: %s", record.kind, exc)
+                continue
+            self.kinds[record.kind] = _KindState(
+                model.version, dict(model.metrics), set(model.sites)
+            )
+        for d in self.store.latest_model_deltas():
+            self.last_seq[(d.site, d.kind)] = d.seq
+
+    # -- the flow -------------------------------------------------------------------------
+
+    def handle(self, site: str, payload: bytes) -> int | None:
+        """One delta from ``{site}/edge/model``: the uplink seq to acknowledge, or None.
+
+        Applied deltas and replays of applied ones return their seq (the edge may forget
+        them); a refused delta raises ``ProtocolError`` with its reason, counted here. A store
+        failure returns None: nothing is applied, the edge resends it later.
+        """
+        if not self._loaded:
+            self.load()
+        try:
+            delta = self.verify(site, payload)
+        except ProtocolError as exc:
+            self.counters.rejected[exc.reason.value] += 1
+            if isinstance(exc, _Replayed):
+                return exc.seq
+            raise
+        try:
+            self.apply(delta)
+        except StoreError as exc:
+            self.counters.store_errors += 1
+            log.warning("model delta %s/%s seq %d not stored: %s", site, delta.kind, delta.seq, exc)
+            return None
+        return delta.seq
+
+    def verify(self, site: str, payload: bytes) -> ModelDelta:
+        """RELIABILITY.md S8's checks in order; ``ProtocolError`` naming the first that fails."""
+        delta = decode(payload, ModelDelta, max_bytes=MAX_MODEL_BYTES)  # 1 size, 2 schema
+        if delta.site != site:
+            raise ProtocolError(Reason.TOPIC_MISMATCH, f"site {delta.site} on {site}")
+        kind = KINDS.get(delta.kind)
+        if kind is None:
+            raise ProtocolError(Reason.UNKNOWN_KIND, delta.kind[:80])
+        for metric in delta.metrics:
+            if metric not in kind.metrics:
+                raise ProtocolError(Reason.UNKNOWN_METRIC, f"{delta.kind}.{metric[:80]}")
+        key = self.keys.get(site)  # 3 known edge
+        if key is None:
+            raise ProtocolError(Reason.UNKNOWN_SITE, site)
+        if not delta.sig:  # 4 signature
+            raise ProtocolError(Reason.UNSIGNED)
+        if not verify(delta, key):
+            raise ProtocolError(Reason.BAD_SIGNATURE, f"{site}/{delta.kind} seq {delta.seq}")
+        last = self.last_seq.get((site, delta.kind), -1)  # 5 replay
+        if delta.seq <= last:
+            raise _Replayed(delta.seq, last)
+        now = self.now_ms()  # 6 freshness
+        if delta.created_ms < now - self.max_age_ms:
+            raise ProtocolError(Reason.STALE_TS, f"created {now - delta.created_ms} ms ago")
+        if delta.created_ms > now + self.max_age_ms:
+            raise ProtocolError(Reason.FUTURE_TS, f"created {delta.created_ms - now} ms ahead")
+        check_shape(delta.metrics)  # 7 finite, shapes
+        weight = sum(s.n for s in delta.metrics.values())  # 8 norm
+        history = self.norms.get((site, delta.kind))
+        if history:
+            limit = max(self.norm_floor, self.norm_factor * statistics.median(history))
+            if weight > limit:
+                raise ProtocolError(Reason.NORM_TOO_LARGE, f"{weight} readings > {limit:.0f}")
+        return delta
+
+    def apply(self, delta: ModelDelta) -> MergedModel:
+        """Merge a verified delta, store it and the new version, then publish it retained."""
+        state = self.kinds.get(delta.kind) or _KindState()
+        metrics = dict(state.metrics)
+        for name, stats in delta.metrics.items():
+            metrics[name] = merge_stats(metrics.get(name, empty_stats()), stats)
+        sites = state.sites | {delta.site}
+        now = self.now_ms()
+        merged = MergedModel(
+            v=SCHEMA_VERSION,
+            kind=delta.kind,
+            version=state.version + 1,
+            created_ms=now,
+            sites=sorted(sites),
+            metrics={name: quantise_stats(s) for name, s in sorted(metrics.items())},
+        )
+        if self.cloud_key:
+            merged = sign(merged, self.cloud_key)
+        payload = encode_model(merged)
+        weight = sum(s.n for s in delta.metrics.values())
+        self.store.write_model_delta(
+            ModelDeltaRecord(delta.kind, delta.site, delta.node, delta.seq, delta.created_ms, weight)
+        )
+        self.store.write_merged_model(
+            MergedModelRecord(
+                delta.kind,
+                merged.version,
+                now,
+                sum(s.n for s in metrics.values()),
+                tuple(merged.sites),
+                payload.decode(),
+            )
+        )
+        # Stored: now it is applied.
+        self.kinds[delta.kind] = _KindState(merged.version, metrics, sites)
+        self.last_seq[(delta.site, delta.kind)] = delta.seq
+        self.norms.setdefault((delta.site, delta.kind), deque(maxlen=NORM_HISTORY)).append(weight)
+        self.counters.accepted += 1
+        self.publish(self.topics.cloud_model(delta.kind), payload)
+        self.counters.published += 1
+        return merged
+
+    def parameter_hash(self) -> int:
+        """A hash of every kind's merged statistics (tests: unchanged means nothing applied)."""
+        state = {k: (s.version, s.metrics) for k, s in sorted(self.kinds.items())}
+        return hash(msgspec.json.encode(state, order="sorted"))
+
+
+class _Replayed(ProtocolError):
+    def __init__(self, seq: int, last: int) -> None:
+        super().__init__(Reason.REPLAYED, f"seq {seq} <= last applied {last}")
+        self.seq = seq

@@ -1,0 +1,284 @@
+"""Per-reading detection at the edge: every metric's anomaly score, and the silence of devices.
+
+Three small stages, no I/O, time passed in:
+
+* ``StuckRun`` (one per device and metric): a value repeated far longer than this series
+  normally repeats any value is a stuck sensor.
+* ``SilenceWatch`` (one per node): a device silent for far longer than its usual interval
+  is a dropout. It needs a clock: ``learn_one(device, ts)`` per reading, ``due(now)`` now
+  and then returns the devices that have just gone silent.
+* ``StuckWatch`` holds the ``StuckRun`` of every series and turns a detector's score into
+  (score, cause): the higher of the detector's and the stuck score, and which one it was.
+
+``EdgeNode.process`` calls the detector, then ``StuckWatch.adjust_one``, then
+``AlertPolicy.update_one(point, cause)``; ``EdgeNode.tick`` calls ``dropout_alerts`` about
+once a second. ``ReadingScorer`` is that same sequence for the quality bench
+(``pipeline.bench.quality``), so the bench measures what the node does.
+
+Causes name why a score is high; they become the ``reason`` of an alert (docs/protocol.md):
+``anomaly`` (the value is unusual), ``stuck``, and ``dropout`` (from ``SilenceWatch``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.edge.alert import AlertPolicy
+from pipeline.edge.detect import Detector
+from pipeline.edge.stages import Point
+from pipeline.protocol import Alert, Reading
+
+ANOMALY = "anomaly"
+STUCK = "stuck"
+DROPOUT = "dropout"
+DEVICE_METRIC = "*"  # the metric of a device-level alert (dropout)
+
+
+def ratio_score(ratio: float) -> float:
+    """The detectors' score scale: ``r**2 / (1 + r**2)``; 0.5 at r = 1, 0.9 at r = 3.
+
+    >>> ratio_score(1.0), ratio_score(3.0)
+    (0.5, 0.9)
+    """
+    return ratio * ratio / (1.0 + ratio * ratio)
+
+
+class StuckRun:
+    """Stuck-sensor score of one series: the current run of equal values against the longest usual.
+
+    Why the longest run seen: how long a value may repeat depends entirely on the series (a
+    door reads 0 for hours, a noisy temperature rarely twice), so the reference is learned:
+    the longest completed run so far, slowly forgotten (``forget`` per reading), at least 1.
+    The score is ``ratio_score(run / reference)`` once the run is longer than the reference:
+    0.9 at three times the longest usual run. Two exemptions keep floors and ceilings
+    quiet: a run at the lowest or highest value the series has shown (no light at night, no
+    flow between waterings, a closed door) is physics, not a stuck sensor. No score during
+    the first ``warmup`` readings.
+
+    >>> s = StuckRun(warmup=10)
+    >>> for i in range(200):
+    ...     s.learn_one(float(i % 7))
+    >>> s.score_one(4.0)  # a new value: a run of one
+    0.0
+    >>> for _ in range(6):
+    ...     s.learn_one(4.0)
+    >>> s.score_one(4.0) > 0.9  # seven fours in a row: never seen before
+    True
+    """
+
+    __slots__ = ("_high", "_low", "_n", "_ref", "_run", "_value", "forget", "warmup")
+
+    def __init__(self, warmup: int = 100, forget: float = 1e-4) -> None:
+        if warmup < 1:
+            raise ValueError(f"warmup must be at least 1, got {warmup}")
+        if not 0.0 <= forget < 1.0:
+            raise ValueError(f"forget must be in [0, 1), got {forget}")
+        self.warmup = warmup
+        self.forget = forget
+        self._value: float | None = None
+        self._run = 0
+        self._ref = 1.0
+        self._n = 0
+        self._low = float("inf")
+        self._high = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"StuckRun(warmup={self.warmup}, forget={self.forget})"
+
+    def score_one(self, x: float) -> float:
+        """Score in [0, 1) of ``x`` (0.0 unless it extends an unusually long run)."""
+        if self._n < self.warmup or x != self._value or x <= self._low or x >= self._high:
+            return 0.0
+        run = self._run + 1
+        return ratio_score(run / self._ref) if run > self._ref else 0.0
+
+    def learn_one(self, x: float) -> None:
+        if x != x:
+            return
+        self._n += 1
+        ref = self._ref * (1.0 - self.forget)
+        if x == self._value:
+            self._run += 1
+        else:
+            if self._run > ref:
+                ref = float(self._run)
+            self._value, self._run = x, 1
+        if self._n <= self.warmup and self._run > ref:
+            ref = float(self._run)  # a run during the warm-up is usual by definition
+        self._ref = max(1.0, ref)
+        if x < self._low:
+            self._low = x
+        if x > self._high:
+            self._high = x
+
+
+class StuckWatch:
+    """The ``StuckRun`` of every (device, metric), made on first sight by ``new_run``."""
+
+    def __init__(self, new_run: Callable[[], StuckRun] = StuckRun) -> None:
+        self.new_run = new_run
+        self.runs: dict[tuple[str, str], StuckRun] = {}
+
+    def adjust_one(self, key: tuple[str, str], value: float, score: float) -> tuple[float, str]:
+        """Score, then learn, ``value``'s run; (the higher score, its cause)."""
+        run = self.runs.get(key)
+        if run is None:
+            run = self.runs[key] = self.new_run()
+        stuck = run.score_one(value)
+        run.learn_one(value)
+        return (stuck, STUCK) if stuck > score else (score, ANOMALY)
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A device that has gone silent: since ``last`` (its newest ts), for ``silent_ms``."""
+
+    device: str
+    kind: str
+    last: int
+    silent_ms: int
+    usual_ms: float
+
+
+@dataclass(slots=True)
+class _Device:
+    last: int
+    kind: str
+    gap: float = 0.0  # exponentially weighted mean interval, ms
+    gaps: int = 0
+    silent: bool = False
+
+
+class SilenceWatch:
+    """Dropout detection: which devices have been silent far longer than their usual interval.
+
+    ``learn_one(device, ts)`` at every reading, with the reading's own timestamp; it
+    returns True when the device was reported silent and is heard again (its dropout alert
+    can be cleared). ``due(now)`` returns each device that has just gone silent, once per
+    silence: silent means no reading for more than ``factor`` usual intervals and at least
+    ``min_silence_ms``. The usual interval is an exponentially weighted mean of the gaps
+    (weight ``alpha``); a device is watched after ``min_gaps`` gaps. ``due`` scans every
+    device: call it about once a second, not per reading.
+
+    Time is event time: the node passes ``latest`` (the newest reading timestamp of the
+    site) as ``now``, so a replayed journal, a simulation faster than the wall clock or a
+    late batch cannot fake a silence; a whole site going quiet is the node's health's
+    business, not a device alert.
+
+    >>> w = SilenceWatch(factor=3.0, min_gaps=5, min_silence_ms=0)
+    >>> for t in range(0, 600_001, 60_000):
+    ...     _ = w.learn_one("a", t)
+    >>> w.due(700_000), [s.silent_ms for s in w.due(781_000)], w.due(900_000)
+    ([], [181000], [])
+    >>> w.learn_one("a", 960_000)
+    True
+    """
+
+    def __init__(
+        self, factor: float = 3.0, min_gaps: int = 10, min_silence_ms: int = 30_000, alpha: float = 0.1
+    ) -> None:
+        if factor <= 1.0:
+            raise ValueError(f"factor must be above 1, got {factor}")
+        if min_gaps < 1 or min_silence_ms < 0 or not 0.0 < alpha <= 1.0:
+            raise ValueError("need min_gaps >= 1, min_silence_ms >= 0 and alpha in (0, 1]")
+        self.factor = factor
+        self.min_gaps = min_gaps
+        self.min_silence_ms = min_silence_ms
+        self.alpha = alpha
+        self._devices: dict[str, _Device] = {}
+        self.latest = -(2**62)  # newest timestamp learned
+
+    def __repr__(self) -> str:
+        return (
+            f"SilenceWatch(factor={self.factor}, min_gaps={self.min_gaps}, "
+            f"min_silence_ms={self.min_silence_ms}, alpha={self.alpha})"
+        )
+
+    def learn_one(self, device: str, ts: int, kind: str = "") -> bool:
+        """Record a reading; True if the device had been reported silent (it is back)."""
+        if ts > self.latest:
+            self.latest = ts
+        d = self._devices.get(device)
+        if d is None:
+            self._devices[device] = _Device(ts, kind)
+            return False
+        gap = ts - d.last
+        if gap <= 0:
+            return False  # out of order or a repeat: no news about silence
+        back = d.silent
+        d.silent = False
+        d.last = ts
+        if back:
+            return True  # the silence itself is not a usual gap
+        d.gap = gap if d.gaps == 0 else d.gap + self.alpha * (gap - d.gap)
+        d.gaps += 1
+        return False
+
+    def due(self, now: int) -> list[Silence]:
+        """Devices that went silent since the last call."""
+        found = []
+        for device, d in self._devices.items():
+            if d.silent or d.gaps < self.min_gaps:
+                continue
+            silent = now - d.last
+            if silent > self.factor * d.gap and silent >= self.min_silence_ms:
+                d.silent = True
+                found.append(Silence(device, d.kind, d.last, silent, d.gap))
+        return found
+
+
+def dropout_alerts(policy: AlertPolicy, watch: SilenceWatch) -> list[Alert]:
+    """Raise a ``dropout`` alert (metric ``*``, value: seconds silent) per newly silent device."""
+    now = watch.latest
+    alerts = []
+    for s in watch.due(now):
+        point = Point(s.device, s.kind, DEVICE_METRIC, now, 0, s.silent_ms / 1000, 1.0)
+        reason = f"{DROPOUT}: silent for {s.silent_ms / 1000:.0f} s, usual interval {s.usual_ms / 1000:.1f} s"
+        alert = policy.open_one(point, reason)
+        if alert is not None:
+            alerts.append(alert)
+    return alerts
+
+
+def heard_again(policy: AlertPolicy, reading: Reading) -> Alert | None:
+    """Clear a device's dropout alert: it has published ``reading``."""
+    point = Point(reading.device, reading.kind, DEVICE_METRIC, reading.ts, reading.seq, 0.0, 0.0)
+    return policy.close_one(point, f"{DROPOUT}: heard again")
+
+
+class ReadingScorer:
+    """All metrics of one reading: (metric, value, score, cause), each scored before it is learned.
+
+    ``new_detector()`` makes the residual detector of a new (device, metric), kept in
+    ``detectors`` (a dict the caller may share, e.g. to ship model deltas). The score of a
+    metric is the higher of the detector's score and the ``StuckWatch`` score (when given);
+    the cause says which (``anomaly`` or ``stuck``).
+    """
+
+    def __init__(
+        self,
+        new_detector: Callable[[], Detector],
+        detectors: dict[tuple[str, str], Detector] | None = None,
+        stuck: StuckWatch | None = None,
+    ) -> None:
+        self.new_detector = new_detector
+        self.detectors: dict[tuple[str, str], Detector] = {} if detectors is None else detectors
+        self.stuck = stuck
+
+    def score_one(self, reading: Reading) -> list[tuple[str, float, float, str]]:
+        """Score, then learn, every metric of ``reading``."""
+        out = []
+        ts = reading.ts
+        for metric, value in reading.metrics.items():
+            key = (reading.device, metric)
+            detector = self.detectors.get(key)
+            if detector is None:
+                detector = self.detectors[key] = self.new_detector()
+            score = detector.score_one(value, ts)
+            detector.learn_one(value, ts)
+            cause = ANOMALY
+            if self.stuck is not None:
+                score, cause = self.stuck.adjust_one(key, value, score)
+            out.append((metric, value, score, cause))
+        return out

@@ -1,0 +1,175 @@
+"""A bare paho client for the security tests: it records what the broker answered.
+
+The product's ``MqttClient`` hides what these tests must see (CONNACK and PUBACK reason
+codes, the exact moment of a disconnect) and reconnects by itself, so an attacker's client
+here is plain paho. Every wait is bounded by ``TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+TIMEOUT = 5.0
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Outcome:
+    """What a connection attempt got: a CONNACK (``rc`` 0 is success) or nothing."""
+
+    connack: bool
+    rc: int | None = None
+    error: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.connack and self.rc == 0
+
+
+@dataclass
+class _Record:
+    connected: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+    rc: int | None = None
+    disconnects: int = 0
+    suback: Counter[int] = field(default_factory=Counter)
+    puback: dict[int, int] = field(default_factory=dict)  # mid -> reason code
+    received: Counter[tuple[str, bytes]] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Probe:
+    """One paho connection that records CONNACK, PUBACK reasons, messages and disconnects."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "",
+        protocol: str = "5",
+        tls_ca: str | None = None,
+        clean: bool = True,
+    ) -> None:
+        self.v5 = protocol == "5"
+        self.port = port
+        self.rec = _Record()
+        self._session_present = False
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self.v5 else clean,
+        )
+        self._clean = clean
+        self.client.suppress_exceptions = True
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    def _on_connect(self, c: mqtt.Client, u: object, flags: object, reason: object, p: object) -> None:
+        self.rec.rc = int(reason.value)  # type: ignore[attr-defined]
+        self._session_present = bool(getattr(flags, "session_present", False))
+        self.rec.connected.set()
+
+    def _on_disconnect(self, c: mqtt.Client, u: object, f: object, reason: object, p: object) -> None:
+        self.rec.disconnects += 1
+        self.rec.closed.set()
+
+    def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        with self.rec.lock:
+            self.rec.received[(msg.topic, bytes(msg.payload))] += 1
+
+    def _on_publish(self, c: mqtt.Client, u: object, mid: int, reason: object, p: object) -> None:
+        self.rec.puback[mid] = int(reason.value)  # type: ignore[attr-defined]
+
+    def _on_subscribe(self, c: mqtt.Client, u: object, mid: int, reasons: object, p: object) -> None:
+        self.rec.suback[mid] += 1
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def connect(self) -> Outcome:
+        """Connect once (no automatic reconnect) and wait for the CONNACK or the close."""
+        try:
+            if self.v5:
+                self.client.connect(LOOPBACK, self.port, keepalive=10, clean_start=self._clean)
+            else:
+                self.client.connect(LOOPBACK, self.port, keepalive=10)
+        except (OSError, ssl.SSLError) as exc:  # a TLS handshake failure surfaces here
+            return Outcome(connack=False, error=f"{type(exc).__name__}: {exc}")
+        self.client.loop_start()
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if self.rec.connected.is_set():
+                return Outcome(connack=True, rc=self.rec.rc)
+            if self.rec.closed.is_set():
+                break
+            time.sleep(0.005)
+        self.close()
+        return Outcome(connack=self.rec.connected.is_set(), rc=self.rec.rc, error="closed")
+
+    @property
+    def session_present(self) -> bool:
+        return self._session_present
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Subscribe to each filter, QoS 1, and wait for every SUBACK (whatever it says)."""
+        mids = [self.client.subscribe(t, qos=1)[1] for t in topics]
+        deadline = time.monotonic() + TIMEOUT
+        while not all(self.rec.suback[m] for m in mids):
+            assert time.monotonic() < deadline, "no SUBACK"
+            time.sleep(0.005)
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """QoS 1 publish; returns the message id (see :meth:`wait_pubacks`)."""
+        info = self.client.publish(topic, payload, qos=1)
+        assert info.rc == mqtt.MQTT_ERR_SUCCESS, mqtt.error_string(info.rc)
+        return info.mid
+
+    def wait_pubacks(self, mids: list[int]) -> dict[int, int]:
+        """Wait until every ``mid`` is acknowledged; return mid -> PUBACK reason code."""
+        deadline = time.monotonic() + TIMEOUT
+        while not all(m in self.rec.puback for m in mids):
+            assert time.monotonic() < deadline, "missing PUBACKs"
+            time.sleep(0.005)
+        return {m: self.rec.puback[m] for m in mids}
+
+    def count(self, topic: str, payload: bytes) -> int:
+        with self.rec.lock:
+            return self.rec.received[(topic, payload)]
+
+    def total(self) -> int:
+        with self.rec.lock:
+            return sum(self.rec.received.values())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    """Poll ``predicate()`` until it is true or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
