@@ -7,6 +7,7 @@ summary compares what the edge accepted with what the store holds: ``lost`` must
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import threading
@@ -49,6 +50,7 @@ def run_demo(
             settings.mqtt = settings.mqtt.model_copy(update={"url": url, "protocol": protocol})
         settings.edge = settings.edge.model_copy(update={"state_dir": str(workdir / "edge")})
         settings.cloud = settings.cloud.model_copy(update={"buffer_dir": str(workdir / "cloud")})
+        _with_model_keys(settings, site)
         settings.sim = settings.sim.model_copy(
             update={
                 "sites": [site],
@@ -158,3 +160,19 @@ def _wait_until(condition: Callable[[], bool], timeout: float, stop: threading.E
             return False
         time.sleep(0.1)
     return True
+
+
+def _with_model_keys(settings: Settings, site: str) -> None:
+    """Model sync on for the demo: keys made for this run unless configured, deltas every 5 s."""
+    edge_key = settings.edge.model_key or secrets.token_hex(32)
+    cloud_key = settings.cloud.model_key or secrets.token_hex(32)
+    settings.edge = settings.edge.model_copy(
+        update={
+            "model_key": edge_key,
+            "cloud_model_key": settings.edge.cloud_model_key or cloud_key,
+            "model_interval_s": min(settings.edge.model_interval_s, 5.0),
+        }
+    )
+    settings.cloud = settings.cloud.model_copy(
+        update={"model_keys": {site: edge_key, **settings.cloud.model_keys}, "model_key": cloud_key}
+    )
