@@ -30,9 +30,7 @@ from pipeline.protocol import Reading, decode_reading, encode
 if TYPE_CHECKING:
     from pipeline.bench.edge import EdgePlan
 
-NOT_YET: dict[str, str] = {
-    "dashboard.render_s_1m_points": "not measured by edgepipe bench yet (issue 7)",
-}
+NOT_YET: dict[str, str] = {}
 
 # The measured keys of each part: when a part fails they are reported null with its error.
 PART_KEYS: dict[str, tuple[str, ...]] = {
@@ -67,6 +65,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "detect.us_per_reading",
     ),
     "warm_start": ("quality.warm_start_speedup",),
+    "dashboard": ("dashboard.render_s_1m_points",),
 }
 
 
@@ -84,6 +83,7 @@ class Plan:
     cloud_devices: int
     cloud_ticks: int
     variants: bool = False  # also: alert latency on a broker with set_tcp_nodelay true
+    dashboard_points: int = 1_000_000
 
     @classmethod
     def quick(cls) -> Plan:
@@ -96,7 +96,7 @@ class Plan:
     @classmethod
     def tiny(cls) -> Plan:
         """Every code path with a few hundred readings: for the unit test, not for figures."""
-        return cls("tiny", 1, 500, 20, 3, 400.0, 3, 50, 4)
+        return cls("tiny", 1, 500, 20, 3, 400.0, 3, 50, 4, dashboard_points=5_000)
 
     def edge(self) -> EdgePlan:
         from pipeline.bench.edge import EdgePlan
@@ -211,6 +211,7 @@ def run_bench(
     ``nab_dir``: the NAB folder for ``quality.nab.*`` (None: those keys are null, with why).
     """
     from pipeline.bench.cloud import bench_cloud
+    from pipeline.bench.dashboard import bench_dashboard
     from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
     from pipeline.bench.latency import bench_alert_latency
     from pipeline.bench.quality import bench_quality
@@ -293,6 +294,11 @@ def run_bench(
             lambda: bench_cloud(
                 workdir, sim_stream(plan.cloud_devices, plan.cloud_ticks), plan.repeats, echo
             ),
+        )
+        part(
+            "dashboard",
+            f"device explorer over {plan.dashboard_points:,} stored points vs 10,000",
+            lambda: bench_dashboard(workdir, plan.repeats, echo, plan.dashboard_points),
         )
     return _finish(results, failed, began, echo)
 

@@ -7,43 +7,24 @@ are counted in the database; no page moves the points themselves.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pipeline.bench.dashboard import fill as fill_store
 from pipeline.cloud.store import open_store
-from pipeline.protocol.messages import Aggregate, Reading
 from pipeline.services import Influxd
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 POINTS = 1_000_000
-T0 = 1_790_000_000_000
 
 
 def fill(url: str) -> None:
-    """One fridge at 1 Hz for 11.6 days (1,000,000 readings) and its 1-minute aggregates."""
+    fill_store(url, POINTS)
     store = open_store(url)
     try:
-        for chunk in range(0, POINTS, 50_000):
-            store.write_readings(
-                "shop1",
-                [
-                    Reading(v=1, device="fridge1", kind="fridge", ts=T0 + i * 1000, seq=i,
-                            metrics={"temp": round(4 + math.sin(i / 600), 1)})
-                    for i in range(chunk, min(POINTS, chunk + 50_000))
-                ],
-            )  # fmt: skip
-        store.write_aggregates(
-            [
-                Aggregate(v=1, site="shop1", device="fridge1", kind="fridge", metric="temp",
-                          start=T0 + m * 60_000, end=T0 + (m + 1) * 60_000, count=60, min=3.0,
-                          max=5.0, mean=4.0, std=0.5, last=4.0, anomalies=0)
-                for m in range(POINTS // 60)
-            ]
-        )  # fmt: skip
         assert store.count_readings() == POINTS
     finally:
         store.close()
