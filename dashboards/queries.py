@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 import pandas as pd
 
 from pipeline.cloud.store import Store
+from pipeline.cloud.store.base import CLOUD_SITE
 from pipeline.protocol.catalog import KINDS
 from pipeline.protocol.messages import AlertData, Health
 from pipeline.protocol.topics import is_valid_id
@@ -68,6 +69,12 @@ def to_ms(times: pd.Series) -> pd.Series:
 
 
 # -- fleet: nodes, sites, devices --------------------------------------------------------------
+
+
+def split_health(health: Sequence[Health]) -> tuple[list[Health], list[Health]]:
+    """(edge nodes, cloud workers): workers report under the reserved site ``cloud``."""
+    edges = [h for h in health if h.site != CLOUD_SITE]
+    return edges, [h for h in health if h.site == CLOUD_SITE]
 
 
 def node_status(

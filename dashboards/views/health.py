@@ -14,7 +14,7 @@ from pipeline.cloud.store import Store
 
 
 def render(store: Store, sites: list[str]) -> None:
-    health = store.latest_health()
+    health = queries.split_health(store.latest_health())[0]
     if not health:
         st.info(
             "No edge node has reported its health yet (an edge sends it every "

@@ -77,7 +77,7 @@ def render(store: Store, sites: list[str]) -> None:
         )
 
     st.subheader("Per edge node (from its health counters)")
-    totals, ratios = queries.node_reduction(store.latest_health())
+    totals, ratios = queries.node_reduction(queries.split_health(store.latest_health())[0])
     if totals.empty:
         st.info("No edge node has reported its health yet.")
     else:

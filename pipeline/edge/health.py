@@ -1,6 +1,12 @@
 """Counters of an edge node, published with its health so that tests can account exactly.
 
-The invariant every test may assert: ``received = accepted + dead_lettered + duplicates``.
+The invariant every test may assert (RELIABILITY.md O1, I-accounting):
+``received = accepted + dead_lettered + duplicates + dropped`` (``unaccounted`` is 0).
+``dropped`` counts readings taken off the broker and discarded without a dead letter, by
+reason; today every refusal is a dead letter or a duplicate, so it stays 0 unless a future
+stage (e.g. a rate limit) adds a reason. Uplink-side losses are separate: outbox items the
+overflow policy dropped are ``uplink_dropped.<reason>`` and ``uplink_dropped.<priority>``
+in health, from the queue's own counters, which survive restarts.
 """
 
 from __future__ import annotations
@@ -8,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
+from pipeline.edge.uplink import UplinkStats
 from pipeline.protocol import SCHEMA_VERSION, Health
 
 
@@ -17,6 +24,7 @@ class NodeCounters:
     accepted: int = 0  # valid and new: journaled, acknowledged to the device after the commit
     duplicates: int = 0  # redeliveries dropped (ts not newer than the device's last)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
+    dropped: Counter[str] = field(default_factory=Counter)  # readings discarded, by reason
     dead_letters_unsent: int = 0  # dead letters too large to publish (still counted above)
     alerts: Counter[str] = field(default_factory=Counter)  # by state: raised, cleared
     late: int = 0  # points whose window had already closed (not in any aggregate)
@@ -24,6 +32,7 @@ class NodeCounters:
     batches_shipped: int = 0
     aggregates: int = 0
     replayed: int = 0  # journal entries replayed at start (crash recovery)
+    uplink_published: int = 0  # outbox items handed to MQTT (resends included)
     uplink_acked: int = 0  # outbox items the cloud confirmed stored
     uplink_requeued: int = 0  # in-flight items sent again (reconnect or ack timeout)
     uplink_too_large: int = 0  # outbox items over the broker limit, dropped
@@ -36,8 +45,12 @@ class NodeCounters:
         return sum(self.dead_letters.values())
 
     @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
     def unaccounted(self) -> int:
-        return self.received - self.accepted - self.dead_lettered - self.duplicates
+        return self.received - self.accepted - self.dead_lettered - self.duplicates - self.dropped_total
 
     def health(
         self,
@@ -46,16 +59,25 @@ class NodeCounters:
         now_ms: int,
         status: str = "online",
         gauges: dict[str, float] | None = None,
+        uplink: UplinkStats | None = None,
     ) -> Health:
+        """The health message; ``uplink`` (the outbox's stats) adds its drop and retry counters."""
         counters = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("dead_letters", "alerts", "uplink_bytes")
+            if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped")
         }
         counters.update({f"uplink_bytes.{what}": n for what, n in self.uplink_bytes.items()})
         counters.update({f"alerts.{state}": n for state, n in self.alerts.items()})
         counters["dead_lettered"] = self.dead_lettered
         counters.update({f"dead_letters.{reason}": n for reason, n in self.dead_letters.items()})
+        counters["dropped"] = self.dropped_total
+        counters.update({f"dropped.{reason}": n for reason, n in self.dropped.items()})
+        counters["unaccounted"] = self.unaccounted
+        if uplink is not None:
+            counters["uplink_retries"] = uplink.retries
+            counters.update({f"uplink_dropped.{k}": n for k, n in uplink.dropped.items()})
+            counters.update({f"uplink_dropped.{k}": n for k, n in uplink.dropped_by_priority.items()})
         return Health(
             v=SCHEMA_VERSION,
             site=site,

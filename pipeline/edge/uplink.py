@@ -120,7 +120,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
@@ -193,6 +193,8 @@ class UplinkStats:
     journal_items: int
     journal_bytes: int
     budget_bytes: int
+    # items dropped, by priority name (``alert``, ``aggregate``, ``model``, ``batch``)
+    dropped_by_priority: Counter[str] = field(default_factory=Counter)
 
 
 _SCHEMA = """
@@ -341,9 +343,12 @@ class UplinkQueue:
         self._acked: int = int(saved.get("acked", 0))
         self._dropped: Counter[str] = Counter()
         self._dropped_bytes: Counter[str] = Counter()
+        self._dropped_by_priority: Counter[str] = Counter()
         for name, value in saved.items():
             if name.startswith("dropped."):
                 self._dropped[name.removeprefix("dropped.")] = value
+            elif name.startswith("dropped_priority."):
+                self._dropped_by_priority[name.removeprefix("dropped_priority.")] = value
             elif name.startswith("dropped_bytes."):
                 self._dropped_bytes[name.removeprefix("dropped_bytes.")] = value
         self._items = [0] * len(_TIERS)
@@ -419,6 +424,7 @@ class UplinkQueue:
         }
         values.update({f"dropped.{k}": v for k, v in self._dropped.items()})
         values.update({f"dropped_bytes.{k}": v for k, v in self._dropped_bytes.items()})
+        values.update({f"dropped_priority.{k}": v for k, v in self._dropped_by_priority.items()})
         self._begin().executemany(
             "INSERT INTO counters (name, value) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -522,7 +528,7 @@ class UplinkQueue:
             size = len(payload)
             db = self._begin()
             if not self._make_room(priority, size):
-                self._count_dropped(1, size)
+                self._count_dropped(priority, size)
                 return seq
             db.execute(
                 "INSERT INTO outbox (seq, priority, topic, created_ms, size, payload) "
@@ -571,11 +577,17 @@ class UplinkQueue:
         self._delete(victims, dropped=True)
         return True
 
-    def _count_dropped(self, n: int, size: int) -> None:
-        self._dropped[OVERFLOW] += n
-        self._dropped_bytes[OVERFLOW] += size
+    def _count_dropped(self, priority: int, size: int, reason: str = OVERFLOW) -> None:
+        self._dropped[reason] += 1
+        self._dropped_bytes[reason] += size
+        self._dropped_by_priority[Priority(priority).name.lower()] += 1
 
-    def _delete(self, seqs: Iterable[int], *, dropped: bool) -> int:
+    def drop(self, seqs: Iterable[int], reason: str) -> int:
+        """Delete these items as lost, counted under ``reason`` (e.g. ``too_large``); not acked."""
+        with self._lock:
+            return self._delete(seqs, dropped=True, reason=reason)
+
+    def _delete(self, seqs: Iterable[int], *, dropped: bool, reason: str = OVERFLOW) -> int:
         """Delete these seqs, keeping the in-memory totals exact from what was really deleted."""
         db = self._begin()
         n = 0
@@ -590,7 +602,7 @@ class UplinkQueue:
                 self._bytes[priority] -= size
                 self._inflight -= inflight
                 if dropped:
-                    self._count_dropped(1, size)
+                    self._count_dropped(priority, size, reason)
             n += len(rows)
         return n
 
@@ -706,6 +718,7 @@ class UplinkQueue:
                 oldest_age_ms=age,
                 dropped=Counter(self._dropped),
                 dropped_bytes=Counter(self._dropped_bytes),
+                dropped_by_priority=Counter(self._dropped_by_priority),
                 retries=self._retries,
                 acked=self._acked,
                 journal_items=self._journal_items,

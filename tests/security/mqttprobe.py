@@ -64,6 +64,8 @@ class Probe:
         self.port = port
         self.rec = _Record()
         self._session_present = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -114,16 +116,30 @@ class Probe:
                 self.client.connect(LOOPBACK, self.port, keepalive=10)
         except (OSError, ssl.SSLError) as exc:  # a TLS handshake failure surfaces here
             return Outcome(connack=False, error=f"{type(exc).__name__}: {exc}")
-        self.client.loop_start()
+        # Wait for the CONNACK on this thread: a network thread would sit in paho's
+        # reconnect backoff after a refusal, and stopping it would cost a second.
         deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if self.rec.connected.is_set():
-                return Outcome(connack=True, rc=self.rec.rc)
-            if self.rec.closed.is_set():
+        error = "no CONNACK"
+        while time.monotonic() < deadline and not self.rec.connected.is_set():
+            rc = self.client.loop(timeout=0.05)
+            if rc != mqtt.MQTT_ERR_SUCCESS or self.rec.closed.is_set():
+                error = f"closed: {mqtt.error_string(rc)}"
                 break
-            time.sleep(0.005)
-        self.close()
-        return Outcome(connack=self.rec.connected.is_set(), rc=self.rec.rc, error="closed")
+        outcome = Outcome(self.rec.connected.is_set(), self.rec.rc, "" if self.rec.connected.is_set() else error)
+        if outcome.accepted:
+            self._thread = threading.Thread(target=self._network, daemon=True)
+            self._thread.start()
+        else:
+            self.client.disconnect()
+            self.client.loop(timeout=0.01)
+        return outcome
+
+    def _network(self) -> None:
+        """paho's loop without its automatic reconnect: a kicked probe stays out."""
+        while not self._stop.is_set():
+            if self.client.loop(timeout=0.02) != mqtt.MQTT_ERR_SUCCESS:
+                self.rec.closed.set()
+                return
 
     @property
     def session_present(self) -> bool:
@@ -160,8 +176,13 @@ class Probe:
             return sum(self.rec.received.values())
 
     def close(self) -> None:
+        """Disconnect cleanly and stop the network thread; idempotent."""
         self.client.disconnect()
-        self.client.loop_stop()
+        if self._thread is not None:
+            self._thread.join(TIMEOUT)
+            self._thread = None
+        self._stop.set()
+        self.client.loop(timeout=0.01)  # closes the socket if the thread did not get to it
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
