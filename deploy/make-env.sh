@@ -12,5 +12,5 @@ for name in MQTT_PASSWORD_SIM MQTT_PASSWORD_EDGE_FARM MQTT_PASSWORD_EDGE_RETAIL 
     echo "$name=$(secret)"
 done
 echo "# scoped InfluxDB tokens (docs/operations.md); empty means the admin token"
-echo "EDGEPIPE_CLOUD_INFLUX_TOKEN="
-echo "EDGEPIPE_DASHBOARD_INFLUX_TOKEN="
+echo "INFLUXDB_CLOUD_TOKEN="
+echo "INFLUXDB_DASHBOARD_TOKEN="

@@ -14,6 +14,11 @@ rm -f "$tmp"
 touch "$tmp"
 chmod 600 "$tmp"
 add() {
+    # A "/", "+" or "#" in a name would stretch the ACL's %u over topic levels (S4).
+    case "$1" in
+        "" | *[!A-Za-z0-9_.-]*) echo "make-passwd: bad account name '$1'" >&2; exit 1 ;;
+    esac
+    if [ "${#1}" -gt 64 ]; then echo "make-passwd: account name over 64 characters: $1" >&2; exit 1; fi
     if [ -z "$2" ]; then echo "make-passwd: no password for $1" >&2; exit 1; fi
     mosquitto_passwd -b "$tmp" "$1" "$2"
 }

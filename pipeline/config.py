@@ -195,6 +195,9 @@ class CloudSettings(Section):
     client_id: str = Field("edgepipe-cloud-1", description="fixed id of this worker's session")
     flush_interval_s: float = Field(0.5, gt=0, description="longest wait before a store write")
     flush_points: int = Field(5000, ge=1, description="write when this many points are pending")
+    merge_models: bool = Field(
+        True, description="this worker merges model deltas: true on exactly one worker of a deployment"
+    )
     model_keys: dict[str, str] = Field(
         {}, description='model-delta key per site, e.g. {farm = "..."}; other sites are refused'
     )

@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.tcp and not args.http:
         parser.error("give at least one --tcp PORT or --http URL")
-    missing = [f"no connection to port {p}" for p in args.tcp if p not in established_remote_ports()]
+    missing = [
+        f"no connection to port {p}" for p in args.tcp if p not in established_remote_ports()
+    ]
     missing += [f"{url} does not answer 2xx" for url in args.http if not http_ok(url)]
     if missing:
         print("unhealthy: " + "; ".join(missing), file=sys.stderr)

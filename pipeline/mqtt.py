@@ -245,6 +245,12 @@ class MqttClient:
     def connected(self) -> bool:
         return self._state.connected.is_set()
 
+    @property
+    def network_thread_alive(self) -> bool:
+        """Whether paho's network thread runs (``is_connected()`` does not tell: M17)."""
+        thread = getattr(self._client, "_thread", None)
+        return thread is not None and thread.is_alive()
+
     # -- publish --------------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int:
@@ -253,6 +259,16 @@ class MqttClient:
         While disconnected, paho keeps QoS >= 1 messages in memory and sends them after the
         reconnect; they are not durable across a crash of this process.
         """
+        return self._publish(topic, payload, qos, retain).mid
+
+    def publish_tracked(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Delivery:
+        """Like :meth:`publish`, returning a :class:`Delivery` that tells when the PUBACK came.
+
+        For ledgers (tests, simulators) that must know which messages the broker accepted.
+        """
+        return Delivery(self._publish(topic, payload, qos, retain))
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> paho.MQTTMessageInfo:
         if len(payload) > self._max_payload:
             raise PayloadTooLarge(f"{len(payload)} bytes on {topic} > {self._max_payload}")
         if qos > 0 and len(self._inflight) >= self._max_pending:
@@ -264,7 +280,7 @@ class MqttClient:
         if qos > 0:
             with self._inflight_lock:
                 self._inflight.append(info)
-        return info.mid
+        return info
 
     def _wait_for_room(self) -> None:
         """Back-pressure: block while ``max_pending`` QoS >= 1 publishes await their PUBACK.
@@ -332,6 +348,23 @@ class MqttClient:
         except Exception:  # noqa: BLE001 - the network thread must survive anything
             self.stats.callback_errors += 1
             log.exception("dropped an inbound message on %s", msg.topic)
+
+
+class Delivery:
+    """The fate of one publish: ``acknowledged`` once the broker's PUBACK arrived (QoS 1)."""
+
+    __slots__ = ("_info",)
+
+    def __init__(self, info: paho.MQTTMessageInfo) -> None:
+        self._info = info
+
+    @property
+    def mid(self) -> int:
+        return int(self._info.mid)
+
+    @property
+    def acknowledged(self) -> bool:
+        return _is_published(self._info)
 
 
 def _is_published(info: paho.MQTTMessageInfo) -> bool:

@@ -7,7 +7,7 @@ default ``alert`` settings, as ``EdgeNode.process`` and ``EdgeNode.tick`` use th
 **alerts** (raises, what users see), not raw scores, are matched to the labels:
 
 * an alert of a device inside one of its label windows ``[start, end + grace]`` on a labelled
-  metric (a dropout alert, metric ``*``, matches any) detects that event;
+  metric (a dropout alert, metric ``_device``, matches any) detects that event;
 * an event with no such alert is a miss; an alert outside every window is a false alarm;
 * precision = detected events / (detected events + false alarms), recall = detected events /
   events, F1 their harmonic mean; the delay of a detected event is the number of the

@@ -142,15 +142,19 @@ class IngestWorker:
         )
 
     def subscriptions(self) -> list[str]:
+        """Shared filters split the load; model deltas go whole to the one merging worker.
+
+        Why not shared: every merged model is a fold over all deltas of a kind, with one
+        version counter; workers each merging a share would publish diverging models.
+        """
         root = self.topics.root
         filters = [
-            self.topics.edges("+"),
-            self.topics.alerts("+"),
-            f"{root}/+/deadletter",
-            f"{root}/+/labels",
-        ]
+            f"{root}/+/edge/{what}" for what in ("batch", "agg", "health")
+        ] + [self.topics.alerts("+"), f"{root}/+/deadletter", f"{root}/+/labels"]
         if self.settings.mqtt.protocol_for("cloud") == "5":
-            return [f"$share/{self.settings.cloud.group}/{f}" for f in filters]
+            filters = [f"$share/{self.settings.cloud.group}/{f}" for f in filters]
+        if self.settings.cloud.merge_models:
+            filters.append(self.topics.edges("model"))
         return filters
 
     def start(self, timeout: float = 10.0) -> None:

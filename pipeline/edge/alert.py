@@ -3,7 +3,8 @@
 Per device and metric there is at most one open alert. It is raised when the score reaches
 ``raise_score`` on ``raise_after`` consecutive points, and cleared when the score stays below
 ``clear_score`` for ``clear_after`` consecutive points; the gap between the two thresholds
-keeps a score hovering near one of them from flapping. After a clear, the same series may not
+keeps a score hovering near one of them from flapping. The defaults are the ``alert``
+settings' defaults (``pipeline.config.AlertSettings``). After a clear, the same series may not
 raise again for ``cooldown_ms``. Severity grows with the highest score seen while open, and an
 alert is raised again only if its severity rises (the same ``alert_id``).
 """
@@ -35,7 +36,7 @@ class AlertPolicy:
 
     >>> policy = AlertPolicy("farm", raise_after=1, clear_after=2)
     >>> def p(ts, score): return Point("d1", "fridge", "temp", ts, ts, 9.5, score)
-    >>> [a.data.state if a else None for a in map(policy.update_one, [p(1, 0.2), p(2, 0.999), p(3, 0.5), p(4, 0.5)])]
+    >>> [a.data.state if a else None for a in map(policy.update_one, [p(1, 0.2), p(2, 0.999), p(3, 0.4), p(4, 0.4)])]
     [None, 'raised', None, 'cleared']
     """
 
@@ -43,12 +44,12 @@ class AlertPolicy:
         self,
         site: str,
         *,
-        raise_score: float = 0.999,
-        clear_score: float = 0.95,
-        raise_after: int = 2,
+        raise_score: float = 0.8,
+        clear_score: float = 0.5,
+        raise_after: int = 1,
         clear_after: int = 5,
         cooldown_ms: int = 60_000,
-        critical_score: float = 0.99999,
+        critical_score: float = 0.99,
         model_version: str = "zscore-1",
     ) -> None:
         if not 0.0 < clear_score < raise_score <= 1.0:

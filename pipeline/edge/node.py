@@ -49,7 +49,7 @@ from pipeline.edge.model import ModelSync
 from pipeline.edge.scoring import SilenceWatch, StuckWatch, dropout_alerts, heard_again
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
-from pipeline.edge.uplink import Priority, UplinkQueue
+from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
 from pipeline.edge.validate import Validator
 from pipeline.errors import ProtocolError
 from pipeline.mqtt import Message, MqttClient, PayloadTooLarge, Will
@@ -479,10 +479,11 @@ class EdgeNode:
             try:
                 self.client.publish(item.topic, item.payload, qos=1)
             except PayloadTooLarge:
-                self.queue.ack([item.seq])  # cannot ever be sent: drop it, counted
+                self.queue.drop([item.seq], "too_large")  # cannot ever be sent: drop it, counted
                 self.counters.uplink_too_large += 1
                 continue
             self._inflight[item.seq] = now
+            self.counters.uplink_published += 1
         if items:
             self.queue.mark_sent(item.seq for item in items)
             self._dirty = True
@@ -504,8 +505,8 @@ class EdgeNode:
 
     # -- health -----------------------------------------------------------------------------
 
-    def gauges(self) -> dict[str, float]:
-        stats = self.queue.stats()
+    def gauges(self, stats: UplinkStats | None = None) -> dict[str, float]:
+        stats = stats or self.queue.stats()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         gauges = {
             "readings_per_s": self._rate.per_second(),
@@ -522,6 +523,7 @@ class EdgeNode:
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "rss_mb": _rss_mb(),
             "connected": 1.0 if self.client.connected else 0.0,
+            "paho_thread_alive": 1.0 if self.client.network_thread_alive else 0.0,
             "model_deltas_shipped": float(self.model_sync.deltas_shipped),
             "models_warm_started": float(self.model_sync.warm_started),
         }
@@ -531,7 +533,8 @@ class EdgeNode:
 
     def publish_health(self, status: str = "online") -> None:
         now = self.clock.now_ms()
-        health = self.counters.health(self.site, self.name, now, status, self.gauges())
+        stats = self.queue.stats()
+        health = self.counters.health(self.site, self.name, now, status, self.gauges(stats), stats)
         self.client.publish(self._health_topic, encode(health), qos=1, retain=True)
         self._next_health_ms = now + int(self.settings.edge.health_interval_s * 1000)
 

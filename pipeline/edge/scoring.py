@@ -21,6 +21,7 @@ Causes name why a score is high; they become the ``reason`` of an alert (docs/pr
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ from pipeline.protocol import Alert, Reading
 ANOMALY = "anomaly"
 STUCK = "stuck"
 DROPOUT = "dropout"
-DEVICE_METRIC = "*"  # the metric of a device-level alert (dropout)
+DEVICE_METRIC = "_device"  # the metric of a device-level alert (dropout): a valid id, reserved
 
 
 def ratio_score(ratio: float) -> float:
@@ -45,16 +46,19 @@ def ratio_score(ratio: float) -> float:
 
 
 class StuckRun:
-    """Stuck-sensor score of one series: the current run of equal values against the longest usual.
+    """Stuck-sensor score of one series: the current run of equal values against the usual long runs.
 
-    Why the longest run seen: how long a value may repeat depends entirely on the series (a
+    Why learned long runs: how long a value may repeat depends entirely on the series (a
     door reads 0 for hours, a noisy temperature rarely twice), so the reference is learned:
-    the longest completed run so far, slowly forgotten (``forget`` per reading), at least 1.
-    The score is ``ratio_score(run / reference)`` once the run is longer than the reference:
-    0.9 at three times the longest usual run. Two exemptions keep floors and ceilings
-    quiet: a run at the lowest or highest value the series has shown (no light at night, no
-    flow between waterings, a closed door) is physics, not a stuck sensor. No score during
-    the first ``warmup`` readings.
+    the ``top_k``-th longest completed run so far, slowly forgotten (``forget`` per reading),
+    at least 1. Not the longest: a sensor that was stuck once would otherwise have taught
+    its own stuck run as usual and hide the next one (``top_k`` 3: two earlier stuck
+    episodes do not mask a third). The score is ``ratio_score(run / reference)`` once the
+    run is longer than the reference: 0.9 at three times the usual long run. Two exemptions
+    keep floors and ceilings quiet: a run at the lowest or highest value the series has
+    shown (no light at night, no flow between waterings, a closed door) is physics, not a
+    stuck sensor. No score during the first ``warmup`` readings; a run still going at the
+    end of the warm-up counts as one usual run.
 
     >>> s = StuckRun(warmup=10)
     >>> for i in range(200):
@@ -67,50 +71,89 @@ class StuckRun:
     True
     """
 
-    __slots__ = ("_high", "_low", "_n", "_ref", "_run", "_value", "forget", "warmup")
+    __slots__ = (
+        "_counted",
+        "_growth",
+        "_high",
+        "_low",
+        "_n",
+        "_run",
+        "_scale",
+        "_top",
+        "_value",
+        "forget",
+        "top_k",
+        "warmup",
+    )
 
-    def __init__(self, warmup: int = 100, forget: float = 1e-4) -> None:
+    _RENORMALISE = 1e150
+
+    def __init__(self, warmup: int = 100, forget: float = 1e-4, top_k: int = 2) -> None:
         if warmup < 1:
             raise ValueError(f"warmup must be at least 1, got {warmup}")
         if not 0.0 <= forget < 1.0:
             raise ValueError(f"forget must be in [0, 1), got {forget}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         self.warmup = warmup
         self.forget = forget
+        self.top_k = top_k
+        self._growth = 1.0 / (1.0 - forget)
         self._value: float | None = None
         self._run = 0
-        self._ref = 1.0
+        self._counted = False  # the current run is already remembered (warm-up)
+        # The top_k longest completed runs, a min-heap stored multiplied by _scale (which
+        # grows by 1/(1 - forget) per reading) so that forgetting costs nothing per reading.
+        self._top: list[float] = []
+        self._scale = 1.0
         self._n = 0
         self._low = float("inf")
         self._high = float("-inf")
 
     def __repr__(self) -> str:
-        return f"StuckRun(warmup={self.warmup}, forget={self.forget})"
+        return f"StuckRun(warmup={self.warmup}, forget={self.forget}, top_k={self.top_k})"
+
+    @property
+    def reference(self) -> float:
+        """The usual long run: the ``top_k``-th longest remembered (the shortest while fewer)."""
+        return max(1.0, self._top[0] / self._scale) if self._top else 1.0
 
     def score_one(self, x: float) -> float:
         """Score in [0, 1) of ``x`` (0.0 unless it extends an unusually long run)."""
         if self._n < self.warmup or x != self._value or x <= self._low or x >= self._high:
             return 0.0
         run = self._run + 1
-        return ratio_score(run / self._ref) if run > self._ref else 0.0
+        ref = self.reference
+        return ratio_score(run / ref) if run > ref else 0.0
 
     def learn_one(self, x: float) -> None:
         if x != x:
             return
         self._n += 1
-        ref = self._ref * (1.0 - self.forget)
+        self._scale *= self._growth
+        if self._scale > self._RENORMALISE:
+            self._top = [v / self._scale for v in self._top]
+            self._scale = 1.0
         if x == self._value:
             self._run += 1
         else:
-            if self._run > ref:
-                ref = float(self._run)
-            self._value, self._run = x, 1
-        if self._n <= self.warmup and self._run > ref:
-            ref = float(self._run)  # a run during the warm-up is usual by definition
-        self._ref = max(1.0, ref)
+            if self._run and not self._counted:
+                self._remember(self._run)
+            self._value, self._run, self._counted = x, 1, False
+        if self._n == self.warmup and self._run > 1:
+            self._remember(self._run)  # a run during the warm-up is usual by definition
+            self._counted = True
         if x < self._low:
             self._low = x
         if x > self._high:
             self._high = x
+
+    def _remember(self, run: int) -> None:
+        value = run * self._scale
+        if len(self._top) < self.top_k:
+            heapq.heappush(self._top, value)
+        elif value > self._top[0]:
+            heapq.heapreplace(self._top, value)
 
 
 class StuckWatch:
@@ -229,7 +272,7 @@ class SilenceWatch:
 
 
 def dropout_alerts(policy: AlertPolicy, watch: SilenceWatch) -> list[Alert]:
-    """Raise a ``dropout`` alert (metric ``*``, value: seconds silent) per newly silent device."""
+    """Raise a ``dropout`` alert (metric ``_device``, value: seconds silent) per newly silent device."""
     now = watch.latest
     alerts = []
     for s in watch.due(now):

@@ -86,12 +86,16 @@ class Probe:
 
     # -- callbacks --------------------------------------------------------------------------
 
-    def _on_connect(self, c: mqtt.Client, u: object, flags: object, reason: object, p: object) -> None:
+    def _on_connect(
+        self, c: mqtt.Client, u: object, flags: object, reason: object, p: object
+    ) -> None:
         self.rec.rc = int(reason.value)  # type: ignore[attr-defined]
         self._session_present = bool(getattr(flags, "session_present", False))
         self.rec.connected.set()
 
-    def _on_disconnect(self, c: mqtt.Client, u: object, f: object, reason: object, p: object) -> None:
+    def _on_disconnect(
+        self, c: mqtt.Client, u: object, f: object, reason: object, p: object
+    ) -> None:
         self.rec.disconnects += 1
         self.rec.closed.set()
 
@@ -102,7 +106,9 @@ class Probe:
     def _on_publish(self, c: mqtt.Client, u: object, mid: int, reason: object, p: object) -> None:
         self.rec.puback[mid] = int(reason.value)  # type: ignore[attr-defined]
 
-    def _on_subscribe(self, c: mqtt.Client, u: object, mid: int, reasons: object, p: object) -> None:
+    def _on_subscribe(
+        self, c: mqtt.Client, u: object, mid: int, reasons: object, p: object
+    ) -> None:
         self.rec.suback[mid] += 1
 
     # -- actions ----------------------------------------------------------------------------
@@ -125,7 +131,9 @@ class Probe:
             if rc != mqtt.MQTT_ERR_SUCCESS or self.rec.closed.is_set():
                 error = f"closed: {mqtt.error_string(rc)}"
                 break
-        outcome = Outcome(self.rec.connected.is_set(), self.rec.rc, "" if self.rec.connected.is_set() else error)
+        outcome = Outcome(
+            self.rec.connected.is_set(), self.rec.rc, "" if self.rec.connected.is_set() else error
+        )
         if outcome.accepted:
             self._thread = threading.Thread(target=self._network, daemon=True)
             self._thread.start()
@@ -147,7 +155,11 @@ class Probe:
 
     def subscribe(self, topics: list[str]) -> None:
         """Subscribe to each filter, QoS 1, and wait for every SUBACK (whatever it says)."""
-        mids = [self.client.subscribe(t, qos=1)[1] for t in topics]
+        mids = []
+        for topic in topics:
+            rc, mid = self.client.subscribe(topic, qos=1)
+            assert rc == mqtt.MQTT_ERR_SUCCESS and mid is not None, mqtt.error_string(rc)
+            mids.append(mid)
         deadline = time.monotonic() + TIMEOUT
         while not all(self.rec.suback[m] for m in mids):
             assert time.monotonic() < deadline, "no SUBACK"

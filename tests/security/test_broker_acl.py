@@ -70,7 +70,9 @@ def _start(workdir: Path, **kwargs: object) -> Mosquitto:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, passwords: dict[str, str]) -> Iterator[Mosquitto]:
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, passwords: dict[str, str]
+) -> Iterator[Mosquitto]:
     """Mosquitto with deploy/acl (plus the spy), hashed passwords, username as client id."""
     server = _start(tmp_path_factory.mktemp("secured"), users=passwords, acl=ACL + SPY_ACL)
     yield server
@@ -82,8 +84,14 @@ def connect(broker: Mosquitto, passwords: dict[str, str]) -> Iterator[Callable[.
     """Connect as an account (its own password); every probe is closed at teardown."""
     made: list[Probe] = []
 
-    def make(user: str, protocol: str = "5", **kwargs: object) -> Probe:
-        probe = Probe(broker.port, username=user, password=passwords[user], protocol=protocol, **kwargs)  # type: ignore[arg-type]
+    def make(user: str, protocol: str = "5", client_id: str = "") -> Probe:
+        probe = Probe(
+            broker.port,
+            username=user,
+            password=passwords[user],
+            protocol=protocol,
+            client_id=client_id,
+        )
         made.append(probe)
         outcome = probe.connect()
         assert outcome.accepted, f"{user} refused: {outcome}"
@@ -114,10 +122,15 @@ def test_every_publish_cell_is_delivered_exactly_as_specified(
     for account in ACCOUNTS:
         probe = connect(account, protocol)
         for topic in topics:
-            sent[(account, topic)] = (probe, probe.publish(topic, _payload("pub", protocol, account, topic)))
+            sent[(account, topic)] = (
+                probe,
+                probe.publish(topic, _payload("pub", protocol, account, topic)),
+            )
     reasons = {key: probe.wait_pubacks([mid])[mid] for key, (probe, mid) in sent.items()}
     allowed = {key for key in sent if "pub" in MATRIX[key[1]][key[0]]}
-    assert wait_until(lambda: all(spy.count(t, _payload("pub", protocol, a, t)) for a, t in allowed))
+    assert wait_until(
+        lambda: all(spy.count(t, _payload("pub", protocol, a, t)) for a, t in allowed)
+    )
     wait_until(lambda: False, QUIET_S)
     delivered = {key: spy.count(key[1], _payload("pub", protocol, *key)) for key in sent}
     wrong = {key: n for key, n in delivered.items() if n != (1 if key in allowed else 0)}
@@ -156,7 +169,9 @@ def test_every_subscribe_cell_is_delivered_exactly_as_specified(
     allowed = {(a, t) for a, t in cells if "sub" in MATRIX[t][a]}
     assert wait_until(lambda: all(received(a, t) for a, t in allowed))
     wait_until(lambda: False, QUIET_S)
-    wrong = {(a, t): n for a, t in cells if (n := received(a, t)) != (1 if (a, t) in allowed else 0)}
+    wrong = {
+        (a, t): n for a, t in cells if (n := received(a, t)) != (1 if (a, t) in allowed else 0)
+    }
     print(
         f"\nACL subscribe over MQTT {protocol}: {len(ACCOUNTS)} accounts x {len(MATRIX)} topics = "
         f"{len(cells)} cells, {len(allowed)} delivering, {len(cells) - len(allowed)} silent, "
@@ -171,7 +186,9 @@ def test_the_real_subscriptions_and_wide_filters_get_only_what_the_role_may_read
     """The filters edgepipe itself uses (a $share group for the cloud), and greedy ones."""
     root = "edgepipe/v1"
     cloud = connect("cloud.1", "5")
-    cloud.subscribe([f"$share/edgepipe-cloud/{root}/+/edge/+", f"$share/edgepipe-cloud/{root}/+/alerts/+"])
+    cloud.subscribe(
+        [f"$share/edgepipe-cloud/{root}/+/edge/+", f"$share/edgepipe-cloud/{root}/+/alerts/+"]
+    )
     edge = connect("edge.farm", "5")
     edge.subscribe([f"{root}/farm/dev/+", f"{root}/cloud/ack/farm"])
     nosy_edge = connect("edge.retail", "3.1.1")
@@ -186,6 +203,7 @@ def test_the_real_subscriptions_and_wide_filters_get_only_what_the_role_may_read
         f"{root}/retail/dev/d2": {nosy_edge},
         f"{root}/farm/edge/batch": {cloud},
         f"{root}/retail/alerts/d2": {cloud, dashboard},
+        f"{root}/farm/edge/health": {cloud, dashboard},
         f"{root}/cloud/ack/farm": {edge},
         f"{root}/cloud/ack/retail": {nosy_edge},
     }
@@ -218,7 +236,9 @@ def test_anonymous_wrong_password_and_unknown_users_are_all_refused(
             probe.close()
             assert outcome.connack, f"{kind}: no CONNACK ({outcome.error})"
             accepted[kind] += outcome.accepted
-    control = Probe(broker.port, username="cloud.1", password=passwords["cloud.1"], protocol=protocol)
+    control = Probe(
+        broker.port, username="cloud.1", password=passwords["cloud.1"], protocol=protocol
+    )
     assert control.connect().accepted
     control.close()
     print(f"\nS1 over MQTT {protocol}: accepted of 20 each: {accepted}")
@@ -265,9 +285,16 @@ def test_without_username_as_clientid_the_same_takeover_succeeds(
     """Negative control: the S3 test above would see a takeover if the setting were missing."""
     broker = _start(tmp_path, users=passwords, acl=ACL + SPY_ACL, use_username_as_clientid=False)
     try:
-        victim = Probe(broker.port, username="cloud.1", password=passwords["cloud.1"], client_id="edgepipe-cloud-1")
+        victim = Probe(
+            broker.port,
+            username="cloud.1",
+            password=passwords["cloud.1"],
+            client_id="edgepipe-cloud-1",
+        )
         assert victim.connect().accepted
-        intruder = Probe(broker.port, username="d1", password=passwords["d1"], client_id="edgepipe-cloud-1")
+        intruder = Probe(
+            broker.port, username="d1", password=passwords["d1"], client_id="edgepipe-cloud-1"
+        )
         assert intruder.connect().accepted
         assert wait_until(lambda: victim.rec.disconnects > 0)
         intruder.close()
@@ -278,3 +305,17 @@ def test_without_username_as_clientid_the_same_takeover_succeeds(
 
 def _payload(*parts: str) -> bytes:
     return "|".join(parts).encode()
+
+
+def test_the_launcher_default_is_still_an_anonymous_broker(tmp_path: Path) -> None:
+    """Every other test relies on it: no accounts, no ACL, no TLS unless asked for."""
+    conf = Mosquitto(tmp_path).config_text()
+    assert "allow_anonymous true" in conf
+    for option in ("password_file", "acl_file", "use_username_as_clientid", "cafile"):
+        assert option not in conf
+    secured = Mosquitto(tmp_path / "s", users={"a.1": "pw"}, acl="user a.1\ntopic read #\n")
+    conf = secured.config_text()
+    assert "allow_anonymous false" in conf and "use_username_as_clientid true" in conf
+    assert secured.acl_file is not None and secured.acl_file.read_text().startswith("user a.1")
+    with pytest.raises(ValueError):
+        Mosquitto(tmp_path / "x", users={}, password_file=tmp_path / "p")

@@ -38,7 +38,8 @@ ACCOUNTS = {  # account -> the variable make-passwd.sh reads its password from
     "dashboard.1": "MQTT_PASSWORD_DASHBOARD",
     "monitor.1": "MQTT_PASSWORD_MONITOR",
 }
-NOT_AUTHORIZED = {5, 0x86, 0x87}  # 3.1.1 "not authorised"; 5 "bad user name or password", "not authorized"
+# CONNACK refusals: 3.1.1 "not authorised"; 5 "bad user name or password", "not authorized"
+NOT_AUTHORIZED = {5, 0x86, 0x87}
 
 
 def _make_certs(out: Path) -> TlsFiles:
@@ -90,10 +91,20 @@ def test_only_the_right_ca_with_an_account_gets_in(
     good, wrong = certs
     user, password = "edge.farm", passwords["edge.farm"]
     cells = {
-        "plaintext to the TLS port": Probe(broker.port, username=user, password=password, protocol=protocol),
-        "right CA, account": Probe(broker.port, username=user, password=password, protocol=protocol, tls_ca=str(good.ca)),
+        "plaintext to the TLS port": Probe(
+            broker.port, username=user, password=password, protocol=protocol
+        ),
+        "right CA, account": Probe(
+            broker.port, username=user, password=password, protocol=protocol, tls_ca=str(good.ca)
+        ),
         "right CA, no account": Probe(broker.port, protocol=protocol, tls_ca=str(good.ca)),
-        "right CA, wrong password": Probe(broker.port, username=user, password="x" + password, protocol=protocol, tls_ca=str(good.ca)),
+        "right CA, wrong password": Probe(
+            broker.port,
+            username=user,
+            password="x" + password,
+            protocol=protocol,
+            tls_ca=str(good.ca),
+        ),
     }
     outcomes = {}
     for name, probe in cells.items():
@@ -102,7 +113,10 @@ def test_only_the_right_ca_with_an_account_gets_in(
     # paho leaks the socket of a failed handshake, so this cell is a bare TLS client.
     outcomes["wrong CA"] = _handshake(broker.port, wrong.ca)
     assert _handshake(broker.port, good.ca).error == "", "control: the right CA must verify"
-    print(f"\nS5 over MQTT {protocol}: " + "; ".join(f"{k}: {_describe(v)}" for k, v in outcomes.items()))
+    print(
+        f"\nS5 over MQTT {protocol}: "
+        + "; ".join(f"{k}: {_describe(v)}" for k, v in outcomes.items())
+    )
     assert not outcomes["plaintext to the TLS port"].connack
     assert not outcomes["wrong CA"].connack
     assert "CERTIFICATE_VERIFY_FAILED" in outcomes["wrong CA"].error
@@ -176,7 +190,9 @@ class _DeployedMosquitto(Mosquitto):
             text = text.replace(old, new)
         text, n = re.subn(r"(?m)^listener 8883$", f"listener {self.port} 127.0.0.1", text)
         assert n == 1
-        text, n = re.subn(r"(?m)^listener 1883 127\.0\.0\.1$", f"listener {self._health_port} 127.0.0.1", text)
+        text, n = re.subn(
+            r"(?m)^listener 1883 127\.0\.0\.1$", f"listener {self._health_port} 127.0.0.1", text
+        )
         assert n == 1
         assert "/mosquitto/" not in text
         if os.geteuid() == 0:
@@ -186,6 +202,7 @@ class _DeployedMosquitto(Mosquitto):
 
 def _round_trip(port: int, ca: str, passwords: dict[str, str]) -> None:
     """edge.farm publishes a batch; cloud.1 on its shared subscription receives it."""
+
     def url(account: str) -> str:
         return f"mqtts://{account}:{passwords[account]}@127.0.0.1:{port}"
 

@@ -51,7 +51,7 @@ def test_the_grace_period_after_a_window_still_counts() -> None:
 
 
 def test_a_device_level_dropout_alert_matches_any_metric() -> None:
-    m = match_alerts(EVENTS, [Raised("d2", "*", 780_000, "dropout")], INTERVAL, 5)
+    m = match_alerts(EVENTS, [Raised("d2", "_device", 780_000, "dropout")], INTERVAL, 5)
     assert (m.detected, m.delays) == (1, [3])
 
 

@@ -1,0 +1,239 @@
+"""The harness of the failure tests: devices that keep a ledger, a pipeline, and the oracle.
+
+Generalises the helpers of tests/integration/test_edge_reliability.py (``settings_for``,
+``Devices``, ``running``, ``wait_until``, ``stored``): the devices here record every reading
+they publish and whether its QoS 1 PUBACK arrived (``MqttClient.publish_tracked``), and the
+oracle compares that ledger with the cloud store *per device and per window*, so a test can
+say exactly how many readings were lost and how many were counted twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.cloud.ingest import IngestWorker
+from pipeline.cloud.store import Store
+from pipeline.config import Settings, load_settings
+from pipeline.edge.node import EdgeNode
+from pipeline.mqtt import Delivery, MqttClient
+from pipeline.protocol import Reading, Topics, encode
+from pipeline.services import Mosquitto
+
+TOPICS = Topics()
+WINDOW_MS = 1000
+KIND, METRIC = "fridge", "temp"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def settings_for(url: str, tmp_path: Path, site: str, **extra: Any) -> Settings:
+    """A node and a cloud worker for ``site`` on ``url``: 1 s windows, short ack timeout."""
+    overrides: dict[str, Any] = {
+        "mqtt.url": url,
+        "store.url": f"sqlite:///{tmp_path / 'cloud.db'}",
+        "edge.site": site,
+        "edge.state_dir": str(tmp_path / "state"),
+        "edge.batch_interval_s": 0.2,
+        "edge.health_interval_s": 1.0,
+        "aggregate.window_s": WINDOW_MS / 1000,
+        "aggregate.lateness_s": 0.0,
+        "aggregate.idle_s": 10.0,  # x10 = 100 s of silence > any outage here: no window cut short
+        "cloud.client_id": f"cloud-{site}",
+        "cloud.group": f"g-{site}",
+        "cloud.flush_interval_s": 0.1,
+        "cloud.buffer_dir": str(tmp_path / "cloud-buffer"),
+        "uplink.ack_timeout_s": 3.0,
+    }
+    overrides.update(extra)
+    return load_settings(overrides=overrides)
+
+
+@dataclass
+class Stack:
+    site: str
+    broker: Mosquitto
+    settings: Settings  # the node's (its mqtt.url may be a proxy)
+    cloud_settings: Settings  # the worker's: always the broker itself
+    store: Store
+    node: EdgeNode
+    worker: IngestWorker
+
+
+def value_of(seq: int) -> float:
+    """The value a device sends with its ``seq``: deterministic, so the oracle knows it."""
+    return 4.0 + (seq % 9) / 10
+
+
+@dataclass
+class Entry:
+    device: str
+    seq: int
+    ts: int
+    value: float
+    delivery: Delivery
+
+
+@dataclass
+class LedgerDevices:
+    """Devices publishing QoS 1 readings from one connection, recording each one's fate.
+
+    ``rates`` maps device id to readings per second (all ``rate_hz`` by default). Every
+    reading has a strictly increasing ``ts`` per device. Bounded: at most ``max_per_device``
+    readings each, and the thread stops when asked.
+    """
+
+    url: str
+    site: str
+    devices: tuple[str, ...] = ("fridge-1", "fridge-2", "fridge-3")
+    rate_hz: float = 50.0
+    rates: dict[str, float] = field(default_factory=dict)
+    protocol: str = "5"
+    max_per_device: int = 20_000
+    ledger: list[Entry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client = MqttClient(self.url, protocol=self.protocol, reconnect_delay=(1, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-devices", daemon=True)
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        tick = 0.002
+        seqs = dict.fromkeys(self.devices, 0)
+        last_ts = dict.fromkeys(self.devices, 0)
+        due = dict.fromkeys(self.devices, time.monotonic())
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for device in self.devices:
+                period = 1.0 / self.rates.get(device, self.rate_hz)
+                if now < due[device] or seqs[device] >= self.max_per_device:
+                    continue
+                due[device] += period
+                seq = seqs[device]
+                ts = max(last_ts[device] + 1, now_ms())
+                reading = Reading(v=1, device=device, kind=KIND, ts=ts, seq=seq, metrics={METRIC: value_of(seq)})
+                delivery = self.client.publish_tracked(TOPICS.reading(self.site, device), encode(reading))
+                with self._lock:
+                    self.ledger.append(Entry(device, seq, ts, value_of(seq), delivery))
+                seqs[device], last_ts[device] = seq + 1, ts
+            if all(s >= self.max_per_device for s in seqs.values()):
+                break
+            time.sleep(tick)
+
+    def __enter__(self) -> LedgerDevices:
+        self.client.connect(timeout=5)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 60) -> None:
+        """Stop publishing and wait (bounded) until paho has every PUBACK it will get."""
+        self._stop.set()
+        self._thread.join(5)
+        self.client.flush(timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.close(timeout=1)
+
+    @property
+    def published(self) -> int:
+        with self._lock:
+            return len(self.ledger)
+
+    def acked(self) -> list[Entry]:
+        with self._lock:
+            return [e for e in self.ledger if e.delivery.acknowledged]
+
+
+class _Role(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+@contextmanager
+def running(role: _Role) -> Iterator[threading.Thread]:
+    """Run ``role.run(stop)`` on a thread; stop and join it (bounded) on exit."""
+    stop = threading.Event()
+    thread = threading.Thread(target=role.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(15)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
+def window_counts(entries: list[Entry]) -> Counter[tuple[str, int]]:
+    """The oracle: readings per (device, window start), the edge's tumbling-window rule."""
+    return Counter((e.device, e.ts - e.ts % WINDOW_MS) for e in entries)
+
+
+def stored_window_counts(store: Store, site: str) -> Counter[tuple[str, int]]:
+    """Readings per (device, window start) in the store's aggregates of the fridges' metric."""
+    since, until = now_ms() - 3_600_000, now_ms() + 3_600_000
+    counts: Counter[tuple[str, int]] = Counter()
+    for device, _kind in store.devices(site):
+        for a in store.query_aggregates(site, device, METRIC, since, until):
+            counts[(device, a.start)] += a.count
+    return counts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Ledger against store: ``lost`` acknowledged readings missing, ``double`` counted twice."""
+
+    published: int
+    acked: int
+    stored: int
+    lost: int
+    double: int
+    windows_wrong: int  # windows whose count differs from the oracle's
+
+    def line(self, label: str) -> str:
+        return (
+            f"{label}: published={self.published} acked={self.acked} stored={self.stored} "
+            f"lost={self.lost} dup={self.double} windows_wrong={self.windows_wrong}"
+        )
+
+
+def verdict(devices: LedgerDevices, store: Store, site: str) -> Verdict:
+    expected = window_counts(devices.acked())
+    got = stored_window_counts(store, site)
+    keys = expected.keys() | got.keys()
+    lost = sum(max(0, expected[k] - got[k]) for k in keys)
+    double = sum(max(0, got[k] - expected[k]) for k in keys)
+    wrong = sum(1 for k in keys if expected[k] != got[k])
+    return Verdict(devices.published, sum(expected.values()), sum(got.values()), lost, double, wrong)
+
+
+def settle(
+    node: Any, devices: LedgerDevices, store: Store, site: str, timeout: float = 60
+) -> Verdict:
+    """After the devices stopped: let the node take every acknowledged reading, close every
+    window, and wait until the store holds them and the outbox is empty; then wait a little
+    more, so that anything counted twice would show."""
+    acked = len(devices.acked())
+    wait_until(lambda: node.counters.accepted >= acked, timeout)
+    node.request_drain()
+    wait_until(lambda: sum(stored_window_counts(store, site).values()) >= acked, timeout, step=0.25)
+    wait_until(lambda: node.queue.stats().items == 0, timeout, step=0.25)
+    time.sleep(1.0)
+    return verdict(devices, store, site)
