@@ -136,7 +136,7 @@ def test_a_30_s_broker_outage_loses_nothing_the_node_accepted(
         node.request_drain()
         accepted = node.counters.accepted
         assert wait_until(lambda: stored(store, site) >= accepted, 60), (stored(store, site), accepted, node.counters.late)
-        assert stored(store, site) == accepted == published
+        assert stored(store, site) == accepted == published, node.counters
         assert node.counters.unaccounted == 0
     store.close()
 
