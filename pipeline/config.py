@@ -293,7 +293,9 @@ def load_settings(
         if not file.is_file():
             raise ConfigError("--config", str(path), "no such file")
         try:
-            tomllib.loads(file.read_text())
+            # bytes, as the settings source reads them: read_text() would turn a lone CR
+            # into a newline and pass a file the source then fails on (found by fuzzing)
+            tomllib.loads(file.read_bytes().decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError("--config", str(path), f"not valid TOML: {exc}") from None
         config = SettingsConfigDict(**{**Settings.model_config, "toml_file": file})

@@ -11,7 +11,12 @@ callback that stops all receiving, oversize publishes that wedge the connection;
   paho's network thread;
 - automatic reconnect with backoff, and every subscription made again on reconnect;
 - a publish larger than the broker's limit is refused here, before paho sees it;
-- QoS 1 publishes are tracked so that ``flush`` can wait for their PUBACKs.
+- QoS 1 publishes are tracked so that ``flush`` can wait for their PUBACKs;
+- publishes stay in order across a reconnect: paho sends a message published between its
+  reconnect and the CONNACK *before* the backlog it resends at the CONNACK, which an edge
+  that drops readings not newer than the device's last would count as duplicates (found by
+  the 60 s broker outage test, tests/reliability/test_broker_outage.py). While disconnected,
+  publishes wait here, in order, and go to paho once its own backlog is on the wire.
 
 Nothing else in the project imports paho.
 """
@@ -180,6 +185,8 @@ class MqttClient:
         self._state = _State()
         self._inflight: deque[paho.MQTTMessageInfo] = deque()
         self._inflight_lock = threading.Lock()
+        self._held: deque[tuple[str, bytes, int, bool, Delivery]] = deque()  # while disconnected
+        self._held_lock = threading.Lock()
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -200,6 +207,7 @@ class MqttClient:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -259,24 +267,48 @@ class MqttClient:
         While disconnected, paho keeps QoS >= 1 messages in memory and sends them after the
         reconnect; they are not durable across a crash of this process.
         """
-        return self._publish(topic, payload, qos, retain).mid
+        return self.publish_tracked(topic, payload, qos, retain).mid
 
     def publish_tracked(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Delivery:
         """Like :meth:`publish`, returning a :class:`Delivery` that tells when the PUBACK came.
 
         For ledgers (tests, simulators) that must know which messages the broker accepted.
         """
-        return Delivery(self._publish(topic, payload, qos, retain))
-
-    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> paho.MQTTMessageInfo:
         if len(payload) > self._max_payload:
             raise PayloadTooLarge(f"{len(payload)} bytes on {topic} > {self._max_payload}")
-        if qos > 0 and len(self._inflight) >= self._max_pending:
+        if qos > 0 and self.outstanding() >= self._max_pending:
             self._wait_for_room()
+        delivery = Delivery(None)
+        with self._held_lock:
+            if self._held or not self.connected:
+                self._held.append((topic, payload, qos, retain, delivery))
+                self.stats.published += 1
+                self._drain_held()
+                return delivery
+        delivery._info = self._publish(topic, payload, qos, retain)
+        return delivery
+
+    def _drain_held(self) -> None:
+        """Hand held publishes to paho, in order, once connected and paho's backlog is sent."""
+        if not self._held or not self.connected:
+            return
+        mutex = getattr(self._client, "_out_message_mutex", None)
+        with mutex if mutex is not None else threading.Lock():
+            if not _backlog_sent(self._client):
+                return
+            # never wait for PUBACKs here: the network thread needs paho's mutex to take them
+            while self._held and self.connected and len(self._inflight) < self._max_pending:
+                topic, payload, qos, retain, delivery = self._held.popleft()
+                delivery._info = self._publish(topic, payload, qos, retain, counted=True)
+
+    def _publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, counted: bool = False
+    ) -> paho.MQTTMessageInfo:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise BrokerUnavailable(f"publish on {topic} failed: {paho.error_string(info.rc)}")
-        self.stats.published += 1
+        if not counted:
+            self.stats.published += 1
         if qos > 0:
             with self._inflight_lock:
                 self._inflight.append(info)
@@ -296,12 +328,18 @@ class MqttClient:
             time.sleep(0.002)
 
     def outstanding(self) -> int:
-        """Number of QoS >= 1 publishes still waiting for their PUBACK."""
+        """Number of publishes still waiting: held while disconnected, or for their PUBACK."""
+        if self._held and self._held_lock.acquire(blocking=False):
+            try:
+                self._drain_held()
+            finally:
+                self._held_lock.release()
+        held = len(self._held)
         with self._inflight_lock:
             while self._inflight and _is_published(self._inflight[0]):
                 self._inflight.popleft()
                 self.stats.acknowledged += 1
-            return len(self._inflight)
+            return len(self._inflight) + held
 
     def flush(self, timeout: float) -> bool:
         """Wait until every QoS >= 1 publish is acknowledged; False if ``timeout`` ran out."""
@@ -341,6 +379,18 @@ class MqttClient:
         self._state.connected.clear()
         self._state.last_error = str(reason)
 
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        # A PUBACK after a reconnect comes after paho resent its backlog: held publishes may go.
+        try:
+            if self._held and self._held_lock.acquire(blocking=False):
+                try:
+                    self._drain_held()
+                finally:
+                    self._held_lock.release()
+        except Exception:  # noqa: BLE001 - the network thread must survive anything
+            self.stats.callback_errors += 1
+            log.exception("could not send held publishes")
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
             self.stats.received += 1
@@ -351,20 +401,34 @@ class MqttClient:
 
 
 class Delivery:
-    """The fate of one publish: ``acknowledged`` once the broker's PUBACK arrived (QoS 1)."""
+    """The fate of one publish: ``acknowledged`` once the broker's PUBACK arrived (QoS 1).
+
+    A publish held while disconnected has no message id (0) until it is handed to paho.
+    """
 
     __slots__ = ("_info",)
 
-    def __init__(self, info: paho.MQTTMessageInfo) -> None:
+    def __init__(self, info: paho.MQTTMessageInfo | None) -> None:
         self._info = info
 
     @property
     def mid(self) -> int:
-        return int(self._info.mid)
+        return 0 if self._info is None else int(self._info.mid)
 
     @property
     def acknowledged(self) -> bool:
-        return _is_published(self._info)
+        return self._info is not None and _is_published(self._info)
+
+
+_UNSENT = (paho.mqtt_ms_publish, paho.mqtt_ms_queued)
+
+
+def _backlog_sent(client: paho.Client) -> bool:
+    """True when paho has no message left that it has yet to send (re)connected."""
+    messages = getattr(client, "_out_messages", None)
+    if messages is None:
+        return True
+    return not any(m.state in _UNSENT for m in list(messages.values()))
 
 
 def _is_published(info: paho.MQTTMessageInfo) -> bool:

@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 
 # Aggregates per uplink message: ~25 KB as JSON, ~10 KB as agg-zstd (a few bytes each).
 AGGREGATES_PER_MESSAGE = {"json": 100, "agg-zstd": 2000}
+ALERT_BURST = 16  # alerts sent per pump beyond uplink.max_inflight (alerts skip the window)
 COMMIT_BATCH = 2000  # commit early when this many readings wait for their PUBACK
 _reading_decoder = msgspec.json.Decoder(Reading)
 _closed_encoder = msgspec.json.Encoder()
@@ -472,9 +473,10 @@ class EdgeNode:
             self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
             self._dirty = True
         room = self.settings.uplink.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        items = self.queue.next_batch(room)
+        # Alerts never wait for the window: while the cloud is away, unacknowledged batches
+        # fill it until the ack timeout, and an alert must still leave at once (R9).
+        items = self.queue.next_batch(max(room, 0) + ALERT_BURST)
+        items = [it for k, it in enumerate(items) if k < room or it.priority == Priority.ALERT]
         for item in items:
             try:
                 self.client.publish(item.topic, item.payload, qos=1)

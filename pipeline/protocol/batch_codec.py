@@ -60,6 +60,8 @@ def _decode_json_zstd(body: bytes) -> Batch:
     raw = decompress_capped(body, MAX_DECODED_BYTES)
     try:
         return _json_decoder.decode(raw)
+    except UnicodeDecodeError:  # msgspec's error for bad UTF-8 inside a JSON string
+        raise ProtocolError(Reason.NOT_UTF8, "a string in the body is not UTF-8") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(Reason.WRONG_TYPE, str(exc)[:200]) from None
 

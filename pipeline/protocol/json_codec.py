@@ -58,7 +58,8 @@ def decode_reading(
         raise ProtocolError(Reason.TOO_LARGE, f"{len(payload)} bytes > {limits.max_bytes}")
     try:
         reading = _reading_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError for bad UTF-8 inside a JSON string (S7 fuzz)
         raise ProtocolError(*_classify(payload, Reading, exc)) from None
     _check_reading(reading, site, device, now_ms, limits)
     return reading
@@ -105,7 +106,7 @@ def decode(payload: bytes, message_type: type[T], *, max_bytes: int = 65536) -> 
         decoder = _decoders[message_type] = msgspec.json.Decoder(message_type)
     try:
         message = decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise ProtocolError(*_classify(payload, message_type, exc)) from None
     version = getattr(message, "v", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.cloud.ingest import IngestWorker
-from pipeline.cloud.store import Store
+from pipeline.cloud.store import Store, open_store
 from pipeline.config import Settings, load_settings
 from pipeline.edge.node import EdgeNode
 from pipeline.mqtt import Delivery, MqttClient
@@ -29,6 +30,7 @@ from pipeline.services import Mosquitto
 TOPICS = Topics()
 WINDOW_MS = 1000
 KIND, METRIC = "fridge", "temp"
+SPIKE_VALUE = 40.0  # a fridge at 40 °C: an anomaly for any detector that saw 4-5 °C
 
 
 def now_ms() -> int:
@@ -68,6 +70,40 @@ class Stack:
     worker: IngestWorker
 
 
+@contextmanager
+def stacks(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """``make(broker=None, edge_url=None, start=True, **settings)`` -> a started Stack: its own
+    Mosquitto (``mosquitto_factory``, so a test may kill it), an edge node and a cloud worker
+    with a SQLite store, all in ``tmp_path``; stores are closed at the end.
+
+    Not a conftest.py fixture: a conftest.py in a second test folder breaks collecting the
+    whole suite together with tests/simulators/conftest.py (``--doctest-modules`` imports both
+    as ``conftest``), so each test module wraps this in its own 3-line fixture.
+    """
+    stores: list[Store] = []
+
+    def make(
+        broker: Mosquitto | None = None, edge_url: str | None = None, start: bool = True, **extra: Any
+    ) -> Stack:
+        broker = broker or mosquitto_factory()
+        site = f"retail-{uuid.uuid4().hex[:6]}"
+        cloud_settings = settings_for(broker.url, tmp_path, site, **extra)
+        settings = settings_for(edge_url or broker.url, tmp_path, site, **extra)
+        store = open_store(cloud_settings.store.url)
+        stores.append(store)
+        node, worker = EdgeNode(settings), IngestWorker(cloud_settings, store)
+        if start:
+            worker.start(timeout=5)
+            node.start(timeout=5)
+        return Stack(site, broker, settings, cloud_settings, store, node, worker)
+
+    try:
+        yield make
+    finally:
+        for store in stores:
+            store.close()
+
+
 def value_of(seq: int) -> float:
     """The value a device sends with its ``seq``: deterministic, so the oracle knows it."""
     return 4.0 + (seq % 9) / 10
@@ -80,6 +116,7 @@ class Entry:
     ts: int
     value: float
     delivery: Delivery
+    sent_at: float  # time.monotonic() when handed to the client
 
 
 @dataclass
@@ -98,6 +135,7 @@ class LedgerDevices:
     rates: dict[str, float] = field(default_factory=dict)
     protocol: str = "5"
     max_per_device: int = 20_000
+    spike: Callable[[str, int], bool] | None = None  # (device, seq) -> send SPIKE_VALUE instead
     ledger: list[Entry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -120,10 +158,12 @@ class LedgerDevices:
                 due[device] += period
                 seq = seqs[device]
                 ts = max(last_ts[device] + 1, now_ms())
-                reading = Reading(v=1, device=device, kind=KIND, ts=ts, seq=seq, metrics={METRIC: value_of(seq)})
+                value = SPIKE_VALUE if self.spike is not None and self.spike(device, seq) else value_of(seq)
+                reading = Reading(v=1, device=device, kind=KIND, ts=ts, seq=seq, metrics={METRIC: value})
+                sent_at = time.monotonic()
                 delivery = self.client.publish_tracked(TOPICS.reading(self.site, device), encode(reading))
                 with self._lock:
-                    self.ledger.append(Entry(device, seq, ts, value_of(seq), delivery))
+                    self.ledger.append(Entry(device, seq, ts, value, delivery, sent_at))
                 seqs[device], last_ts[device] = seq + 1, ts
             if all(s >= self.max_per_device for s in seqs.values()):
                 break

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from edgekit import LedgerDevices, Stack, running, settle
+from edgekit import LedgerDevices, Stack, running, settle, stacks
+
+from pipeline.services import Mosquitto
+
+
+@pytest.fixture
+def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    with stacks(mosquitto_factory, tmp_path) as make:
+        yield make
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL, "SIGSTOP": signal.SIGSTOP}
 

@@ -12,13 +12,20 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-from edgekit import LedgerDevices, Stack, running, settle, wait_until
+from edgekit import LedgerDevices, Stack, running, settle, stacks, wait_until
 
 from pipeline.faults import TcpProxy
 from pipeline.mqtt import MqttClient
 from pipeline.services import LOOPBACK, Mosquitto
+
+
+@pytest.fixture
+def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    with stacks(mosquitto_factory, tmp_path) as make:
+        yield make
 
 KEEPALIVE = 2  # seconds; RELIABILITY.md R10 uses 10, the bound scales with it
 

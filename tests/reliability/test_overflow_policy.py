@@ -10,13 +10,21 @@ publishes both in its health (``uplink_dropped.overflow``, ``uplink_dropped.<pri
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from edgekit import LedgerDevices, Stack, running, wait_until
+import pytest
+from edgekit import LedgerDevices, Stack, running, stacks, wait_until
 
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.edge.uplink import Priority, UplinkQueue
+from pipeline.services import Mosquitto
+
+
+@pytest.fixture
+def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    with stacks(mosquitto_factory, tmp_path) as make:
+        yield make
 
 ITEM = 100  # bytes per payload
 

@@ -16,12 +16,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from edgekit import METRIC, LedgerDevices, Stack, now_ms, running, settle, wait_until
+from edgekit import METRIC, LedgerDevices, Stack, now_ms, running, settle, stacks, wait_until
 
 from pipeline.cloud.store import Store
 from pipeline.mqtt import Message, MqttClient
 from pipeline.protocol import Topics
-from pipeline.services import Influxd
+from pipeline.services import Influxd, Mosquitto
+
+
+@pytest.fixture
+def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    with stacks(mosquitto_factory, tmp_path) as make:
+        yield make
 
 TOPICS = Topics()
 
