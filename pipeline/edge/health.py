@@ -37,6 +37,7 @@ class NodeCounters:
     uplink_requeued: int = 0  # in-flight items sent again (reconnect or ack timeout)
     uplink_too_large: int = 0  # outbox items over the broker limit, dropped
     acked_seq: int = 0  # highest uplink sequence the cloud says it stored
+    handler_errors: int = 0  # readings whose processing raised (a bug: logged, the node goes on)
     json_bytes_in: int = 0  # payload bytes of accepted readings: what forwarding them would cost
     uplink_bytes: Counter[str] = field(default_factory=Counter)  # put in the outbox, by priority
 

@@ -264,7 +264,11 @@ class EdgeNode:
             self.model_sync.on_merged(message.topic.rsplit("/", 1)[1], message.payload)
             self.client.ack(message)
         else:
-            self.handle(message.topic, message.payload)
+            try:
+                self.handle(message.topic, message.payload)
+            except Exception:  # noqa: BLE001 - R11: a bug in one stage must not stop the node
+                log.exception("handling a reading on %s failed", message.topic)
+                self.counters.handler_errors += 1
             self._unacked.append(message)
 
     def handle(self, topic: str, payload: bytes) -> None:

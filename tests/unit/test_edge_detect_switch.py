@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pipeline.config import load_settings
@@ -11,6 +13,7 @@ from pipeline.edge.node import EdgeNode
 from pipeline.protocol import Reading
 
 T0 = 1_800_000_000_000
+NOW = time.time_ns() // 1_000_000
 
 
 def _spiky_readings() -> list[Reading]:
@@ -47,5 +50,30 @@ def test_without_detection_every_reading_still_reaches_the_aggregates(tmp_path: 
             node.process(r, journal_id)
         assert node.points_in["moisture"] == 151
         assert sum(a.count for a in node.aggregator.flush(T0 + 10**7, everything=True)) == 151
+    finally:
+        node.queue.close()
+
+
+def test_a_failing_stage_is_counted_and_the_node_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.mqtt import Message
+
+    node = _node(tmp_path, detect=True)
+    calls = {"n": 0}
+    original = node.aggregator.add_one
+
+    def flaky(point, now):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in a stage")
+        return original(point, now)
+
+    monkeypatch.setattr(node.aggregator, "add_one", flaky)
+    try:
+        for i, r in enumerate(_spiky_readings()[:3]):
+            topic = f"edgepipe/v1/farm/dev/{r.device}"
+            node.dispatch(Message(topic, msgspec.json.encode(msgspec.structs.replace(r, ts=NOW - 3000 + i)), 1, False, i + 1))
+        assert node.counters.handler_errors == 1
+        assert node.counters.accepted == 3  # journaled before the stage failed, and the next two
+        assert node.points_in["moisture"] == 3
     finally:
         node.queue.close()
