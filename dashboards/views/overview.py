@@ -106,16 +106,16 @@ def render(store: Store, sites: list[str]) -> None:
     shipped = int(totals["bytes_shipped"].sum()) if not totals.empty else 0
     reduction = queries.reduction_table(store, sites, *queries.ALL_TIME)
     points_in, points_stored = queries.points_totals(reduction)
-    cols = st.columns(2)
+    savings = st.columns(2)
     if shipped:
-        cols[0].metric(
+        savings[0].metric(
             "Uplink bytes saved",
             f"{100 * (1 - shipped / json_in):.1f} %" if json_in else "–",
             help="1 − (batch + aggregate bytes shipped) ÷ (the devices' JSON bytes), from the "
             "edges' health counters over each node's life",
         )
     if points_in:
-        cols[1].metric(
+        savings[1].metric(
             "Points shipped per point in",
             f"{100 * points_stored / points_in:.1f} %",
             help="raw points stored ÷ points counted in the aggregates, all sites, all time",

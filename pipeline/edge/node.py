@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -45,7 +46,7 @@ from pipeline.edge.alert import AlertPolicy
 from pipeline.edge.detect import Detector, edge_detector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
-from pipeline.edge.model import ModelSync
+from pipeline.edge.model import MetricStats, ModelSync
 from pipeline.edge.scoring import SilenceWatch, StuckWatch, dropout_alerts, heard_again
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
@@ -451,12 +452,11 @@ class EdgeNode:
         """What was learned per kind since the last delta: signed, into the outbox (MODEL)."""
         topic = self.topics.edge(self.site, "model")
         for kind, metrics in self.model_sync.take_deltas(now).items():
-            self._put(
-                Priority.MODEL,
-                topic,
-                lambda seq, k=kind, m=metrics: encode_model(self.model_sync.delta(k, m, seq, now)),
-            )
+            self._put(Priority.MODEL, topic, partial(self._model_payload, kind, metrics, now))
             self._dirty = True
+
+    def _model_payload(self, kind: str, metrics: dict[str, MetricStats], now: int, seq: int) -> bytes:
+        return encode_model(self.model_sync.delta(kind, metrics, seq, now))
 
     # -- uplink -----------------------------------------------------------------------------
 

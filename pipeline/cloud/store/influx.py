@@ -176,7 +176,7 @@ def _floats(pairs: Sequence[tuple[str, float]]) -> list[str]:
 def reading_lines(site: str, readings: Sequence[Reading]) -> list[str]:
     """Line protocol for readings of one site (see the layout in the module docstring)."""
     site_tag = _tag("site", site)
-    lines = []
+    lines: list[str] = []
     prefixes: dict[tuple[str, str], str] = {}  # the escaped series key, once per device
     append = lines.append
     for r in readings:
