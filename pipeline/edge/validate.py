@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from array import array
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import (
@@ -17,15 +18,50 @@ from pipeline.protocol import (
 )
 
 PAYLOAD_PREVIEW_BYTES = 256
+RECENT = 16  # accepted timestamps remembered per device, beyond the newest
+
+
+class RecentTimestamps:
+    """One device's accepted timestamps: the newest, and the last ``size`` in arrival order.
+
+    Why both: ``ts > newest`` is new (the common case, one comparison). An older ``ts``
+    is a redelivery if it is the newest or among the recent ones, new if it is unknown but
+    no older than the oldest recent one (a reading that arrived out of order), and, beyond
+    that memory, counted as a duplicate: it cannot be told apart from an old redelivery.
+
+    >>> r = RecentTimestamps(size=3)
+    >>> [r.accept(ts) for ts in (10, 20, 30, 15, 20, 30, 5)]
+    [True, True, True, True, False, False, False]
+    """
+
+    __slots__ = ("newest", "_ring", "_next")
+
+    def __init__(self, size: int = RECENT) -> None:
+        self.newest = -(2**63)
+        self._ring = array("q", [-(2**63)]) * size
+        self._next = 0
+
+    def accept(self, ts: int) -> bool:
+        """True (and remembered) if ``ts`` has not been accepted before, as far as we know."""
+        if ts <= self.newest:
+            if ts == self.newest or ts in self._ring or ts < min(self._ring):
+                return False
+        else:
+            self.newest = ts
+        self._ring[self._next] = ts
+        self._next = (self._next + 1) % len(self._ring)
+        return True
 
 
 class Validator:
     """Turns ``(topic, payload)`` into a :class:`Reading` or a :class:`DeadLetter`.
 
     It never raises on input: every defect becomes a dead letter with its reason. It also
-    drops redeliveries: a reading whose ``ts`` is not newer than the last accepted one from
-    the same device is refused as ``duplicate`` (MQTT QoS 1 delivers at least once, and a
-    broker restart redelivers). Per-device state is one integer.
+    drops redeliveries (MQTT QoS 1 delivers at least once, and a broker restart redelivers)
+    as ``duplicate``, without dropping readings that merely arrive out of order: a client
+    may send what it published during a reconnect ahead of its backlog (paho 2.x does).
+    Per device it remembers the newest accepted ``ts`` and the last ``RECENT`` accepted
+    ones (:class:`RecentTimestamps`); docs/decisions/0002-duplicates-by-device-timestamp.md.
 
     >>> v = Validator(site="farm")
     >>> v.validate_one("edgepipe/v1/farm/dev/d1", b"{oops", now_ms=0).reason
@@ -36,15 +72,20 @@ class Validator:
         self.site = site
         self.topics = topics
         self.limits = limits
-        self._last_ts: dict[str, int] = {}
+        self._seen: dict[str, RecentTimestamps] = {}
 
     def __repr__(self) -> str:
         return f"Validator(site={self.site!r}, limits={self.limits!r})"
 
+    def _timestamps(self, device: str) -> RecentTimestamps:
+        seen = self._seen.get(device)
+        if seen is None:
+            seen = self._seen[device] = RecentTimestamps()
+        return seen
+
     def remember(self, reading: Reading) -> None:
         """Note a reading accepted earlier (journal replay), so its redelivery is a duplicate."""
-        if reading.ts > self._last_ts.get(reading.device, -(2**62)):
-            self._last_ts[reading.device] = reading.ts
+        self._timestamps(reading.device).accept(reading.ts)
 
     def validate_one(self, topic: str, payload: bytes, now_ms: int) -> Reading | DeadLetter:
         try:
@@ -54,12 +95,13 @@ class Validator:
             reading = decode_reading(
                 payload, site=self.site, device=parsed.subject, now_ms=now_ms, limits=self.limits
             )
-            last = self._last_ts.get(reading.device)
-            if last is not None and reading.ts <= last:
-                raise ProtocolError(Reason.DUPLICATE, f"ts {reading.ts} <= last accepted {last}")
+            seen = self._timestamps(reading.device)
+            if not seen.accept(reading.ts):
+                raise ProtocolError(
+                    Reason.DUPLICATE, f"ts {reading.ts} accepted before (newest {seen.newest})"
+                )
         except ProtocolError as exc:
             return dead_letter(self.site, topic, payload, exc.reason, exc.detail, now_ms)
-        self._last_ts[reading.device] = reading.ts
         return reading
 
 

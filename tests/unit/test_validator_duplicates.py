@@ -1,0 +1,51 @@
+"""Redeliveries are duplicates; readings that merely arrive out of order are not."""
+
+from __future__ import annotations
+
+import msgspec
+
+from pipeline.edge.validate import RECENT, Validator
+from pipeline.protocol import DeadLetter, Reading
+
+NOW = 1_800_000_000_000
+TOPIC = "edgepipe/v1/farm/dev/d1"
+
+
+def _send(v: Validator, ts: int) -> str:
+    payload = msgspec.json.encode(Reading(1, "d1", "fridge", ts, ts % 10_000, {"temp": 4.0}))
+    verdict = v.validate_one(TOPIC, payload, NOW)
+    return verdict.reason if isinstance(verdict, DeadLetter) else "accepted"
+
+
+def test_a_redelivered_reading_is_a_duplicate() -> None:
+    v = Validator("farm")
+    assert [_send(v, ts) for ts in (NOW - 3000, NOW - 2000, NOW - 2000)] == ["accepted", "accepted", "duplicate"]
+
+
+def test_an_older_unseen_reading_is_accepted_as_out_of_order() -> None:
+    v = Validator("farm")
+    assert [_send(v, ts) for ts in (NOW - 3000, NOW - 1000, NOW - 2000)] == ["accepted"] * 3
+
+
+def test_a_backlog_sent_after_a_newer_reading_is_accepted_whole() -> None:
+    """paho 2.x may send a publish made during the reconnect before the resent backlog."""
+    v = Validator("farm")
+    before = [_send(v, NOW - 100_000 + i) for i in range(50)]
+    jumped = _send(v, NOW - 1_000)
+    backlog = [_send(v, NOW - 50_000 + i) for i in range(500)]
+    assert before == ["accepted"] * 50 and jumped == "accepted"
+    assert backlog == ["accepted"] * 500
+    assert _send(v, NOW - 1_000) == "duplicate"  # the newest, redelivered
+
+
+def test_a_reading_older_than_the_memory_is_counted_as_a_duplicate() -> None:
+    v = Validator("farm")
+    for i in range(RECENT + 5):
+        _send(v, NOW - 100_000 + i * 10)
+    assert _send(v, NOW - 100_000 + 5) == "duplicate"  # cannot be told from an old redelivery
+
+
+def test_a_journal_replay_makes_redeliveries_duplicates() -> None:
+    v = Validator("farm")
+    v.remember(Reading(1, "d1", "fridge", NOW - 5000, 1, {"temp": 4.0}))
+    assert _send(v, NOW - 5000) == "duplicate"
