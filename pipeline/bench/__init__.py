@@ -52,7 +52,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "uplink.max_error_over_resolution",
     ),
     "sim": ("sim.readings_per_s", "sim.null_readings_per_s"),
-    "cloud": ("cloud.points_per_s", "cloud.raw_post_points_per_s"),
+    "cloud": ("cloud.points_per_s", "cloud.raw_post_points_per_s", "cloud.worker_points_per_s"),
     "quality": (
         "quality.sim.f1",
         "quality.sim.precision",
