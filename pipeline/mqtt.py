@@ -127,6 +127,47 @@ class _State:
     last_error: str = ""
 
 
+class _BufferedClient(paho.Client):
+    """paho's client with a read buffer: one ``recv`` for many packets, not three per packet.
+
+    Why: paho reads a packet as a 1-byte ``recv`` for the command, one per remaining-length
+    byte, then the body, and goes back to ``select`` between packets when it tracks no
+    messages. At 20,000 small readings a second that is most of the edge's receiving cost.
+    Here ``_sock_recv`` serves paho from a 64 KiB buffer filled by one ``recv``, and
+    ``loop_read`` goes on until the buffer is empty (``select`` cannot see bytes already
+    read). paho keeps its own partial-packet state, so a packet split across reads is fine.
+    Only these two methods are replaced; if paho ever renames them this class is inert.
+    """
+
+    _READ_SIZE = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(max(bufsize, self._READ_SIZE))
+            if len(data) <= bufsize:
+                return data  # also b"" (closed), which paho must see as it is
+            self._rbuf, self._rpos = data, 0
+        end = self._rpos + bufsize
+        chunk = self._rbuf[self._rpos : end]
+        self._rpos = min(end, len(self._rbuf))
+        return chunk
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rpos < len(self._rbuf) and self._sock is not None:
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0  # bytes of a dead connection must not feed the next
+        super()._sock_close()
+
+
 class MqttClient:
     """One connection to a broker.
 
@@ -187,7 +228,7 @@ class MqttClient:
         self._inflight_lock = threading.Lock()
         self._held: deque[tuple[str, bytes, int, bool, Delivery]] = deque()  # while disconnected
         self._held_lock = threading.Lock()
-        self._client = paho.Client(
+        self._client = _BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
