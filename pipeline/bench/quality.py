@@ -17,6 +17,11 @@ default ``alert`` settings, as ``EdgeNode.process`` and ``EdgeNode.tick`` use th
 Events that start before ``warmup`` readings of their device are not counted (no detector
 alerts then), nor are alerts before that time.
 
+The first day (``quality.sim.*_first_day``, ``*_first_day_warm``): the same fleet for one
+day, counted from the 10th reading, once cold (every detector starts from nothing, as
+above) and once warm-started (``warm_start``) from kind priors learned on another fleet
+(another seed, 30 devices, one day earlier), as model sync does for a node's new devices.
+
 NAB (``quality.nab.*``): ``pipeline.bench.nab.detect_and_score`` on the NAB folder.
 
 Beside each figure, the same run with the z-score baseline (``ZScoreDetector``, no stuck or
@@ -30,7 +35,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ import msgspec
 
 from pipeline.edge.alert import AlertPolicy
 from pipeline.edge.detect import Detector, ZScoreDetector, default_detector, edge_detector
+from pipeline.edge.model import PRIOR_WARMUP, DetectorPrior, StatsAccumulator, prior_from_stats
 from pipeline.edge.scoring import (
     DEVICE_METRIC,
     DROPOUT,
@@ -73,6 +79,10 @@ class SimQualityPlan:
     @classmethod
     def tiny(cls) -> SimQualityPlan:
         return cls(devices_per_site=3, days=0.25, burn_in_days=0.05, warmup=30)
+
+    def first_day(self) -> SimQualityPlan:
+        """The same fleet's first day, counted from the warm-up of a warm-started detector."""
+        return replace(self, days=min(self.days, 1.0), burn_in_days=0.0, warmup=PRIOR_WARMUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +223,7 @@ class _Feed:
             for pipes in self.pipelines.values():
                 for p in pipes:
                     p.tick()
-            self._next_tick = r.ts + self.interval_ms / 2
+            self._next_tick = r.ts + int(self.interval_ms // 2)
         self.first_ts.setdefault(r.device, r.ts)
         for p in self.pipelines[levels[-3]]:
             p.reading(r)
@@ -240,6 +250,55 @@ Variant = Callable[[str], Pipeline]
 def ours(site: str) -> Pipeline:
     """The node's path: the edge detector, stuck runs, silence watch."""
     return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch()), SilenceWatch(), _policy(site))
+
+
+def warm(priors: dict[tuple[str, str], DetectorPrior]) -> Variant:
+    """The node's path with every new detector warm-started from its kind's prior."""
+
+    def make(site: str) -> Pipeline:
+        scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), prior=lambda k, m: priors.get((k, m)))
+        return Pipeline(site, scorer, SilenceWatch(), _policy(site))
+
+    return make
+
+
+class _Learn:
+    """A simulator ``Publisher`` that learns kind statistics (``StatsAccumulator``) from readings."""
+
+    def __init__(self) -> None:
+        self.stats: dict[tuple[str, str], StatsAccumulator] = {}
+        self.previous: dict[tuple[str, str], float] = {}
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        if topic.split("/")[-1] == "labels":
+            return
+        r = _reading.decode(payload)
+        for metric, value in r.metrics.items():
+            acc = self.stats.get((r.kind, metric))
+            if acc is None:
+                acc = self.stats[(r.kind, metric)] = StatsAccumulator()
+            acc.learn_one(value, r.ts, self.previous.get((r.device, metric)))
+            self.previous[(r.device, metric)] = value
+
+
+def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float = 1.0) -> dict[tuple[str, str], DetectorPrior]:
+    """Kind priors (what model sync merges) from another fleet: another seed, the day before."""
+    from simulators import SimOptions, run
+
+    learn = _Learn()
+    options = SimOptions(
+        sites=("farm", "retail", "city"),
+        devices_per_site=devices_per_site,
+        rate=1.0 / plan.interval_s,
+        duration=days * 86_400,
+        seed=plan.seed + 1000,
+        anomaly_rate=plan.anomaly_rate,
+        start_ms=MONDAY_MS - round(days * 86_400_000),
+        realtime=False,
+    )
+    run(options, learn)
+    priors = {key: prior_from_stats(acc.to_stats(), version=1) for key, acc in learn.stats.items()}
+    return {key: p for key, p in priors.items() if p is not None}
 
 
 def zscore(site: str) -> Pipeline:
@@ -294,7 +353,7 @@ def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dic
             "events_by_anomaly": {a: n for a, (n, _) in sorted(matched.by_anomaly.items())},
         }
         out[name] = figures
-    out["_events"] = {"events": events}  # type: ignore[dict-item]
+    out["_events"] = {"events": events}
     out["_run"] = {
         "devices": devices,
         "days": plan.days,
@@ -315,12 +374,23 @@ def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
         figures[f"quality.sim.{key}_zscore"] = result["zscore"][key]
     figures["detect.us_per_reading"] = result["ours"]["us_per_reading"]
     figures["detect.us_per_reading_zscore"] = result["zscore"]["us_per_reading"]
+    first_plan = plan.first_day()
+    first = run_sim(first_plan, {"cold": ours, "warm": warm(learn_priors(plan))})
+    for key in ("f1", "false_alarms_per_device_day"):
+        figures[f"quality.sim.{key}_first_day"] = first["cold"][key]
+        figures[f"quality.sim.{key}_first_day_warm"] = first["warm"][key]
     figures["quality.sim.details"] = {
         "run": result["_run"],
         "grace_readings": plan.grace_readings,
         "warmup_readings": plan.warmup,
         "ours": result["ours"]["details"],
         "zscore": result["zscore"]["details"],
+        "first_day": {
+            "run": first["_run"],
+            "warmup_readings": first_plan.warmup,
+            "cold": first["cold"]["details"],
+            "warm": first["warm"]["details"],
+        },
     }
     return figures
 

@@ -451,5 +451,15 @@ def edge_detector() -> SeasonalResidualDetector:
     0.79 (precision and recall both up, docs/detection.md). On NAB it is worse (missing
     daily peaks are explained by the previous value), so ``default_detector()`` keeps
     ``"best"``.
+
+    Why the neighbouring time-of-day bins (``EdgeResidualDetector``,
+    ``pipeline/edge/edge_residual.py``): daily switching (streetlights at dusk, valves)
+    does not happen at the same minute every day, and the profile a quarter of an hour
+    away explains it; on simulated data false alarms fell from 150 to 82 (F1 0.79 to 0.81).
+    Its signed residual memory (rises against rises, drops against drops, with a resolution
+    floor) then raised recall from 0.75 to 0.81 (F1 0.83 to 0.86, docs/detection.md).
     """
-    return SeasonalResidualDetector(cooldown=0, residual="closest")
+    # imported here: it subclasses this module's detector
+    from pipeline.edge.edge_residual import EdgeResidualDetector
+
+    return EdgeResidualDetector(neighbours=1)

@@ -302,7 +302,7 @@ class EdgeNode:
                     detector = self.detectors[key] = self._new_detector(reading.kind, metric)
                 score = detector.score_one(value, reading.ts)
                 detector.learn_one(value, reading.ts)
-                score, cause = self.stuck.adjust_one(key, value, score)
+                score, cause = self.stuck.adjust_one(key, value, score, reading.ts)
                 self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1

@@ -24,11 +24,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.detect import Detector
+from pipeline.edge.detect import DAY_S, Detector
 from pipeline.edge.stages import Point
 from pipeline.protocol import Alert, Reading
+
+if TYPE_CHECKING:
+    from pipeline.edge.model import DetectorPrior
 
 ANOMALY = "anomaly"
 STUCK = "stuck"
@@ -58,7 +62,16 @@ class StuckRun:
     keep floors and ceilings quiet: a run at the lowest or highest value the series has
     shown (no light at night, no flow between waterings, a closed door) is physics, not a
     stuck sensor. No score during the first ``warmup`` readings; a run still going at the
-    end of the warm-up counts as one usual run.
+    end of the warm-up counts as one usual run, and is remembered again at its full length
+    when it ends (a node started at midnight sees the first night's stock on a shelf as
+    one run from the warm-up to the morning's restock, not as the warm-up's 100 readings).
+
+    Daily long runs: with timestamps (``ts_ms``), a run scored during the hours of the day
+    the longest remembered run lasted (from ``daily_window_s`` before its start to its
+    end) is compared with that longest run instead of the ``top_k``-th: a shelf holds its
+    stock every night from its last sale to the morning's restock, so the second night is
+    as usual as the first, though only one such run is remembered yet. Without timestamps
+    nothing changes.
 
     >>> s = StuckRun(warmup=10)
     >>> for i in range(200):
@@ -75,12 +88,16 @@ class StuckRun:
         "_counted",
         "_growth",
         "_high",
+        "_longest_end",
+        "_longest_start",
         "_low",
         "_n",
         "_run",
+        "_run_start",
         "_scale",
         "_top",
         "_value",
+        "daily_window_s",
         "forget",
         "top_k",
         "warmup",
@@ -88,20 +105,25 @@ class StuckRun:
 
     _RENORMALISE = 1e150
 
-    def __init__(self, warmup: int = 100, forget: float = 1e-4, top_k: int = 2) -> None:
+    def __init__(
+        self, warmup: int = 100, forget: float = 1e-4, top_k: int = 2, daily_window_s: float = 0.0
+    ) -> None:
         if warmup < 1:
             raise ValueError(f"warmup must be at least 1, got {warmup}")
         if not 0.0 <= forget < 1.0:
             raise ValueError(f"forget must be in [0, 1), got {forget}")
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if not 0.0 <= daily_window_s <= DAY_S / 2:
+            raise ValueError(f"daily_window_s must be in [0, {DAY_S // 2}], got {daily_window_s}")
+        self.daily_window_s = daily_window_s
         self.warmup = warmup
         self.forget = forget
         self.top_k = top_k
         self._growth = 1.0 / (1.0 - forget)
         self._value: float | None = None
         self._run = 0
-        self._counted = False  # the current run is already remembered (warm-up)
+        self._counted = 0.0  # the current run as remembered at the warm-up's end (scaled), or 0
         # The top_k longest completed runs, a min-heap stored multiplied by _scale (which
         # grows by 1/(1 - forget) per reading) so that forgetting costs nothing per reading.
         self._top: list[float] = []
@@ -109,47 +131,84 @@ class StuckRun:
         self._n = 0
         self._low = float("inf")
         self._high = float("-inf")
+        # Seconds of the day: when the current run started, when the longest remembered
+        # run started and ended (-1: unknown, no timestamps).
+        self._run_start = -1.0
+        self._longest_start = -1.0
+        self._longest_end = -1.0
 
     def __repr__(self) -> str:
-        return f"StuckRun(warmup={self.warmup}, forget={self.forget}, top_k={self.top_k})"
+        return (
+            f"StuckRun(warmup={self.warmup}, forget={self.forget}, top_k={self.top_k}, "
+            f"daily_window_s={self.daily_window_s})"
+        )
 
     @property
     def reference(self) -> float:
         """The usual long run: the ``top_k``-th longest remembered (the shortest while fewer)."""
         return max(1.0, self._top[0] / self._scale) if self._top else 1.0
 
-    def score_one(self, x: float) -> float:
+    def daily(self, ts_ms: int | None) -> bool:
+        """True if ``ts_ms`` falls in the hours of the day the longest remembered run lasted."""
+        if ts_ms is None or self._longest_start < 0.0:
+            return False
+        start = self._longest_start - self.daily_window_s
+        # both as seconds after ``start``, modulo a day
+        return (ts_ms // 1000 - start) % DAY_S <= (self._longest_end - start) % DAY_S
+
+    def score_one(self, x: float, ts_ms: int | None = None) -> float:
         """Score in [0, 1) of ``x`` (0.0 unless it extends an unusually long run)."""
         if self._n < self.warmup or x != self._value or x <= self._low or x >= self._high:
             return 0.0
         run = self._run + 1
         ref = self.reference
+        if run > ref and self.daily(ts_ms):
+            ref = max(self._top) / self._scale
         return ratio_score(run / ref) if run > ref else 0.0
 
-    def learn_one(self, x: float) -> None:
+    def learn_one(self, x: float, ts_ms: int | None = None) -> None:
         if x != x:
             return
         self._n += 1
         self._scale *= self._growth
         if self._scale > self._RENORMALISE:
             self._top = [v / self._scale for v in self._top]
+            self._counted /= self._scale
             self._scale = 1.0
         if x == self._value:
             self._run += 1
         else:
-            if self._run and not self._counted:
-                self._remember(self._run)
-            self._value, self._run, self._counted = x, 1, False
+            if self._run:
+                if self._counted:  # remembered at the end of the warm-up: now at full length
+                    self._forget_one(self._counted)
+                self._remember(self._run, ts_ms)
+            self._value, self._run, self._counted = x, 1, 0.0
+            self._run_start = -1.0 if ts_ms is None else float(ts_ms // 1000 % DAY_S)
         if self._n == self.warmup and self._run > 1:
             self._remember(self._run)  # a run during the warm-up is usual by definition
-            self._counted = True
+            self._counted = self._run * self._scale
         if x < self._low:
             self._low = x
         if x > self._high:
             self._high = x
 
-    def _remember(self, run: int) -> None:
+    def _forget_one(self, value: float) -> None:
+        """Drop ``value`` (scaled, as stored) from the remembered runs, if it is still there."""
+        for i, v in enumerate(self._top):
+            if abs(v - value) <= 1e-9 * value:
+                self._top[i] = self._top[-1]
+                self._top.pop()
+                heapq.heapify(self._top)
+                return
+
+    def _remember(self, run: int, ended_ms: int | None = None) -> None:
         value = run * self._scale
+        if not self._top or value > max(self._top):  # the new longest: when in the day
+            if ended_ms is None or self._run_start < 0.0:
+                self._longest_start = self._longest_end = -1.0
+            else:
+                self._longest_start = self._run_start
+                self._longest_end = float(ended_ms // 1000 % DAY_S)
         if len(self._top) < self.top_k:
             heapq.heappush(self._top, value)
         elif value > self._top[0]:
@@ -163,13 +222,15 @@ class StuckWatch:
         self.new_run = new_run
         self.runs: dict[tuple[str, str], StuckRun] = {}
 
-    def adjust_one(self, key: tuple[str, str], value: float, score: float) -> tuple[float, str]:
-        """Score, then learn, ``value``'s run; (the higher score, its cause)."""
+    def adjust_one(
+        self, key: tuple[str, str], value: float, score: float, ts_ms: int | None = None
+    ) -> tuple[float, str]:
+        """Score, then learn, ``value``'s run (at ``ts_ms``, epoch ms, if known); (the higher score, its cause)."""
         run = self.runs.get(key)
         if run is None:
             run = self.runs[key] = self.new_run()
-        stuck = run.score_one(value)
-        run.learn_one(value)
+        stuck = run.score_one(value, ts_ms)
+        run.learn_one(value, ts_ms)
         return (stuck, STUCK) if stuck > score else (score, ANOMALY)
 
 
@@ -296,7 +357,9 @@ class ReadingScorer:
     ``new_detector()`` makes the residual detector of a new (device, metric), kept in
     ``detectors`` (a dict the caller may share, e.g. to ship model deltas). The score of a
     metric is the higher of the detector's score and the ``StuckWatch`` score (when given);
-    the cause says which (``anomaly`` or ``stuck``).
+    the cause says which (``anomaly`` or ``stuck``). ``prior(kind, metric)``, when given,
+    is the kind's merged model: a new detector warm-starts from it when it is not None
+    (as ``EdgeNode`` does with model sync).
     """
 
     def __init__(
@@ -304,10 +367,12 @@ class ReadingScorer:
         new_detector: Callable[[], Detector],
         detectors: dict[tuple[str, str], Detector] | None = None,
         stuck: StuckWatch | None = None,
+        prior: Callable[[str, str], DetectorPrior | None] | None = None,
     ) -> None:
         self.new_detector = new_detector
         self.detectors: dict[tuple[str, str], Detector] = {} if detectors is None else detectors
         self.stuck = stuck
+        self.prior = prior
 
     def score_one(self, reading: Reading) -> list[tuple[str, float, float, str]]:
         """Score, then learn, every metric of ``reading``."""
@@ -318,10 +383,14 @@ class ReadingScorer:
             detector = self.detectors.get(key)
             if detector is None:
                 detector = self.detectors[key] = self.new_detector()
+                prior = None if self.prior is None else self.prior(reading.kind, metric)
+                warm_start = getattr(detector, "warm_start", None)
+                if prior is not None and warm_start is not None:
+                    warm_start(prior)
             score = detector.score_one(value, ts)
             detector.learn_one(value, ts)
             cause = ANOMALY
             if self.stuck is not None:
-                score, cause = self.stuck.adjust_one(key, value, score)
+                score, cause = self.stuck.adjust_one(key, value, score, ts)
             out.append((metric, value, score, cause))
         return out

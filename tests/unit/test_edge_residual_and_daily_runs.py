@@ -1,0 +1,150 @@
+"""The edge detector's neighbouring bins and signed memory, daily long runs, warm-started scorers."""
+
+from __future__ import annotations
+
+import random
+
+from pipeline.bench.quality import SimQualityPlan
+from pipeline.edge.detect import edge_detector
+from pipeline.edge.edge_residual import EdgeResidualDetector
+from pipeline.edge.model import PRIOR_WARMUP, DetectorPrior
+from pipeline.edge.scoring import ReadingScorer, StuckRun
+from pipeline.protocol import Reading
+
+MINUTE = 60_000
+DAY = 1440 * MINUTE
+
+
+def _feed(detector: EdgeResidualDetector, values: list[float], timed: bool = True) -> None:
+    for i, x in enumerate(values):
+        t = i * MINUTE if timed else None
+        detector.score_one(x, t)
+        detector.learn_one(x, t)
+
+
+def _lamp(minute: int) -> float:
+    """100 or 101 W from 20:00 to 06:00, 0 W by day."""
+    m = minute % 1440
+    return 100.0 + minute % 2 if m >= 20 * 60 or m < 6 * 60 else 0.0
+
+
+def test_a_switch_ten_minutes_early_is_explained_by_the_neighbouring_bin() -> None:
+    with_neighbours, own_bin_only = EdgeResidualDetector(neighbours=1), EdgeResidualDetector(neighbours=0)
+    until = 2 * 1440 + 19 * 60 + 50  # two days, then up to 19:49 on the third
+    for d in (with_neighbours, own_bin_only):
+        _feed(d, [_lamp(i) for i in range(until)])
+    early = until * MINUTE  # on at 19:50, in the 19:45 bin; the 20:00 bin says 100
+    assert with_neighbours.score_one(100.0, early) < 0.5
+    assert own_bin_only.score_one(100.0, early) > 0.8
+
+
+def test_the_edge_detector_is_the_edge_residual_detector() -> None:
+    d = edge_detector()
+    assert isinstance(d, EdgeResidualDetector)
+    assert (d.neighbours, d.signed, d.residual, d.cooldown) == (1, True, "closest", 0)
+
+
+def test_repr_rebuilds_the_detector_and_clone_keeps_its_settings() -> None:
+    d = EdgeResidualDetector(top_k=6, neighbours=2, signed=False, resolution_floor=3.0)
+    rebuilt = eval(repr(d), {"EdgeResidualDetector": EdgeResidualDetector})  # noqa: S307
+    assert repr(rebuilt) == repr(d) == repr(d.clone())
+
+
+def _shelf(minutes: int) -> list[float]:
+    """Stock: a sale with probability 0.3 a minute, topped up to 200 when below 170."""
+    rng, values, stock = random.Random(3), [], 200.0
+    for _ in range(minutes):
+        if rng.random() < 0.3:
+            stock -= 1.0
+        if stock < 170.0:
+            stock = 200.0
+        values.append(stock)
+    return values
+
+
+def test_a_drop_is_compared_with_drops_not_with_the_top_ups() -> None:
+    signed, unsigned = EdgeResidualDetector(signed=True), EdgeResidualDetector(signed=False)
+    history = _shelf(3000)
+    history = history[: max(i for i, x in enumerate(history) if x >= 195.0) + 1]  # end on a full shelf
+    for d in (signed, unsigned):
+        _feed(d, history, timed=False)  # the previous value predicts: sales drop 1, top-ups rise ~30
+    theft = history[-1] - 10.0  # ten items gone in a minute
+    assert signed.score_one(theft) > 0.9
+    assert unsigned.score_one(theft) < 0.5
+
+
+def test_the_reference_is_never_below_the_resolution_floor() -> None:
+    values = [10.0] * 300
+    values[150] = 9.0  # one step down and back: the memories hold one drop and zeros
+    floored, bare = EdgeResidualDetector(resolution_floor=2.0), EdgeResidualDetector(resolution_floor=0.0)
+    for d in (floored, bare):
+        _feed(d, values, timed=False)
+    assert floored.score_one(9.0) == 0.2  # one step against two: r = 0.5
+    assert bare.score_one(9.0) > 0.999
+
+
+def _prior() -> DetectorPrior:
+    return DetectorPrior(
+        version=1,
+        day_profile=[10.0] * 96,
+        day_error=0.5,
+        previous_error=0.5,
+        residual_top=[2.0] * 8,
+        low=0.0,
+        high=20.0,
+    )
+
+
+def test_a_warm_started_detector_compares_its_first_drop_with_the_kinds_residuals() -> None:
+    d = EdgeResidualDetector()
+    d.warm_start(_prior())
+    _feed(d, [10.0] * PRIOR_WARMUP)
+    t = PRIOR_WARMUP * MINUTE
+    assert d.score_one(9.0, t) < 0.5  # 1 against the prior's 2
+    assert d.score_one(4.0, t) > 0.8  # 6 against 2
+
+
+def test_the_reading_scorer_warm_starts_new_detectors_from_the_prior() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def prior(kind: str, metric: str) -> DetectorPrior:
+        asked.append((kind, metric))
+        return _prior()
+
+    scorer = ReadingScorer(EdgeResidualDetector, prior=prior)
+    scorer.score_one(Reading(v=1, device="f1", kind="fridge", ts=0, seq=0, metrics={"temp": 10.0}))
+    assert asked == [("fridge", "temp")]
+    assert scorer.detectors[("f1", "temp")].warmup == PRIOR_WARMUP  # type: ignore[attr-defined]
+
+
+def _nights(run: StuckRun, days: int, with_ts: bool) -> list[float]:
+    """Scores of a shelf from 04:00 on day 0: a new value every minute from 08:00 to 20:00, one all night."""
+    scores = [0.0] * (4 * 60)
+    for i in range(4 * 60, days * 1440):
+        m, day = i % 1440, i // 1440
+        if 8 * 60 <= m < 20 * 60:
+            x = day * 1000.0 + m
+        else:  # the evening's value until the morning (day 0 starts at night)
+            x = (day if m >= 20 * 60 else day - 1) * 1000.0 + 600.5
+        ts = i * MINUTE if with_ts else None
+        scores.append(run.score_one(x, ts))
+        run.learn_one(x, ts)
+    return scores
+
+
+def test_the_second_full_night_is_compared_with_the_first_when_timestamps_are_known() -> None:
+    second_full_night = slice(1440 + 20 * 60, 2 * 1440 + 8 * 60)
+    assert max(_nights(StuckRun(), 3, with_ts=True)[second_full_night]) < 0.8
+    assert max(_nights(StuckRun(), 3, with_ts=False)[second_full_night]) > 0.8
+
+
+def test_a_run_going_at_the_end_of_the_warm_up_is_remembered_at_its_full_length() -> None:
+    run = StuckRun(warmup=10)
+    for x in [1.0] * 300 + [2.0]:
+        run.learn_one(x)
+    assert run.reference == 300.0
+
+
+def test_the_first_day_plan_counts_from_the_warm_started_detectors_warm_up() -> None:
+    first = SimQualityPlan().first_day()
+    assert (first.days, first.burn_in_days, first.warmup) == (1.0, 0.0, PRIOR_WARMUP)
