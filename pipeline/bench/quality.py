@@ -232,16 +232,7 @@ class _Feed:
 def _policy(site: str, **overrides: Any) -> AlertPolicy:
     from pipeline.config import AlertSettings
 
-    a = AlertSettings(**overrides)
-    return AlertPolicy(
-        site,
-        raise_score=a.raise_score,
-        clear_score=a.clear_score,
-        raise_after=a.raise_after,
-        clear_after=a.clear_after,
-        cooldown_ms=int(a.cooldown_s * 1000),
-        critical_score=a.critical_score,
-    )
+    return AlertPolicy.from_settings(site, AlertSettings(**overrides))
 
 
 Variant = Callable[[str], Pipeline]

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pipeline.edge.stages import Point
 from pipeline.protocol import SCHEMA_VERSION, Alert, AlertData
+
+if TYPE_CHECKING:
+    from pipeline.config import AlertSettings
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -63,6 +67,20 @@ class AlertPolicy:
         self.critical_score = critical_score
         self.model_version = model_version
         self._series: dict[tuple[str, str], _Series] = {}
+
+    @classmethod
+    def from_settings(cls, site: str, alert: AlertSettings, model_version: str = "zscore-1") -> AlertPolicy:
+        """The policy the ``alert`` section of the settings describes."""
+        return cls(
+            site,
+            raise_score=alert.raise_score,
+            clear_score=alert.clear_score,
+            raise_after=alert.raise_after,
+            clear_after=alert.clear_after,
+            cooldown_ms=int(alert.cooldown_s * 1000),
+            critical_score=alert.critical_score,
+            model_version=model_version,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -156,16 +156,8 @@ class EdgeNode:
             cloud_key=edge.cloud_model_key.encode() if edge.warm_start else b"",
             interval_ms=int(edge.model_interval_s * 1000),
         )
-        alert = settings.alert
-        self.alerts = AlertPolicy(
-            self.site,
-            raise_score=alert.raise_score,
-            clear_score=alert.clear_score,
-            raise_after=alert.raise_after,
-            clear_after=alert.clear_after,
-            cooldown_ms=int(alert.cooldown_s * 1000),
-            critical_score=alert.critical_score,
-            model_version=type(self._detector_template).__name__,
+        self.alerts = AlertPolicy.from_settings(
+            self.site, settings.alert, model_version=type(self._detector_template).__name__
         )
         self.codec = CODECS_BY_NAME[uplink.codec]
         self.counters = NodeCounters()
