@@ -26,7 +26,8 @@ from pipeline.mqtt import MqttClient
 from pipeline.protocol import Reading, Topics, encode
 
 KIND, METRIC = "soil_probe", "moisture"
-SETTLE_S = 2.0  # after the warm-up burst, before the first timed spike
+SETTLE_S = 2.0  # after the warm-up, before the first timed spike
+WARMUP_PER_S = 2000.0  # probe warm-up readings a second, on top of the load: the node's spare room
 
 
 class AlertProbe:
@@ -34,15 +35,14 @@ class AlertProbe:
 
     def __init__(self, url: str, site: str, tap: UplinkTap, devices: int, gap_s: float = 0.05) -> None:
         from pipeline.config import load_settings
-        from pipeline.edge.detect import default_detector
+        from pipeline.edge.detect import edge_detector
 
         self.url, self.site, self.tap = url, site, tap
         # Past the detector's warm-up (it scores nothing before), then as many spikes as the
         # alert policy needs in a row: the last one is the reading whose alert is timed.
-        self.warmup = int(getattr(default_detector(), "warmup", 100)) + 20
+        self.warmup = int(getattr(edge_detector(), "warmup", 100)) + 20
         self.spikes = load_settings().alert.raise_after
-        # Long enough for the node to digest the warm-up burst at a few thousand readings/s.
-        self.settle_s = SETTLE_S + devices * self.warmup / 5000
+        self.settle_s = SETTLE_S
         self.devices = [f"{KIND}-{9000 + i:04d}" for i in range(devices)]
         self.gap_s = gap_s
         self.spiked_at: dict[str, float] = {}
@@ -73,18 +73,24 @@ class AlertProbe:
             self.error = f"{type(exc).__name__}: {exc}"
 
     def _probe(self, client: MqttClient) -> None:
-        """Warm every probe device up in one burst, let the node digest it, then time spikes.
+        """Warm every probe device up at ``WARMUP_PER_S``, let the node settle, then time spikes.
 
-        Only the spikes go out while alerts are timed, one device every ``gap_s``: the load
-        during the measurement is the stated one, not the probes' own warm-up.
+        The warm-up is paced, not a burst: a burst of ``devices x warmup`` readings would
+        queue in front of the spikes and time the backlog instead of the alert path. Only
+        the spikes go out while alerts are timed, one device every ``gap_s``: the load
+        during the measurement is the stated one.
         """
         topics = Topics()
         names = [topics.reading(self.site, d) for d in self.devices]
         base = time.time_ns() // 1_000_000 - 120_000
+        started = time.perf_counter()
         for k in range(self.warmup):
             for device, topic in zip(self.devices, names, strict=True):
                 metrics = {METRIC: 30.0 + 0.1 * (k % 3), "soil_temp": 12.0}
                 client.publish(topic, encode(Reading(v=1, device=device, kind=KIND, ts=base + k, seq=k, metrics=metrics)), qos=0)
+            ahead = started + (k + 1) * len(self.devices) / WARMUP_PER_S - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
         time.sleep(self.settle_s)
         for device, topic in zip(self.devices, names, strict=True):
             for k in range(self.warmup, self.warmup + self.spikes):
@@ -130,9 +136,9 @@ def bench_alert_latency(
 
     ``suffix`` names a variant (another broker configuration) in the result keys.
     """
-    # Enough load to outlast the probes: the warm-up burst, the settling, then one spike
+    # Enough load to outlast the probes: the paced warm-up, the settling, then one spike
     # per gap, plus start-up.
-    seconds = 3.0 + SETTLE_S + probes * 0.06 + probes * 120 / 5000
+    seconds = 3.0 + SETTLE_S + probes * 0.06 + probes * 120 / WARMUP_PER_S
     ticks = max(2, int(load_per_s * seconds / plan.devices) + 1)
     stream = sim_stream(plan.devices, ticks, boundary_at=0.5)
     harness.load(stream, "latency")

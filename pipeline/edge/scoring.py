@@ -265,10 +265,11 @@ class SilenceWatch:
     (weight ``alpha``); a device is watched after ``min_gaps`` gaps. ``due`` scans every
     device: call it about once a second, not per reading.
 
-    Time is event time: the node passes ``latest`` (the newest reading timestamp of the
-    site) as ``now``, so a replayed journal, a simulation faster than the wall clock or a
-    late batch cannot fake a silence; a whole site going quiet is the node's health's
-    business, not a device alert.
+    Time is event time: the node passes ``site_time()`` as ``now``, so a replayed journal,
+    a simulation faster than the wall clock or a late batch cannot fake a silence; a whole
+    site going quiet is the node's health's business, not a device alert. ``site_time()``
+    is a high quantile of the devices' newest timestamps, not the newest of all: one device
+    whose clock runs a minute ahead must not make every other device look silent.
 
     >>> w = SilenceWatch(factor=3.0, min_gaps=5, min_silence_ms=0)
     >>> for t in range(0, 600_001, 60_000):
@@ -292,6 +293,7 @@ class SilenceWatch:
         self.alpha = alpha
         self._devices: dict[str, _Device] = {}
         self.latest = -(2**62)  # newest timestamp learned
+        self.quantile = 0.75  # of the devices' newest timestamps: the site's event time
 
     def __repr__(self) -> str:
         return (
@@ -319,6 +321,13 @@ class SilenceWatch:
         d.gaps += 1
         return False
 
+    def site_time(self) -> int:
+        """The site's event time: robust to up to a quarter of devices with clocks ahead."""
+        if not self._devices:
+            return self.latest
+        lasts = sorted(d.last for d in self._devices.values())
+        return lasts[round(self.quantile * (len(lasts) - 1))]
+
     def due(self, now: int) -> list[Silence]:
         """Devices that went silent since the last call."""
         found = []
@@ -334,7 +343,7 @@ class SilenceWatch:
 
 def dropout_alerts(policy: AlertPolicy, watch: SilenceWatch) -> list[Alert]:
     """Raise a ``dropout`` alert (metric ``_device``, value: seconds silent) per newly silent device."""
-    now = watch.latest
+    now = watch.site_time()
     alerts = []
     for s in watch.due(now):
         point = Point(s.device, s.kind, DEVICE_METRIC, now, 0, s.silent_ms / 1000, 1.0)
