@@ -80,8 +80,8 @@ class EdgePlan:
 
     @classmethod
     def tiny(cls) -> EdgePlan:
-        """For the unit test: every code path, a few hundred readings."""
-        return cls(1, 100, 4, 200, 2, 1, 20, 120)
+        """For the unit test: every code path, a few thousand readings at most."""
+        return cls(1, 100, 20, 200, 2, 1, 20, 120)
 
 
 def _expect(conn: Connection, kind: str, timeout: float) -> dict[str, Any]:

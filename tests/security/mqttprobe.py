@@ -66,6 +66,10 @@ class Probe:
         self._session_present = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # paho is not thread-safe without loop_start: a subscribe from this thread writes to
+        # the socket itself while _network reads it (with TLS, two threads on one SSL object
+        # lose the connection). Every call into the client after the CONNACK holds this lock.
+        self._io = threading.Lock()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -145,7 +149,9 @@ class Probe:
     def _network(self) -> None:
         """paho's loop without its automatic reconnect: a kicked probe stays out."""
         while not self._stop.is_set():
-            if self.client.loop(timeout=0.02) != mqtt.MQTT_ERR_SUCCESS:
+            with self._io:
+                rc = self.client.loop(timeout=0.02)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
                 self.rec.closed.set()
                 return
 
@@ -157,7 +163,8 @@ class Probe:
         """Subscribe to each filter, QoS 1, and wait for every SUBACK (whatever it says)."""
         mids = []
         for topic in topics:
-            rc, mid = self.client.subscribe(topic, qos=1)
+            with self._io:
+                rc, mid = self.client.subscribe(topic, qos=1)
             assert rc == mqtt.MQTT_ERR_SUCCESS and mid is not None, mqtt.error_string(rc)
             mids.append(mid)
         deadline = time.monotonic() + TIMEOUT
@@ -167,7 +174,8 @@ class Probe:
 
     def publish(self, topic: str, payload: bytes) -> int:
         """QoS 1 publish; returns the message id (see :meth:`wait_pubacks`)."""
-        info = self.client.publish(topic, payload, qos=1)
+        with self._io:
+            info = self.client.publish(topic, payload, qos=1)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS, mqtt.error_string(info.rc)
         return info.mid
 
@@ -189,7 +197,8 @@ class Probe:
 
     def close(self) -> None:
         """Disconnect cleanly and stop the network thread; idempotent."""
-        self.client.disconnect()
+        with self._io:
+            self.client.disconnect()
         if self._thread is not None:
             self._thread.join(TIMEOUT)
             self._thread = None
