@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 from river import stats
 
@@ -240,31 +240,20 @@ class SeasonalResidualDetector:
         self._cooling = 0
         self._cache: tuple[float, int | None, float, float] | None = None
 
-    def __repr__(self) -> str:
-        return (
-            f"SeasonalResidualDetector(warmup={self.warmup}, top_k={self.top_k}, "
-            f"forget={self.forget}, error_alpha={self.error_alpha}, "
-            f"season_alpha={self.season_alpha}, day_bin_s={self.day_bin_s}, "
-            f"week_bin_s={self.week_bin_s}, range_margin={self.range_margin}, "
-            f"alert_ratio={self.alert_ratio}, cooldown={self.cooldown}, "
-            f"cooldown_factor={self.cooldown_factor}, residual={self.residual!r})"
-        )
+    def _params(self) -> dict[str, object]:
+        """The hyperparameters, by constructor argument name (for ``clone`` and ``repr``)."""
+        names = ("warmup", "top_k", "forget", "error_alpha", "season_alpha", "day_bin_s",
+                 "week_bin_s", "range_margin", "alert_ratio", "cooldown", "cooldown_factor",
+                 "residual")  # fmt: skip
+        return {name: getattr(self, name) for name in names}
 
-    def clone(self) -> SeasonalResidualDetector:
-        return SeasonalResidualDetector(
-            self.warmup,
-            self.top_k,
-            self.forget,
-            self.error_alpha,
-            self.season_alpha,
-            self.day_bin_s,
-            self.week_bin_s,
-            self.range_margin,
-            self.alert_ratio,
-            self.cooldown,
-            self.cooldown_factor,
-            self.residual,
-        )
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"
+
+    def clone(self) -> Self:
+        """A fresh, untrained detector with the same hyperparameters."""
+        return type(self)(**self._params())  # type: ignore[arg-type]
 
     def warm_start(self, prior: DetectorPrior) -> None:
         """Start from a device kind's merged model instead of from nothing (model sync).

@@ -132,34 +132,13 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         self._rise = True  # the sign of the last residual computed
         self._quantum = math.inf  # the smallest non-zero change between two readings
 
-    def __repr__(self) -> str:
-        return (
-            f"EdgeResidualDetector(warmup={self.warmup}, top_k={self.top_k}, "
-            f"forget={self.forget}, error_alpha={self.error_alpha}, "
-            f"season_alpha={self.season_alpha}, day_bin_s={self.day_bin_s}, "
-            f"week_bin_s={self.week_bin_s}, range_margin={self.range_margin}, "
-            f"alert_ratio={self.alert_ratio}, cooldown={self.cooldown}, "
-            f"cooldown_factor={self.cooldown_factor}, neighbours={self.neighbours}, "
-            f"signed={self.signed}, resolution_floor={self.resolution_floor})"
-        )
-
-    def clone(self) -> EdgeResidualDetector:
-        return EdgeResidualDetector(
-            self.warmup,
-            self.top_k,
-            self.forget,
-            self.error_alpha,
-            self.season_alpha,
-            self.day_bin_s,
-            self.week_bin_s,
-            self.range_margin,
-            self.alert_ratio,
-            self.cooldown,
-            self.cooldown_factor,
-            self.neighbours,
-            self.signed,
-            self.resolution_floor,
-        )
+    def _params(self) -> dict[str, object]:
+        params = {k: v for k, v in super()._params().items() if k != "residual"}  # always closest
+        return params | {
+            "neighbours": self.neighbours,
+            "signed": self.signed,
+            "resolution_floor": self.resolution_floor,
+        }
 
     def warm_start(self, prior: DetectorPrior) -> None:
         """As ``SeasonalResidualDetector.warm_start``; the kind's residuals stand for rises and drops alike."""
