@@ -185,7 +185,9 @@ class UplinkSettings(Section):
         "agg-zstd", description="aggregate codec: agg-zstd (quantised columns, bounded error) or json"
     )
     max_inflight: int = Field(64, ge=1, description="uplink messages sent and not yet acknowledged")
-    ack_timeout_s: float = Field(30.0, gt=0, description="resend an unacknowledged message after")
+    ack_timeout_s: float = Field(
+        30.0, gt=0, description="resend an unacknowledged message after (doubling, up to 8x, until an ack)"
+    )
 
 
 class CloudSettings(Section):

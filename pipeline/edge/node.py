@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 
 # Aggregates per uplink message: ~25 KB as JSON, ~10 KB as agg-zstd (a few bytes each).
 AGGREGATES_PER_MESSAGE = {"json": 100, "agg-zstd": 2000}
+ACK_BACKOFF_MAX = 8  # the ack timeout grows to at most this many times uplink.ack_timeout_s
 ALERT_BURST = 16  # alerts sent per pump beyond uplink.max_inflight (alerts skip the window)
 COMMIT_BATCH = 2000  # commit early when this many readings wait for their PUBACK
 _reading_decoder = msgspec.json.Decoder(Reading)
@@ -171,6 +172,9 @@ class EdgeNode:
         self._last_commit = time.monotonic()
         self._dirty = False  # outbox or metadata changed since the last commit
         self._inflight: dict[int, int] = {}  # uplink seq -> sent at (ms)
+        # Doubles with every ack timeout in a row (to ACK_BACKOFF_MAX x the setting), back to
+        # the setting at the next ack: a cloud that is away is not asked again every few seconds.
+        self._ack_timeout_ms = int(settings.uplink.ack_timeout_s * 1000)
         self._seen_disconnects = 0
         self._next_health_ms = 0
         self._next_flush_ms = 0
@@ -463,11 +467,7 @@ class EdgeNode:
             self._inflight.clear()
             self._dirty = True
         now = self.clock.now_ms()
-        timeout_ms = int(self.settings.uplink.ack_timeout_s * 1000)
-        if self._inflight and now - min(self._inflight.values()) >= timeout_ms:
-            self.counters.uplink_requeued += self.queue.requeue_inflight(older_than_ms=timeout_ms)
-            self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
-            self._dirty = True
+        self.requeue_timed_out(now)
         room = self.settings.uplink.max_inflight - len(self._inflight)
         # Alerts never wait for the window: while the cloud is away, unacknowledged batches
         # fill it until the ack timeout, and an alert must still leave at once (R9).
@@ -486,6 +486,17 @@ class EdgeNode:
             self.queue.mark_sent(item.seq for item in items)
             self._dirty = True
 
+    def requeue_timed_out(self, now: int) -> None:
+        """Put back what waited longer than the ack timeout; the timeout backs off meanwhile."""
+        timeout_ms = self._ack_timeout_ms
+        if not self._inflight or now - min(self._inflight.values()) < timeout_ms:
+            return
+        self.counters.uplink_requeued += self.queue.requeue_inflight(older_than_ms=timeout_ms)
+        self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
+        self._dirty = True
+        ceiling = int(self.settings.uplink.ack_timeout_s * 1000 * ACK_BACKOFF_MAX)
+        self._ack_timeout_ms = min(2 * timeout_ms, ceiling)
+
     def on_ack(self, payload: bytes) -> None:
         try:
             ack = decode(payload, Ack, max_bytes=65536)
@@ -496,6 +507,7 @@ class EdgeNode:
         if ack.site != self.site:
             return
         self.counters.uplink_acked += self.queue.ack(seqs)
+        self._ack_timeout_ms = int(self.settings.uplink.ack_timeout_s * 1000)
         self._dirty = True
         for seq in seqs:
             self._inflight.pop(seq, None)
