@@ -112,6 +112,8 @@ class EdgeSettings(Section):
     def _site(cls, value: str) -> str:
         if not is_valid_id(value):
             raise ValueError("letters, digits, '_' and '-', 1 to 64 characters")
+        if value == "cloud":
+            raise ValueError("'cloud' is reserved: {root}/cloud/... are the cloud tier's topics")
         return value
 
 
@@ -212,6 +214,20 @@ class CloudSettings(Section):
     )
     model_norm_floor: int = Field(
         10_000, ge=1, description="readings a delta may always weigh, whatever the median"
+    )
+    model_max_readings_per_s: float = Field(
+        1000.0,
+        gt=0,
+        description="readings per second one site may learn per device kind: a delta weighs at"
+        " most model_norm_floor + this x the seconds since the site's previous applied delta"
+        " of the kind (or since its first delta was seen)",
+    )
+    model_max_site_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="largest share of a merged model's readings one site may hold once two or"
+        " more sites contribute to it, give or take model_norm_floor readings (1: no cap)",
     )
     buffer_dir: str = Field(
         ".edgepipe/cloud", description="folder of the disk buffer used while the store is down"

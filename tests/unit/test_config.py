@@ -65,6 +65,7 @@ def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
         pytest.param('[mqtt]\nprotocol = "4"\n', "mqtt.protocol", id="protocol"),
         pytest.param('[store]\nurl = "postgres://x"\n', "store.url", id="store-scheme"),
         pytest.param('[edge]\nsite = "a/b"\n', "edge.site", id="site-with-slash"),
+        pytest.param('[edge]\nsite = "cloud"\n', "edge.site", id="site-reserved"),
         pytest.param("[sim]\nqos = 2\n", "sim.qos", id="qos-2"),
         pytest.param('[sim]\nrate = "fast"\n', "sim.rate", id="rate-not-number"),
     ],
