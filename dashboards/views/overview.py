@@ -97,7 +97,10 @@ def render(store: Store, sites: list[str]) -> None:
         st.dataframe(
             queries.node_status(cloud_health, now, interval).drop(columns=["site", "readings_per_s"]),
             hide_index=True,
-            column_config={"last_health": st.column_config.DatetimeColumn("last health (UTC)")},
+            column_config={
+                "last_health": st.column_config.DatetimeColumn("last health (UTC)"),
+                "age_s": st.column_config.NumberColumn("age (s)", format="%.0f"),
+            },
         )
 
     st.subheader("Uplink savings")
