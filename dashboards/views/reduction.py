@@ -81,11 +81,15 @@ def render(store: Store, sites: list[str]) -> None:
     if totals.empty:
         st.info("No edge node has reported its health yet.")
     else:
+        counts = ["site", "node", "readings_accepted", "points_shipped", "batches_shipped",
+                  "aggregates_shipped", "selection_scale"]  # fmt: skip
         st.dataframe(
-            totals,
+            totals[counts],  # bytes: their own section below
             hide_index=True,
             column_config={
                 "readings_accepted": "readings accepted",
+                "batches_shipped": "batches shipped",
+                "aggregates_shipped": "aggregates shipped",
                 "points_shipped": st.column_config.NumberColumn(
                     "points shipped", help="health counter readings_shipped (one per metric value)"
                 ),
