@@ -16,7 +16,9 @@ once a second. ``ReadingScorer`` is that same sequence for the quality bench
 (``pipeline.bench.quality``), so the bench measures what the node does.
 
 Causes name why a score is high; they become the ``reason`` of an alert (docs/protocol.md):
-``anomaly`` (the value is unusual), ``stuck``, and ``dropout`` (from ``SilenceWatch``).
+``anomaly`` (the value is unusual), ``stuck``, and ``dropout`` (from ``SilenceWatch``);
+``relation`` only from ``ReadingScorer(linked=...)`` (the multivariate view, a bench
+experiment that is not in the node path: docs/detection.md).
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from pipeline.protocol import Alert, Reading
 
 if TYPE_CHECKING:
     from pipeline.edge.model import DetectorPrior
+    from pipeline.edge.multivariate import LinkedMetrics
 
 ANOMALY = "anomaly"
 STUCK = "stuck"
+RELATION = "relation"  # linked metrics of a device no longer move together (LinkedMetrics)
 DROPOUT = "dropout"
 DEVICE_METRIC = "_device"  # the metric of a device-level alert (dropout): a valid id, reserved
 
@@ -368,7 +372,9 @@ class ReadingScorer:
     metric is the higher of the detector's score and the ``StuckWatch`` score (when given);
     the cause says which (``anomaly`` or ``stuck``). ``prior(kind, metric)``, when given,
     is the kind's merged model: a new detector warm-starts from it when it is not None
-    (as ``EdgeNode`` does with model sync).
+    (as ``EdgeNode`` does with model sync). ``linked``, when given, adds the multivariate
+    view (``pipeline.edge.multivariate``): a metric's score is raised to its relation score,
+    cause ``relation``, when that is higher.
     """
 
     def __init__(
@@ -377,8 +383,10 @@ class ReadingScorer:
         detectors: dict[tuple[str, str], Detector] | None = None,
         stuck: StuckWatch | None = None,
         prior: Callable[[str, str], DetectorPrior | None] | None = None,
+        linked: LinkedMetrics | None = None,
     ) -> None:
         self.new_detector = new_detector
+        self.linked = linked
         self.detectors: dict[tuple[str, str], Detector] = {} if detectors is None else detectors
         self.stuck = stuck
         self.prior = prior
@@ -387,6 +395,10 @@ class ReadingScorer:
         """Score, then learn, every metric of ``reading``."""
         out = []
         ts = reading.ts
+        relation: dict[str, float] = {}
+        if self.linked is not None:
+            relation = self.linked.score_one(reading)
+            self.linked.learn_one(reading)
         for metric, value in reading.metrics.items():
             key = (reading.device, metric)
             detector = self.detectors.get(key)
@@ -401,5 +413,8 @@ class ReadingScorer:
             cause = ANOMALY
             if self.stuck is not None:
                 score, cause = self.stuck.adjust_one(key, value, score, ts)
+            linked = relation.get(metric, 0.0) if relation else 0.0
+            if linked > score:
+                score, cause = linked, RELATION
             out.append((metric, value, score, cause))
         return out
