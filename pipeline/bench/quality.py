@@ -44,6 +44,7 @@ import msgspec
 from pipeline.edge.alert import AlertPolicy
 from pipeline.edge.detect import Detector, ZScoreDetector, default_detector, edge_detector
 from pipeline.edge.model import PRIOR_WARMUP, DetectorPrior, StatsAccumulator, prior_from_stats
+from pipeline.edge.multivariate import LinkedMetrics
 from pipeline.edge.scoring import (
     DEVICE_METRIC,
     DROPOUT,
@@ -71,10 +72,11 @@ class SimQualityPlan:
     anomaly_rate: float = 0.1
     grace_readings: int = 5
     warmup: int = 100
+    relations: bool = True  # also the node's path with the multivariate view (full runs)
 
     @classmethod
     def quick(cls) -> SimQualityPlan:
-        return cls(devices_per_site=45, days=2.0)
+        return cls(devices_per_site=45, days=2.0, relations=False)
 
     @classmethod
     def tiny(cls) -> SimQualityPlan:
@@ -243,6 +245,16 @@ def ours(site: str) -> Pipeline:
     return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch()), SilenceWatch(), _policy(site))
 
 
+def with_relations(site: str) -> Pipeline:
+    """The node's path plus the multivariate view (``LinkedMetrics``), which the node leaves out.
+
+    Measured in every full run so that the decision to leave it out stays checked
+    (``quality.sim.f1_with_relations``, docs/detection.md).
+    """
+    scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), linked=LinkedMetrics())
+    return Pipeline(site, scorer, SilenceWatch(), _policy(site))
+
+
 def warm(priors: dict[tuple[str, str], DetectorPrior]) -> Variant:
     """The node's path with every new detector warm-started from its kind's prior."""
 
@@ -358,11 +370,17 @@ def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dic
 
 def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
     """``quality.sim.*`` (ours and ``*_zscore``) and ``detect.us_per_reading``."""
-    result = run_sim(plan, {"ours": ours, "zscore": zscore})
+    variants: dict[str, Variant] = {"ours": ours, "zscore": zscore}
+    if plan.relations:
+        variants["relations"] = with_relations
+    result = run_sim(plan, variants)
     figures: dict[str, Any] = {}
     for key in ("f1", "precision", "recall", "median_delay_readings", "false_alarms_per_device_day"):
         figures[f"quality.sim.{key}"] = result["ours"][key]
         figures[f"quality.sim.{key}_zscore"] = result["zscore"][key]
+    if plan.relations:
+        for key in ("f1", "precision", "recall", "false_alarms_per_device_day"):
+            figures[f"quality.sim.{key}_with_relations"] = result["relations"][key]
     figures["detect.us_per_reading"] = result["ours"]["us_per_reading"]
     figures["detect.us_per_reading_zscore"] = result["zscore"]["us_per_reading"]
     first_plan = plan.first_day()
@@ -376,6 +394,7 @@ def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
         "warmup_readings": plan.warmup,
         "ours": result["ours"]["details"],
         "zscore": result["zscore"]["details"],
+        "with_relations": result["relations"]["details"] if plan.relations else None,
         "first_day": {
             "run": first["_run"],
             "warmup_readings": first_plan.warmup,

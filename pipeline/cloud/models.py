@@ -3,14 +3,23 @@
     {site}/edge/model ──► size, schema ──► known site ──► signature ──► newer than the last
         applied (site, kind) ──► fresh (|now - created| <= cloud.model_max_age_s) ──► finite,
         shapes ──► weight (readings) <= max(floor, factor x the site's median)
+        ──► weight <= floor + max readings/s x seconds since the site's previous applied delta
+        of the kind (or since its first delta was seen) ──► the site's share of the kind's
+        merged readings <= cloud.model_max_site_share, give or take the floor (when 2+ sites
+        contribute)
         ──refused──► counted by reason, never applied
         ──accepted──► merge into the kind's statistics ──► version + 1 ──► store
                       (delta record + merged record) ──► cloud/model/{kind}, retained, signed
 
-The checks are RELIABILITY.md S8's, in its order. The merge adds sufficient statistics
-(:func:`pipeline.edge.model.merge_stats`), so the order in which sites' deltas arrive does
-not matter. A restarted worker resumes from the store: the newest merged model of each kind
-and the newest applied seq of each (site, kind), so a replay stays a replay.
+The checks are RELIABILITY.md S8's, in its order, then S9's bounds on poisoning: the median
+rule alone leaves a site's first delta of a kind unbounded, so the rate bound caps every
+delta by what the site could have learned in the time, and the share cap keeps one
+(compromised) site from outweighing all the others. A delta refused by either is not
+acknowledged to its edge, which resends it later; an honest one then fits. The merge adds
+sufficient statistics (:func:`pipeline.edge.model.merge_stats`), so the order in which
+sites' deltas arrive does not matter. A restarted worker resumes from the store: the newest merged model of each kind,
+the newest applied seq (and its time) of each (site, kind), and each site's summed weight
+per kind, so a replay stays a replay and the bounds hold across restarts.
 
 One worker must merge a kind (MQTT 5 shared subscriptions would split deltas over workers,
 each with its own version counter): docs/decisions/0004-model-deltas.md.
@@ -85,6 +94,8 @@ class ModelMerger:
         self.max_age_ms = int(cloud.model_max_age_s * 1000)
         self.norm_factor = cloud.model_norm_factor
         self.norm_floor = cloud.model_norm_floor
+        self.max_rate = cloud.model_max_readings_per_s
+        self.max_share = cloud.model_max_site_share
         self.store = store
         self.publish = publish
         self.now_ms = now_ms
@@ -93,6 +104,8 @@ class ModelMerger:
         self.kinds: dict[str, _KindState] = {}
         self.last_seq: dict[tuple[str, str], int] = {}
         self.norms: dict[tuple[str, str], deque[int]] = {}
+        self.since_ms: dict[tuple[str, str], int] = {}  # previous applied delta, or first seen
+        self.site_weights: dict[str, dict[str, int]] = {}  # kind -> site -> readings applied
         self._loaded = False
 
     def load(self) -> None:
@@ -109,6 +122,9 @@ class ModelMerger:
             )
         for d in self.store.latest_model_deltas():
             self.last_seq[(d.site, d.kind)] = d.seq
+            self.since_ms[(d.site, d.kind)] = d.ts
+        for (kind, site), n in self.store.model_site_weights().items():
+            self.site_weights.setdefault(kind, {})[site] = n
 
     # -- the flow -------------------------------------------------------------------------
 
@@ -169,7 +185,40 @@ class ModelMerger:
             limit = max(self.norm_floor, self.norm_factor * statistics.median(history))
             if weight > limit:
                 raise ProtocolError(Reason.NORM_TOO_LARGE, f"{weight} readings > {limit:.0f}")
+        self.check_bounds(site, delta.kind, weight, now)  # RELIABILITY.md S9
         return delta
+
+    def check_bounds(self, site: str, kind: str, weight: int, now: int) -> None:
+        """S9: no more readings than the site could have learned, no dominant site.
+
+        Rate: ``weight <= floor + max_rate x`` the seconds since the site's previous applied
+        delta of ``kind`` or, for its first one, since the cloud first saw one (now, the
+        first time: so a first delta weighs at most the floor). Share: once two or more
+        sites contribute to ``kind``, the site holds at most ``max_share`` of its readings,
+        give or take the floor: ``mine <= floor + others x max_share / (1 - max_share)``.
+        The floor lets honest sites take turns (without it, with the cap at 0.5, whichever
+        of two equal sites sent next would be refused); it is negligible once the model
+        holds many readings, and the rate bound already limits what a young model takes.
+        """
+        since = self.since_ms.setdefault((site, kind), now)
+        allowed = self.norm_floor + self.max_rate * max(0, now - since) / 1000
+        if weight > allowed:
+            raise ProtocolError(
+                Reason.RATE_TOO_HIGH,
+                f"{weight} readings > {allowed:.0f} in {max(0, now - since) / 1000:.1f} s",
+            )
+        weights = self.site_weights.get(kind, {})
+        others = sum(n for s, n in weights.items() if s != site)
+        if others > 0 and self.max_share < 1:
+            mine = weights.get(site, 0) + weight
+            most = self.norm_floor + others * self.max_share / (1 - self.max_share)
+            if mine > most:
+                share = mine / (mine + others)
+                raise ProtocolError(
+                    Reason.SHARE_TOO_LARGE,
+                    f"{site} would hold {mine} of {kind}'s {mine + others} readings "
+                    f"({share:.1%}) > {most:.0f}",
+                )
 
     def apply(self, delta: ModelDelta) -> MergedModel:
         """Merge a verified delta, store it and the new version, then publish it retained."""
@@ -208,6 +257,9 @@ class ModelMerger:
         self.kinds[delta.kind] = _KindState(merged.version, metrics, sites)
         self.last_seq[(delta.site, delta.kind)] = delta.seq
         self.norms.setdefault((delta.site, delta.kind), deque(maxlen=NORM_HISTORY)).append(weight)
+        self.since_ms[(delta.site, delta.kind)] = now
+        site_weights = self.site_weights.setdefault(delta.kind, {})
+        site_weights[delta.site] = site_weights.get(delta.site, 0) + weight
         self.counters.accepted += 1
         self.publish(self.topics.cloud_model(delta.kind), payload)
         self.counters.published += 1

@@ -34,5 +34,7 @@ class Reason(StrEnum):
     REPLAYED = "replayed"  # a model delta not newer than the last one applied (site, kind)
     BAD_SHAPE = "bad_shape"  # model statistics of the wrong length or inconsistent counts
     NORM_TOO_LARGE = "norm_too_large"  # a model delta that weighs far more than usual
+    RATE_TOO_HIGH = "rate_too_high"  # a model delta with more readings than its site could learn
+    SHARE_TOO_LARGE = "share_too_large"  # a model delta that would let one site dominate a merge
     STORE_REJECTED = "store_rejected"  # the store refused this record (e.g. InfluxDB type conflict)
     HANDLER_ERROR = "handler_error"  # a bug in our own code, caught so the loop survives

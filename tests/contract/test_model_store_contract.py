@@ -63,3 +63,17 @@ def test_a_model_record_with_an_invalid_id_is_refused(model_store: Store) -> Non
     with pytest.raises(ValueError):
         model_store.write_model_delta(ModelDeltaRecord("fridge", "a b", "edge", 1, T0, 1))
     assert model_store.latest_model_deltas() == []
+
+
+def test_model_site_weights_sum_every_applied_delta_per_kind_and_site(model_store: Store) -> None:
+    for seq, site, kind in [(3, "farm", "soil_probe"), (9, "farm", "soil_probe"),
+                            (4, "farm-2", "soil_probe"), (5, "farm", "weather_station")]:  # fmt: skip
+        model_store.write_model_delta(
+            ModelDeltaRecord(kind, site, f"edge-{site}", seq, T0 + seq * 1000, 10 * seq)
+        )
+
+    weights = model_store.model_site_weights()
+    print(f"model site weights: {weights}")
+    assert weights == {
+        ("soil_probe", "farm"): 120, ("soil_probe", "farm-2"): 40, ("weather_station", "farm"): 50,
+    }  # fmt: skip

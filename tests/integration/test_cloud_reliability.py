@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import queue
+import random
 import signal
 import subprocess
 import sys
@@ -246,8 +247,9 @@ def test_two_workers_on_a_shared_subscription_split_a_stream_exactly(
 
 def _survive_influx_outage(
     outage_s: float, mosquitto: Mosquitto, influxd_factory: Callable[..., Influxd],
-    tmp_path: Path, site: str, start_worker: Callable[..., RunningWorker],
+    tmp_path: Path, site: str, start_worker: Callable[..., RunningWorker], hang: bool = False,
 ) -> None:
+    """influxd down (SIGTERM, restarted) or, with ``hang``, frozen (SIGSTOP, then SIGCONT)."""
     server = influxd_factory()
     server.create_database("edgepipe")
     url = f"influxdb://127.0.0.1:{server.port}/edgepipe?timeout=2"
@@ -255,10 +257,19 @@ def _survive_influx_outage(
     edge = ShippingEdge(mosquitto.url, site, resend_after_s=max(30.0, outage_s * 2))
 
     edge.stream(seconds=2)
-    server.stop()
-    edge.stream(seconds=outage_s)
-    acked_during_outage = len(edge.frames) - len(edge.unacked)
-    server.start()
+    acked_before = len(edge.frames) - len(edge.unacked)
+    if hang:
+        server.kill(signal.SIGSTOP)  # accepts connections, answers nothing: writes time out
+    else:
+        server.stop()
+    try:
+        edge.stream(seconds=outage_s)
+        acked_during_outage = len(edge.frames) - len(edge.unacked) - acked_before
+    finally:
+        if hang:
+            server.kill(signal.SIGCONT)
+    if not hang:
+        server.start()
     edge.stream(seconds=2)
     edge.settle(timeout=90)
     worker = running.worker
@@ -267,7 +278,7 @@ def _survive_influx_outage(
     stored = influx_points(server, "edgepipe", site)
     c = worker.counters
     print(
-        f"outage {outage_s:.0f} s: shipped {len(edge.ledger)} readings in {len(edge.frames)} "
+        f"{'SIGSTOP hang' if hang else 'outage'} {outage_s:.0f} s: shipped {len(edge.ledger)} readings in {len(edge.frames)} "
         f"batches, stored {len(stored)}; buffered {c.buffered} writes, drained {c.drained}, "
         f"store errors {dict(c.store_errors)}, edge resends {edge.resent}"
     )
@@ -292,6 +303,21 @@ def test_a_60s_influx_outage_loses_nothing_and_counts_nothing_twice(
     start_worker: Callable[..., RunningWorker],
 ) -> None:
     _survive_influx_outage(60, mosquitto, influxd_factory, tmp_path, site, start_worker)
+
+
+def test_a_5s_influx_hang_loses_nothing_and_counts_nothing_twice(
+    mosquitto: Mosquitto, influxd_factory: Callable[..., Influxd], tmp_path: Path, site: str,
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    _survive_influx_outage(5, mosquitto, influxd_factory, tmp_path, site, start_worker, hang=True)
+
+
+@pytest.mark.slow
+def test_a_60s_influx_hang_loses_nothing_and_counts_nothing_twice(
+    mosquitto: Mosquitto, influxd_factory: Callable[..., Influxd], tmp_path: Path, site: str,
+    start_worker: Callable[..., RunningWorker],
+) -> None:
+    _survive_influx_outage(60, mosquitto, influxd_factory, tmp_path, site, start_worker, hang=True)
 
 
 # -- worker crash (R4) -------------------------------------------------------------------
@@ -339,6 +365,46 @@ def test_a_cloud_worker_killed_mid_stream_loses_nothing(
     stored = influx_points(influxdb, influx_db, site)
     print(f"SIGKILL mid-stream: shipped {len(edge.ledger)}, stored {len(stored)}, resent {edge.resent}")
     assert stored == edge.ledger
+
+
+@pytest.mark.slow
+def test_a_cloud_worker_killed_5_times_loses_nothing_and_counts_nothing_twice(
+    mosquitto: Mosquitto, influxdb: Influxd, influx_db: str, tmp_path: Path, site: str,
+) -> None:
+    url = f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}"
+    name = f"cloud-{site}"
+    rng = random.Random(4)  # noqa: S311 - reproducible kill moments, not crypto
+    proc = _spawn_cloud(mosquitto, url, name, tmp_path)
+    edge = ShippingEdge(mosquitto.url, site, resend_after_s=5)
+    kills: list[str] = []
+    try:
+        for _ in range(5):
+            up_s = rng.uniform(2.0, 5.0)
+            edge.stream(seconds=up_s)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills.append(f"{up_s:.1f}s/{len(edge.unacked)} unacked")
+            edge.stream(seconds=1)  # shipped while no worker runs: the broker keeps them
+            proc = _spawn_cloud(mosquitto, url, name, tmp_path)
+        edge.stream(seconds=2)
+        edge.settle(timeout=90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        edge.close()
+
+    stored = influx_points(influxdb, influx_db, site)
+    rows = influxdb.query(
+        f"SELECT count(\"moisture\") FROM \"readings\" WHERE \"site\" = '{site}'", db=influx_db
+    )["results"][0]["series"][0]["values"][0][1]
+    print(
+        f"5 x SIGKILL (after {', '.join(kills)}): shipped {len(edge.ledger)} in "
+        f"{len(edge.frames)} batches, stored {len(stored)} points ({rows} rows), "
+        f"lost {len(set(edge.ledger) - set(stored))}, extra {len(set(stored) - set(edge.ledger))}, "
+        f"resent {edge.resent}"
+    )
+    assert stored == edge.ledger  # nothing lost, nothing extra, every value exact
+    assert rows == len(edge.ledger)
 
 
 # -- replay (R8) -------------------------------------------------------------------------

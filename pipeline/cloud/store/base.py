@@ -272,6 +272,10 @@ class Store(Protocol):
         """The highest version of every kind's merged model, by kind."""
         ...
 
+    def model_site_weights(self) -> dict[tuple[str, str], int]:
+        """(kind, site) -> readings (``n``) summed over every applied delta of that pair."""
+        ...
+
     def count_readings(self, site: str | None = None) -> int:
         """Distinct readings stored, i.e. distinct (site, device, ts); all sites if None."""
         ...

@@ -525,6 +525,10 @@ class InfluxStore:
         records.sort(key=lambda r: (r.kind, r.site))
         return records
 
+    def model_site_weights(self) -> dict[tuple[str, str], int]:
+        q = 'SELECT SUM("n") AS "n" FROM "model_deltas" GROUP BY "kind", "site"'
+        return {(tags["kind"], tags["site"]): int(row["n"]) for tags, row in self._rows(q)}
+
     def latest_merged_models(self) -> list[MergedModelRecord]:
         q = 'SELECT * FROM "models" GROUP BY "kind" ORDER BY time DESC LIMIT 1'
         records = [

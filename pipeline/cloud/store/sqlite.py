@@ -403,6 +403,10 @@ class SQLiteStore:
             for r in self._fetch(sql)
         ]
 
+    def model_site_weights(self) -> dict[tuple[str, str], int]:
+        sql = "SELECT kind, site, SUM(n) AS n FROM model_deltas GROUP BY kind, site"
+        return {(r["kind"], r["site"]): int(r["n"]) for r in self._fetch(sql)}
+
     def latest_merged_models(self) -> list[MergedModelRecord]:
         sql = """
             SELECT kind, MAX(version) AS version, ts, n, sites, payload FROM models
