@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pipeline.cloud.store import Store, open_store
 from pipeline.errors import ServiceError
 from pipeline.services import Influxd, Mosquitto, Service
 
@@ -101,3 +102,17 @@ def influxd_factory(tmp_path: Path) -> Iterator[Callable[..., Influxd]]:
     yield make
     for server in made:
         server.stop()
+
+
+@pytest.fixture(params=["sqlite", "influx"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store of each backend in turn: a SQLite file, or a fresh database on the
+    session influxd. The contract suites run every test against both."""
+    if request.param == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        influxdb: Influxd = request.getfixturevalue("influxdb")
+        database: str = request.getfixturevalue("influx_db")
+        store = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{database}")
+    yield store
+    store.close()

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from pipeline.cloud.store import MergedModelRecord, ModelDeltaRecord, Store, open_store
-from pipeline.services import Influxd
+from pipeline.cloud.store import MergedModelRecord, ModelDeltaRecord, Store
 
 T0 = 1_700_000_000_000
 
 
-@pytest.fixture(params=["sqlite", "influx"])
-def model_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    else:
-        influxdb: Influxd = request.getfixturevalue("influxdb")
-        database: str = request.getfixturevalue("influx_db")
-        s = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{database}")
-    yield s
-    s.close()
+@pytest.fixture
+def model_store(any_store: Store) -> Store:
+    return any_store
 
 
 def test_latest_model_delta_per_kind_and_site_is_the_highest_seq(model_store: Store) -> None:

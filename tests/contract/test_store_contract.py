@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -43,17 +42,9 @@ T0 = 1_700_000_000_000  # a multiple of every bucket width used below
 HOUR = 3_600_000
 
 
-@pytest.fixture(params=["sqlite", "influx"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """An empty store: a SQLite file in tmp_path, or a fresh database on the session influxd."""
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    else:
-        influxdb: Influxd = request.getfixturevalue("influxdb")
-        database: str = request.getfixturevalue("influx_db")
-        s = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{database}")
-    yield s
-    s.close()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 def reading(device: str, ts: int, seq: int, kind: str = "fridge", **metrics: float) -> Reading:

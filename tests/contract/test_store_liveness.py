@@ -8,27 +8,17 @@ reserved site ``cloud``, which is not an edge site.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from pipeline.cloud.store import Store, open_store
+from pipeline.cloud.store import Store
 from pipeline.protocol.messages import Health
-from pipeline.services import Influxd
 
 T0 = 1_700_000_000_000
 
 
-@pytest.fixture(params=["sqlite", "influx"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    else:
-        influxdb: Influxd = request.getfixturevalue("influxdb")
-        s = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{request.getfixturevalue('influx_db')}")
-    yield s
-    s.close()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 def health(site: str, node: str, ts: int, status: str = "online") -> Health:
