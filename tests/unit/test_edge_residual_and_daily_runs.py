@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import random
+
+import pytest
 
 from pipeline.bench.quality import SimQualityPlan
 from pipeline.edge.detect import edge_detector
 from pipeline.edge.edge_residual import EdgeResidualDetector
-from pipeline.edge.model import PRIOR_WARMUP, DetectorPrior
+from pipeline.edge.model import PRIOR_EFFECTIVE_N, PRIOR_WARMUP, DetectorPrior
 from pipeline.edge.scoring import ReadingScorer, StuckRun
 from pipeline.protocol import Reading
 
@@ -76,11 +79,58 @@ def test_a_drop_is_compared_with_drops_not_with_the_top_ups() -> None:
 def test_the_reference_is_never_below_the_resolution_floor() -> None:
     values = [10.0] * 300
     values[150] = 9.0  # one step down and back: the memories hold one drop and zeros
-    floored, bare = EdgeResidualDetector(resolution_floor=2.0), EdgeResidualDetector(resolution_floor=0.0)
+    floored = EdgeResidualDetector(resolution_floor=2.0, young_calibration=False)
+    bare = EdgeResidualDetector(resolution_floor=0.0, young_calibration=False)
     for d in (floored, bare):
         _feed(d, values, timed=False)
     assert floored.score_one(9.0) == 0.2  # one step against two: r = 0.5
     assert bare.score_one(9.0) > 0.999
+
+
+def _noise(n: int, seed: int = 5) -> list[float]:
+    rng = random.Random(seed)
+    return [20.0 + rng.gauss(0.0, 1.0) for _ in range(n)]
+
+
+def _ratio(d: EdgeResidualDetector, x: float) -> float:
+    return d._ratio(x, None)[1]
+
+
+def test_a_young_memory_divides_the_ratio_by_the_log_quantile_ratio() -> None:
+    young, plain = EdgeResidualDetector(), EdgeResidualDetector(young_calibration=False)
+    for d in (young, plain):
+        _feed(d, _noise(1050), timed=False)
+    remembered = 1050 - 50  # the memory starts after half the warm-up
+    expected = math.log(10_000 / 8) / math.log(remembered / 8)  # horizon 1 / forget, k = 8
+    assert _ratio(plain, 30.0) / _ratio(young, 30.0) == pytest.approx(expected)
+
+
+def test_a_memory_as_old_as_its_horizon_is_not_tempered() -> None:
+    young, plain = EdgeResidualDetector(forget=1e-3), EdgeResidualDetector(forget=1e-3, young_calibration=False)
+    for d in (young, plain):
+        _feed(d, _noise(1100), timed=False)  # 1 050 remembered > 1 / forget
+    assert _ratio(young, 30.0) == _ratio(plain, 30.0)
+
+
+def test_a_young_memory_raises_fewer_high_scores_on_plain_noise() -> None:
+    young, plain = EdgeResidualDetector(), EdgeResidualDetector(young_calibration=False)
+    high = {id(young): 0, id(plain): 0}
+    for i, x in enumerate(_noise(1440, seed=8)):  # one day at one reading a minute
+        for d in (young, plain):
+            high[id(d)] += d.score_one(x, i * MINUTE) >= 0.8
+            d.learn_one(x, i * MINUTE)
+    assert high[id(plain)] > 0
+    assert high[id(young)] < high[id(plain)]
+
+
+def test_a_warm_started_memory_counts_as_the_priors_readings() -> None:
+    d = EdgeResidualDetector()
+    d.warm_start(_prior())
+    _feed(d, [10.0] * PRIOR_WARMUP)
+    t = PRIOR_WARMUP * MINUTE
+    plain = d._memory_ratio(4.0, t)[1]
+    expected = math.log(10_000 / 8) / math.log((PRIOR_EFFECTIVE_N + PRIOR_WARMUP) / 8)
+    assert plain / d._ratio(4.0, t)[1] == pytest.approx(expected)
 
 
 def _prior() -> DetectorPrior:
@@ -96,7 +146,7 @@ def _prior() -> DetectorPrior:
 
 
 def test_a_warm_started_detector_compares_its_first_drop_with_the_kinds_residuals() -> None:
-    d = EdgeResidualDetector()
+    d = EdgeResidualDetector(young_calibration=False)
     d.warm_start(_prior())
     _feed(d, [10.0] * PRIOR_WARMUP)
     t = PRIOR_WARMUP * MINUTE
