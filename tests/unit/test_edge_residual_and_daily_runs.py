@@ -198,3 +198,38 @@ def test_a_run_going_at_the_end_of_the_warm_up_is_remembered_at_its_full_length(
 def test_the_first_day_plan_counts_from_the_warm_started_detectors_warm_up() -> None:
     first = SimQualityPlan().first_day()
     assert (first.days, first.burn_in_days, first.warmup) == (1.0, 0.0, PRIOR_WARMUP)
+
+
+def _spiky(seed: int = 4) -> list[float]:
+    """Noise for 1 000 readings, then a +50 spike every 50 readings, eleven times."""
+    values = _noise(1000 + 11 * 50, seed)
+    for j in range(11):
+        values[1000 + 50 * j + 49] += 50.0
+    return values
+
+
+def test_an_anomaly_does_not_teach_the_memory_its_own_size() -> None:
+    bounded, unbounded = EdgeResidualDetector(), EdgeResidualDetector(memory_clamp=math.inf)
+    values = _spiky()
+    for d in (bounded, unbounded):
+        _feed(d, values[:-1], timed=False)
+    assert bounded.score_one(values[-1]) > 0.9  # the eleventh spike is still an anomaly
+    assert unbounded.score_one(values[-1]) < 0.7  # ten spikes filled the memory of rises
+
+
+def test_a_new_noisier_normal_is_still_learned() -> None:
+    rng = random.Random(9)
+    calm = [20.0 + rng.gauss(0.0, 1.0) for _ in range(1000)]
+    noisy = [20.0 + rng.gauss(0.0, 5.0) for _ in range(3000)]
+    d = EdgeResidualDetector()
+    _feed(d, calm + noisy[:2000], timed=False)
+    high = 0
+    for x in noisy[2000:]:
+        high += d.score_one(x) >= 0.8
+        d.learn_one(x)
+    assert high <= 10  # of 1 000 readings
+
+
+def test_the_memory_clamp_must_be_above_one() -> None:
+    with pytest.raises(ValueError, match="memory_clamp"):
+        EdgeResidualDetector(memory_clamp=1.0)
