@@ -88,8 +88,10 @@ True
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
+from array import array
 from typing import TYPE_CHECKING
 
 from pipeline.edge.detect import SeasonalResidualDetector
@@ -97,6 +99,37 @@ from pipeline.edge.model import PRIOR_EFFECTIVE_N
 
 if TYPE_CHECKING:
     from pipeline.edge.model import DetectorPrior
+
+
+_TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
+
+
+@functools.lru_cache(maxsize=8)
+def _young_table(forget: float, top_k: int) -> array[float]:
+    """``young_divisor`` for every memory size below the horizon, computed once per setting."""
+    horizon = min(math.ceil(1.0 / forget), _TABLE_MAX)
+    return array("d", (_young_divisor(n, forget, top_k) for n in range(horizon)))
+
+
+def _young_divisor(n: int, forget: float, top_k: int) -> float:
+    mature = math.log(1.0 / (forget * top_k))
+    young = math.log(max(n, math.e * top_k) / top_k)
+    return max(1.0, mature / young)
+
+
+def young_divisor(n: int, forget: float, top_k: int) -> float:
+    """``log(H / k) / log(n / k)``, at least 1: how much a memory of ``n`` readings understates its horizon's quantile.
+
+    ``H = 1 / forget`` (the memory's horizon), ``k = top_k``, ``n`` at least ``e * k``.
+    Read from a table (the detector asks once per reading while its memory is young).
+
+    >>> round(young_divisor(50, 1e-4, 8), 2), round(young_divisor(1440, 1e-4, 8), 2), young_divisor(10_000, 1e-4, 8)
+    (3.89, 1.37, 1.0)
+    """
+    if forget <= 0.0:
+        return 1.0
+    table = _young_table(forget, top_k)
+    return table[n] if n < len(table) else _young_divisor(n, forget, top_k)
 
 
 class EdgeResidualDetector(SeasonalResidualDetector):
@@ -221,11 +254,8 @@ class EdgeResidualDetector(SeasonalResidualDetector):
     def _ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
         """(residual, ratio r) for x, tempered while the memory is young."""
         residual, ratio = self._memory_ratio(x, ts_ms)
-        if self.young_calibration and self._memory_n * self.forget < 1.0 and self.forget > 0.0:
-            k = self.top_k
-            mature = math.log(1.0 / (self.forget * k))
-            young = math.log(max(self._memory_n, math.e * k) / k)
-            ratio /= max(1.0, mature / young)
+        if self.young_calibration and self._memory_n * self.forget < 1.0:
+            ratio /= young_divisor(self._memory_n, self.forget, self.top_k)
         return residual, ratio
 
     def _memory_ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
