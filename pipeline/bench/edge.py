@@ -115,6 +115,7 @@ class UplinkTap:
         self.resent = 0
         self.points = 0
         self.aggregated_points = 0
+        self.aggregates = 0  # aggregate records received (each once)
         self.agg_zstd_bytes = 0  # what the aggregates would weigh zstd-compressed (a diagnosis)
         self.shipped: dict[tuple[str, int], tuple[str, dict[str, float]]] = {}
         self.errors: list[str] = []
@@ -171,6 +172,7 @@ class UplinkTap:
             seq = aggs.seq
             if (what, seq) not in self._seen:
                 self.aggregated_points += sum(a.count for a in aggs.aggregates)
+                self.aggregates += len(aggs.aggregates)
                 self.agg_zstd_bytes += len(self._zstd.compress(payload))
         elif what == "alert":
             alert = decode(payload, Alert)
@@ -191,6 +193,19 @@ class UplinkTap:
         """Wait until nothing arrived for ``quiet_s`` (the node has sent everything)."""
         deadline = Deadline(timeout)
         while time.monotonic() - self.last_message < quiet_s:
+            if deadline.expired:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def wait_received(self, points: int, aggregates: int, timeout: float) -> bool:
+        """Wait until the tap holds ``points`` batch points and ``aggregates`` aggregate records.
+
+        Why not only ``wait_quiet``: the node ships its last windows when it stops, and on a
+        loaded machine they can arrive after any fixed quiet gap (a CI run saw none of them).
+        """
+        deadline = Deadline(timeout)
+        while self.points < points or self.aggregates < aggregates:
             if deadline.expired:
                 return False
             time.sleep(0.05)
@@ -278,12 +293,14 @@ class Harness:
                 raise BenchError(f"{mode} on {site}: the node thread failed: {measured['errors'][0]}")
             if drain:
                 parent.send(("drain", {}))
-                _expect(parent, "draining", 30)
+                if not _expect(parent, "draining", 45).get("drained"):
+                    raise BenchError("the node did not close its windows within 30 s of the drain")
                 if tap is not None and not tap.wait_quiet(1.5, 120):
                     raise BenchError("the node's uplink never went quiet after the drain")
             parent.send(("stop", {}))
             stopped = _expect(parent, "stopped", 90)
             if tap is not None:
+                tap.wait_received(stopped["readings_shipped"], stopped["aggregates"], 30)
                 tap.wait_quiet(0.5, 30)
         finally:
             if stopped is None:  # a failure on the way: ask the child to end now

@@ -313,7 +313,7 @@ def _edge(
         kind, _ = _recv(conn, deadline)
         if kind == "drain":
             node.request_drain()
-            _send(conn, "draining", {})
+            _send(conn, "draining", {"drained": node.wait_drained(max(1.0, min(30.0, deadline.left())))})
         elif kind == "stop":
             break
     stop.set()

@@ -180,6 +180,7 @@ class EdgeNode:
         self._next_flush_ms = 0
         self._rate = _Rate()
         self._drain_requested = threading.Event()
+        self._drained = threading.Event()  # set by tick once a requested drain is done
         self._health_topic = self.topics.edge(self.site, "health")
         offline = self.counters.health(self.site, self.name, 0, status="offline")
         self.client = MqttClient(
@@ -355,7 +356,12 @@ class EdgeNode:
 
     def request_drain(self) -> None:
         """Ask the node (from any thread) to close every window and ship every batch now."""
+        self._drained.clear()
         self._drain_requested.set()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait (from another thread) until the node has done the drain last requested."""
+        return self._drained.wait(timeout)
 
     def tick(self) -> None:
         """Time-driven work: commit, ship due batches and windows, pump the uplink, health."""
@@ -364,6 +370,7 @@ class EdgeNode:
             self._drain_requested.clear()
             self.ship_batch()
             self.flush_windows(now, everything=True)
+            self._drained.set()
         if self._batch and now - self._batch_started_ms >= self.settings.edge.batch_interval_s * 1000:
             self.ship_batch()
         if now >= self._next_flush_ms:
