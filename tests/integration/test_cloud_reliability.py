@@ -342,25 +342,38 @@ def _spawn_cloud(mosquitto: Mosquitto, url: str, name: str, tmp_path: Path) -> s
         )
 
 
-def test_a_cloud_worker_killed_mid_stream_loses_nothing(
-    mosquitto: Mosquitto, influxdb: Influxd, influx_db: str, tmp_path: Path, site: str,
-) -> None:
-    url = f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}"
-    name = f"cloud-{site}"
+def _stream_through_kills(
+    mosquitto: Mosquitto, url: str, name: str, tmp_path: Path, edge: ShippingEdge,
+    ups: list[float], outage_s: float, settle_s: float,
+) -> list[str]:
+    """Stream through a cloud worker SIGKILLed after each of ``ups`` seconds and restarted
+    after ``outage_s`` more seconds of streaming (the broker keeps what no worker takes); then
+    2 s more and settle. Closes ``edge``; returns what each kill left unacknowledged."""
     proc = _spawn_cloud(mosquitto, url, name, tmp_path)
-    edge = ShippingEdge(mosquitto.url, site, resend_after_s=5)
+    kills: list[str] = []
     try:
-        edge.stream(seconds=4)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        edge.stream(seconds=2)  # shipped while no worker runs: the broker keeps them
-        proc = _spawn_cloud(mosquitto, url, name, tmp_path)
+        for up_s in ups:
+            edge.stream(seconds=up_s)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills.append(f"{up_s:.1f}s/{len(edge.unacked)} unacked")
+            edge.stream(seconds=outage_s)
+            proc = _spawn_cloud(mosquitto, url, name, tmp_path)
         edge.stream(seconds=2)
-        edge.settle(timeout=60)
+        edge.settle(timeout=settle_s)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
         edge.close()
+    return kills
+
+
+def test_a_cloud_worker_killed_mid_stream_loses_nothing(
+    mosquitto: Mosquitto, influxdb: Influxd, influx_db: str, tmp_path: Path, site: str,
+) -> None:
+    url = f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}"
+    edge = ShippingEdge(mosquitto.url, site, resend_after_s=5)
+    _stream_through_kills(mosquitto, url, f"cloud-{site}", tmp_path, edge, [4.0], outage_s=2.0, settle_s=60)
 
     stored = influx_points(influxdb, influx_db, site)
     print(f"SIGKILL mid-stream: shipped {len(edge.ledger)}, stored {len(stored)}, resent {edge.resent}")
@@ -372,26 +385,10 @@ def test_a_cloud_worker_killed_5_times_loses_nothing_and_counts_nothing_twice(
     mosquitto: Mosquitto, influxdb: Influxd, influx_db: str, tmp_path: Path, site: str,
 ) -> None:
     url = f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}"
-    name = f"cloud-{site}"
     rng = random.Random(4)  # noqa: S311 - reproducible kill moments, not crypto
-    proc = _spawn_cloud(mosquitto, url, name, tmp_path)
     edge = ShippingEdge(mosquitto.url, site, resend_after_s=5)
-    kills: list[str] = []
-    try:
-        for _ in range(5):
-            up_s = rng.uniform(2.0, 5.0)
-            edge.stream(seconds=up_s)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            kills.append(f"{up_s:.1f}s/{len(edge.unacked)} unacked")
-            edge.stream(seconds=1)  # shipped while no worker runs: the broker keeps them
-            proc = _spawn_cloud(mosquitto, url, name, tmp_path)
-        edge.stream(seconds=2)
-        edge.settle(timeout=90)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-        edge.close()
+    ups = [rng.uniform(2.0, 5.0) for _ in range(5)]
+    kills = _stream_through_kills(mosquitto, url, f"cloud-{site}", tmp_path, edge, ups, outage_s=1.0, settle_s=90)
 
     stored = influx_points(influxdb, influx_db, site)
     rows = influxdb.query(
