@@ -175,6 +175,17 @@ class _DeployedMosquitto(Mosquitto):
         super().__init__(workdir)
         self._tls_files, self._passwd, self._health_port = tls, passwd, health_port
 
+    def _ready(self) -> bool:
+        """Both listeners: Mosquitto binds the loopback health listener after the TLS one
+        (a CI run once connected to it before it listened)."""
+        if not super()._ready():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", self._health_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
     def config_text(self) -> str:
         text = (DEPLOY / "mosquitto.conf").read_text()
         moves = {
