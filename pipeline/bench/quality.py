@@ -55,6 +55,7 @@ from pipeline.edge.scoring import (
     heard_again,
 )
 from pipeline.edge.stages import Point
+from pipeline.edge.zones import IrrigationZones
 from pipeline.protocol import Reading
 
 MONDAY_MS = 1_719_792_000_000  # Monday 1 July 2024, 00:00 UTC
@@ -242,7 +243,7 @@ Variant = Callable[[str], Pipeline]
 
 def ours(site: str) -> Pipeline:
     """The node's path: the edge detector, stuck runs, silence watch."""
-    return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch()), SilenceWatch(), _policy(site))
+    return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones()), SilenceWatch(), _policy(site))
 
 
 def with_relations(site: str) -> Pipeline:
@@ -251,7 +252,7 @@ def with_relations(site: str) -> Pipeline:
     Measured in every full run so that the decision to leave it out stays checked
     (``quality.sim.f1_with_relations``, docs/detection.md).
     """
-    scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), linked=LinkedMetrics())
+    scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), linked=LinkedMetrics())
     return Pipeline(site, scorer, SilenceWatch(), _policy(site))
 
 
@@ -259,7 +260,9 @@ def warm(priors: dict[tuple[str, str], DetectorPrior]) -> Variant:
     """The node's path with every new detector warm-started from its kind's prior."""
 
     def make(site: str) -> Pipeline:
-        scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), prior=lambda k, m: priors.get((k, m)))
+        scorer = ReadingScorer(
+            edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), prior=lambda k, m: priors.get((k, m))
+        )
         return Pipeline(site, scorer, SilenceWatch(), _policy(site))
 
     return make

@@ -47,11 +47,12 @@ from pipeline.edge.detect import Detector, edge_detector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
 from pipeline.edge.model import MetricStats, ModelSync
-from pipeline.edge.scoring import SilenceWatch, StuckWatch, dropout_alerts, heard_again
+from pipeline.edge.scoring import LEAK, SilenceWatch, StuckWatch, dropout_alerts, heard_again
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
 from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
 from pipeline.edge.validate import Validator
+from pipeline.edge.zones import IrrigationZones
 from pipeline.errors import ProtocolError
 from pipeline.mqtt import Message, MqttClient, PayloadTooLarge, Will
 from pipeline.protocol import (
@@ -149,6 +150,7 @@ class EdgeNode:
         self._detector_template = edge_detector()
         self.stuck = StuckWatch()  # stuck sensors, per device and metric
         self.silence = SilenceWatch()  # dropouts: devices silent far longer than usual
+        self.zones = IrrigationZones(valve_score=settings.alert.raise_score)  # leaks' soaks (farm)
         # Model deltas and warm start (issue 5): the "model sync" section below.
         self.model_sync = ModelSync(
             self.site,
@@ -300,6 +302,10 @@ class EdgeNode:
                 score = detector.score_one(value, reading.ts)
                 detector.learn_one(value, reading.ts)
                 score, cause = self.stuck.adjust_one(key, value, score, reading.ts)
+                soak = self.zones.score_one(reading.device, reading.kind, metric, value, reading.ts)
+                self.zones.learn_one(reading.device, reading.kind, metric, value, reading.ts, score)
+                if soak > score:
+                    score, cause = soak, LEAK
                 self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1

@@ -11,12 +11,14 @@ Three small stages, no I/O, time passed in:
   (score, cause): the higher of the detector's and the stuck score, and which one it was.
 
 ``EdgeNode.process`` calls the detector, then ``StuckWatch.adjust_one``, then
-``AlertPolicy.update_one(point, cause)``; ``EdgeNode.tick`` calls ``dropout_alerts`` about
+``IrrigationZones.score_one`` / ``learn_one``, then ``AlertPolicy.update_one(point, cause)``; ``EdgeNode.tick`` calls ``dropout_alerts`` about
 once a second. ``ReadingScorer`` is that same sequence for the quality bench
 (``pipeline.bench.quality``), so the bench measures what the node does.
 
 Causes name why a score is high; they become the ``reason`` of an alert (docs/protocol.md):
-``anomaly`` (the value is unusual), ``stuck``, and ``dropout`` (from ``SilenceWatch``);
+``anomaly`` (the value is unusual), ``stuck``, ``dropout`` (from ``SilenceWatch``), and
+``leak`` (a soil probe soaking while its zone's valve leaks: ``IrrigationZones``,
+``pipeline/edge/zones.py``, the one cross-device stage);
 ``relation`` only from ``ReadingScorer(linked=...)`` (the multivariate view, a bench
 experiment that is not in the node path: docs/detection.md).
 """
@@ -36,9 +38,11 @@ from pipeline.protocol import Alert, Reading
 if TYPE_CHECKING:
     from pipeline.edge.model import DetectorPrior
     from pipeline.edge.multivariate import LinkedMetrics
+    from pipeline.edge.zones import IrrigationZones
 
 ANOMALY = "anomaly"
 STUCK = "stuck"
+LEAK = "leak"  # a soil probe soaking while its zone's valve leaks (IrrigationZones)
 RELATION = "relation"  # linked metrics of a device no longer move together (LinkedMetrics)
 DROPOUT = "dropout"
 DEVICE_METRIC = "_device"  # the metric of a device-level alert (dropout): a valid id, reserved
@@ -374,7 +378,9 @@ class ReadingScorer:
     is the kind's merged model: a new detector warm-starts from it when it is not None
     (as ``EdgeNode`` does with model sync). ``linked``, when given, adds the multivariate
     view (``pipeline.edge.multivariate``): a metric's score is raised to its relation score,
-    cause ``relation``, when that is higher.
+    cause ``relation``, when that is higher. ``zones``, when given, learns the site's
+    irrigation zones from every reading and raises a probe's moisture score to its soak
+    score, cause ``leak`` (as ``EdgeNode`` does).
     """
 
     def __init__(
@@ -384,7 +390,9 @@ class ReadingScorer:
         stuck: StuckWatch | None = None,
         prior: Callable[[str, str], DetectorPrior | None] | None = None,
         linked: LinkedMetrics | None = None,
+        zones: IrrigationZones | None = None,
     ) -> None:
+        self.zones = zones
         self.new_detector = new_detector
         self.linked = linked
         self.detectors: dict[tuple[str, str], Detector] = {} if detectors is None else detectors
@@ -413,6 +421,11 @@ class ReadingScorer:
             cause = ANOMALY
             if self.stuck is not None:
                 score, cause = self.stuck.adjust_one(key, value, score, ts)
+            if self.zones is not None:
+                soak = self.zones.score_one(reading.device, reading.kind, metric, value, ts)
+                self.zones.learn_one(reading.device, reading.kind, metric, value, ts, score)
+                if soak > score:
+                    score, cause = soak, LEAK
             linked = relation.get(metric, 0.0) if relation else 0.0
             if linked > score:
                 score, cause = linked, RELATION

@@ -1,0 +1,260 @@
+"""Irrigation zones: which soil probes each valve waters, learned, and the soak of a leak.
+
+Why a cross-device stage: a leaking valve wets the soil of its zone, but on a probe's own
+series the extra water (a rise of 0.9 to 4.5 % moisture per hour) is no larger than the
+weather's day-to-day change of its drying: no per-series detector separated it
+(docs/detection.md, fourth round). What the node does know is *when* the zone's valve
+flows where it never flows, and which probes usually respond to that valve. A probe whose
+moisture then climbs above the trend it had when the valve opened is soaking.
+
+What is learned, online and per site, with no configuration of zones:
+
+* **The valve's usual openings**: the times of day (5-minute buckets) at which it opened
+  without an anomaly score on an earlier day. An opening within ``usual_window_s`` of one is
+  scheduled watering.
+* **Links**: after a scheduled opening, every probe whose moisture ``link_after_s`` later
+  stands far above the trend it had (``link_ratio`` times its noise) is watered by that
+  valve. Zones watered at the same minutes link to each other's valves too; the soak test
+  below keeps that harmless (a probe that is not wetted does not climb).
+
+What is scored: while a mature valve (one day of history) flows from an opening that is
+not usual and its own detector has scored the flow at least ``valve_score``, each linked
+probe's moisture is compared with the straight line through its smoothed level and slope
+at the opening (``excess``), in units of the probe's noise (``noise_ratio`` times the mean
+absolute deviation of readings from the smoothed level): score ``ratio_score(excess /
+reference)``, 0.8 at twice the reference. Scoring stops ``horizon_s`` after the opening or
+at the valve's next opening, whichever is first; the alert then clears.
+
+``score_one`` and ``learn_one`` take one metric of one reading, as every stage does; the
+valve's score is the detector's score for that reading (``learn_one(..., score)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.edge.scoring import ratio_score
+
+DAY_MS = 86_400_000
+_BUCKET_MS = 300_000  # usual openings, by 5-minute bucket of the day
+
+
+@dataclass(slots=True)
+class _Probe:
+    ts: int
+    level: float
+    slope: float = 0.0  # per ms, of the smoothed level
+    noise: float = 0.0  # mean absolute deviation of readings from the smoothed level
+    n: int = 1
+
+
+@dataclass(slots=True)
+class _Anchor:
+    """A probe's smoothed level and slope at (just after) a valve's opening."""
+
+    ts: int
+    level: float
+    slope: float
+    reference: float
+    done: bool = False  # linked or not, decided (learning openings)
+
+
+@dataclass(slots=True)
+class _Opening:
+    valve: str
+    ts: int
+    usual: bool
+    learning: bool  # a scheduled opening: links are learned from it
+    leak: bool = False  # unusual, and the valve's detector flagged the flow
+    anchors: dict[str, _Anchor] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Valve:
+    first_ts: int
+    on: bool = False
+    open_flow: float = 0.0  # usual flow while open (mean of unflagged open readings), 0: unknown
+    open_n: int = 0
+    usual: dict[int, int] = field(default_factory=dict)  # bucket of the day -> last day seen
+    links: set[str] = field(default_factory=set)
+    opening: _Opening | None = None
+
+
+class IrrigationZones:
+    """Soil moisture against the valve that waters it: a leak's soak, scored on the probe.
+
+    Parameters
+    ----------
+    valve_kind, flow_metric, probe_kind, moisture_metric
+        The catalogue's names (docs/protocol.md, device kinds).
+    valve_score
+        The valve's own anomaly score from which an unusual opening is a leak (the alert
+        policy's raise score).
+    usual_window_s
+        An opening this close to a usual one (time of day) is scheduled.
+    link_after_s, link_ratio
+        When, after a scheduled opening, a probe's rise is measured, and how many noise
+        references it must reach for the probe to be linked to the valve.
+    horizon_s
+        How long after a leak's opening its linked probes are scored.
+    noise_ratio
+        The reference of the soak score, in mean absolute deviations of the probe.
+    level_alpha, slope_alpha, noise_alpha
+        Smoothing of each probe's level, slope and noise (per reading).
+    """
+
+    def __init__(
+        self,
+        valve_kind: str = "irrigation_valve",
+        flow_metric: str = "flow",
+        probe_kind: str = "soil_probe",
+        moisture_metric: str = "moisture",
+        valve_score: float = 0.8,
+        usual_window_s: float = 900.0,
+        link_after_s: float = 600.0,
+        link_ratio: float = 5.0,
+        horizon_s: float = 5400.0,
+        leak_fraction: float = 0.5,
+        noise_ratio: float = 3.0,
+        level_alpha: float = 0.2,
+        slope_alpha: float = 0.05,
+        noise_alpha: float = 0.01,
+    ) -> None:
+        self.valve_kind, self.flow_metric = valve_kind, flow_metric
+        self.probe_kind, self.moisture_metric = probe_kind, moisture_metric
+        self.valve_score = valve_score
+        self.usual_window_ms = int(usual_window_s * 1000)
+        self.link_after_ms = int(link_after_s * 1000)
+        self.link_ratio = link_ratio
+        self.horizon_ms = int(horizon_s * 1000)
+        self.leak_fraction = leak_fraction
+        self.noise_ratio = noise_ratio
+        self.level_alpha, self.slope_alpha, self.noise_alpha = level_alpha, slope_alpha, noise_alpha
+        self._valves: dict[str, _Valve] = {}
+        self._probes: dict[str, _Probe] = {}
+        self._openings: list[_Opening] = []  # still measuring or scoring
+
+    # -- per reading ---------------------------------------------------------------------
+
+    def score_one(self, device: str, kind: str, metric: str, value: float, ts: int) -> float:
+        """The soak score of a probe's moisture reading (0 for anything else)."""
+        if kind != self.probe_kind or metric != self.moisture_metric or not self._openings:
+            return 0.0
+        best = 0.0
+        for opening in self._openings:
+            if not opening.leak or ts - opening.ts > self.horizon_ms:
+                continue
+            anchor = opening.anchors.get(device)
+            if anchor is None or device not in self._valves[opening.valve].links:
+                continue
+            level = self._level_after(device, value)
+            excess = level - anchor.level - anchor.slope * (ts - anchor.ts)
+            if excess > 0.0 and anchor.reference > 0.0:
+                best = max(best, ratio_score(excess / anchor.reference))
+        return best
+
+    def learn_one(self, device: str, kind: str, metric: str, value: float, ts: int, score: float = 0.0) -> None:
+        """Learn one metric of a reading; ``score`` is the detector's score of it (valves)."""
+        if kind == self.valve_kind and metric == self.flow_metric:
+            self._learn_valve(device, value, ts, score)
+        elif kind == self.probe_kind and metric == self.moisture_metric:
+            self._learn_probe(device, value, ts)
+
+    # -- valves ----------------------------------------------------------------------------
+
+    def _learn_valve(self, device: str, flow: float, ts: int, score: float) -> None:
+        valve = self._valves.get(device)
+        if valve is None:
+            valve = self._valves[device] = _Valve(first_ts=ts)
+        on = flow > 0.0
+        if on and not valve.on:
+            self._open(device, valve, ts, score)
+        if on and valve.opening is not None and not valve.opening.leak:
+            opening = valve.opening
+            if (
+                not opening.usual
+                and score >= self.valve_score
+                and ts - valve.first_ts >= DAY_MS
+                and flow < self.leak_fraction * valve.open_flow
+            ):
+                opening.leak = True
+        if on and score < self.valve_score:
+            valve.open_n += 1
+            valve.open_flow += (flow - valve.open_flow) / min(valve.open_n, 100)
+        valve.on = on
+
+    def _open(self, device: str, valve: _Valve, ts: int, score: float) -> None:
+        bucket = (ts % DAY_MS) // _BUCKET_MS
+        day = ts // DAY_MS
+        span = self.usual_window_ms // _BUCKET_MS
+        buckets = DAY_MS // _BUCKET_MS
+        usual = any(
+            valve.usual.get((bucket + j) % buckets, day) < day for j in range(-span, span + 1)
+        )
+        mature = ts - valve.first_ts >= DAY_MS
+        flagged = score >= self.valve_score
+        learning = not mature or not flagged  # the first day's openings all teach
+        if learning:
+            valve.usual[bucket] = day
+        if valve.opening is not None and valve.opening in self._openings:
+            self._openings.remove(valve.opening)  # the next opening ends the last one's watch
+        opening = _Opening(device, ts, usual, learning)
+        valve.opening = opening
+        if learning or mature and not usual:
+            self._openings.append(opening)
+
+    # -- probes ----------------------------------------------------------------------------
+
+    def _level_after(self, device: str, value: float) -> float:
+        probe = self._probes.get(device)
+        if probe is None:
+            return value
+        return probe.level + self.level_alpha * (value - probe.level)
+
+    def _learn_probe(self, device: str, value: float, ts: int) -> None:
+        probe = self._probes.get(device)
+        if probe is None:
+            self._probes[device] = _Probe(ts, value)
+            return
+        if ts <= probe.ts:
+            return
+        deviation = abs(value - probe.level)
+        if probe.n > 1 and probe.noise > 0.0:
+            deviation = min(deviation, 4.0 * probe.noise)  # irrigation does not teach noise
+        probe.noise += (deviation - probe.noise) * (self.noise_alpha if probe.n > 10 else 1.0 / probe.n)
+        level = probe.level + self.level_alpha * (value - probe.level)
+        slope = (level - probe.level) / (ts - probe.ts)
+        probe.slope += self.slope_alpha * (slope - probe.slope)
+        probe.level, probe.ts = level, ts
+        probe.n += 1
+        if self._openings:
+            self._watch(device, probe, ts)
+
+    def _watch(self, device: str, probe: _Probe, ts: int) -> None:
+        """Anchor the probe at each opening it has not seen yet; learn links from scheduled ones."""
+        expired = []
+        for opening in self._openings:
+            age = ts - opening.ts
+            if age > self.horizon_ms or opening.learning and age > 2 * self.link_after_ms:
+                expired.append(opening)
+                continue
+            anchor = opening.anchors.get(device)
+            if anchor is None:
+                reference = self.noise_ratio * probe.noise
+                opening.anchors[device] = _Anchor(ts, probe.level, probe.slope, reference)
+            elif opening.learning and not anchor.done and age >= self.link_after_ms:
+                anchor.done = True
+                excess = probe.level - anchor.level - anchor.slope * (ts - anchor.ts)
+                if anchor.reference > 0.0 and excess >= self.link_ratio * anchor.reference:
+                    self._valves[opening.valve].links.add(device)
+        for opening in expired:
+            self._openings.remove(opening)
+
+    def links(self, valve: str) -> set[str]:
+        """The probes learned to be watered by ``valve``."""
+        v = self._valves.get(valve)
+        return set() if v is None else set(v.links)
+
+    def __repr__(self) -> str:
+        return f"IrrigationZones(valves={len(self._valves)}, probes={len(self._probes)})"
+
