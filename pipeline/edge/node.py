@@ -47,7 +47,7 @@ from pipeline.edge.detect import Detector, edge_detector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
 from pipeline.edge.model import MetricStats, ModelSync
-from pipeline.edge.scoring import LEAK, SilenceWatch, StuckWatch, dropout_alerts, heard_again
+from pipeline.edge.scoring import SilenceWatch, StuckWatch, dropout_alerts, heard_again
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
 from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
@@ -302,10 +302,7 @@ class EdgeNode:
                 score = detector.score_one(value, reading.ts)
                 detector.learn_one(value, reading.ts)
                 score, cause = self.stuck.adjust_one(key, value, score, reading.ts)
-                soak = self.zones.score_one(reading.device, reading.kind, metric, value, reading.ts)
-                self.zones.learn_one(reading.device, reading.kind, metric, value, reading.ts, score)
-                if soak > score:
-                    score, cause = soak, LEAK
+                score, cause = self.zones.adjust_one(reading.device, reading.kind, metric, value, reading.ts, score, cause)
                 self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1

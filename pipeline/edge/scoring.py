@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 ANOMALY = "anomaly"
 STUCK = "stuck"
-LEAK = "leak"  # a soil probe soaking while its zone's valve leaks (IrrigationZones)
 RELATION = "relation"  # linked metrics of a device no longer move together (LinkedMetrics)
 DROPOUT = "dropout"
 DEVICE_METRIC = "_device"  # the metric of a device-level alert (dropout): a valid id, reserved
@@ -422,10 +421,7 @@ class ReadingScorer:
             if self.stuck is not None:
                 score, cause = self.stuck.adjust_one(key, value, score, ts)
             if self.zones is not None:
-                soak = self.zones.score_one(reading.device, reading.kind, metric, value, ts)
-                self.zones.learn_one(reading.device, reading.kind, metric, value, ts, score)
-                if soak > score:
-                    score, cause = soak, LEAK
+                score, cause = self.zones.adjust_one(reading.device, reading.kind, metric, value, ts, score, cause)
             linked = relation.get(metric, 0.0) if relation else 0.0
             if linked > score:
                 score, cause = linked, RELATION

@@ -10,23 +10,33 @@ moisture then climbs above the trend it had when the valve opened is soaking.
 What is learned, online and per site, with no configuration of zones:
 
 * **The valve's usual openings**: the times of day (5-minute buckets) at which it opened
-  without an anomaly score on an earlier day. An opening within ``usual_window_s`` of one is
+  without an anomaly score on an earlier day (on its first day, every opening). An opening within ``usual_window_s`` of one is
   scheduled watering.
 * **Links**: after a scheduled opening, every probe whose moisture ``link_after_s`` later
   stands far above the trend it had (``link_ratio`` times its noise) is watered by that
   valve. Zones watered at the same minutes link to each other's valves too; the soak test
   below keeps that harmless (a probe that is not wetted does not climb).
 
-What is scored: while a mature valve (one day of history) flows from an opening that is
-not usual and its own detector has scored the flow at least ``valve_score``, each linked
-probe's moisture is compared with the straight line through its smoothed level and slope
-at the opening (``excess``), in units of the probe's noise (``noise_ratio`` times the mean
-absolute deviation of readings from the smoothed level): score ``ratio_score(excess /
-reference)``, 0.8 at twice the reference. Scoring stops ``horizon_s`` after the opening or
-at the valve's next opening, whichever is first; the alert then clears.
+What is scored (``adjust_one``, once per metric of a reading, after the detector):
 
-``score_one`` and ``learn_one`` take one metric of one reading, as every stage does; the
-valve's score is the detector's score for that reading (``learn_one(..., score)``).
+* **A leak's soak**: while a mature valve (a day of history) flows from an opening that is
+  not usual, at less than ``leak_fraction`` of its usual open flow (a leak through a closed
+  valve, not a watering at a new time), and its own detector has scored the flow at least
+  ``valve_score``, each linked probe's moisture is compared with the straight line through
+  its smoothed level and slope at the opening (``excess``), in units of the probe's noise
+  (``noise_ratio`` times the mean absolute deviation of readings from the smoothed level):
+  score ``ratio_score(excess / reference)``, 0.8 at twice the reference, cause ``leak``.
+  Scoring stops ``horizon_s`` after the opening, at the valve's next opening, or when a
+  scheduled watering of the probe begins; the alert then clears.
+* **Scheduled watering**: a mature valve's reading that opens, flows (within
+  ``flow_tolerance`` of its usual open flow) or closes a usual opening scores at most
+  ``scheduled_cap``. Why: a young valve's residual memory holds the top few of the ~50
+  noisy readings of a day's watering, so ordinary flow noise read as twice the usual
+  largest (21 of the 43 false alarms of the full quality run; docs/detection.md).
+
+Measured on the simulators (``edgepipe bench --quality``, full plan): soil-probe soaks
+found 0 -> 35 of 50, false alarms 43 -> 30, F1 0.865 -> 0.896 (docs/detection.md, fifth
+round).
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.edge.scoring import ratio_score
+
+LEAK = "leak"  # the cause of a soak score (docs/protocol.md, alert reasons)
 
 DAY_MS = 86_400_000
 _BUCKET_MS = 300_000  # usual openings, by 5-minute bucket of the day
@@ -46,6 +58,7 @@ class _Probe:
     slope: float = 0.0  # per ms, of the smoothed level
     noise: float = 0.0  # mean absolute deviation of readings from the smoothed level
     n: int = 1
+    watered_at: int = -1  # the last scheduled opening of a valve that waters it
 
 
 @dataclass(slots=True)
@@ -73,7 +86,7 @@ class _Opening:
 class _Valve:
     first_ts: int
     on: bool = False
-    open_flow: float = 0.0  # usual flow while open (mean of unflagged open readings), 0: unknown
+    open_flow: float = 0.0  # usual flow while open (mean of unflagged full-flow readings), 0: unknown
     open_n: int = 0
     usual: dict[int, int] = field(default_factory=dict)  # bucket of the day -> last day seen
     links: set[str] = field(default_factory=set)
@@ -97,6 +110,12 @@ class IrrigationZones:
         references it must reach for the probe to be linked to the valve.
     horizon_s
         How long after a leak's opening its linked probes are scored.
+    leak_fraction
+        A leak flows at less than this share of the valve's usual open flow (which only
+        unflagged flows of at least this share teach).
+    flow_tolerance, scheduled_cap
+        A valve reading of a scheduled watering within this relative distance of its usual
+        open flow scores at most ``scheduled_cap`` (below the alert policy's clear score).
     noise_ratio
         The reference of the soak score, in mean absolute deviations of the probe.
     level_alpha, slope_alpha, noise_alpha
@@ -115,6 +134,8 @@ class IrrigationZones:
         link_ratio: float = 5.0,
         horizon_s: float = 5400.0,
         leak_fraction: float = 0.5,
+        flow_tolerance: float = 0.1,
+        scheduled_cap: float = 0.3,
         noise_ratio: float = 3.0,
         level_alpha: float = 0.2,
         slope_alpha: float = 0.05,
@@ -128,6 +149,8 @@ class IrrigationZones:
         self.link_ratio = link_ratio
         self.horizon_ms = int(horizon_s * 1000)
         self.leak_fraction = leak_fraction
+        self.flow_tolerance = flow_tolerance
+        self.scheduled_cap = scheduled_cap
         self.noise_ratio = noise_ratio
         self.level_alpha, self.slope_alpha, self.noise_alpha = level_alpha, slope_alpha, noise_alpha
         self._valves: dict[str, _Valve] = {}
@@ -135,6 +158,25 @@ class IrrigationZones:
         self._openings: list[_Opening] = []  # still measuring or scoring
 
     # -- per reading ---------------------------------------------------------------------
+
+    def adjust_one(
+        self, device: str, kind: str, metric: str, value: float, ts: int, score: float, cause: str
+    ) -> tuple[float, str]:
+        """The (score, cause) of one metric of a reading after this stage, which then learns it.
+
+        A probe's moisture is raised to its soak score (cause ``leak``) when that is higher; a
+        valve's scheduled watering at its usual flow is lowered to ``scheduled_cap`` at most.
+        ``score`` is the detector's (and stuck watch's) score; it is what the valve learns.
+        """
+        if kind == self.probe_kind and metric == self.moisture_metric:
+            soak = self.score_one(device, kind, metric, value, ts)
+            if soak > score:
+                score, cause = soak, LEAK
+        elif score > self.scheduled_cap and self.scheduled(device, kind, metric, value, ts):
+            self.learn_one(device, kind, metric, value, ts, score)
+            return self.scheduled_cap, cause
+        self.learn_one(device, kind, metric, value, ts, score)
+        return score, cause
 
     def score_one(self, device: str, kind: str, metric: str, value: float, ts: int) -> float:
         """The soak score of a probe's moisture reading (0 for anything else)."""
@@ -147,11 +189,32 @@ class IrrigationZones:
             anchor = opening.anchors.get(device)
             if anchor is None or device not in self._valves[opening.valve].links:
                 continue
+            if self._probes[device].watered_at > anchor.ts:
+                continue  # its scheduled watering has begun since: that explains any rise
             level = self._level_after(device, value)
             excess = level - anchor.level - anchor.slope * (ts - anchor.ts)
             if excess > 0.0 and anchor.reference > 0.0:
                 best = max(best, ratio_score(excess / anchor.reference))
         return best
+
+    def scheduled(self, device: str, kind: str, metric: str, value: float, ts: int) -> bool:
+        """True if a valve's flow reading is its scheduled watering: opening, flowing or closing as usual."""
+        if kind != self.valve_kind or metric != self.flow_metric:
+            return False
+        valve = self._valves.get(device)
+        if valve is None or ts - valve.first_ts < DAY_MS or valve.open_flow <= 0.0:
+            return False
+        if value <= 0.0:  # closed: usual if it ends a scheduled watering
+            return valve.on and valve.opening is not None and valve.opening.usual
+        usual = valve.opening.usual if valve.on and valve.opening is not None else self._usual_at(valve, ts)
+        return usual and abs(value - valve.open_flow) <= self.flow_tolerance * valve.open_flow
+
+    def _usual_at(self, valve: _Valve, ts: int) -> bool:
+        bucket = (ts % DAY_MS) // _BUCKET_MS
+        day = ts // DAY_MS
+        span = self.usual_window_ms // _BUCKET_MS
+        buckets = DAY_MS // _BUCKET_MS
+        return any(valve.usual.get((bucket + j) % buckets, day) < day for j in range(-span, span + 1))
 
     def learn_one(self, device: str, kind: str, metric: str, value: float, ts: int, score: float = 0.0) -> None:
         """Learn one metric of a reading; ``score`` is the detector's score of it (valves)."""
@@ -178,24 +241,21 @@ class IrrigationZones:
                 and flow < self.leak_fraction * valve.open_flow
             ):
                 opening.leak = True
-        if on and score < self.valve_score:
-            valve.open_n += 1
+        if on and score < self.valve_score and flow >= self.leak_fraction * valve.open_flow:
+            valve.open_n += 1  # partial flows (leaks) do not teach the valve's open flow
             valve.open_flow += (flow - valve.open_flow) / min(valve.open_n, 100)
         valve.on = on
 
     def _open(self, device: str, valve: _Valve, ts: int, score: float) -> None:
-        bucket = (ts % DAY_MS) // _BUCKET_MS
-        day = ts // DAY_MS
-        span = self.usual_window_ms // _BUCKET_MS
-        buckets = DAY_MS // _BUCKET_MS
-        usual = any(
-            valve.usual.get((bucket + j) % buckets, day) < day for j in range(-span, span + 1)
-        )
+        usual = self._usual_at(valve, ts)
         mature = ts - valve.first_ts >= DAY_MS
         flagged = score >= self.valve_score
         learning = not mature or not flagged  # the first day's openings all teach
         if learning:
-            valve.usual[bucket] = day
+            valve.usual[(ts % DAY_MS) // _BUCKET_MS] = ts // DAY_MS
+        if usual:
+            for name in valve.links:
+                self._probes[name].watered_at = ts
         if valve.opening is not None and valve.opening in self._openings:
             self._openings.remove(valve.opening)  # the next opening ends the last one's watch
         opening = _Opening(device, ts, usual, learning)
