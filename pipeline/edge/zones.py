@@ -41,6 +41,7 @@ round).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.edge.scoring import ratio_score
@@ -55,10 +56,11 @@ _BUCKET_MS = 300_000  # usual openings, by 5-minute bucket of the day
 class _Probe:
     ts: int
     level: float
-    slope: float = 0.0  # per ms, of the smoothed level
+    slope: float = 0.0  # per ms, of the smoothed level over the last ``slope_window`` readings
     noise: float = 0.0  # mean absolute deviation of readings from the smoothed level
     n: int = 1
     watered_at: int = -1  # the last scheduled opening of a valve that waters it
+    recent: deque[tuple[int, float]] = field(default_factory=deque)  # (ts, smoothed level)
 
 
 @dataclass(slots=True)
@@ -118,8 +120,12 @@ class IrrigationZones:
         open flow scores at most ``scheduled_cap`` (below the alert policy's clear score).
     noise_ratio
         The reference of the soak score, in mean absolute deviations of the probe.
-    level_alpha, slope_alpha, noise_alpha
-        Smoothing of each probe's level, slope and noise (per reading).
+    level_alpha, noise_alpha
+        Smoothing of each probe's level and noise (per reading).
+    slope_window
+        The probe's trend is the change of its smoothed level over this many readings. Not
+        an exponentially weighted slope: that one still carried the last watering's rise an
+        hour later, and extrapolated it over the soak (docs/detection.md, fifth round).
     """
 
     def __init__(
@@ -138,7 +144,7 @@ class IrrigationZones:
         scheduled_cap: float = 0.3,
         noise_ratio: float = 3.0,
         level_alpha: float = 0.2,
-        slope_alpha: float = 0.05,
+        slope_window: int = 20,
         noise_alpha: float = 0.01,
     ) -> None:
         self.valve_kind, self.flow_metric = valve_kind, flow_metric
@@ -152,7 +158,9 @@ class IrrigationZones:
         self.flow_tolerance = flow_tolerance
         self.scheduled_cap = scheduled_cap
         self.noise_ratio = noise_ratio
-        self.level_alpha, self.slope_alpha, self.noise_alpha = level_alpha, slope_alpha, noise_alpha
+        if slope_window < 2:
+            raise ValueError(f"slope_window must be at least 2, got {slope_window}")
+        self.level_alpha, self.slope_window, self.noise_alpha = level_alpha, slope_window, noise_alpha
         self._valves: dict[str, _Valve] = {}
         self._probes: dict[str, _Probe] = {}
         self._openings: list[_Opening] = []  # still measuring or scoring
@@ -283,9 +291,14 @@ class IrrigationZones:
             deviation = min(deviation, 4.0 * probe.noise)  # irrigation does not teach noise
         probe.noise += (deviation - probe.noise) * (self.noise_alpha if probe.n > 10 else 1.0 / probe.n)
         level = probe.level + self.level_alpha * (value - probe.level)
-        slope = (level - probe.level) / (ts - probe.ts)
-        probe.slope += self.slope_alpha * (slope - probe.slope)
         probe.level, probe.ts = level, ts
+        recent = probe.recent
+        recent.append((ts, level))
+        if len(recent) > self.slope_window:
+            recent.popleft()
+        first_ts, first_level = recent[0]
+        if ts > first_ts:
+            probe.slope = (level - first_level) / (ts - first_ts)
         probe.n += 1
         if self._openings:
             self._watch(device, probe, ts)
