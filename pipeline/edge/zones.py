@@ -35,7 +35,7 @@ What is scored (``adjust_one``, once per metric of a reading, after the detector
   largest (21 of the 43 false alarms of the full quality run; docs/detection.md).
 
 Measured on the simulators (``edgepipe bench --quality``, full plan): soil-probe soaks
-found 0 -> 35 of 50, false alarms 43 -> 30, F1 0.865 -> 0.896 (docs/detection.md, fifth
+found 0 -> 39 of 50, false alarms 43 -> 30, F1 0.865 -> 0.898 (docs/detection.md, fifth
 round).
 """
 
