@@ -14,11 +14,11 @@ One farm block of 10 devices (a weather station; zone 0: 3 soil probes and a val
 simulated hour). The first day teaches each valve its usual openings and which probes it
 waters (``pipeline.edge.zones.IrrigationZones``); on the second, a valve flowing at an
 unusual time makes its zone's soaking probes raise alerts with cause ``leak`` on
-``moisture``. Measured with seed 7 (6 valve leaks, 13 soak labels after the learning day):
-10 ``leak`` alerts, 10 of 10 in a soak window of their own probe, 10 of 13 soak labels
-found, 10 of 10 cleared. Offline replays of the same stream over twelve dates of a year
-gave 9 or 10 alerts, all in a window, 9 or 10 of 13 found, all cleared; the test asserts
-4 alerts, 0.75, 0.5, and every alert raised two hours before the end cleared.
+``moisture``. Measured with seed 7 (6 valve leaks, 13 soak labels after the learning day)
+in six runs: 9 ``leak`` alerts (10 once; soak scores sit near the raise score), all in a soak
+window of their own probe, 9 (10) of 13 soak labels found, all cleared. Offline replays of
+the same stream over twelve dates of a year gave the same. The test asserts 4 alerts, 0.75,
+0.5, and that every alert raised two hours before the end cleared.
 """
 
 from __future__ import annotations
