@@ -79,6 +79,8 @@ from pipeline.protocol.model_codec import encode_model
 
 log = logging.getLogger(__name__)
 
+SILENCE_CHECK_MS = 15_000  # event time between dropout checks (half the shortest silence, 30 s)
+
 # Aggregates per uplink message: ~25 KB as JSON, ~10 KB as agg-zstd (a few bytes each).
 AGGREGATES_PER_MESSAGE = {"json": 100, "agg-zstd": 2000}
 ACK_BACKOFF_MAX = 8  # the ack timeout grows to at most this many times uplink.ack_timeout_s
@@ -150,6 +152,7 @@ class EdgeNode:
         self._detector_template = edge_detector()
         self.stuck = StuckWatch()  # stuck sensors, per device and metric
         self.silence = SilenceWatch()  # dropouts: devices silent far longer than usual
+        self._next_silence_check_ms = 0  # event time of the next dropout check (and every tick)
         self.zones = IrrigationZones(valve_score=settings.alert.raise_score)  # leaks' soaks (farm)
         # Model deltas and warm start (issue 5): the "model sync" section below.
         self.model_sync = ModelSync(
@@ -292,6 +295,11 @@ class EdgeNode:
             back = heard_again(self.alerts, reading)
             if back is not None:
                 self.raise_alert(back)
+        if detect and reading.ts >= self._next_silence_check_ms:
+            # Also on event time: a backlog replayed at thousands of readings a second spans
+            # hours of event time between two ticks, and dropouts inside it would go unseen.
+            self._next_silence_check_ms = reading.ts + SILENCE_CHECK_MS
+            self.check_silence()
         for metric, value in reading.metrics.items():
             score = 0.0
             if detect:
@@ -317,6 +325,11 @@ class EdgeNode:
                 self.counters.late += 1
             for selected in self.selector.select_one(point):
                 self._add_to_batch(selected, journal_id)
+
+    def check_silence(self) -> None:
+        """Raise a dropout alert for every device that has gone silent (site event time)."""
+        for alert in dropout_alerts(self.alerts, self.silence):
+            self.raise_alert(alert)
 
     def raise_alert(self, alert: Alert) -> None:
         """Alerts go through the outbox at the highest priority: first out, durable, acknowledged."""
@@ -379,8 +392,7 @@ class EdgeNode:
         if now >= self._next_flush_ms:
             self.flush_windows(now)
             self._next_flush_ms = now + 1000
-            for alert in dropout_alerts(self.alerts, self.silence):
-                self.raise_alert(alert)
+            self.check_silence()
             self.selector.scale = self.governor.update_one(self.client.messages.qsize(), now)
         interval_s = self.settings.uplink.commit_interval_ms / 1000
         if (self._unacked or self._dirty) and time.monotonic() - self._last_commit >= interval_s:

@@ -5,9 +5,14 @@ One city site of 10 devices, one reading a minute for three days of simulated ti
 UTC midnight (published as fast as the broker takes them; timestamps within the last four
 days, so the node's clock check accepts them), with the simulator's usual anomaly rate. The
 first day is the detectors' learning period, as in ``edgepipe bench --quality``; the alerts
-after it are compared with the labels the simulator published on ``{site}/labels``.
-Thresholds leave room below what this run measured (precision 24 of 26 raised alerts in a
-window, 22 of 36 labels found, 55 of 55 alerts cleared): the weekday changes with the date.
+after it are compared with the labels the simulator published on ``{site}/labels``. The
+site's name is fixed: the simulator seeds its streams by site name and seed, so the fleet is
+the same in every run (a random name made a different fleet each time, and one in about
+ten missed the recall bound). Measured: 32 of 32 raised alerts in a window, 29 of 39 labels
+found, 90 of 93 alerts cleared (identical in two runs; offline replays over 14 start dates,
+i.e. every weekday, found 0.72 to 0.74 of the labels). Asserted: 0.75, 0.6, half cleared.
+Dropouts count: the node checks for silent devices on event time as well as once a second,
+since this stream spans about a simulated day per wall second.
 
 One farm block of 10 devices (a weather station; zone 0: 3 soil probes and a valve; zone 1:
 4 probes and a valve), two days the same way, with irrigation leaks only (0.15 per valve per
@@ -26,7 +31,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,7 +188,7 @@ def _run_fleet(
 @pytest.fixture(scope="module")
 def fleet(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> FleetRun:
     state = Path(tmp_path_factory.mktemp("fleet-alerts"))
-    return _run_fleet(mosquitto, state, f"city-{uuid.uuid4().hex[:8]}", devices=10, days=DAYS, seed=5)
+    return _run_fleet(mosquitto, state, "city-fleetalerts", devices=10, days=DAYS, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +243,7 @@ def test_alerts_find_most_labelled_anomalies_after_the_learning_day(fleet: Fleet
             for a in raised
         )
     ]
-    assert len(found) / len(labels) >= 0.45, sorted({label.anomaly for label in labels} - {f.anomaly for f in found})
+    assert len(found) / len(labels) >= 0.6, sorted({label.anomaly for label in labels} - {f.anomaly for f in found})
 
 
 def test_raised_alerts_clear(fleet: FleetRun) -> None:

@@ -77,3 +77,22 @@ def test_a_failing_stage_is_counted_and_the_node_goes_on(tmp_path: Path, monkeyp
         assert node.points_in["moisture"] == 3
     finally:
         node.queue.close()
+
+
+def test_a_backlog_replayed_without_ticks_still_raises_dropouts(tmp_path: Path) -> None:
+    """Five devices, one reading a minute for two hours, processed with no tick in between;
+    one device is silent for 20 minutes in the middle: the node sees it on event time."""
+    node = _node(tmp_path, detect=True)
+    try:
+        journal_id = 0
+        for minute in range(120):
+            for d in range(5):
+                if d == 0 and 60 <= minute < 80:
+                    continue
+                journal_id += 1
+                ts = T0 + minute * 60_000 + d
+                node.process(Reading(1, f"noise_meter-{d:04d}", "noise_meter", ts, minute, {"noise": 55.0 + d}), journal_id)
+        assert node.counters.alerts["raised"] == 1
+        assert node.alerts.open_alerts == 0  # the device's next reading cleared it
+    finally:
+        node.queue.close()
