@@ -12,10 +12,13 @@ What is learned, online and per site, with no configuration of zones:
 * **The valve's usual openings**: the times of day (5-minute buckets) at which it opened
   without an anomaly score on an earlier day (on its first day, every opening). An opening within ``usual_window_s`` of one is
   scheduled watering.
-* **Links**: after a scheduled opening, every probe whose moisture ``link_after_s`` later
-  stands far above the trend it had (``link_ratio`` times its noise) is watered by that
-  valve. Zones watered at the same minutes link to each other's valves too; the soak test
-  below keeps that harmless (a probe that is not wetted does not climb).
+* **Links**: when a probe's moisture starts to climb steeply (its rise over the last
+  ``slope_window`` readings reaches ``link_ratio`` noise references), it is watered by
+  every valve that opened without a flag in the ``link_window_s`` before. Zones watered at
+  the same minutes link to each other's valves too; the soak test below keeps that harmless
+  (a probe that is not wetted does not climb). The probe side finds the links so that the
+  cost stays with the few valves that just opened: a site of 2,000 valves and 6,000 probes
+  keeps no per-pair state.
 
 What is scored (``adjust_one``, once per metric of a reading, after the detector):
 
@@ -41,6 +44,7 @@ round).
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -52,35 +56,49 @@ DAY_MS = 86_400_000
 _BUCKET_MS = 300_000  # usual openings, by 5-minute bucket of the day
 
 
-@dataclass(slots=True)
 class _Probe:
-    ts: int
-    level: float
-    slope: float = 0.0  # per ms, of the smoothed level over the last ``slope_window`` readings
-    noise: float = 0.0  # mean absolute deviation of readings from the smoothed level
-    n: int = 1
-    watered_at: int = -1  # the last scheduled opening of a valve that waters it
-    recent: deque[tuple[int, float]] = field(default_factory=deque)  # (ts, smoothed level)
+    """A soil probe's smoothed moisture, its noise, and its recent levels (a ring)."""
+
+    __slots__ = ("level", "levels", "n", "noise", "rising", "times", "ts", "watered_at")
+
+    def __init__(self, ts: int, level: float, window: int) -> None:
+        self.ts = ts
+        self.level = level
+        self.noise = 0.0  # mean absolute deviation of readings from the smoothed level
+        self.n = 1
+        self.rising = False  # its rise over the ring reached the link level at the last reading
+        self.watered_at = -1  # the last scheduled opening of a valve that waters it
+        self.levels = array("d", [level]) * window
+        self.times = array("q", [ts]) * window
+
+    def oldest(self) -> tuple[int, float]:
+        """(ts, level) of the oldest reading in the ring: ``window`` readings ago."""
+        i = self.n % len(self.levels)
+        return self.times[i], self.levels[i]
+
+    def slope(self) -> float:
+        """Change of the smoothed level per ms over the ring (0 until it spans any time)."""
+        first_ts, first_level = self.oldest()
+        return (self.level - first_level) / (self.ts - first_ts) if self.ts > first_ts else 0.0
 
 
 @dataclass(slots=True)
 class _Anchor:
-    """A probe's smoothed level and slope at (just after) a valve's opening."""
+    """A linked probe's smoothed level and trend when a valve opened."""
 
     ts: int
     level: float
     slope: float
     reference: float
-    done: bool = False  # linked or not, decided (learning openings)
 
 
 @dataclass(slots=True)
 class _Opening:
+    """An unscheduled opening of a mature valve: a leak once the valve's detector flags it."""
+
     valve: str
     ts: int
-    usual: bool
-    learning: bool  # a scheduled opening: links are learned from it
-    leak: bool = False  # unusual, and the valve's detector flagged the flow
+    leak: bool = False
     anchors: dict[str, _Anchor] = field(default_factory=dict)
 
 
@@ -88,11 +106,12 @@ class _Opening:
 class _Valve:
     first_ts: int
     on: bool = False
+    usual_now: bool = False  # the current (or last) opening was at a usual time
     open_flow: float = 0.0  # usual flow while open (mean of unflagged full-flow readings), 0: unknown
     open_n: int = 0
     usual: dict[int, int] = field(default_factory=dict)  # bucket of the day -> last day seen
     links: set[str] = field(default_factory=set)
-    opening: _Opening | None = None
+    opening: _Opening | None = None  # the current unscheduled opening, if any
 
 
 class IrrigationZones:
@@ -107,9 +126,9 @@ class IrrigationZones:
         policy's raise score).
     usual_window_s
         An opening this close to a usual one (time of day) is scheduled.
-    link_after_s, link_ratio
-        When, after a scheduled opening, a probe's rise is measured, and how many noise
-        references it must reach for the probe to be linked to the valve.
+    link_window_s, link_ratio
+        A probe whose rise over ``slope_window`` readings starts to reach ``link_ratio``
+        noise references is linked to the valves that opened (unflagged) this long before.
     horizon_s
         How long after a leak's opening its linked probes are scored.
     leak_fraction
@@ -136,7 +155,7 @@ class IrrigationZones:
         moisture_metric: str = "moisture",
         valve_score: float = 0.8,
         usual_window_s: float = 900.0,
-        link_after_s: float = 600.0,
+        link_window_s: float = 900.0,
         link_ratio: float = 5.0,
         horizon_s: float = 5400.0,
         leak_fraction: float = 0.5,
@@ -144,26 +163,27 @@ class IrrigationZones:
         scheduled_cap: float = 0.3,
         noise_ratio: float = 3.0,
         level_alpha: float = 0.2,
-        slope_window: int = 20,
         noise_alpha: float = 0.01,
+        slope_window: int = 20,
     ) -> None:
+        if slope_window < 2:
+            raise ValueError(f"slope_window must be at least 2, got {slope_window}")
         self.valve_kind, self.flow_metric = valve_kind, flow_metric
         self.probe_kind, self.moisture_metric = probe_kind, moisture_metric
         self.valve_score = valve_score
         self.usual_window_ms = int(usual_window_s * 1000)
-        self.link_after_ms = int(link_after_s * 1000)
+        self.link_window_ms = int(link_window_s * 1000)
         self.link_ratio = link_ratio
         self.horizon_ms = int(horizon_s * 1000)
         self.leak_fraction = leak_fraction
         self.flow_tolerance = flow_tolerance
         self.scheduled_cap = scheduled_cap
         self.noise_ratio = noise_ratio
-        if slope_window < 2:
-            raise ValueError(f"slope_window must be at least 2, got {slope_window}")
-        self.level_alpha, self.slope_window, self.noise_alpha = level_alpha, slope_window, noise_alpha
+        self.level_alpha, self.noise_alpha, self.slope_window = level_alpha, noise_alpha, slope_window
         self._valves: dict[str, _Valve] = {}
         self._probes: dict[str, _Probe] = {}
-        self._openings: list[_Opening] = []  # still measuring or scoring
+        self._recent: deque[tuple[int, str]] = deque()  # (ts, valve): unflagged openings, newest last
+        self._openings: list[_Opening] = []  # unscheduled openings of mature valves, within the horizon
 
     # -- per reading ---------------------------------------------------------------------
 
@@ -190,16 +210,17 @@ class IrrigationZones:
         """The soak score of a probe's moisture reading (0 for anything else)."""
         if kind != self.probe_kind or metric != self.moisture_metric or not self._openings:
             return 0.0
+        probe = self._probes.get(device)
+        if probe is None:
+            return 0.0
+        level = probe.level + self.level_alpha * (value - probe.level)
         best = 0.0
         for opening in self._openings:
-            if not opening.leak or ts - opening.ts > self.horizon_ms:
-                continue
             anchor = opening.anchors.get(device)
-            if anchor is None or device not in self._valves[opening.valve].links:
+            if anchor is None or not opening.leak or ts - opening.ts > self.horizon_ms:
                 continue
-            if self._probes[device].watered_at > anchor.ts:
+            if probe.watered_at > anchor.ts:
                 continue  # its scheduled watering has begun since: that explains any rise
-            level = self._level_after(device, value)
             excess = level - anchor.level - anchor.slope * (ts - anchor.ts)
             if excess > 0.0 and anchor.reference > 0.0:
                 best = max(best, ratio_score(excess / anchor.reference))
@@ -213,16 +234,9 @@ class IrrigationZones:
         if valve is None or ts - valve.first_ts < DAY_MS or valve.open_flow <= 0.0:
             return False
         if value <= 0.0:  # closed: usual if it ends a scheduled watering
-            return valve.on and valve.opening is not None and valve.opening.usual
-        usual = valve.opening.usual if valve.on and valve.opening is not None else self._usual_at(valve, ts)
+            return valve.on and valve.usual_now
+        usual = valve.usual_now if valve.on else self._usual_at(valve, ts)
         return usual and abs(value - valve.open_flow) <= self.flow_tolerance * valve.open_flow
-
-    def _usual_at(self, valve: _Valve, ts: int) -> bool:
-        bucket = (ts % DAY_MS) // _BUCKET_MS
-        day = ts // DAY_MS
-        span = self.usual_window_ms // _BUCKET_MS
-        buckets = DAY_MS // _BUCKET_MS
-        return any(valve.usual.get((bucket + j) % buckets, day) < day for j in range(-span, span + 1))
 
     def learn_one(self, device: str, kind: str, metric: str, value: float, ts: int, score: float = 0.0) -> None:
         """Learn one metric of a reading; ``score`` is the detector's score of it (valves)."""
@@ -231,7 +245,26 @@ class IrrigationZones:
         elif kind == self.probe_kind and metric == self.moisture_metric:
             self._learn_probe(device, value, ts)
 
+    def links(self, valve: str) -> set[str]:
+        """The probes learned to be watered by ``valve``."""
+        v = self._valves.get(valve)
+        return set() if v is None else set(v.links)
+
+    def watching(self) -> dict[str, set[str]]:
+        """The probes watched for a soak now, by valve (unscheduled openings within the horizon)."""
+        return {o.valve: set(o.anchors) for o in self._openings}
+
+    def __repr__(self) -> str:
+        return f"IrrigationZones(valves={len(self._valves)}, probes={len(self._probes)})"
+
     # -- valves ----------------------------------------------------------------------------
+
+    def _usual_at(self, valve: _Valve, ts: int) -> bool:
+        bucket = (ts % DAY_MS) // _BUCKET_MS
+        day = ts // DAY_MS
+        span = self.usual_window_ms // _BUCKET_MS
+        buckets = DAY_MS // _BUCKET_MS
+        return any(valve.usual.get((bucket + j) % buckets, day) < day for j in range(-span, span + 1))
 
     def _learn_valve(self, device: str, flow: float, ts: int, score: float) -> None:
         valve = self._valves.get(device)
@@ -240,15 +273,15 @@ class IrrigationZones:
         on = flow > 0.0
         if on and not valve.on:
             self._open(device, valve, ts, score)
-        if on and valve.opening is not None and not valve.opening.leak:
-            opening = valve.opening
-            if (
-                not opening.usual
-                and score >= self.valve_score
-                and ts - valve.first_ts >= DAY_MS
-                and flow < self.leak_fraction * valve.open_flow
-            ):
-                opening.leak = True
+        opening = valve.opening
+        if (
+            on
+            and opening is not None
+            and not opening.leak
+            and score >= self.valve_score
+            and flow < self.leak_fraction * valve.open_flow
+        ):
+            opening.leak = True
         if on and score < self.valve_score and flow >= self.leak_fraction * valve.open_flow:
             valve.open_n += 1  # partial flows (leaks) do not teach the valve's open flow
             valve.open_flow += (flow - valve.open_flow) / min(valve.open_n, 100)
@@ -257,77 +290,60 @@ class IrrigationZones:
     def _open(self, device: str, valve: _Valve, ts: int, score: float) -> None:
         usual = self._usual_at(valve, ts)
         mature = ts - valve.first_ts >= DAY_MS
-        flagged = score >= self.valve_score
-        learning = not mature or not flagged  # the first day's openings all teach
-        if learning:
+        if not mature or score < self.valve_score:  # the first day's openings all teach
             valve.usual[(ts % DAY_MS) // _BUCKET_MS] = ts // DAY_MS
+            self._recent.append((ts, device))
+        valve.usual_now = usual
         if usual:
             for name in valve.links:
                 self._probes[name].watered_at = ts
-        if valve.opening is not None and valve.opening in self._openings:
+        if valve.opening is not None:
             self._openings.remove(valve.opening)  # the next opening ends the last one's watch
-        opening = _Opening(device, ts, usual, learning)
-        valve.opening = opening
-        if learning or mature and not usual:
+            valve.opening = None
+        if mature and not usual:
+            opening = _Opening(device, ts)
+            for name in valve.links:
+                p = self._probes[name]
+                opening.anchors[name] = _Anchor(p.ts, p.level, p.slope(), self.noise_ratio * p.noise)
+            valve.opening = opening
             self._openings.append(opening)
 
     # -- probes ----------------------------------------------------------------------------
 
-    def _level_after(self, device: str, value: float) -> float:
-        probe = self._probes.get(device)
-        if probe is None:
-            return value
-        return probe.level + self.level_alpha * (value - probe.level)
-
     def _learn_probe(self, device: str, value: float, ts: int) -> None:
         probe = self._probes.get(device)
         if probe is None:
-            self._probes[device] = _Probe(ts, value)
+            self._probes[device] = _Probe(ts, value, self.slope_window)
             return
         if ts <= probe.ts:
             return
         deviation = abs(value - probe.level)
         if probe.n > 1 and probe.noise > 0.0:
-            deviation = min(deviation, 4.0 * probe.noise)  # irrigation does not teach noise
+            deviation = min(deviation, 4.0 * probe.noise)  # watering does not teach noise
         probe.noise += (deviation - probe.noise) * (self.noise_alpha if probe.n > 10 else 1.0 / probe.n)
-        level = probe.level + self.level_alpha * (value - probe.level)
-        probe.level, probe.ts = level, ts
-        recent = probe.recent
-        recent.append((ts, level))
-        if len(recent) > self.slope_window:
-            recent.popleft()
-        first_ts, first_level = recent[0]
-        if ts > first_ts:
-            probe.slope = (level - first_level) / (ts - first_ts)
+        probe.level += self.level_alpha * (value - probe.level)
+        probe.ts = ts
+        i = probe.n % self.slope_window  # the oldest entry, overwritten by the newest
+        probe.levels[i], probe.times[i] = probe.level, ts
         probe.n += 1
-        if self._openings:
-            self._watch(device, probe, ts)
+        self._expire(ts)
+        if probe.n <= self.slope_window:
+            return
+        _, first_level = probe.oldest()
+        rising = probe.level - first_level >= self.link_ratio * self.noise_ratio * probe.noise > 0.0
+        if rising and not probe.rising:  # a watering reaches it: link the valves that just opened
+            for opened, valve in self._recent:
+                if opened <= ts:
+                    self._valves[valve].links.add(device)
+        probe.rising = rising
 
-    def _watch(self, device: str, probe: _Probe, ts: int) -> None:
-        """Anchor the probe at each opening it has not seen yet; learn links from scheduled ones."""
-        expired = []
-        for opening in self._openings:
-            age = ts - opening.ts
-            if age > self.horizon_ms or opening.learning and age > 2 * self.link_after_ms:
-                expired.append(opening)
-                continue
-            anchor = opening.anchors.get(device)
-            if anchor is None:
-                reference = self.noise_ratio * probe.noise
-                opening.anchors[device] = _Anchor(ts, probe.level, probe.slope, reference)
-            elif opening.learning and not anchor.done and age >= self.link_after_ms:
-                anchor.done = True
-                excess = probe.level - anchor.level - anchor.slope * (ts - anchor.ts)
-                if anchor.reference > 0.0 and excess >= self.link_ratio * anchor.reference:
-                    self._valves[opening.valve].links.add(device)
-        for opening in expired:
-            self._openings.remove(opening)
-
-    def links(self, valve: str) -> set[str]:
-        """The probes learned to be watered by ``valve``."""
-        v = self._valves.get(valve)
-        return set() if v is None else set(v.links)
-
-    def __repr__(self) -> str:
-        return f"IrrigationZones(valves={len(self._valves)}, probes={len(self._probes)})"
-
+    def _expire(self, ts: int) -> None:
+        recent = self._recent
+        while recent and ts - recent[0][0] > self.link_window_ms:
+            recent.popleft()
+        openings = self._openings
+        if openings and ts - openings[0].ts > self.horizon_ms:
+            for o in [o for o in openings if ts - o.ts > self.horizon_ms]:
+                openings.remove(o)
+                if self._valves[o.valve].opening is o:
+                    self._valves[o.valve].opening = None

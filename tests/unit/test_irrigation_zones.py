@@ -173,3 +173,15 @@ def test_a_soaking_probe_takes_the_leak_cause(farm: Farm) -> None:
     ts = farm.minute * MINUTE_MS
     score, cause = farm.zones.adjust_one("a1", "soil_probe", "moisture", farm.moisture["a1"] + 0.5, ts, 0.1, "anomaly")
     assert cause == "leak" and score >= 0.8
+
+
+def test_an_unscheduled_opening_watches_only_the_probes_its_valve_waters(farm: Farm) -> None:
+    start = farm.minute + 11 * 60
+    farm.run(11 * 60 + 5, (Leak("A", start, 60, flow=8.0, wets=("a1",)),))
+    assert farm.zones.watching() == {"A": {"a1", "a2", "a3"}}
+
+
+def test_nothing_is_watched_once_the_horizon_has_passed(farm: Farm) -> None:
+    start = farm.minute + 11 * 60
+    farm.run(11 * 60 + 5 + 91, (Leak("A", start, 60, flow=8.0, wets=("a1",)),))
+    assert farm.zones.watching() == {}
