@@ -356,9 +356,12 @@ def _latency_nodelay(workdir: Path, edge_plan: EdgePlan, plan: Plan, echo: Calla
 
 
 def _fmt(value: float) -> str:
+    """Plain, with the digits a target needs: an F1 of 0.898 must not print as 0.90."""
     if abs(value) >= 1000:
         return f"{value:,.0f}"
-    if abs(value) >= 0.01 or value == 0:
+    if 0.01 <= abs(value) < 1:
+        return f"{value:.3f}"
+    if abs(value) >= 1 or value == 0:
         return f"{value:.2f}"
     return f"{value:.2g}"
 
