@@ -105,13 +105,21 @@ class FleetRun:
 
     def explains(self, alert: Alert) -> bool:
         """True if ``alert`` falls in a label window of its device, on a labelled metric or as a dropout."""
-        d = alert.data
-        return any(
-            label.device == d.device
-            and label.start <= d.reading_ts <= label.end + GRACE_MS
-            and (d.metric == "_device" or d.metric in label.metrics)
-            for label in self.labels
-        )
+        return any(_matches(alert, label) for label in self.labels)
+
+    def found(self, labels: list[Label]) -> list[Label]:
+        """The labels that an alert raised after the learning day falls in (as ``explains``)."""
+        raised = self.counted(self.raised())
+        return [label for label in labels if any(_matches(a, label) for a in raised)]
+
+
+def _matches(alert: Alert, label: Label) -> bool:
+    d = alert.data
+    return (
+        label.device == d.device
+        and label.start <= d.reading_ts <= label.end + GRACE_MS
+        and (d.metric == "_device" or d.metric in label.metrics)
+    )
 
 
 def _drain(watcher: MqttClient, into: list[Message], until: float) -> None:
@@ -232,17 +240,7 @@ def test_most_alerts_after_the_learning_day_fall_in_labelled_windows(fleet: Flee
 
 def test_alerts_find_most_labelled_anomalies_after_the_learning_day(fleet: FleetRun) -> None:
     labels = [label for label in fleet.labels if label.start >= fleet.start_ms + LEARNING_MS]
-    raised = fleet.counted(fleet.raised())
-    found = [
-        label
-        for label in labels
-        if any(
-            a.data.device == label.device
-            and label.start <= a.data.reading_ts <= label.end + GRACE_MS
-            and (a.data.metric == "_device" or a.data.metric in label.metrics)
-            for a in raised
-        )
-    ]
+    found = fleet.found(labels)
     assert len(found) / len(labels) >= 0.6, sorted({label.anomaly for label in labels} - {f.anomaly for f in found})
 
 
@@ -297,18 +295,8 @@ def test_most_leak_alerts_fall_in_their_probes_soak_windows(farm: FleetRun) -> N
 
 
 def test_alerts_find_a_good_share_of_the_soaks_after_the_learning_day(farm: FleetRun) -> None:
-    soaks = farm.soak_labels()
-    raised = farm.counted(farm.raised())
-    found = [
-        label
-        for label in soaks
-        if any(
-            a.data.device == label.device
-            and a.data.metric == "moisture"
-            and label.start <= a.data.reading_ts <= label.end + GRACE_MS
-            for a in raised
-        )
-    ]
+    soaks = farm.soak_labels()  # each on "moisture" only
+    found = farm.found(soaks)
     assert len(found) / len(soaks) >= 0.5, [(s.device, s.start) for s in soaks if s not in found]
 
 
