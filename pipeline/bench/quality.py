@@ -55,6 +55,7 @@ from pipeline.edge.scoring import (
     heard_again,
 )
 from pipeline.edge.stages import Point
+from pipeline.edge.switching import SwitchContext
 from pipeline.edge.zones import IrrigationZones
 from pipeline.protocol import Reading
 
@@ -243,7 +244,7 @@ Variant = Callable[[str], Pipeline]
 
 def ours(site: str) -> Pipeline:
     """The node's path: the edge detector, stuck runs, silence watch."""
-    return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones()), SilenceWatch(), _policy(site))
+    return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), switches=SwitchContext()), SilenceWatch(), _policy(site))
 
 
 def with_relations(site: str) -> Pipeline:
@@ -252,7 +253,7 @@ def with_relations(site: str) -> Pipeline:
     Measured in every full run so that the decision to leave it out stays checked
     (``quality.sim.f1_with_relations``, docs/detection.md).
     """
-    scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), linked=LinkedMetrics())
+    scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), switches=SwitchContext(), linked=LinkedMetrics())
     return Pipeline(site, scorer, SilenceWatch(), _policy(site))
 
 
@@ -261,7 +262,7 @@ def warm(priors: dict[tuple[str, str], DetectorPrior]) -> Variant:
 
     def make(site: str) -> Pipeline:
         scorer = ReadingScorer(
-            edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), prior=lambda k, m: priors.get((k, m))
+            edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), switches=SwitchContext(), prior=lambda k, m: priors.get((k, m))
         )
         return Pipeline(site, scorer, SilenceWatch(), _policy(site))
 

@@ -50,6 +50,7 @@ from pipeline.edge.model import MetricStats, ModelSync
 from pipeline.edge.scoring import SilenceWatch, StuckWatch, dropout_alerts, heard_again
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
+from pipeline.edge.switching import SwitchContext
 from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
 from pipeline.edge.validate import Validator
 from pipeline.edge.zones import IrrigationZones
@@ -154,6 +155,7 @@ class EdgeNode:
         self.silence = SilenceWatch()  # dropouts: devices silent far longer than usual
         self._next_silence_check_ms = 0  # event time of the next dropout check (and every tick)
         self.zones = IrrigationZones(valve_score=settings.alert.raise_score)  # leaks' soaks (farm)
+        self.switches = SwitchContext(raise_score=settings.alert.raise_score)  # explained switch-ons
         # Model deltas and warm start (issue 5): the "model sync" section below.
         self.model_sync = ModelSync(
             self.site,
@@ -311,6 +313,7 @@ class EdgeNode:
                 detector.learn_one(value, reading.ts)
                 score, cause = self.stuck.adjust_one(key, value, score, reading.ts)
                 score, cause = self.zones.adjust_one(reading.device, reading.kind, metric, value, reading.ts, score, cause)
+                score = self.switches.adjust_one(reading.device, reading.metrics, metric, score)
                 self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
@@ -325,6 +328,8 @@ class EdgeNode:
                 self.counters.late += 1
             for selected in self.selector.select_one(point):
                 self._add_to_batch(selected, journal_id)
+        if detect:
+            self.switches.learn_one(reading.device, reading.metrics)
 
     def check_silence(self) -> None:
         """Raise a dropout alert for every device that has gone silent (site event time)."""

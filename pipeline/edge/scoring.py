@@ -11,7 +11,8 @@ Three small stages, no I/O, time passed in:
   (score, cause): the higher of the detector's and the stuck score, and which one it was.
 
 ``EdgeNode.process`` calls the detector, then ``StuckWatch.adjust_one``, then
-``IrrigationZones.score_one`` / ``learn_one``, then ``AlertPolicy.update_one(point, cause)``; ``EdgeNode.tick`` calls ``dropout_alerts`` about
+``IrrigationZones.adjust_one``, then ``SwitchContext.adjust_one``, then
+``AlertPolicy.update_one(point, cause)`` (and ``SwitchContext.learn_one`` per reading); ``EdgeNode.tick`` calls ``dropout_alerts`` about
 once a second. ``ReadingScorer`` is that same sequence for the quality bench
 (``pipeline.bench.quality``), so the bench measures what the node does.
 
@@ -38,6 +39,7 @@ from pipeline.protocol import Alert, Reading
 if TYPE_CHECKING:
     from pipeline.edge.model import DetectorPrior
     from pipeline.edge.multivariate import LinkedMetrics
+    from pipeline.edge.switching import SwitchContext
     from pipeline.edge.zones import IrrigationZones
 
 ANOMALY = "anomaly"
@@ -379,7 +381,8 @@ class ReadingScorer:
     view (``pipeline.edge.multivariate``): a metric's score is raised to its relation score,
     cause ``relation``, when that is higher. ``zones``, when given, learns the site's
     irrigation zones from every reading and raises a probe's moisture score to its soak
-    score, cause ``leak`` (as ``EdgeNode`` does).
+    score, cause ``leak``; ``switches`` caps the score of a switch-on that the device's other
+    metrics explain (``SwitchContext``). ``EdgeNode`` runs both.
     """
 
     def __init__(
@@ -390,8 +393,10 @@ class ReadingScorer:
         prior: Callable[[str, str], DetectorPrior | None] | None = None,
         linked: LinkedMetrics | None = None,
         zones: IrrigationZones | None = None,
+        switches: SwitchContext | None = None,
     ) -> None:
         self.zones = zones
+        self.switches = switches
         self.new_detector = new_detector
         self.linked = linked
         self.detectors: dict[tuple[str, str], Detector] = {} if detectors is None else detectors
@@ -422,8 +427,12 @@ class ReadingScorer:
                 score, cause = self.stuck.adjust_one(key, value, score, ts)
             if self.zones is not None:
                 score, cause = self.zones.adjust_one(reading.device, reading.kind, metric, value, ts, score, cause)
+            if self.switches is not None:
+                score = self.switches.adjust_one(reading.device, reading.metrics, metric, score)
             linked = relation.get(metric, 0.0) if relation else 0.0
             if linked > score:
                 score, cause = linked, RELATION
             out.append((metric, value, score, cause))
+        if self.switches is not None:
+            self.switches.learn_one(reading.device, reading.metrics)
         return out
