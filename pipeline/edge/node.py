@@ -313,7 +313,7 @@ class EdgeNode:
                 detector.learn_one(value, reading.ts)
                 score, cause = self.stuck.adjust_one(key, value, score, reading.ts)
                 score, cause = self.zones.adjust_one(reading.device, reading.kind, metric, value, reading.ts, score, cause)
-                score = self.switches.adjust_one(reading.device, reading.metrics, metric, score)
+                score = self.switches.adjust_one(reading.device, reading.kind, reading.metrics, metric, score)
                 self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
@@ -329,7 +329,7 @@ class EdgeNode:
             for selected in self.selector.select_one(point):
                 self._add_to_batch(selected, journal_id)
         if detect:
-            self.switches.learn_one(reading.device, reading.metrics)
+            self.switches.learn_one(reading.device, reading.kind, reading.metrics)
 
     def check_silence(self) -> None:
         """Raise a dropout alert for every device that has gone silent (site event time)."""

@@ -428,11 +428,11 @@ class ReadingScorer:
             if self.zones is not None:
                 score, cause = self.zones.adjust_one(reading.device, reading.kind, metric, value, ts, score, cause)
             if self.switches is not None:
-                score = self.switches.adjust_one(reading.device, reading.metrics, metric, score)
+                score = self.switches.adjust_one(reading.device, reading.kind, reading.metrics, metric, score)
             linked = relation.get(metric, 0.0) if relation else 0.0
             if linked > score:
                 score, cause = linked, RELATION
             out.append((metric, value, score, cause))
         if self.switches is not None:
-            self.switches.learn_one(reading.device, reading.metrics)
+            self.switches.learn_one(reading.device, reading.kind, reading.metrics)
         return out

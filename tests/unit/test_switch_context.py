@@ -19,25 +19,25 @@ from pipeline.protocol import Reading
 LAMP = "streetlight-0001"
 
 
-def _evening(ctx: SwitchContext, dusk_lux: float, score: float = 0.95) -> float:
+def _evening(ctx: SwitchContext, dusk_lux: float, score: float = 0.95) -> float:  # 22 readings
     """Day then dusk: 20 daylight readings at 0 W, then the lamp lights at ``dusk_lux``; the switch-on's score."""
     for lux in range(5000, 1000, -200):
         readings = {"power": 0.0, "ambient": float(lux)}
         for metric in readings:
-            ctx.adjust_one(LAMP, readings, metric, 0.0)
-        ctx.learn_one(LAMP, readings)
+            ctx.adjust_one(LAMP, "streetlight", readings, metric, 0.0)
+        ctx.learn_one(LAMP, "streetlight", readings)
     lit = {"power": 150.0, "ambient": dusk_lux}
-    out = ctx.adjust_one(LAMP, lit, "power", score)
-    ctx.adjust_one(LAMP, lit, "ambient", 0.0)
-    ctx.learn_one(LAMP, lit)
+    out = ctx.adjust_one(LAMP, "streetlight", lit, "power", score)
+    ctx.adjust_one(LAMP, "streetlight", lit, "ambient", 0.0)
+    ctx.learn_one(LAMP, "streetlight", lit)
     night = {"power": 150.0, "ambient": 0.0}
-    ctx.adjust_one(LAMP, night, "power", 0.0)
-    ctx.learn_one(LAMP, night)
+    ctx.adjust_one(LAMP, "streetlight", night, "power", 0.0)
+    ctx.learn_one(LAMP, "streetlight", night)
     return out
 
 
 def test_a_switch_on_at_the_usual_dusk_light_is_explained() -> None:
-    ctx = SwitchContext()
+    ctx = SwitchContext(min_readings=1)
     _evening(ctx, 18.0)  # the first lighting teaches the range (0 to 150 W): no switch-on yet
     _evening(ctx, 18.0)
     _evening(ctx, 19.0)
@@ -46,40 +46,47 @@ def test_a_switch_on_at_the_usual_dusk_light_is_explained() -> None:
 
 
 def test_a_switch_on_in_daylight_keeps_its_score() -> None:
-    ctx = SwitchContext()
+    ctx = SwitchContext(min_readings=1)
     for lux in (18.0, 18.0, 19.0):
         _evening(ctx, lux)
     assert _evening(ctx, 27_000.0) == 0.95
 
 
 def test_a_switch_on_needs_enough_earlier_contexts() -> None:
-    ctx = SwitchContext(agree=2)
+    ctx = SwitchContext(agree=2, min_readings=1)
     _evening(ctx, 18.0)
     _evening(ctx, 18.0)
     assert _evening(ctx, 18.0) == 0.95  # only one earlier switch-on to agree with
 
 
 def test_a_score_below_the_raise_score_is_left_alone() -> None:
-    ctx = SwitchContext()
+    ctx = SwitchContext(min_readings=1)
     for _ in range(3):
         _evening(ctx, 18.0)
     assert _evening(ctx, 18.0, score=0.6) == 0.6
 
 
 def test_a_drop_to_the_floor_is_never_explained() -> None:
-    ctx = SwitchContext()
+    ctx = SwitchContext(min_readings=1)
     for _ in range(3):
         _evening(ctx, 18.0)
     dark = {"power": 0.0, "ambient": 0.0}  # the lamp fails at night
-    assert ctx.adjust_one(LAMP, dark, "power", 0.99) == 0.99
+    assert ctx.adjust_one(LAMP, "streetlight", dark, "power", 0.99) == 0.99
 
 
-def test_a_device_with_one_metric_is_not_tracked() -> None:
-    ctx = SwitchContext()
+def test_a_kind_with_one_metric_is_not_tracked() -> None:
+    ctx = SwitchContext(min_readings=1)
     for i in range(10):
-        ctx.learn_one("valve-1", {"flow": float(i % 2) * 50.0})
-        assert ctx.adjust_one("valve-1", {"flow": 50.0}, "flow", 0.99) == 0.99
-    assert repr(ctx) == "SwitchContext(series=0, explained=0)"
+        ctx.learn_one("valve-1", "irrigation_valve", {"flow": float(i % 2) * 50.0})
+        assert ctx.adjust_one("valve-1", "irrigation_valve", {"flow": 50.0}, "flow", 0.99) == 0.99
+    assert repr(ctx) == "SwitchContext(devices=0, explained=0)"
+
+
+def test_switch_ons_count_only_after_min_readings() -> None:
+    ctx = SwitchContext(min_readings=10_000)
+    for lux in (18.0, 18.0, 19.0):
+        _evening(ctx, lux)
+    assert _evening(ctx, 18.0) == 0.95
 
 
 def test_agree_must_fit_in_what_is_remembered() -> None:
