@@ -46,8 +46,15 @@ from pipeline.edge.alert import AlertPolicy
 from pipeline.edge.detect import Detector, edge_detector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
-from pipeline.edge.model import MetricStats, ModelSync
-from pipeline.edge.scoring import SilenceWatch, StuckWatch, dropout_alerts, heard_again
+from pipeline.edge.model import DetectorPrior, MetricStats, ModelSync
+from pipeline.edge.scoring import (
+    ANOMALY,
+    ReadingScorer,
+    SilenceWatch,
+    StuckWatch,
+    dropout_alerts,
+    heard_again,
+)
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
 from pipeline.edge.switching import SwitchContext
@@ -163,6 +170,15 @@ class EdgeNode:
             key=edge.model_key.encode(),
             cloud_key=edge.cloud_model_key.encode() if edge.warm_start else b"",
             interval_ms=int(edge.model_interval_s * 1000),
+        )
+        # Every metric of a reading, scored then learned: the sequence the quality bench measures.
+        self.scorer = ReadingScorer(
+            self._detector_template.clone,
+            detectors=self.detectors,
+            stuck=self.stuck,
+            prior=self._prior,
+            zones=self.zones,
+            switches=self.switches,
         )
         self.alerts = AlertPolicy.from_settings(
             self.site, settings.alert, model_version=type(self._detector_template).__name__
@@ -302,22 +318,15 @@ class EdgeNode:
             # hours of event time between two ticks, and dropouts inside it would go unseen.
             self._next_silence_check_ms = reading.ts + SILENCE_CHECK_MS
             self.check_silence()
-        for metric, value in reading.metrics.items():
-            score = 0.0
-            if detect:
-                key = (reading.device, metric)
-                detector = self.detectors.get(key)
-                if detector is None:
-                    detector = self.detectors[key] = self._new_detector(reading.kind, metric)
-                score = detector.score_one(value, reading.ts)
-                detector.learn_one(value, reading.ts)
-                score, cause = self.stuck.adjust_one(key, value, score, reading.ts)
-                score, cause = self.zones.adjust_one(reading.device, reading.kind, metric, value, reading.ts, score, cause)
-                score = self.switches.adjust_one(reading.device, reading.kind, reading.metrics, metric, score)
-                self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
+        if detect:
+            scored = self.scorer.score_one(reading)
+        else:
+            scored = [(metric, value, 0.0, ANOMALY) for metric, value in reading.metrics.items()]
+        for metric, value, score, cause in scored:
             point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
             self.points_in[metric] += 1
             if detect:
+                self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
                 alert = self.alerts.update_one(point, cause)
                 if alert is not None:
                     self.raise_alert(alert)
@@ -328,8 +337,6 @@ class EdgeNode:
                 self.counters.late += 1
             for selected in self.selector.select_one(point):
                 self._add_to_batch(selected, journal_id)
-        if detect:
-            self.switches.learn_one(reading.device, reading.kind, reading.metrics)
 
     def check_silence(self) -> None:
         """Raise a dropout alert for every device that has gone silent (site event time)."""
@@ -461,15 +468,12 @@ class EdgeNode:
 
     # -- model sync (issue 5): kind-level deltas up, the cloud's merged model down ----------
 
-    def _new_detector(self, kind: str, metric: str) -> Detector:
-        """A fresh detector, warm-started from the kind's merged model when there is one."""
-        detector = self._detector_template.clone()
+    def _prior(self, kind: str, metric: str) -> DetectorPrior | None:
+        """The kind's merged model for a new detector (it warm-starts from it), if there is one."""
         prior = self.model_sync.prior(kind, metric)
-        warm_start = getattr(detector, "warm_start", None)
-        if prior is not None and warm_start is not None:
-            warm_start(prior)
+        if prior is not None:
             self.model_sync.warm_started += 1
-        return detector
+        return prior
 
     def ship_model_deltas(self, now: int) -> None:
         """What was learned per kind since the last delta: signed, into the outbox (MODEL)."""

@@ -10,11 +10,12 @@ Three small stages, no I/O, time passed in:
 * ``StuckWatch`` holds the ``StuckRun`` of every series and turns a detector's score into
   (score, cause): the higher of the detector's and the stuck score, and which one it was.
 
-``EdgeNode.process`` calls the detector, then ``StuckWatch.adjust_one``, then
-``IrrigationZones.adjust_one``, then ``SwitchContext.adjust_one``, then
-``AlertPolicy.update_one(point, cause)`` (and ``SwitchContext.learn_one`` per reading); ``EdgeNode.tick`` calls ``dropout_alerts`` about
-once a second. ``ReadingScorer`` is that same sequence for the quality bench
-(``pipeline.bench.quality``), so the bench measures what the node does.
+``ReadingScorer.score_one`` runs, for every metric of a reading, the detector, then
+``StuckWatch.adjust_one``, ``IrrigationZones.adjust_one`` and ``SwitchContext.adjust_one``
+(then ``SwitchContext.learn_one`` once per reading). ``EdgeNode.process`` calls it and
+feeds each (score, cause) to ``AlertPolicy.update_one``; the quality bench
+(``pipeline.bench.quality``) does the same, so it measures what the node does.
+``EdgeNode`` also checks ``dropout_alerts`` once a second and every 15 s of event time.
 
 Causes name why a score is high; they become the ``reason`` of an alert (docs/protocol.md):
 ``anomaly`` (the value is unusual), ``stuck``, ``dropout`` (from ``SilenceWatch``), and

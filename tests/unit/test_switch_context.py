@@ -117,7 +117,7 @@ def test_the_node_does_not_alert_on_a_lamp_lit_early_by_a_cloudy_dusk(
     settings = load_settings(overrides={"edge.state_dir": str(tmp_path), "mqtt.url": "mqtt://127.0.0.1:1"})
     node = EdgeNode(settings)
     if not explains:
-        node.switches = SwitchContext(remember=99, agree=99)  # never enough contexts
+        node.scorer.switches = SwitchContext(remember=99, agree=99)  # never enough contexts
     try:
         readings = _lamp_days(3, early_minutes=45)
         last_evening = readings[2 * 1440 + 19 * 60 :]
