@@ -26,3 +26,14 @@ class ManualClock:
 
     def advance(self, ms: int) -> None:
         self._now += ms
+
+
+class OffsetClock:
+    """The system clock moved by a fixed offset: a recorded stream of a fixed date replays
+    against a node that runs at wall speed but believes it is that date (tests, replays)."""
+
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
