@@ -31,6 +31,7 @@ def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterat
 NOMINAL_HZ = 10.0
 FLOODER = "fridge-flood"
 OTHERS = ("fridge-1", "fridge-2", "fridge-3", "fridge-4")
+FLOOD_SEEN_RATIO = 5
 
 
 def test_a_device_flooding_at_20x_does_not_starve_the_others(stack: Callable[..., Stack]) -> None:
@@ -54,6 +55,8 @@ def test_a_device_flooding_at_20x_does_not_starve_the_others(stack: Callable[...
         )
         for device in OTHERS:
             assert stored[device] == acked[device] > 0
-        assert acked[FLOODER] >= 15 * acked[OTHERS[0]]
+        # a precondition, not the property: the flood happened (a busy machine's publisher may
+        # not reach the full 20x, and a few times the others' rate is already a flood)
+        assert acked[FLOODER] >= FLOOD_SEEN_RATIO * acked[OTHERS[0]]
         assert (v.lost, v.double) == (0, 0)
         assert c.unaccounted == 0

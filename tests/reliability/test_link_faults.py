@@ -27,7 +27,9 @@ def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterat
     with stacks(mosquitto_factory, tmp_path) as make:
         yield make
 
-KEEPALIVE = 2  # seconds; RELIABILITY.md R10 uses 10, the bound scales with it
+KEEPALIVE = 4  # seconds; RELIABILITY.md R10 uses 10, the bound scales with it (at 2 s, a busy
+# machine's scheduling jitter was a large share of the 5 s bound)
+RECONNECT_BOUND_S = 10  # reconnect_delay is 1-2 s; the rest is room for a busy machine
 
 
 @contextmanager
@@ -54,13 +56,13 @@ def test_a_hung_broker_is_noticed_within_2_5_keepalives_and_left_once(
             detected = seconds_until(lambda: not client.connected, 4 * KEEPALIVE)
         finally:
             broker.kill(signal.SIGCONT)
-        reconnected = seconds_until(lambda: client.connected, 10)
+        reconnected = seconds_until(lambda: client.connected, 2 * RECONNECT_BOUND_S)
         print(
             f"R10 SIGSTOP k={KEEPALIVE}s: detected={detected:.2f}s ({detected / KEEPALIVE:.2f}k) "
             f"reconnected={reconnected:.2f}s disconnects={client.stats.disconnects}"
         )
         assert detected <= 2.5 * KEEPALIVE
-        assert reconnected <= 5
+        assert reconnected <= RECONNECT_BOUND_S
         assert client.stats.disconnects == 1
     finally:
         client.close(1)
@@ -77,13 +79,13 @@ def test_a_blackholed_link_is_noticed_within_2_5_keepalives_and_left_once(
             proxy.set_mode("blackhole")
             detected = seconds_until(lambda: not client.connected, 4 * KEEPALIVE)
             proxy.set_mode("pass")
-            reconnected = seconds_until(lambda: client.connected, 10)
+            reconnected = seconds_until(lambda: client.connected, 2 * RECONNECT_BOUND_S)
             print(
                 f"R10 blackhole k={KEEPALIVE}s: detected={detected:.2f}s ({detected / KEEPALIVE:.2f}k) "
                 f"reconnected={reconnected:.2f}s disconnects={client.stats.disconnects}"
             )
             assert detected <= 2.5 * KEEPALIVE
-            assert reconnected <= 5
+            assert reconnected <= RECONNECT_BOUND_S
             assert client.stats.disconnects == 1
         finally:
             client.close(1)
@@ -101,7 +103,7 @@ def link_cut(stack: Callable[..., Stack], mosquitto_factory: Callable[..., Mosqu
             noticed_after = time.monotonic() - cut_at
             time.sleep(max(0.0, seconds - noticed_after))
             proxy.set_mode("pass")
-            assert wait_until(lambda: s.node.client.connected, 10, step=0.05)
+            assert wait_until(lambda: s.node.client.connected, 3 * RECONNECT_BOUND_S, step=0.05)
             time.sleep(2)
             devices.stop()
             v = settle(s.node, devices, s.store, s.site, timeout=90)
