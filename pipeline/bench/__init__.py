@@ -64,6 +64,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "quality.nab.low_fn",
         "detect.us_per_reading",
     ),
+    "rates": ("quality.sim.f1_worst_rate", "quality.sim.newcomer.precision", "quality.sim.newcomer.recall"),
     "warm_start": ("quality.warm_start_speedup",),
     "dashboard": ("dashboard.render_s_1m_points",),
 }
@@ -215,6 +216,7 @@ def run_bench(
     from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
     from pipeline.bench.latency import bench_alert_latency
     from pipeline.bench.quality import bench_quality
+    from pipeline.bench.rates import bench_quality_rates
     from pipeline.bench.sim import bench_sim
     from pipeline.bench.stream import sim_stream
     from pipeline.services import Mosquitto
@@ -242,8 +244,9 @@ def run_bench(
         results.setdefault("part_seconds", {})[name] = round(time.monotonic() - started, 1)
 
     part("quality", "alert quality on simulated and NAB data", lambda: bench_quality(plan.name, nab_dir, echo))
+    part("rates", "alert quality at 1 Hz, 1/min and 1/15 min, and the README's 1 Hz run", lambda: bench_quality_rates(plan.name, echo))
     if only_quality:
-        return _finish(results, failed, began, echo, only=("quality",))
+        return _finish(results, failed, began, echo, only=("quality", "rates"))
     part("codec", "reading decode vs json.loads", lambda: bench_reading_decode(plan.decode_n, plan.repeats))
     part("warm_start", "readings to the first correct alert, warm vs cold", _warm_start)
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:

@@ -135,16 +135,23 @@ class Matched:
 
 
 def match_alerts(
-    events: Sequence[Event], alerts: Iterable[Raised], interval_ms: float, grace_readings: int
+    events: Sequence[Event],
+    alerts: Iterable[Raised],
+    interval_ms: float,
+    grace_readings: int,
+    grace_ms: float | None = None,
 ) -> Matched:
     """Match alerts to label windows (the rules in the module docstring).
+
+    ``grace_ms``, when given, replaces ``grace_readings`` intervals (plans that compare
+    reporting rates state their grace in time, not in readings).
 
     >>> e = [Event("d", ("t",), "spike", 1000, 2000), Event("d", ("t",), "dip", 9000, 9000)]
     >>> m = match_alerts(e, [Raised("d", "t", 1500, "anomaly"), Raised("d", "t", 5000, "anomaly")], 100, 2)
     >>> m.detected, m.events, m.false_alarms, m.delays
     (1, 2, 1, [5])
     """
-    grace = grace_readings * interval_ms
+    grace = grace_readings * interval_ms if grace_ms is None else grace_ms
     by_device: dict[str, list[Event]] = {}
     for e in sorted(events, key=lambda e: e.start):
         by_device.setdefault(e.device, []).append(e)
@@ -184,6 +191,7 @@ class Pipeline:
         self.silence = silence
         self.policy = policy
         self.raised: list[Raised] = []
+        self.critical: list[Raised] = []  # every raise at CRITICAL, an alert's first or an escalation
         self.seconds = 0.0  # in the scorer
         self.readings = 0
 
@@ -196,17 +204,24 @@ class Pipeline:
         self.readings += 1
         for metric, value, score, cause in scored:
             alert = self.policy.update_one(Point(r.device, r.kind, metric, r.ts, r.seq, value, score), cause)
-            if alert is not None and alert.data.state == "raised" and alert.data.alert_id.endswith(f".{r.ts}"):
-                self.raised.append(Raised(r.device, metric, r.ts, cause))
+            if alert is not None and alert.data.state == "raised":
+                raised = Raised(r.device, metric, r.ts, cause)
+                if alert.data.alert_id.endswith(f".{r.ts}"):
+                    self.raised.append(raised)
+                if alert.data.severity == "critical":
+                    self.critical.append(raised)
 
     def tick(self) -> None:
         if self.silence is None:
             return
         for alert in dropout_alerts(self.policy, self.silence):
-            self.raised.append(Raised(alert.data.device, DEVICE_METRIC, alert.data.reading_ts, DROPOUT))
+            raised = Raised(alert.data.device, DEVICE_METRIC, alert.data.reading_ts, DROPOUT)
+            self.raised.append(raised)
+            if alert.data.severity == "critical":
+                self.critical.append(raised)
 
 
-class _Feed:
+class Feed:
     """A simulator ``Publisher`` that feeds every pipeline in place of MQTT, labels aside."""
 
     def __init__(self, pipelines: dict[str, list[Pipeline]], interval_ms: float) -> None:
@@ -330,7 +345,7 @@ def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dic
     )
     pipelines = {site: [make(site) for make in variants.values()] for site in sites}
     interval_ms = plan.interval_s * 1000
-    feed = _Feed(pipelines, interval_ms)
+    feed = Feed(pipelines, interval_ms)
     started = time.perf_counter()
     report = run(options, feed)
     elapsed = time.perf_counter() - started
