@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
+# The edge detector's per-reading settings (forget, warm-up, memory counts) were tuned at one
+# reading a minute; at other rates a reading counts for the event time it covers, in minutes.
+EDGE_REFERENCE_INTERVAL_S = 60.0
 
 
 class Detector(Protocol):
@@ -222,7 +225,7 @@ class SeasonalResidualDetector:
         self._closest = residual == "closest"
         self._growth = 1.0 / (1.0 - forget)
         self._memory_from = warmup // 2  # residuals (and range) remembered after this
-        self._n = 0
+        self._n: float = 0  # readings learned (with a reference interval: intervals covered)
         self._previous: float | None = None
         # Running mean absolute error of each predictor: previous value, day, week (None: no
         # prediction made yet).
@@ -460,4 +463,4 @@ def edge_detector() -> SeasonalResidualDetector:
     # imported here: it subclasses this module's detector
     from pipeline.edge.edge_residual import EdgeResidualDetector
 
-    return EdgeResidualDetector(neighbours=1, week_bin_s=3600)
+    return EdgeResidualDetector(neighbours=1, week_bin_s=3600, reference_interval_s=EDGE_REFERENCE_INTERVAL_S)

@@ -102,6 +102,7 @@ if TYPE_CHECKING:
 
 
 _TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
+MAX_STEPS_PER_READING = 1440.0  # a gap forgets at most a day of reference intervals at once
 
 
 @functools.lru_cache(maxsize=8)
@@ -161,12 +162,15 @@ class EdgeResidualDetector(SeasonalResidualDetector):
     # New attributes in slots: the base class keeps its instance dict as it is (memory per series).
     __slots__ = (
         "_drops",
+        "_last_ts",
         "_memory_n",
         "_quantum",
         "_rise",
+        "_steps",
         "clamp_after",
         "memory_clamp",
         "neighbours",
+        "reference_interval_s",
         "resolution_floor",
         "signed",
         "young_calibration",
@@ -191,6 +195,7 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         young_calibration: bool = True,
         memory_clamp: float = 1.5,
         clamp_after: int = 500,
+        reference_interval_s: float | None = None,
     ) -> None:
         super().__init__(
             warmup,
@@ -214,6 +219,8 @@ class EdgeResidualDetector(SeasonalResidualDetector):
             raise ValueError(f"memory_clamp must be above 1, got {memory_clamp}")
         if clamp_after < 0:
             raise ValueError(f"clamp_after must be at least 0, got {clamp_after}")
+        if reference_interval_s is not None and not reference_interval_s > 0.0:
+            raise ValueError(f"reference_interval_s must be positive, got {reference_interval_s}")
         self.neighbours = neighbours
         self.signed = signed
         self.resolution_floor = resolution_floor
@@ -224,7 +231,12 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         self.young_calibration = young_calibration
         self.memory_clamp = memory_clamp
         self.clamp_after = clamp_after
-        self._memory_n = 0  # readings the residual memory stands for (counted up to the horizon)
+        self._memory_n = 0.0  # readings the residual memory stands for (counted up to the horizon)
+        # Time-based memory: with ``reference_interval_s``, a reading forgets and counts as
+        # much as the event time since the last one, in reference intervals.
+        self.reference_interval_s = reference_interval_s
+        self._last_ts: int | None = None
+        self._steps = 1.0
 
     def _params(self) -> dict[str, object]:
         params = {k: v for k, v in super()._params().items() if k != "residual"}  # always closest
@@ -235,6 +247,7 @@ class EdgeResidualDetector(SeasonalResidualDetector):
             "young_calibration": self.young_calibration,
             "memory_clamp": self.memory_clamp,
             "clamp_after": self.clamp_after,
+            "reference_interval_s": self.reference_interval_s,
         }
 
     def warm_start(self, prior: DetectorPrior) -> None:
@@ -249,13 +262,20 @@ class EdgeResidualDetector(SeasonalResidualDetector):
             change = abs(x - previous)
             if 0.0 < change < self._quantum:
                 self._quantum = change
+        if self.reference_interval_s is not None and ts_ms is not None:
+            last, self._last_ts = self._last_ts, ts_ms
+            if last is not None:
+                elapsed_s = (ts_ms - last) / 1000
+                self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
         super().learn_one(x, ts_ms)
+        if self._steps != 1.0 and x == x:  # the warm-up counts reference intervals too
+            self._n += self._steps - 1.0
 
     def _ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
         """(residual, ratio r) for x, tempered while the memory is young."""
         residual, ratio = self._memory_ratio(x, ts_ms)
         if self.young_calibration and self._memory_n * self.forget < 1.0:
-            ratio /= young_divisor(self._memory_n, self.forget, self.top_k)
+            ratio /= young_divisor(int(self._memory_n), self.forget, self.top_k)
         return residual, ratio
 
     def _memory_ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
@@ -295,12 +315,13 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         side = self._top if self._rise or not self.signed else self._drops
         if self._memory_n >= self.clamp_after and len(side) >= self.top_k:
             residual = min(residual, self.memory_clamp * side[0] / self._scale)
+        steps = self._steps
         if self._memory_n * self.forget < 1.0:
-            self._memory_n += 1
+            self._memory_n += steps
         if not self.signed:
             super()._remember(residual)
             return
-        self._scale *= self._growth
+        self._scale *= self._growth if steps == 1.0 else self._growth**steps
         if self._scale > self._RENORMALISE:
             self._top = [v / self._scale for v in self._top]
             self._drops = [v / self._scale for v in self._drops]
