@@ -94,6 +94,7 @@ AGGREGATES_PER_MESSAGE = {"json": 100, "agg-zstd": 2000}
 ACK_BACKOFF_MAX = 8  # the ack timeout grows to at most this many times uplink.ack_timeout_s
 ALERT_BURST = 16  # alerts sent per pump beyond uplink.max_inflight (alerts skip the window)
 COMMIT_BATCH = 2000  # commit early when this many readings wait for their PUBACK
+KIND_META = "kind/"  # queue metadata key prefix: kind/{device} -> the device's kind
 _reading_decoder = msgspec.json.Decoder(Reading)
 _closed_encoder = msgspec.json.Encoder()
 _closed_decoder = msgspec.json.Decoder(list[tuple[str, str, int]])
@@ -123,6 +124,16 @@ class EdgeNode:
         self.clock = clock or SystemClock()
         self.topics = Topics(settings.mqtt.topic_root)
         edge, select, agg, uplink = settings.edge, settings.select, settings.aggregate, settings.uplink
+        self.queue = UplinkQueue.in_state_dir(
+            Path(edge.state_dir) / self.name,
+            budget_bytes=int(uplink.budget_mb * 1024 * 1024),
+            alert_reserve=uplink.alert_reserve,
+            synchronous=uplink.synchronous,
+            clock=self.clock,
+        )
+        # A device's kind is kept in the queue's metadata, committed with its first reading:
+        # the journal is trimmed as windows ship, so replaying it cannot rebuild every kind.
+        known_kinds = {d: k.decode() for d, k in self.queue.meta_with_prefix(KIND_META).items()}
         self.validator = Validator(
             self.site,
             self.topics,
@@ -131,6 +142,8 @@ class EdgeNode:
                 future_skew_ms=int(edge.future_skew_s * 1000),
                 max_age_ms=int(edge.max_age_s * 1000),
             ),
+            known_kinds=known_kinds,
+            on_new_device=lambda device, kind: self.queue.set_meta(KIND_META + device, kind.encode()),
         )
         selector_class = SwingingDoor if select.method == "swinging_door" else Deadband
         self.selector = selector_class(
@@ -139,13 +152,6 @@ class EdgeNode:
             anomaly_score=select.anomaly_score,
             pre_points=select.pre_anomaly_points,
             post_ms=int(select.post_anomaly_s * 1000),
-        )
-        self.queue = UplinkQueue.in_state_dir(
-            Path(edge.state_dir) / self.name,
-            budget_bytes=int(uplink.budget_mb * 1024 * 1024),
-            alert_reserve=uplink.alert_reserve,
-            synchronous=uplink.synchronous,
-            clock=self.clock,
         )
         self.aggregator = WindowAggregator(
             self.site,
