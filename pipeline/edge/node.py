@@ -32,7 +32,7 @@ import queue
 import resource
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -207,7 +207,7 @@ class EdgeNode:
         self._seen_disconnects = 0
         self._next_health_ms = 0
         self._next_flush_ms = 0
-        self._rate = _Rate()
+        self._rate = RecentRate()
         self._drain_requested = threading.Event()
         self._drained = threading.Event()  # set by tick once a requested drain is done
         self._health_topic = self.topics.edge(self.site, "health")
@@ -556,7 +556,7 @@ class EdgeNode:
         stats = stats or self.queue.stats()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         gauges = {
-            "readings_per_s": self._rate.per_second(),
+            "readings_per_s": self._rate.per_second(time.monotonic()),
             "queue_items": float(stats.items),
             "queue_bytes": float(stats.bytes),
             "queue_oldest_age_s": stats.oldest_age_ms / 1000,
@@ -627,21 +627,38 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class _Rate:
-    """Readings per second over the last few seconds (for health)."""
+class RecentRate:
+    """Events per second over the last ``horizon_s`` seconds, as of the ``now`` it is read at.
+
+    Why trim on read too: trimmed only when events arrive, the rate froze at its last value
+    once traffic stopped (a site showed 504 readings/s 95 s after its devices went quiet).
+    Read with the time of reading, it falls as the window empties and is 0 after the horizon.
+
+    >>> rate = RecentRate(horizon_s=5.0)
+    >>> for at in (0.0, 1.0, 2.0):
+    ...     rate.add(100, at)
+    >>> rate.per_second(2.0), rate.per_second(4.0), rate.per_second(7.5)
+    (100.0, 50.0, 0.0)
+    """
 
     def __init__(self, horizon_s: float = 5.0) -> None:
         self.horizon_s = horizon_s
-        self._events: list[tuple[float, int]] = []
+        self._events: deque[tuple[float, int]] = deque()
 
     def add(self, n: int, at: float) -> None:
         self._events.append((at, n))
-        cutoff = at - self.horizon_s
-        while self._events and self._events[0][0] < cutoff:
-            self._events.pop(0)
+        self._trim(at)
 
-    def per_second(self) -> float:
-        if len(self._events) < 2:
+    def per_second(self, now: float) -> float:
+        """The count after the oldest event in the horizon, over the time since it."""
+        self._trim(now)
+        if not self._events:
             return 0.0
-        span = self._events[-1][0] - self._events[0][0]
-        return sum(n for _, n in self._events[1:]) / span if span > 0 else 0.0
+        span = now - self._events[0][0]
+        counted = sum(n for _, n in self._events) - self._events[0][1]
+        return counted / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        cutoff = now - self.horizon_s
+        while self._events and self._events[0][0] < cutoff:
+            self._events.popleft()
