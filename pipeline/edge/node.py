@@ -62,6 +62,8 @@ from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
 from pipeline.edge.validate import Validator
 from pipeline.edge.zones import IrrigationZones
 from pipeline.errors import ProtocolError
+from pipeline.logs import WarningBudget, event
+from pipeline.metrics import EDGE, MetricsServer, serve_metrics
 from pipeline.mqtt import Message, MqttClient, PayloadTooLarge, Will
 from pipeline.protocol import (
     SCHEMA_VERSION,
@@ -71,6 +73,7 @@ from pipeline.protocol import (
     Alert,
     Batch,
     DeadLetter,
+    Health,
     Reading,
     ReadingLimits,
     Reason,
@@ -208,6 +211,11 @@ class EdgeNode:
         self._next_health_ms = 0
         self._next_flush_ms = 0
         self._rate = RecentRate()
+        self._next_summary = time.monotonic() + settings.log.summary_interval_s
+        self._next_log_check = 0.0
+        self._dead_letter_warnings = WarningBudget(settings.log.warnings_per_min, window_s=60.0)
+        self._uplink_down_since: float | None = None  # monotonic, from the first ack timeout
+        self.metrics: MetricsServer | None = None  # /metrics, from start() when edge.metrics_port
         self._drain_requested = threading.Event()
         self._drained = threading.Event()  # set by tick once a requested drain is done
         self._health_topic = self.topics.edge(self.site, "health")
@@ -227,14 +235,30 @@ class EdgeNode:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Rebuild state from the journal, connect, and subscribe."""
+        """Rebuild state from the journal, serve /metrics (if set), connect, and subscribe."""
         self.recover()
+        edge = self.settings.edge
+        self.metrics = serve_metrics(
+            self.health, EDGE, {"site": self.site, "node": self.name}, edge.metrics_host, edge.metrics_port, "edge"
+        )
         self.client.connect(timeout)
         self.client.subscribe(self.topics.readings(self.site), qos=1)
         self.client.subscribe(self.topics.cloud_ack(self.site), qos=1)
         if self.model_sync.cloud_key:
             self.client.subscribe(self.topics.cloud_model("+"), qos=1)
         self.publish_health()
+        stats = self.queue.stats()
+        event(
+            log,
+            logging.INFO,
+            "edge node started",
+            node=self.name,
+            broker=str(self.client.broker),
+            replayed=self.counters.replayed,
+            known_devices=len(self.validator.kinds),
+            uplink_backlog_items=stats.items,
+            metrics=self.metrics.url if self.metrics else "off",
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Handle messages until ``stop`` is set, then ship what is pending and go offline."""
@@ -263,6 +287,10 @@ class EdgeNode:
         self.client.flush(timeout)
         self.publish_health(status="offline")
         self.client.close(timeout)
+        self.log_suppressed(float("inf"))
+        event(log, logging.INFO, "edge node stopped", **self.summary())
+        if self.metrics is not None:
+            self.metrics.close()
         self.queue.close()
 
     def recover(self) -> int:
@@ -383,6 +411,16 @@ class EdgeNode:
             self.counters.duplicates += 1
             return
         self.counters.dead_letters[letter.reason] += 1
+        if self._dead_letter_warnings.allow(letter.reason, time.monotonic()):
+            event(
+                log,
+                logging.WARNING,
+                "dead letter",
+                reason=letter.reason,
+                topic=letter.topic,
+                detail=letter.detail,
+                size=letter.size,
+            )
         try:
             self.client.publish(self.topics.deadletter(self.site), encode(letter), qos=0)
         except PayloadTooLarge:
@@ -420,6 +458,13 @@ class EdgeNode:
         self.pump()
         if now >= self._next_health_ms:
             self.publish_health()
+        wall = time.monotonic()
+        if wall >= self._next_log_check:
+            self._next_log_check = wall + 1.0
+            self.log_suppressed(wall)
+            if wall >= self._next_summary:
+                self._next_summary = wall + self.settings.log.summary_interval_s
+                event(log, logging.INFO, "summary", **self.summary())
 
     def commit(self) -> None:
         """Make journal and outbox durable, then acknowledge the devices' messages."""
@@ -528,8 +573,19 @@ class EdgeNode:
         timeout_ms = self._ack_timeout_ms
         if not self._inflight or now - min(self._inflight.values()) < timeout_ms:
             return
-        self.counters.uplink_requeued += self.queue.requeue_inflight(older_than_ms=timeout_ms)
+        requeued = self.queue.requeue_inflight(older_than_ms=timeout_ms)
+        self.counters.uplink_requeued += requeued
         self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
+        if self._uplink_down_since is None:
+            self._uplink_down_since = time.monotonic()
+            event(
+                log,
+                logging.WARNING,
+                "uplink: no ack from the cloud",
+                waited_s=timeout_ms / 1000,
+                requeued=requeued,
+                uplink_backlog_items=self.queue.stats().items,
+            )
         self._dirty = True
         ceiling = int(self.settings.uplink.ack_timeout_s * 1000 * ACK_BACKOFF_MAX)
         self._ack_timeout_ms = min(2 * timeout_ms, ceiling)
@@ -545,6 +601,14 @@ class EdgeNode:
             return
         self.counters.uplink_acked += self.queue.ack(seqs)
         self._ack_timeout_ms = int(self.settings.uplink.ack_timeout_s * 1000)
+        if self._uplink_down_since is not None:
+            event(
+                log,
+                logging.INFO,
+                "uplink: the cloud acknowledges again",
+                outage_s=round(time.monotonic() - self._uplink_down_since, 1),
+            )
+            self._uplink_down_since = None
         self._dirty = True
         for seq in seqs:
             self._inflight.pop(seq, None)
@@ -574,16 +638,44 @@ class EdgeNode:
             "model_deltas_shipped": float(self.model_sync.deltas_shipped),
             "models_warm_started": float(self.model_sync.warm_started),
         }
-        for metric, n in self.points_in.items():
+        for metric, n in dict(self.points_in).items():  # a copy: /metrics reads from its thread
             gauges[f"selection_ratio.{metric}"] = self.points_selected[metric] / n
         return gauges
 
-    def publish_health(self, status: str = "online") -> None:
-        now = self.clock.now_ms()
+    def health(self, status: str = "online") -> Health:
+        """Counters and gauges now; safe from another thread (the /metrics scrape)."""
         stats = self.queue.stats()
-        health = self.counters.health(self.site, self.name, now, status, self.gauges(stats), stats)
+        return self.counters.health(
+            self.site, self.name, self.clock.now_ms(), status, self.gauges(stats), stats
+        )
+
+    def publish_health(self, status: str = "online") -> None:
+        health = self.health(status)
         self.client.publish(self._health_topic, encode(health), qos=1, retain=True)
-        self._next_health_ms = now + int(self.settings.edge.health_interval_s * 1000)
+        self._next_health_ms = health.ts + int(self.settings.edge.health_interval_s * 1000)
+
+    def summary(self) -> dict[str, object]:
+        """What the summary and stop lines report: traffic, refusals, alerts, the uplink."""
+        c, stats = self.counters, self.queue.stats()
+        return {
+            "received": c.received,
+            "accepted": c.accepted,
+            "duplicates": c.duplicates,
+            "dead_letters": c.dead_lettered,
+            "dead_letters_by_reason": dict(c.dead_letters),
+            "alerts": dict(c.alerts),
+            "readings_per_s": round(self._rate.per_second(time.monotonic()), 1),
+            "uplink_backlog_items": stats.items,
+            "uplink_backlog_bytes": stats.bytes,
+            "uplink_inflight": stats.inflight,
+            "uplink_acked": c.uplink_acked,
+            "connected": self.client.connected,
+        }
+
+    def log_suppressed(self, wall: float) -> None:
+        """One line per reason whose dead letters were too many to log each, once a minute."""
+        for reason, n in self._dead_letter_warnings.take_suppressed(wall).items():
+            event(log, logging.WARNING, "dead letters not logged", reason=reason, suppressed=n, window_s=60)
 
     # -- durable aggregator state -------------------------------------------------------------
 
