@@ -45,7 +45,7 @@ def key_values(fields: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={_text(v)}" for k, v in flatten(fields).items())
 
 
-def event(logger: logging.Logger, level: int, what: str, **fields: Any) -> None:
+def event(logger: logging.Logger, level: int, what: str, /, **fields: Any) -> None:
     """Log ``what`` with ``fields``: appended as ``k=v`` in text, as keys in JSON."""
     if not logger.isEnabledFor(level):
         return

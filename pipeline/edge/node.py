@@ -725,32 +725,35 @@ class RecentRate:
     Why trim on read too: trimmed only when events arrive, the rate froze at its last value
     once traffic stopped (a site showed 504 readings/s 95 s after its devices went quiet).
     Read with the time of reading, it falls as the window empties and is 0 after the horizon.
+    It is the count in the horizon over the horizon, so a burst counts whole. A lock, as
+    /metrics reads it from its own thread (``add`` runs once per commit, not per reading).
 
     >>> rate = RecentRate(horizon_s=5.0)
     >>> for at in (0.0, 1.0, 2.0):
     ...     rate.add(100, at)
-    >>> rate.per_second(2.0), rate.per_second(4.0), rate.per_second(7.5)
-    (100.0, 50.0, 0.0)
+    >>> rate.per_second(2.0), rate.per_second(5.5), rate.per_second(7.0)
+    (60.0, 40.0, 0.0)
     """
 
     def __init__(self, horizon_s: float = 5.0) -> None:
         self.horizon_s = horizon_s
         self._events: deque[tuple[float, int]] = deque()
+        self._count = 0  # sum of the events kept
+        self._lock = threading.Lock()
 
     def add(self, n: int, at: float) -> None:
-        self._events.append((at, n))
-        self._trim(at)
+        with self._lock:
+            self._events.append((at, n))
+            self._count += n
+            self._trim(at)
 
     def per_second(self, now: float) -> float:
-        """The count after the oldest event in the horizon, over the time since it."""
-        self._trim(now)
-        if not self._events:
-            return 0.0
-        span = now - self._events[0][0]
-        counted = sum(n for _, n in self._events) - self._events[0][1]
-        return counted / span if span > 0 else 0.0
+        """Events in ``(now - horizon_s, now]``, per second."""
+        with self._lock:
+            self._trim(now)
+            return self._count / self.horizon_s
 
     def _trim(self, now: float) -> None:
         cutoff = now - self.horizon_s
-        while self._events and self._events[0][0] < cutoff:
-            self._events.popleft()
+        while self._events and self._events[0][0] <= cutoff:
+            self._count -= self._events.popleft()[1]

@@ -41,7 +41,13 @@ def test_traffic_after_a_quiet_spell_is_counted_again() -> None:
     assert rate.per_second(end + 60) == 0.0
     rate.add(PER_COMMIT, end + 60)
     rate.add(PER_COMMIT, end + 61)
-    assert rate.per_second(end + 61) == pytest.approx(PER_COMMIT)
+    assert rate.per_second(end + 61) == pytest.approx(2 * PER_COMMIT / HORIZON_S)
+
+
+def test_a_single_burst_counts_whole() -> None:
+    rate = RecentRate(HORIZON_S)
+    rate.add(1000, 10.0)
+    assert rate.per_second(10.0) == pytest.approx(1000 / HORIZON_S)
 
 
 def test_no_events_read_as_zero() -> None:
