@@ -195,6 +195,7 @@ class IngestWorker:
             if time.monotonic() >= self._next_summary:
                 self._next_summary = time.monotonic() + self.settings.log.summary_interval_s
                 event(log, logging.INFO, "summary", **self.summary())
+        event(log, logging.INFO, "cloud worker stopping", inbox=self.client.messages.qsize())
         while True:  # what already arrived is handled before the last flush
             try:
                 self.handle(self.client.messages.get_nowait())

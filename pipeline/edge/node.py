@@ -281,6 +281,7 @@ class EdgeNode:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop cleanly: ship the current batch; open windows stay in the journal for the restart."""
+        event(log, logging.INFO, "edge node stopping", unacked=len(self._unacked), batch=len(self._batch))
         self.ship_batch()
         self.commit()
         self.pump()
