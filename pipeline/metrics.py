@@ -12,6 +12,7 @@ key no table names is still exposed under a derived name. docs/operations.md lis
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -144,12 +145,15 @@ def serve_metrics(
     """Start ``/metrics`` for a role when ``port`` is set; None when it is 0 (off).
 
     A port in use or a host that is not ours is the operator's setting to fix: it becomes
-    a :class:`ConfigError` naming ``{section}.metrics_port`` (exit 2), not a traceback.
+    a :class:`ConfigError` naming ``{section}.metrics_port`` or ``.metrics_host`` (exit 2),
+    not a traceback.
     """
     if port == 0:
         return None
     try:
         return MetricsServer(HealthCollector(snapshot, exposition, info), host, port)
+    except socket.gaierror as exc:  # before OSError: it is one
+        raise ConfigError(f"{section}.metrics_host", host, f"not an address here: {exc}") from None
     except OSError as exc:
         raise ConfigError(
             f"{section}.metrics_port", f"{host}:{port}", f"cannot listen: {exc}"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.edge.health import NodeCounters
-from pipeline.metrics import CLOUD, EDGE, Exposition, HealthCollector
+from pipeline.errors import ConfigError
+from pipeline.metrics import CLOUD, EDGE, Exposition, HealthCollector, serve_metrics
 from pipeline.protocol import Health
 
 GAUGES = {"readings_per_s": 12.5, "queue_items": 3.0, "selection_ratio.moisture": 0.25, "cpu_s": 1.0}
@@ -73,3 +76,21 @@ def test_the_table_names_follow_the_conventions() -> None:
             assert not family.name.endswith("_total"), f"{key}: the client adds _total to counters"
             assert family.name == family.name.lower() and " " not in family.name
             assert key.endswith(".*") == bool(family.label), key
+
+
+def test_metrics_are_off_when_the_port_is_zero() -> None:
+    assert serve_metrics(_node_health, EDGE, {}, "127.0.0.1", 0, "edge") is None
+
+
+def test_a_host_that_is_not_an_address_names_the_host_setting() -> None:
+    with pytest.raises(ConfigError, match=r"^config error: cloud\.metrics_host = 'no\.such\.host\.invalid'"):
+        serve_metrics(_node_health, CLOUD, {}, "no.such.host.invalid", 9, "cloud")
+
+
+def test_a_port_in_use_names_the_port_setting() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=r"^config error: edge\.metrics_port = .*cannot listen"):
+            serve_metrics(_node_health, EDGE, {}, "127.0.0.1", port, "edge")
