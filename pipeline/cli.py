@@ -7,13 +7,12 @@ once here (file, environment, flags) and passed down; nothing below reads the en
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -26,6 +25,7 @@ from pipeline.config import (
     settings_as_toml,
 )
 from pipeline.errors import ConfigError, EdgepipeError
+from pipeline.protocol.reasons import Reason
 
 F = Callable[..., Any]
 
@@ -57,16 +57,22 @@ def _verbose_option(f: F) -> F:
     return click.option("-v", "--verbose", is_flag=True, help="Log more.")(f)
 
 
+def _log_format_option(f: F) -> F:
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        help="Log lines as text, or one JSON object per line for log shippers (default: log.format).",
+    )(f)
+
+
 def _settings(config_file: str | None, **overrides: Any) -> Settings:
     return load_settings(config_file, overrides)
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _logging(verbose: bool, fmt: Literal["text", "json"] = "text") -> None:
+    from pipeline.logs import configure_logging
+
+    configure_logging(verbose, fmt)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -144,19 +150,26 @@ def config_sample(markdown: bool) -> None:
 @_broker_option
 @click.option("--site", help="The site this node serves (a farm*, retail* or city* name).")
 @_verbose_option
-def edge(config_file: str | None, broker: str | None, site: str | None, verbose: bool) -> None:
+@_log_format_option
+def edge(
+    config_file: str | None, broker: str | None, site: str | None, verbose: bool, log_format: str | None
+) -> None:
     """Run the edge node of one site until SIGINT or SIGTERM.
+
+    Logs a summary every log.summary_interval_s and its final counters when it stops;
+    serves Prometheus /metrics when edge.metrics_port is set.
 
     Example: edgepipe edge --site farm --broker mqtt://127.0.0.1:1883
     """
     from pipeline.edge.node import EdgeNode
 
-    settings = _settings(config_file, **{"mqtt.url": broker, "edge.site": site})
-    _logging(verbose)
+    settings = _settings(
+        config_file, **{"mqtt.url": broker, "edge.site": site, "log.format": log_format}
+    )
+    _logging(verbose, settings.log.format)
     node = EdgeNode(settings)
     stop = _stop_on_signals()
     node.start()
-    logging.getLogger("edgepipe").info("edge node %s on %s", node.name, settings.mqtt.url)
     node.run(stop)
 
 
@@ -165,20 +178,27 @@ def edge(config_file: str | None, broker: str | None, site: str | None, verbose:
 @_broker_option
 @_store_option
 @_verbose_option
-def cloud(config_file: str | None, broker: str | None, store: str | None, verbose: bool) -> None:
+@_log_format_option
+def cloud(
+    config_file: str | None, broker: str | None, store: str | None, verbose: bool, log_format: str | None
+) -> None:
     """Run a cloud ingest worker: edge topics into the store, until SIGINT or SIGTERM.
+
+    Logs a summary every log.summary_interval_s and its final counters when it stops;
+    serves Prometheus /metrics when cloud.metrics_port is set.
 
     Example: edgepipe cloud --store influxdb://127.0.0.1:8086/edgepipe
     """
     from pipeline.cloud.ingest import IngestWorker
     from pipeline.cloud.store import open_store
 
-    settings = _settings(config_file, **{"mqtt.url": broker, "store.url": store})
-    _logging(verbose)
+    settings = _settings(
+        config_file, **{"mqtt.url": broker, "store.url": store, "log.format": log_format}
+    )
+    _logging(verbose, settings.log.format)
     worker = IngestWorker(settings, open_store(settings.store.url))
     stop = _stop_on_signals()
     worker.start()
-    logging.getLogger("edgepipe").info("cloud worker on %s -> %s", settings.mqtt.url, settings.store.url)
     worker.run(stop)
 
 
@@ -288,6 +308,51 @@ def alerts(
         settings,
         site=site,
         severity=severity,
+        count=count,
+        timeout=timeout,
+        as_json=as_json,
+        stop=_stop_on_signals(),
+        echo=click.echo,
+    )
+
+
+@cli.command()
+@_config_option
+@_broker_option
+@click.option("--site", default="+", show_default=True, help="Only this site ('+' for all).")
+@click.option(
+    "--reason",
+    "reasons",
+    multiple=True,
+    type=click.Choice([r.value for r in Reason if r is not Reason.DUPLICATE]),
+    metavar="REASON",
+    help="Only dead letters with this reason, e.g. bad_json (repeatable; docs/protocol.md lists them).",
+)
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many dead letters.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print each dead letter as its raw JSON.")
+def deadletters(
+    config_file: str | None,
+    broker: str | None,
+    site: str,
+    reasons: tuple[str, ...],
+    count: int | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Tail the dead-letter topics and print each refused payload readably as it arrives.
+
+    One line each: time, reason, site/device, size, what was wrong, the payload's start.
+
+    Example: edgepipe deadletters --site farm --reason bad_json --reason kind_changed
+    """
+    from pipeline.tail import tail_dead_letters
+
+    settings = _settings(config_file, **{"mqtt.url": broker})
+    tail_dead_letters(
+        settings,
+        site=site,
+        reasons=reasons,
         count=count,
         timeout=timeout,
         as_json=as_json,

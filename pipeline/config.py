@@ -106,6 +106,8 @@ class EdgeSettings(Section):
     detect: bool = Field(
         True, description="score every metric online and raise alerts; false: selection and aggregates only"
     )
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the node; 0: off")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics listens on (0.0.0.0 in a container)")
 
     @field_validator("site")
     @classmethod
@@ -236,6 +238,8 @@ class CloudSettings(Section):
         256.0, gt=0, description="disk buffer budget; beyond it messages stay unacknowledged"
     )
     health_interval_s: float = Field(10.0, gt=0, description="seconds between worker health messages")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics listens on (0.0.0.0 in a container)")
 
 
 class SimSettings(Section):
@@ -259,6 +263,18 @@ class DashboardSettings(Section):
     refresh_s: float = Field(5.0, gt=0, description="seconds between live refreshes")
 
 
+class LogSettings(Section):
+    """What the edge node and the cloud worker log (to stderr)."""
+
+    format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line (ts, level, logger, msg, fields)"
+    )
+    summary_interval_s: float = Field(60.0, gt=0, description="seconds between one-line summaries of the counters")
+    warnings_per_min: int = Field(
+        5, ge=0, description="dead-letter warnings logged per reason per minute; the rest are counted in one line"
+    )
+
+
 class Settings(BaseSettings):
     """All of edgepipe's settings. Build with :func:`load_settings`."""
 
@@ -279,6 +295,7 @@ class Settings(BaseSettings):
     cloud: CloudSettings = CloudSettings()
     sim: SimSettings = SimSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    log: LogSettings = LogSettings()
 
     @classmethod
     def settings_customise_sources(

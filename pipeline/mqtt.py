@@ -215,6 +215,7 @@ class MqttClient:
         if protocol not in ("5", "3.1.1"):
             raise ConfigError("mqtt.protocol", protocol, "one of '5', '3.1.1'")
         self._v5 = protocol == "5"
+        self._client_id = client_id
         self._keepalive = keepalive
         self._session_expiry = session_expiry
         self._max_payload = max_payload
@@ -409,14 +410,18 @@ class MqttClient:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             self._state.last_error = str(reason)
+            log.warning("mqtt %s: %s refused the connection: %s", self._client_id, self.broker, reason)
             return
         for sub in self._subscriptions:
             client.subscribe(sub.topic_filter, sub.qos)
         self._state.connected.set()
+        log.info("mqtt %s: connected to %s", self._client_id, self.broker)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self._state.connected.is_set():
             self.stats.disconnects += 1
+            level = logging.WARNING if reason.is_failure else logging.INFO
+            log.log(level, "mqtt %s: disconnected from %s: %s", self._client_id, self.broker, reason)
         self._state.connected.clear()
         self._state.last_error = str(reason)
 

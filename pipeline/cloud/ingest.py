@@ -43,6 +43,8 @@ from pipeline.cloud.store.base import CLOUD_SITE
 from pipeline.config import Settings
 from pipeline.edge.validate import dead_letter
 from pipeline.errors import ProtocolError, StoreError
+from pipeline.logs import event
+from pipeline.metrics import CLOUD, MetricsServer, serve_metrics
 from pipeline.mqtt import Message, MqttClient, Will
 from pipeline.protocol import (
     SCHEMA_VERSION,
@@ -92,6 +94,7 @@ class IngestCounters:
     buffered: int = 0  # writes put in the disk buffer
     drained: int = 0  # buffered writes since stored
     buffer_full: int = 0  # flushes the buffer refused (messages left unacknowledged)
+    acks_sent: int = 0  # cloud/ack/{site} messages published (stored uplink seqs)
 
 
 @dataclass
@@ -126,6 +129,9 @@ class IngestWorker:
         self.config_alarm = ""  # the last StoreConfigError while it lasts ("" when none)
         self._started = time.monotonic()
         self._next_health = 0.0
+        self._next_summary = time.monotonic() + settings.log.summary_interval_s
+        self._store_down_since: float | None = None  # monotonic, from the first failed write
+        self.metrics: MetricsServer | None = None  # /metrics, from start() when cloud.metrics_port
         self.client = MqttClient(
             settings.mqtt.url,
             client_id=settings.cloud.client_id,
@@ -158,9 +164,22 @@ class IngestWorker:
         return filters
 
     def start(self, timeout: float = 10.0) -> None:
+        cloud = self.settings.cloud
+        info = {"worker": self.name}
+        self.metrics = serve_metrics(self.health, CLOUD, info, cloud.metrics_host, cloud.metrics_port, "cloud")
         self.client.connect(timeout)
         for topic_filter in self.subscriptions():
             self.client.subscribe(topic_filter, qos=1)
+        event(
+            log,
+            logging.INFO,
+            "cloud worker started",
+            worker=self.name,
+            broker=str(self.client.broker),
+            store=type(self.store).__name__,
+            buffer_items=self.buffer.items,
+            metrics=self.metrics.url if self.metrics else "off",
+        )
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -173,6 +192,10 @@ class IngestWorker:
             self.maybe_flush()
             self.drain(DRAIN_SLICE_S)
             self.maybe_report_health()
+            if time.monotonic() >= self._next_summary:
+                self._next_summary = time.monotonic() + self.settings.log.summary_interval_s
+                event(log, logging.INFO, "summary", **self.summary())
+        event(log, logging.INFO, "cloud worker stopping", inbox=self.client.messages.qsize())
         while True:  # what already arrived is handled before the last flush
             try:
                 self.handle(self.client.messages.get_nowait())
@@ -183,6 +206,9 @@ class IngestWorker:
         self.flush()
         self.client.flush(2.0)
         self.client.close()
+        event(log, logging.INFO, "cloud worker stopped", **self.summary())
+        if self.metrics is not None:
+            self.metrics.close()
         self.buffer.close()
 
     # -- the flow -------------------------------------------------------------------------
@@ -315,6 +341,7 @@ class IngestWorker:
         for site, seqs in pending.seqs.items():
             ack = Ack(v=SCHEMA_VERSION, site=site, seq=max(seqs), ranges=seq_ranges(seqs))
             self.client.publish(self.topics.cloud_ack(site), encode(ack), qos=1)
+            self.counters.acks_sent += 1
         self.counters.flushes += 1
         self._pending = _Pending()
         return True
@@ -345,6 +372,10 @@ class IngestWorker:
             self._failed(exc)
             return False
         self._backoff_s = 0.0
+        if self._store_down_since is not None:
+            outage_s = round(time.monotonic() - self._store_down_since, 1)
+            event(log, logging.INFO, "store accepts writes again", outage_s=outage_s)
+            self._store_down_since = None
         if self.config_alarm:
             log.warning("store accepts writes again; alarm cleared")
             self.config_alarm = ""
@@ -359,6 +390,8 @@ class IngestWorker:
             else "other"
         )
         self.counters.store_errors[kind] += 1
+        if self._store_down_since is None:
+            self._store_down_since = time.monotonic()
         self._backoff_s = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, self._backoff_s * 2))
         wait = self._backoff_s * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
         retry_after = getattr(exc, "retry_after", None)
@@ -447,6 +480,26 @@ class IngestWorker:
         pending.write.health.append(health)
         pending.points += 1
 
+    def health(self, status: str = "online") -> Health:
+        """Counters and gauges now (also what /metrics exposes, read from its thread)."""
+        return self._health(status)
+
+    def summary(self) -> dict[str, object]:
+        """What the summary and stop lines report: stored points, acks, the buffer, errors."""
+        c = self.counters
+        return {
+            "messages": c.messages,
+            "stored": {"readings": c.readings, "aggregates": c.aggregates, "alerts": c.alerts},
+            "dead_letters_stored": c.dead_letters,
+            "acks_sent": c.acks_sent,
+            "rejected": dict(c.rejected),
+            "store_errors": dict(c.store_errors),
+            "buffer_items": self.buffer.items,
+            "buffer_bytes": self.buffer.bytes,
+            "pending_messages": len(self._pending.messages),
+            "connected": self.client.connected,
+        }
+
     def _health(self, status: str) -> Health:
         c = self.counters
         counters: dict[str, int] = {
@@ -463,11 +516,12 @@ class IngestWorker:
             "buffered": c.buffered,
             "drained": c.drained,
             "buffer_full": c.buffer_full,
+            "acks_sent": c.acks_sent,
         }
         counters["buffer_refused"] = self.buffer.refused
         counters["buffer_corrupt"] = self.buffer.corrupt
-        counters.update({f"rejected.{k}": v for k, v in c.rejected.items()})
-        counters.update({f"store_errors.{k}": v for k, v in c.store_errors.items()})
+        counters.update({f"rejected.{k}": v for k, v in dict(c.rejected).items()})
+        counters.update({f"store_errors.{k}": v for k, v in dict(c.store_errors).items()})
         gauges: dict[str, float] = {
             "pending_messages": float(len(self._pending.messages)),
             "store_config_error": 1.0 if self.config_alarm else 0.0,

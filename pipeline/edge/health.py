@@ -62,19 +62,28 @@ class NodeCounters:
         gauges: dict[str, float] | None = None,
         uplink: UplinkStats | None = None,
     ) -> Health:
-        """The health message; ``uplink`` (the outbox's stats) adds its drop and retry counters."""
+        """The health message; ``uplink`` (the outbox's stats) adds its drop and retry counters.
+
+        Safe to call from another thread than the one counting (the /metrics scrape): the
+        counters by key are copied first (``dict()`` of a Counter is one step under the GIL),
+        so a key added meanwhile cannot break the iteration.
+        """
+        dead_letters, dropped = dict(self.dead_letters), dict(self.dropped)
         counters = {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped")
         }
-        counters.update({f"uplink_bytes.{what}": n for what, n in self.uplink_bytes.items()})
-        counters.update({f"alerts.{state}": n for state, n in self.alerts.items()})
-        counters["dead_lettered"] = self.dead_lettered
-        counters.update({f"dead_letters.{reason}": n for reason, n in self.dead_letters.items()})
-        counters["dropped"] = self.dropped_total
-        counters.update({f"dropped.{reason}": n for reason, n in self.dropped.items()})
-        counters["unaccounted"] = self.unaccounted
+        counters.update({f"uplink_bytes.{what}": n for what, n in dict(self.uplink_bytes).items()})
+        counters.update({f"alerts.{state}": n for state, n in dict(self.alerts).items()})
+        counters["dead_lettered"] = sum(dead_letters.values())
+        counters.update({f"dead_letters.{reason}": n for reason, n in dead_letters.items()})
+        counters["dropped"] = sum(dropped.values())
+        counters.update({f"dropped.{reason}": n for reason, n in dropped.items()})
+        counters["unaccounted"] = (
+            counters["received"] - counters["accepted"] - counters["dead_lettered"]
+            - counters["duplicates"] - counters["dropped"]
+        )
         if uplink is not None:
             counters["uplink_retries"] = uplink.retries
             counters.update({f"uplink_dropped.{k}": n for k, n in uplink.dropped.items()})

@@ -32,7 +32,7 @@ import queue
 import resource
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -62,6 +62,8 @@ from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
 from pipeline.edge.validate import Validator
 from pipeline.edge.zones import IrrigationZones
 from pipeline.errors import ProtocolError
+from pipeline.logs import WarningBudget, event
+from pipeline.metrics import EDGE, MetricsServer, serve_metrics
 from pipeline.mqtt import Message, MqttClient, PayloadTooLarge, Will
 from pipeline.protocol import (
     SCHEMA_VERSION,
@@ -71,6 +73,7 @@ from pipeline.protocol import (
     Alert,
     Batch,
     DeadLetter,
+    Health,
     Reading,
     ReadingLimits,
     Reason,
@@ -94,6 +97,7 @@ AGGREGATES_PER_MESSAGE = {"json": 100, "agg-zstd": 2000}
 ACK_BACKOFF_MAX = 8  # the ack timeout grows to at most this many times uplink.ack_timeout_s
 ALERT_BURST = 16  # alerts sent per pump beyond uplink.max_inflight (alerts skip the window)
 COMMIT_BATCH = 2000  # commit early when this many readings wait for their PUBACK
+KIND_META = "kind/"  # queue metadata key prefix: kind/{device} -> the device's kind
 _reading_decoder = msgspec.json.Decoder(Reading)
 _closed_encoder = msgspec.json.Encoder()
 _closed_decoder = msgspec.json.Decoder(list[tuple[str, str, int]])
@@ -123,6 +127,16 @@ class EdgeNode:
         self.clock = clock or SystemClock()
         self.topics = Topics(settings.mqtt.topic_root)
         edge, select, agg, uplink = settings.edge, settings.select, settings.aggregate, settings.uplink
+        self.queue = UplinkQueue.in_state_dir(
+            Path(edge.state_dir) / self.name,
+            budget_bytes=int(uplink.budget_mb * 1024 * 1024),
+            alert_reserve=uplink.alert_reserve,
+            synchronous=uplink.synchronous,
+            clock=self.clock,
+        )
+        # A device's kind is kept in the queue's metadata, committed with its first reading:
+        # the journal is trimmed as windows ship, so replaying it cannot rebuild every kind.
+        known_kinds = {d: k.decode() for d, k in self.queue.meta_with_prefix(KIND_META).items()}
         self.validator = Validator(
             self.site,
             self.topics,
@@ -131,6 +145,8 @@ class EdgeNode:
                 future_skew_ms=int(edge.future_skew_s * 1000),
                 max_age_ms=int(edge.max_age_s * 1000),
             ),
+            known_kinds=known_kinds,
+            on_new_device=lambda device, kind: self.queue.set_meta(KIND_META + device, kind.encode()),
         )
         selector_class = SwingingDoor if select.method == "swinging_door" else Deadband
         self.selector = selector_class(
@@ -139,13 +155,6 @@ class EdgeNode:
             anomaly_score=select.anomaly_score,
             pre_points=select.pre_anomaly_points,
             post_ms=int(select.post_anomaly_s * 1000),
-        )
-        self.queue = UplinkQueue.in_state_dir(
-            Path(edge.state_dir) / self.name,
-            budget_bytes=int(uplink.budget_mb * 1024 * 1024),
-            alert_reserve=uplink.alert_reserve,
-            synchronous=uplink.synchronous,
-            clock=self.clock,
         )
         self.aggregator = WindowAggregator(
             self.site,
@@ -201,7 +210,12 @@ class EdgeNode:
         self._seen_disconnects = 0
         self._next_health_ms = 0
         self._next_flush_ms = 0
-        self._rate = _Rate()
+        self._rate = RecentRate()
+        self._next_summary = time.monotonic() + settings.log.summary_interval_s
+        self._next_log_check = 0.0
+        self._dead_letter_warnings = WarningBudget(settings.log.warnings_per_min, window_s=60.0)
+        self._uplink_down_since: float | None = None  # monotonic, from the first ack timeout
+        self.metrics: MetricsServer | None = None  # /metrics, from start() when edge.metrics_port
         self._drain_requested = threading.Event()
         self._drained = threading.Event()  # set by tick once a requested drain is done
         self._health_topic = self.topics.edge(self.site, "health")
@@ -221,14 +235,30 @@ class EdgeNode:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
-        """Rebuild state from the journal, connect, and subscribe."""
+        """Rebuild state from the journal, serve /metrics (if set), connect, and subscribe."""
         self.recover()
+        edge = self.settings.edge
+        self.metrics = serve_metrics(
+            self.health, EDGE, {"site": self.site, "node": self.name}, edge.metrics_host, edge.metrics_port, "edge"
+        )
         self.client.connect(timeout)
         self.client.subscribe(self.topics.readings(self.site), qos=1)
         self.client.subscribe(self.topics.cloud_ack(self.site), qos=1)
         if self.model_sync.cloud_key:
             self.client.subscribe(self.topics.cloud_model("+"), qos=1)
         self.publish_health()
+        stats = self.queue.stats()
+        event(
+            log,
+            logging.INFO,
+            "edge node started",
+            node=self.name,
+            broker=str(self.client.broker),
+            replayed=self.counters.replayed,
+            known_devices=len(self.validator.kinds),
+            uplink_backlog_items=stats.items,
+            metrics=self.metrics.url if self.metrics else "off",
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Handle messages until ``stop`` is set, then ship what is pending and go offline."""
@@ -251,12 +281,17 @@ class EdgeNode:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop cleanly: ship the current batch; open windows stay in the journal for the restart."""
+        event(log, logging.INFO, "edge node stopping", unacked=len(self._unacked), batch=len(self._batch))
         self.ship_batch()
         self.commit()
         self.pump()
         self.client.flush(timeout)
         self.publish_health(status="offline")
         self.client.close(timeout)
+        self.log_suppressed(float("inf"))
+        event(log, logging.INFO, "edge node stopped", **self.summary())
+        if self.metrics is not None:
+            self.metrics.close()
         self.queue.close()
 
     def recover(self) -> int:
@@ -377,6 +412,16 @@ class EdgeNode:
             self.counters.duplicates += 1
             return
         self.counters.dead_letters[letter.reason] += 1
+        if self._dead_letter_warnings.allow(letter.reason, time.monotonic()):
+            event(
+                log,
+                logging.WARNING,
+                "dead letter",
+                reason=letter.reason,
+                topic=letter.topic,
+                detail=letter.detail,
+                size=letter.size,
+            )
         try:
             self.client.publish(self.topics.deadletter(self.site), encode(letter), qos=0)
         except PayloadTooLarge:
@@ -414,6 +459,13 @@ class EdgeNode:
         self.pump()
         if now >= self._next_health_ms:
             self.publish_health()
+        wall = time.monotonic()
+        if wall >= self._next_log_check:
+            self._next_log_check = wall + 1.0
+            self.log_suppressed(wall)
+            if wall >= self._next_summary:
+                self._next_summary = wall + self.settings.log.summary_interval_s
+                event(log, logging.INFO, "summary", **self.summary())
 
     def commit(self) -> None:
         """Make journal and outbox durable, then acknowledge the devices' messages."""
@@ -522,8 +574,19 @@ class EdgeNode:
         timeout_ms = self._ack_timeout_ms
         if not self._inflight or now - min(self._inflight.values()) < timeout_ms:
             return
-        self.counters.uplink_requeued += self.queue.requeue_inflight(older_than_ms=timeout_ms)
+        requeued = self.queue.requeue_inflight(older_than_ms=timeout_ms)
+        self.counters.uplink_requeued += requeued
         self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
+        if self._uplink_down_since is None:
+            self._uplink_down_since = time.monotonic()
+            event(
+                log,
+                logging.WARNING,
+                "uplink: no ack from the cloud",
+                waited_s=timeout_ms / 1000,
+                requeued=requeued,
+                uplink_backlog_items=self.queue.stats().items,
+            )
         self._dirty = True
         ceiling = int(self.settings.uplink.ack_timeout_s * 1000 * ACK_BACKOFF_MAX)
         self._ack_timeout_ms = min(2 * timeout_ms, ceiling)
@@ -539,6 +602,14 @@ class EdgeNode:
             return
         self.counters.uplink_acked += self.queue.ack(seqs)
         self._ack_timeout_ms = int(self.settings.uplink.ack_timeout_s * 1000)
+        if self._uplink_down_since is not None:
+            event(
+                log,
+                logging.INFO,
+                "uplink: the cloud acknowledges again",
+                outage_s=round(time.monotonic() - self._uplink_down_since, 1),
+            )
+            self._uplink_down_since = None
         self._dirty = True
         for seq in seqs:
             self._inflight.pop(seq, None)
@@ -550,7 +621,7 @@ class EdgeNode:
         stats = stats or self.queue.stats()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         gauges = {
-            "readings_per_s": self._rate.per_second(),
+            "readings_per_s": self._rate.per_second(time.monotonic()),
             "queue_items": float(stats.items),
             "queue_bytes": float(stats.bytes),
             "queue_oldest_age_s": stats.oldest_age_ms / 1000,
@@ -568,16 +639,44 @@ class EdgeNode:
             "model_deltas_shipped": float(self.model_sync.deltas_shipped),
             "models_warm_started": float(self.model_sync.warm_started),
         }
-        for metric, n in self.points_in.items():
+        for metric, n in dict(self.points_in).items():  # a copy: /metrics reads from its thread
             gauges[f"selection_ratio.{metric}"] = self.points_selected[metric] / n
         return gauges
 
-    def publish_health(self, status: str = "online") -> None:
-        now = self.clock.now_ms()
+    def health(self, status: str = "online") -> Health:
+        """Counters and gauges now; safe from another thread (the /metrics scrape)."""
         stats = self.queue.stats()
-        health = self.counters.health(self.site, self.name, now, status, self.gauges(stats), stats)
+        return self.counters.health(
+            self.site, self.name, self.clock.now_ms(), status, self.gauges(stats), stats
+        )
+
+    def publish_health(self, status: str = "online") -> None:
+        health = self.health(status)
         self.client.publish(self._health_topic, encode(health), qos=1, retain=True)
-        self._next_health_ms = now + int(self.settings.edge.health_interval_s * 1000)
+        self._next_health_ms = health.ts + int(self.settings.edge.health_interval_s * 1000)
+
+    def summary(self) -> dict[str, object]:
+        """What the summary and stop lines report: traffic, refusals, alerts, the uplink."""
+        c, stats = self.counters, self.queue.stats()
+        return {
+            "received": c.received,
+            "accepted": c.accepted,
+            "duplicates": c.duplicates,
+            "dead_letters": c.dead_lettered,
+            "dead_letters_by_reason": dict(c.dead_letters),
+            "alerts": dict(c.alerts),
+            "readings_per_s": round(self._rate.per_second(time.monotonic()), 1),
+            "uplink_backlog_items": stats.items,
+            "uplink_backlog_bytes": stats.bytes,
+            "uplink_inflight": stats.inflight,
+            "uplink_acked": c.uplink_acked,
+            "connected": self.client.connected,
+        }
+
+    def log_suppressed(self, wall: float) -> None:
+        """One line per reason whose dead letters were too many to log each, once a minute."""
+        for reason, n in self._dead_letter_warnings.take_suppressed(wall).items():
+            event(log, logging.WARNING, "dead letters not logged", reason=reason, suppressed=n, window_s=60)
 
     # -- durable aggregator state -------------------------------------------------------------
 
@@ -621,21 +720,41 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class _Rate:
-    """Readings per second over the last few seconds (for health)."""
+class RecentRate:
+    """Events per second over the last ``horizon_s`` seconds, as of the ``now`` it is read at.
+
+    Why trim on read too: trimmed only when events arrive, the rate froze at its last value
+    once traffic stopped (a site showed 504 readings/s 95 s after its devices went quiet).
+    Read with the time of reading, it falls as the window empties and is 0 after the horizon.
+    It is the count in the horizon over the horizon, so a burst counts whole. A lock, as
+    /metrics reads it from its own thread (``add`` runs once per commit, not per reading).
+
+    >>> rate = RecentRate(horizon_s=5.0)
+    >>> for at in (0.0, 1.0, 2.0):
+    ...     rate.add(100, at)
+    >>> rate.per_second(2.0), rate.per_second(5.5), rate.per_second(7.0)
+    (60.0, 40.0, 0.0)
+    """
 
     def __init__(self, horizon_s: float = 5.0) -> None:
         self.horizon_s = horizon_s
-        self._events: list[tuple[float, int]] = []
+        self._events: deque[tuple[float, int]] = deque()
+        self._count = 0  # sum of the events kept
+        self._lock = threading.Lock()
 
     def add(self, n: int, at: float) -> None:
-        self._events.append((at, n))
-        cutoff = at - self.horizon_s
-        while self._events and self._events[0][0] < cutoff:
-            self._events.pop(0)
+        with self._lock:
+            self._events.append((at, n))
+            self._count += n
+            self._trim(at)
 
-    def per_second(self) -> float:
-        if len(self._events) < 2:
-            return 0.0
-        span = self._events[-1][0] - self._events[0][0]
-        return sum(n for _, n in self._events[1:]) / span if span > 0 else 0.0
+    def per_second(self, now: float) -> float:
+        """Events in ``(now - horizon_s, now]``, per second."""
+        with self._lock:
+            self._trim(now)
+            return self._count / self.horizon_s
+
+    def _trim(self, now: float) -> None:
+        cutoff = now - self.horizon_s
+        while self._events and self._events[0][0] <= cutoff:
+            self._count -= self._events.popleft()[1]

@@ -691,6 +691,14 @@ class UplinkQueue:
             row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             return None if row is None else bytes(row[0])
 
+    def meta_with_prefix(self, prefix: str) -> dict[str, bytes]:
+        """Every value whose key starts with ``prefix``, keyed by the rest of the key."""
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            )
+            return {key[len(prefix) :]: bytes(value) for key, value in rows}
+
     def set_meta(self, key: str, value: bytes) -> None:
         """Store a small value; durable with the next :meth:`commit`, like everything else."""
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Callable, Mapping
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import (
@@ -63,16 +64,31 @@ class Validator:
     Per device it remembers the newest accepted ``ts`` and the last ``RECENT`` accepted
     ones (:class:`RecentTimestamps`); docs/decisions/0002-duplicates-by-device-timestamp.md.
 
+    A device keeps the kind it was first accepted with: a reading naming another kind is
+    ``kind_changed`` and touches none of the device's state. Why: one stray reading used to
+    file the device under two kinds, and every later reading of the real kind fell into
+    windows already closed for the other. ``known_kinds`` seeds that memory (the node keeps
+    it durable) and ``on_new_device(device, kind)`` is called for every device seen first.
+
     >>> v = Validator(site="farm")
     >>> v.validate_one("edgepipe/v1/farm/dev/d1", b"{oops", now_ms=0).reason
     'bad_json'
     """
 
-    def __init__(self, site: str, topics: Topics = Topics(), limits: ReadingLimits = ReadingLimits()) -> None:
+    def __init__(
+        self,
+        site: str,
+        topics: Topics = Topics(),
+        limits: ReadingLimits = ReadingLimits(),
+        known_kinds: Mapping[str, str] | None = None,
+        on_new_device: Callable[[str, str], object] | None = None,
+    ) -> None:
         self.site = site
         self.topics = topics
         self.limits = limits
         self._seen: dict[str, RecentTimestamps] = {}
+        self.kinds: dict[str, str] = dict(known_kinds or {})  # device -> its kind
+        self._on_new_device = on_new_device
 
     def __repr__(self) -> str:
         return f"Validator(site={self.site!r}, limits={self.limits!r})"
@@ -85,7 +101,14 @@ class Validator:
 
     def remember(self, reading: Reading) -> None:
         """Note a reading accepted earlier (journal replay), so its redelivery is a duplicate."""
+        if reading.device not in self.kinds:
+            self._new_device(reading.device, reading.kind)
         self._timestamps(reading.device).accept(reading.ts)
+
+    def _new_device(self, device: str, kind: str) -> None:
+        self.kinds[device] = kind
+        if self._on_new_device is not None:
+            self._on_new_device(device, kind)
 
     def validate_one(self, topic: str, payload: bytes, now_ms: int) -> Reading | DeadLetter:
         try:
@@ -95,6 +118,11 @@ class Validator:
             reading = decode_reading(
                 payload, site=self.site, device=parsed.subject, now_ms=now_ms, limits=self.limits
             )
+            known = self.kinds.get(reading.device)
+            if known is not None and known != reading.kind:
+                raise ProtocolError(
+                    Reason.KIND_CHANGED, f"device {reading.device} is a {known}, not a {reading.kind}"
+                )
             seen = self._timestamps(reading.device)
             if not seen.accept(reading.ts):
                 raise ProtocolError(
@@ -102,6 +130,8 @@ class Validator:
                 )
         except ProtocolError as exc:
             return dead_letter(self.site, topic, payload, exc.reason, exc.detail, now_ms)
+        if known is None:
+            self._new_device(reading.device, reading.kind)
         return reading
 
 

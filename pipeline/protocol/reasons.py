@@ -28,6 +28,7 @@ class Reason(StrEnum):
     FUTURE_TS = "future_ts"
     STALE_TS = "stale_ts"
     DUPLICATE = "duplicate"  # seq not newer than the last accepted one from the device
+    KIND_CHANGED = "kind_changed"  # a device's reading names another kind than it was first seen with
     BAD_SIGNATURE = "bad_signature"
     UNSIGNED = "unsigned"  # a model delta or merged model without a signature
     UNKNOWN_SITE = "unknown_site"  # a model delta from a site with no key configured
