@@ -27,6 +27,7 @@ from pipeline.protocol import Reading, Topics, encode
 
 KIND, METRIC = "soil_probe", "moisture"
 SETTLE_S = 2.0  # after the warm-up, before the first timed spike
+PROBE_INTERVAL_MS = 60_000  # event time between two readings of a probe device
 WARMUP_PER_S = 2000.0  # probe warm-up readings a second, on top of the load: the node's spare room
 
 
@@ -82,12 +83,13 @@ class AlertProbe:
         """
         topics = Topics()
         names = [topics.reading(self.site, d) for d in self.devices]
-        base = time.time_ns() // 1_000_000 - 120_000
+        # One reading a minute of event time: the detector warms up over event time, not readings.
+        base = time.time_ns() // 1_000_000 - (self.warmup + self.spikes + 1) * PROBE_INTERVAL_MS
         started = time.perf_counter()
         for k in range(self.warmup):
             for device, topic in zip(self.devices, names, strict=True):
                 metrics = {METRIC: 30.0 + 0.1 * (k % 3), "soil_temp": 12.0}
-                client.publish(topic, encode(Reading(v=1, device=device, kind=KIND, ts=base + k, seq=k, metrics=metrics)), qos=0)
+                client.publish(topic, encode(Reading(v=1, device=device, kind=KIND, ts=base + k * PROBE_INTERVAL_MS, seq=k, metrics=metrics)), qos=0)
             ahead = started + (k + 1) * len(self.devices) / WARMUP_PER_S - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
@@ -95,7 +97,7 @@ class AlertProbe:
         for device, topic in zip(self.devices, names, strict=True):
             for k in range(self.warmup, self.warmup + self.spikes):
                 metrics = {METRIC: 60.0, "soil_temp": 12.0}
-                payload = encode(Reading(v=1, device=device, kind=KIND, ts=base + k, seq=k, metrics=metrics))
+                payload = encode(Reading(v=1, device=device, kind=KIND, ts=base + k * PROBE_INTERVAL_MS, seq=k, metrics=metrics))
                 if k == self.warmup + self.spikes - 1:
                     self.spiked_at[device] = time.perf_counter()
                 client.publish(topic, payload, qos=0)

@@ -268,7 +268,7 @@ class EdgeResidualDetector(SeasonalResidualDetector):
                 elapsed_s = (ts_ms - last) / 1000
                 self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
         super().learn_one(x, ts_ms)
-        if self._steps != 1.0 and x == x:  # the warm-up counts reference intervals too
+        if self._steps > 1.0 and x == x:  # a slow series warms up over event time, not only readings
             self._n += self._steps - 1.0
 
     def _ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
