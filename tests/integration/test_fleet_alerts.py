@@ -51,6 +51,9 @@ from pipeline.protocol import Alert, Label, Topics, decode
 from pipeline.services import Mosquitto
 from simulators import SimOptions, run
 
+# Each fleet takes 30-40 s on a quiet machine; a busy one has taken over 300 s (the default).
+pytestmark = pytest.mark.timeout(900)
+
 TOPICS = Topics()
 MINUTE_MS = 60_000
 # A fixed UTC midnight (a Monday): the same stream on every day the suite runs.
