@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -27,10 +29,15 @@ from pipeline.cloud.store import (
     StoreUnavailable,
     open_store,
 )
+from pipeline.protocol.agg_codec import decode_aggregates, encode_aggregates
+from pipeline.protocol.batch_codec import DELTA_ZSTD, decode_batch, encode_batch
+from pipeline.protocol.catalog import RESOLUTIONS
 from pipeline.protocol.messages import (
     Aggregate,
+    AggregateBatch,
     Alert,
     AlertData,
+    Batch,
     DeadLetter,
     Health,
     Label,
@@ -428,6 +435,104 @@ def test_metric_totals_add_up_aggregate_counts_and_stored_points_per_metric(
         MetricTotals("temp", readings_in=1800, anomalies=6, points_stored=8),
     ]
     assert store.metric_totals("shop3", 0, T0 + HOUR) == []
+
+
+def raw_query(store: Store, request: pytest.FixtureRequest, statement: str) -> list[list[object]]:
+    """``statement`` sent as-is to the backend's own query language: what a user types in
+    ``sqlite3`` or the InfluxDB shell, not what the store builds."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            return [list(row) for row in conn.execute(statement)]
+    assert isinstance(store, InfluxStore)
+    influxdb: Influxd = request.getfixturevalue("influxdb")
+    result = influxdb.query(statement, db=store.database, epoch="ms")["results"][0]
+    assert "error" not in result, result["error"]
+    return [row[1:] for series in result.get("series", []) for row in series["values"]]
+
+
+def test_window_ends_are_a_plain_field_a_user_can_select(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    # "end" is an InfluxQL keyword: `SELECT mean, end FROM aggregates` is a parse error.
+    store.write_aggregates([aggregate("fridge1", T0, mean=4.5)])
+    store.write_labels(
+        [Label(v=1, site="shop1", device="fridge1", metrics=["temp"], anomaly="spike",
+               start=T0, end=T0 + 500)]
+    )  # fmt: skip
+
+    assert raw_query(store, request, "SELECT mean, end_ms FROM aggregates") == [[4.5, T0 + 60_000]]
+    assert raw_query(store, request, "SELECT anomaly, end_ms FROM labels") == [["spike", T0 + 500]]
+
+
+OLD_LAYOUT_SQLITE = """
+CREATE TABLE aggregates (
+    site TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, start INTEGER NOT NULL,
+    kind TEXT NOT NULL, "end" INTEGER NOT NULL, count INTEGER NOT NULL,
+    min REAL, max REAL, mean REAL, std REAL, last REAL, anomalies INTEGER NOT NULL,
+    PRIMARY KEY (site, device, metric, start)
+) WITHOUT ROWID;
+CREATE TABLE labels (
+    site TEXT NOT NULL, device TEXT NOT NULL, anomaly TEXT NOT NULL, start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL, metrics TEXT NOT NULL,
+    PRIMARY KEY (site, device, anomaly, start)
+) WITHOUT ROWID;
+INSERT INTO aggregates VALUES ('shop1', 'fridge1', 'temp', {t0}, 'fridge', {end}, 600,
+                               3.5, 4.5, 4.0, 0.25, 4.25, 2);
+INSERT INTO labels VALUES ('shop1', 'fridge1', 'spike', {t0}, {label_end}, 'temp');
+PRAGMA user_version = 1;
+"""
+
+
+def test_windows_stored_under_the_old_field_name_end_still_read_back(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A database an older edgepipe filled (field or column ``end``) keeps working."""
+    label = Label(v=1, site="shop1", device="fridge1", metrics=["temp"], anomaly="spike",
+                  start=T0, end=T0 + 500)  # fmt: skip
+    if isinstance(store, SQLiteStore):
+        path = tmp_path / "written-by-schema-1.db"
+        with sqlite3.connect(path) as conn:
+            conn.executescript(OLD_LAYOUT_SQLITE.format(t0=T0, end=T0 + 60_000, label_end=T0 + 500))
+        store = SQLiteStore(path)  # migrates the file
+    else:
+        assert isinstance(store, InfluxStore)
+        influxdb: Influxd = request.getfixturevalue("influxdb")
+        influxdb.write(
+            store.database,
+            "aggregates,device=fridge1,kind=fridge,metric=temp,site=shop1 count=600i,min=3.5,"
+            f"max=4.5,mean=4.0,std=0.25,last=4.25,anomalies=2i,end={T0 + 60_000}i {T0}\n"
+            'labels,anomaly=spike,device=fridge1,site=shop1 metrics="temp",'
+            f"end={T0 + 500}i {T0}",
+        )
+
+    assert store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + 1) == [
+        aggregate("fridge1", T0)
+    ]
+    assert store.query_labels("shop1", None, T0 + 400, T0 + 2000) == [label]
+    assert store.query_labels("shop1", None, T0 + 501, T0 + 2000) == []
+    store.write_aggregates([aggregate("fridge1", T0 + 60_000)])  # new windows beside old ones
+    assert [a.end for a in store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + HOUR)] == [
+        T0 + 60_000,
+        T0 + 120_000,
+    ]
+    store.close()
+
+
+def test_stored_values_carry_no_float_noise(store: Store, request: pytest.FixtureRequest) -> None:
+    """Values decoded from the edge's codecs are stored and read back as their decimal."""
+    window = msgspec.structs.replace(aggregate("fridge1", T0), mean=25.4, min=25.1, max=25.7)
+    sent = AggregateBatch(1, "shop1", 1, [window])
+    (decoded,) = decode_aggregates(encode_aggregates(sent, RESOLUTIONS)).aggregates
+    batch = Batch(1, "shop1", 1, [reading("fridge1", T0 + i, i, temp=20 + i / 10) for i in range(30)])
+    store.write_aggregates([decoded])
+    store.write_readings("shop1", decode_batch(encode_batch(batch, DELTA_ZSTD)).readings)
+
+    (stored,) = store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + 1)
+    assert [repr(v) for v in (stored.min, stored.mean, stored.max)] == ["25.1", "25.4", "25.7"]
+    values = [r.value for r in store.query_readings("shop1", "fridge1", "temp", T0, T0 + 30)]
+    assert [repr(v) for v in values] == [repr(round(20 + i / 10, 1)) for i in range(30)]
+    raw = raw_query(store, request, "SELECT mean FROM aggregates")
+    assert [repr(row[0]) for row in raw] == ["25.4"]
 
 
 def test_an_empty_store_answers_with_nothing(store: Store) -> None:

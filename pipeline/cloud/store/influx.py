@@ -33,7 +33,7 @@ measurement     tags                                  fields                    
 ``readings``    site, device, kind                    one float per metric (its name),        reading ts
                                                       ``seq`` (int)
 ``aggregates``  site, device, kind, metric            count (int), min, max, mean, std,       window start
-                                                      last, anomalies (int), end (int, ms)
+                                                      last, anomalies (int), end_ms (int)
 ``alerts``      site, device, kind, metric,           alert_id (string), score, value,        reading_ts
                 severity, state                       reason (string), model_version
                                                       (string)
@@ -42,7 +42,7 @@ measurement     tags                                  fields                    
 ``deadletters`` site, reason                          detail, topic, sha256, payload          ts in ns: ts·10⁶ +
                                                       (strings), size (int)                   ``dead_letter_key`` (< 10⁶)
 ``labels``      site, device, anomaly                 metrics (string, comma-separated),      window start
-                                                      end (int, ms)
+                                                      end_ms (int)
 ``model_deltas`` kind, site                           seq (int), n (int), node (string)       the delta's created_ms
 ``models``      kind                                  version (int), n (int), sites, payload  the model's created_ms
                                                       (strings)
@@ -205,7 +205,7 @@ def aggregate_lines(aggs: Sequence[Aggregate]) -> list[str]:
         fields += _floats(
             [("min", a.min), ("max", a.max), ("mean", a.mean), ("std", a.std), ("last", a.last)]
         )
-        fields += [f"anomalies={int(a.anomalies)}i", f"end={int(a.end)}i"]
+        fields += [f"anomalies={int(a.anomalies)}i", f"end_ms={int(a.end)}i"]
         lines.append(
             f"aggregates,device={_tag('device', a.device)},kind={_tag('kind', a.kind)},"
             f"metric={_tag('metric', a.metric)},site={_tag('site', a.site)} "
@@ -264,7 +264,7 @@ def label_lines(labels: Sequence[Label]) -> list[str]:
         metrics = ",".join(check_metric(m) for m in lab.metrics)
         lines.append(
             f"labels,anomaly={_tag('anomaly', lab.anomaly)},device={_tag('device', lab.device)},"
-            f"site={_tag('site', lab.site)} metrics={escape_string(metrics)},end={int(lab.end)}i "
+            f"site={_tag('site', lab.site)} metrics={escape_string(metrics)},end_ms={int(lab.end)}i "
             f"{int(lab.start)}"
         )
     return lines
@@ -315,6 +315,16 @@ def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
         name, value = (_UNESCAPED_EQUALS.split(pair, maxsplit=1) + [""])[:2]
         tags[_ESCAPED.sub(r"\1", name)] = _ESCAPED.sub(r"\1", value)
     return _ESCAPED.sub(r"\1", measurement), tags
+
+
+def _end_ms(row: dict[str, Any]) -> int:
+    """A window end: ``end_ms``, or ``end`` in points an older edgepipe wrote.
+
+    ``end`` is an InfluxQL keyword (it must be quoted as ``"end"``), so the field was
+    renamed; old points keep it, and ``SELECT *`` returns both columns.
+    """
+    value = row.get("end_ms")
+    return int(row["end"] if value is None else value)
 
 
 def _float(value: Any) -> float:
@@ -635,7 +645,7 @@ class InfluxStore:
                 kind=row["kind"],
                 metric=row["metric"],
                 start=row["time"],
-                end=int(row["end"]),
+                end=_end_ms(row),
                 count=int(row["count"]),
                 min=_float(row["min"]),
                 max=_float(row["max"]),
@@ -735,7 +745,7 @@ class InfluxStore:
             _eq("site", site),
             _eq("device", device) if device is not None else "",
             _time("<", end),
-            f'"end" >= {start}',
+            f'("end_ms" >= {start} OR "end" >= {start})',  # "end": older points
         )
         labels = [
             Label(
@@ -745,7 +755,7 @@ class InfluxStore:
                 metrics=row["metrics"].split(",") if row["metrics"] else [],
                 anomaly=row["anomaly"],
                 start=row["time"],
-                end=int(row["end"]),
+                end=_end_ms(row),
             )
             for _, row in self._rows(f'SELECT * FROM "labels"{where}')
         ]

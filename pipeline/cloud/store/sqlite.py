@@ -14,14 +14,15 @@ every write is an upsert, so a resent batch leaves one copy with the newest valu
   wait for the writer open their own ``SQLiteStore``.
 * **One transaction per write call**, rows sent with ``executemany``.
 
-Schema (``PRAGMA user_version = 1``; times in Unix ms):
+Schema (``PRAGMA user_version = 2``; times in Unix ms; a version 1 file is migrated when
+opened: its ``"end"`` columns are renamed ``end_ms``):
 
 ====================  ========================================  ==============================
 table                 primary key                               other columns
 ====================  ========================================  ==============================
 ``readings``          site, device, ts                          kind, seq
 ``reading_values``    site, device, metric, ts                  value (one row per metric)
-``aggregates``        site, device, metric, start               kind, end, count, min, max,
+``aggregates``        site, device, metric, start               kind, end_ms, count, min, max,
                                                                 mean, std, last, anomalies
 ``alerts``            site, alert_id, state                     device, kind, metric,
                                                                 severity, score, value,
@@ -30,7 +31,7 @@ table                 primary key                               other columns
 ``health``            site, node, ts                            status, counters, gauges (JSON)
 ``dead_letters``      site, reason, ts, key                     detail, topic, size, sha256,
                                                                 payload
-``labels``            site, device, anomaly, start              end, metrics (comma-separated)
+``labels``            site, device, anomaly, start              end_ms, metrics (comma-separated)
 ``model_deltas``      kind, site, seq                           node, ts, n (applied deltas)
 ``models``            kind, version                             ts, n, sites, payload (merged)
 ``sites``             site                                      (every site with any record)
@@ -83,7 +84,15 @@ from pipeline.protocol.messages import (
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_USER_VERSION = 1
+SCHEMA_USER_VERSION = 2
+# Version 1 named the window end ``"end"``; version 2 calls it ``end_ms`` (``end`` is a
+# keyword in InfluxQL, and one name in both backends keeps hand-written queries portable).
+_MIGRATIONS = {
+    2: [
+        'ALTER TABLE aggregates RENAME COLUMN "end" TO end_ms',
+        'ALTER TABLE labels RENAME COLUMN "end" TO end_ms',
+    ]
+}
 NAN = float("nan")
 
 _SCHEMA = """
@@ -99,7 +108,7 @@ CREATE TABLE IF NOT EXISTS reading_values (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS aggregates (
     site TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, start INTEGER NOT NULL,
-    kind TEXT NOT NULL, "end" INTEGER NOT NULL, count INTEGER NOT NULL,
+    kind TEXT NOT NULL, end_ms INTEGER NOT NULL, count INTEGER NOT NULL,
     min REAL, max REAL, mean REAL, std REAL, last REAL, anomalies INTEGER NOT NULL,
     PRIMARY KEY (site, device, metric, start)
 ) WITHOUT ROWID;
@@ -127,7 +136,7 @@ CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (ts, key);
 CREATE INDEX IF NOT EXISTS dead_letters_by_site_time ON dead_letters (site, ts, key);
 CREATE TABLE IF NOT EXISTS labels (
     site TEXT NOT NULL, device TEXT NOT NULL, anomaly TEXT NOT NULL, start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL, metrics TEXT NOT NULL,
+    end_ms INTEGER NOT NULL, metrics TEXT NOT NULL,
     PRIMARY KEY (site, device, anomaly, start)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS model_deltas (
@@ -158,10 +167,10 @@ ON CONFLICT (site, device, metric, ts) DO UPDATE SET value = excluded.value
 # A float left out as non-finite keeps the stored value, as a field InfluxDB did not get.
 _UPSERT_AGGREGATE = """
 INSERT INTO aggregates
-    (site, device, metric, start, kind, "end", count, min, max, mean, std, last, anomalies)
+    (site, device, metric, start, kind, end_ms, count, min, max, mean, std, last, anomalies)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (site, device, metric, start) DO UPDATE SET
-    kind = excluded.kind, "end" = excluded."end", count = excluded.count,
+    kind = excluded.kind, end_ms = excluded.end_ms, count = excluded.count,
     min = coalesce(excluded.min, min), max = coalesce(excluded.max, max),
     mean = coalesce(excluded.mean, mean), std = coalesce(excluded.std, std),
     last = coalesce(excluded.last, last), anomalies = excluded.anomalies
@@ -206,6 +215,7 @@ class SQLiteStore:
                     f"edgepipe ({SCHEMA_USER_VERSION})"
                 )
             with conn:
+                _migrate(conn, version)
                 conn.executescript(_SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_USER_VERSION}")
 
@@ -480,7 +490,7 @@ class SQLiteStore:
     ) -> list[Aggregate]:
         start, end = check_interval(start_ms, end_ms)
         sql = """
-            SELECT site, device, kind, metric, start, "end", count,
+            SELECT site, device, kind, metric, start, end_ms, count,
                    min, max, mean, std, last, anomalies
             FROM aggregates
             WHERE site = ? AND device = ? AND metric = ? AND start >= ? AND start < ?
@@ -495,7 +505,7 @@ class SQLiteStore:
                 kind=row["kind"],
                 metric=row["metric"],
                 start=row["start"],
-                end=row["end"],
+                end=row["end_ms"],
                 count=row["count"],
                 min=_float(row["min"]),
                 max=_float(row["max"]),
@@ -590,14 +600,14 @@ class SQLiteStore:
     ) -> list[Label]:
         start, end = check_interval(start_ms, end_ms)
         conditions, params = (
-            ["site = ?", "start < ?", '"end" >= ?'],
+            ["site = ?", "start < ?", "end_ms >= ?"],
             [check_id("site", site), end, start],
         )
         if device is not None:
             conditions.append("device = ?")
             params.append(check_id("device", device))
         sql = f"""
-            SELECT site, device, metrics, anomaly, start, "end" FROM labels
+            SELECT site, device, metrics, anomaly, start, end_ms FROM labels
             WHERE {" AND ".join(conditions)} ORDER BY start, device, anomaly
         """
         return [
@@ -608,7 +618,7 @@ class SQLiteStore:
                 metrics=row["metrics"].split(",") if row["metrics"] else [],
                 anomaly=row["anomaly"],
                 start=row["start"],
-                end=row["end"],
+                end=row["end_ms"],
             )
             for row in self._fetch(sql, params)
         ]
@@ -688,6 +698,18 @@ class SQLiteStore:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a file written by an older edgepipe to the current schema, in place.
+
+    Version 0 is a new (empty) file: the schema script creates everything.
+    """
+    if version == 0:
+        return
+    for target in range(version + 1, SCHEMA_USER_VERSION + 1):
+        for statement in _MIGRATIONS.get(target, []):
+            conn.execute(statement)
 
 
 def _float(value: float | None) -> float:
