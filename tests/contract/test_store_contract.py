@@ -18,7 +18,10 @@ import msgspec
 import pytest
 
 from pipeline.cloud.store import (
+    HEALTH_RETENTION_MS,
     AggregateBucket,
+    AlertCount,
+    HealthPoint,
     InfluxStore,
     MetricTotals,
     PartialWriteError,
@@ -312,6 +315,67 @@ def test_latest_health_is_the_newest_report_of_each_node(store: Store) -> None:
     assert store.latest_health() == [other, new]
 
 
+def health_report(site: str, node: str, ts: int, **gauges: float) -> Health:
+    return Health(v=1, site=site, node=node, ts=ts, status="online", gauges=gauges)
+
+
+def test_health_history_averages_each_node_per_bucket(store: Store) -> None:
+    every = 100_000  # T0 is a multiple of it
+    store.write_health(health_report("farm1", "edge1", T0, readings_per_s=10.0, queue_items=4.0))
+    store.write_health(health_report("farm1", "edge1", T0 + 10_000, readings_per_s=20.0))
+    store.write_health(health_report("farm1", "edge1", T0 + 2 * every, readings_per_s=5.0))
+    store.write_health(health_report("city1", "edge1", T0 + 5_000, readings_per_s=7.5))
+    store.write_health(health_report("farm1", "edge1", T0 + HOUR, readings_per_s=1.0))  # later
+
+    history = store.health_history(T0, T0 + HOUR, every, ["readings_per_s", "queue_items"])
+
+    assert history == [
+        HealthPoint("city1", "edge1", T0, 1, {"readings_per_s": 7.5}),
+        HealthPoint("farm1", "edge1", T0, 2, {"readings_per_s": 15.0, "queue_items": 4.0}),
+        HealthPoint("farm1", "edge1", T0 + 2 * every, 1, {"readings_per_s": 5.0}),
+    ]
+    assert [p.site for p in store.health_history(T0, T0 + HOUR, every, [], "city1")] == ["city1"]
+    assert store.health_history(T0 + 2 * HOUR, T0 + 3 * HOUR, every, ["readings_per_s"]) == []
+
+
+def test_alert_counts_per_bucket_site_severity_and_state(store: Store) -> None:
+    every = 100_000  # T0 is a multiple of it
+    store.write_alerts(
+        [alert(f"a{i}", T0 + i * 1000) for i in range(3)]  # three raised in the first bucket
+        + [alert("a0", T0 + every + 1, "cleared"), alert("b0", T0 + every + 2, site="shop2")]
+        + [alert("late", T0 + HOUR)]  # outside the range
+    )
+
+    counts = store.alert_counts(T0, T0 + HOUR, every)
+
+    assert counts == [
+        AlertCount(T0, "shop1", "warning", "raised", 3),
+        AlertCount(T0 + every, "shop1", "warning", "cleared", 1),
+        AlertCount(T0 + every, "shop2", "warning", "raised", 1),
+    ]
+    assert store.alert_counts(T0, T0 + HOUR, every, site="shop2") == [counts[2]]
+
+
+def test_alerts_filter_by_severity_and_kind_in_the_database(store: Store) -> None:
+    def with_(a: Alert, **changes: str) -> Alert:
+        return msgspec.structs.replace(a, data=msgspec.structs.replace(a.data, **changes))
+
+    store.write_alerts(
+        [with_(alert(f"w{i}", T0 + i), severity="warning") for i in range(20)]
+        + [with_(alert("c1", T0 - 5), severity="critical")]
+        + [with_(alert("c2", T0 - 6), severity="critical", kind="freezer")]
+    )
+
+    found = store.query_alerts(None, 0, limit=5, severities=["critical"])
+    assert [a.alert_id for a in found] == ["c1", "c2"]  # not hidden under the warnings
+    assert [a.alert_id for a in store.query_alerts(None, 0, 5, [], ["freezer"])] == ["c2"]
+    assert store.count_alerts(None, 0) == 22
+    assert store.count_alerts("shop1", 0, severities=["critical", "info"]) == 2
+    assert store.count_alerts(None, 0, ["critical"], ["fridge"]) == 1
+    assert store.count_alerts(None, T0 + 10) == 10
+    assert store.count_alerts("shop9", 0) == 0
+
+
 def test_a_non_finite_gauge_is_left_out(store: Store) -> None:
     h = Health(
         v=1, site="farm1", node="edge1", ts=T0, status="online", gauges={"a": math.inf, "b": 1.5}
@@ -572,6 +636,11 @@ QUERIES: dict[str, Callable[[Store, str], object]] = {
     "devices.site": lambda s, bad: s.devices(bad),
     "last_seen.site": lambda s, bad: s.last_seen(bad),
     "metric_totals.site": lambda s, bad: s.metric_totals(bad, 0, T0),
+    "alerts.severity": lambda s, bad: s.query_alerts(None, 0, 10, [bad]),
+    "count_alerts.kind": lambda s, bad: s.count_alerts(None, 0, [], ["fridge", bad]),
+    "alert_counts.site": lambda s, bad: s.alert_counts(0, T0, 1000, bad),
+    "health_history.site": lambda s, bad: s.health_history(0, T0, 1000, [], bad),
+    "health_history.gauge": lambda s, bad: s.health_history(0, T0, 1000, [bad + '"']),
 }
 
 
@@ -617,6 +686,30 @@ def test_ping_is_true_while_open_and_false_after_close(store: Store) -> None:
     store.close()
     assert store.ping() is False
     store.close()  # idempotent
+
+
+# -- SQLite only ---------------------------------------------------------------------------
+
+
+def test_sqlite_keeps_a_bounded_health_history(tmp_path: Path) -> None:
+    """Reports older than the retention before the node's newest report are deleted."""
+    store = SQLiteStore(tmp_path / "health.db")
+    old = health_report("farm1", "edge1", T0, readings_per_s=1.0)
+    kept = health_report("farm1", "edge1", T0 + 1, readings_per_s=2.0)
+    other = health_report("farm1", "edge2", T0, readings_per_s=3.0)
+    for report in (old, kept, other):
+        store.write_health(report)
+
+    newest = T0 + 1 + HEALTH_RETENTION_MS  # `old` is now a millisecond past the retention
+    store.write_health(health_report("farm1", "edge1", newest, readings_per_s=4.0))
+
+    history = store.health_history(0, 2**62, 1, ["readings_per_s"])
+    assert [(p.node, p.ts) for p in history] == [
+        ("edge1", T0 + 1),
+        ("edge1", newest),
+        ("edge2", T0),  # another node's history is its own
+    ]
+    store.close()
 
 
 # -- InfluxDB only: how server answers map to errors -------------------------------------

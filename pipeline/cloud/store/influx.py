@@ -80,6 +80,8 @@ import urllib3
 from pipeline.cloud.store.base import (
     CLOUD_SITE,
     AggregateBucket,
+    AlertCount,
+    HealthPoint,
     MergedModelRecord,
     MetricTotals,
     ModelDeltaRecord,
@@ -87,6 +89,7 @@ from pipeline.cloud.store.base import (
     ReadingRow,
     StoreConfigError,
     StoreUnavailable,
+    check_gauge,
     check_id,
     check_interval,
     check_metric,
@@ -315,6 +318,17 @@ def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
         name, value = (_UNESCAPED_EQUALS.split(pair, maxsplit=1) + [""])[:2]
         tags[_ESCAPED.sub(r"\1", name)] = _ESCAPED.sub(r"\1", value)
     return _ESCAPED.sub(r"\1", measurement), tags
+
+
+def _alert_where(
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+) -> str:
+    """``WHERE`` over alerts by site, time, and any of ``severities`` and of ``kinds``."""
+    any_of = [
+        "(" + " OR ".join(_eq(tag, v) for v in values) + ")" if values else ""
+        for tag, values in (("severity", severities), ("kind", kinds))
+    ]
+    return _where(_eq("site", site) if site is not None else "", *any_of, _time(">=", since))
 
 
 def _end_ms(row: dict[str, Any]) -> int:
@@ -689,10 +703,17 @@ class InfluxStore:
             for _, row in self._rows(q)
         ]
 
-    def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
+    def query_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        limit: int = 100,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> list[AlertData]:
         since = check_ms("since_ms", since_ms)
         n = check_positive("limit", limit)
-        where = _where(_eq("site", site) if site is not None else "", _time(">=", since))
+        where = _alert_where(site, since, severities, kinds)
         q = f'SELECT * FROM "alerts"{where} ORDER BY time DESC LIMIT {n}'
         alerts = [
             AlertData(
@@ -714,6 +735,36 @@ class InfluxStore:
         ]
         alerts.sort(key=lambda a: (-a.reading_ts, a.site, a.alert_id, a.state))
         return alerts
+
+    def count_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> int:
+        where = _alert_where(site, check_ms("since_ms", since_ms), severities, kinds)
+        rows = self._rows(f'SELECT COUNT("alert_id") AS "n" FROM "alerts"{where}')
+        return sum(int(row["n"] or 0) for _, row in rows)
+
+    def alert_counts(
+        self, start_ms: int, end_ms: int, every_ms: int, site: str | None = None
+    ) -> list[AlertCount]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        where = _where(_eq("site", site) if site is not None else "", _time(">=", start),
+                       _time("<", end))  # fmt: skip
+        q = (
+            f'SELECT COUNT("alert_id") AS "n" FROM "alerts"{where} '
+            f'GROUP BY time({every}ms), "site", "severity", "state" fill(none)'
+        )
+        counts = [
+            AlertCount(row["time"], tags["site"], tags["severity"], tags["state"], int(row["n"]))
+            for tags, row in self._rows(q)
+            if row["n"]
+        ]
+        counts.sort(key=lambda c: (c.ts, c.site, c.severity, c.state))
+        return counts
 
     def query_dead_letters(
         self, site: str | None, since_ms: int, limit: int = 100
@@ -789,6 +840,41 @@ class InfluxStore:
             )
         reports.sort(key=lambda h: (h.site, h.node))
         return reports
+
+    def health_history(
+        self,
+        start_ms: int,
+        end_ms: int,
+        every_ms: int,
+        gauges: Sequence[str],
+        site: str | None = None,
+    ) -> list[HealthPoint]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        names = [check_gauge(g) for g in gauges]
+        means = "".join(
+            f", MEAN({quote_ident(_GAUGE + g)}) AS {quote_ident(f'g{i}')}"
+            for i, g in enumerate(names)
+        )
+        where = _where(_eq("site", site) if site is not None else "", _time(">=", start),
+                       _time("<", end))  # fmt: skip
+        q = (
+            f'SELECT COUNT("status") AS "reports"{means} FROM "health"{where} '
+            f'GROUP BY time({every}ms), "site", "node" fill(none)'
+        )
+        points = [
+            HealthPoint(
+                tags["site"],
+                tags["node"],
+                row["time"],
+                int(row["reports"] or 0),
+                {g: float(row[f"g{i}"]) for i, g in enumerate(names) if row[f"g{i}"] is not None},
+            )
+            for tags, row in self._rows(q)
+            if row["reports"]
+        ]
+        points.sort(key=lambda p: (p.site, p.node, p.ts))
+        return points
 
     def sites(self) -> list[str]:
         found = {row["value"] for _, row in self._rows('SHOW TAG VALUES WITH KEY = "site"')}

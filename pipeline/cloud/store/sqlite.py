@@ -55,13 +55,17 @@ from pathlib import Path
 
 from pipeline.cloud.store.base import (
     CLOUD_SITE,
+    HEALTH_RETENTION_MS,
     AggregateBucket,
+    AlertCount,
+    HealthPoint,
     MergedModelRecord,
     MetricTotals,
     ModelDeltaRecord,
     ReadingRow,
     StoreConfigError,
     StoreUnavailable,
+    check_gauge,
     check_id,
     check_interval,
     check_metric,
@@ -126,6 +130,7 @@ CREATE TABLE IF NOT EXISTS health (
     counters TEXT NOT NULL, gauges TEXT NOT NULL,
     PRIMARY KEY (site, node, ts)
 );
+CREATE INDEX IF NOT EXISTS health_by_time ON health (ts);
 CREATE TABLE IF NOT EXISTS dead_letters (
     site TEXT NOT NULL, reason TEXT NOT NULL, ts INTEGER NOT NULL, key INTEGER NOT NULL,
     detail TEXT NOT NULL, topic TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
@@ -331,9 +336,13 @@ class SQLiteStore:
         counters = {str(k): int(v) for k, v in h.counters.items()}
         gauges = {str(k): f for k, v in h.gauges.items() if (f := finite(v)) is not None}
         row = (site, node, int(h.ts), str(h.status), json.dumps(counters), json.dumps(gauges))
+        # The history is bounded: reports older than the retention, counted back from this
+        # one, go (one range delete in the primary key per report).
+        expired = (site, node, int(h.ts) - HEALTH_RETENTION_MS)
         self._write(
             [
                 ("INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?, ?, ?)", [row]),
+                ("DELETE FROM health WHERE site = ? AND node = ? AND ts < ?", [expired]),
                 ("INSERT OR IGNORE INTO sites VALUES (?)", [(site,)] if site != CLOUD_SITE else []),
             ]
         )
@@ -542,9 +551,16 @@ class SQLiteStore:
             for ts, count, lo, hi, mean, anomalies in self._fetch(sql, params)
         ]
 
-    def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
+    def query_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        limit: int = 100,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> list[AlertData]:
         since, n = check_ms("since_ms", since_ms), check_positive("limit", limit)
-        where, params = _site_filter(site, "reading_ts", since)
+        where, params = _alert_filter(site, since, severities, kinds)
         sql = f"""
             SELECT alert_id, site, device, kind, metric, state, severity, score, value,
                    reading_ts, reason, model_version
@@ -569,6 +585,31 @@ class SQLiteStore:
             )
             for row in self._fetch(sql, (*params, n))
         ]
+
+    def count_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> int:
+        where, params = _alert_filter(site, check_ms("since_ms", since_ms), severities, kinds)
+        return int(self._fetch(f"SELECT COUNT(*) FROM alerts {where}", params)[0][0])
+
+    def alert_counts(
+        self, start_ms: int, end_ms: int, every_ms: int, site: str | None = None
+    ) -> list[AlertCount]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        where, params = _alert_filter(site, start, (), ())
+        sql = f"""
+            SELECT reading_ts - ((reading_ts % ?) + ?) % ? AS bucket, site, severity, state,
+                   COUNT(*)
+            FROM alerts {where} AND reading_ts < ?
+            GROUP BY bucket, site, severity, state ORDER BY bucket, site, severity, state
+        """
+        rows = self._fetch(sql, (every, every, every, *params, end))
+        return [AlertCount(int(ts), str(si), str(se), str(st), int(n)) for ts, si, se, st, n in rows]
 
     def query_dead_letters(
         self, site: str | None, since_ms: int, limit: int = 100
@@ -640,6 +681,38 @@ class SQLiteStore:
                 gauges=json.loads(row["gauges"]),
             )
             for row in self._fetch(sql)
+        ]
+
+    def health_history(
+        self,
+        start_ms: int,
+        end_ms: int,
+        every_ms: int,
+        gauges: Sequence[str],
+        site: str | None = None,
+    ) -> list[HealthPoint]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        names = [check_gauge(g) for g in gauges]
+        means = "".join(", AVG(json_extract(gauges, ?))" for _ in names)
+        site_filter = "" if site is None else "AND site = ?"
+        sql = f"""
+            SELECT site, node, ts - ((ts % ?) + ?) % ? AS bucket, COUNT(*){means}
+            FROM health WHERE ts >= ? AND ts < ? {site_filter}
+            GROUP BY site, node, bucket ORDER BY site, node, bucket
+        """
+        params: list[object] = [every, every, every, *(f'$."{g}"' for g in names), start, end]
+        if site is not None:
+            params.append(check_id("site", site))
+        return [
+            HealthPoint(
+                str(row[0]),
+                str(row[1]),
+                int(row[2]),
+                int(row[3]),
+                {g: float(v) for g, v in zip(names, row[4:], strict=True) if v is not None},
+            )
+            for row in self._fetch(sql, params)
         ]
 
     def sites(self) -> list[str]:
@@ -715,6 +788,19 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
 def _float(value: float | None) -> float:
     """A nullable REAL column: NULL (a value that was not finite) reads back as NaN."""
     return NAN if value is None else float(value)
+
+
+def _alert_filter(
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+) -> tuple[str, list[object]]:
+    """``WHERE`` over alerts by site, time, severities and kinds (each checked as an id)."""
+    where, params = _site_filter(site, "reading_ts", since)
+    for column, values in (("severity", severities), ("kind", kinds)):
+        if values:
+            checked = [check_id(column, v) for v in values]
+            where += f" AND {column} IN ({', '.join('?' * len(checked))})"
+            params += checked
+    return where, params
 
 
 def _site_filter(site: str | None, ts_column: str, since: int) -> tuple[str, list[object]]:
