@@ -229,22 +229,47 @@ def _history_axis(frame: pd.DataFrame) -> alt.Axis:
     return alt.Axis(title=None, format=fmt, labelOverlap=True)
 
 
+LEGEND_COLUMNS = 2
+LEGEND_ROW_PX = 22
+
+
+def _series_legend() -> alt.Legend:
+    """Below the chart, two to a row: a fleet's node names wrap instead of being cut."""
+    return alt.Legend(title=None, orient="bottom", columns=LEGEND_COLUMNS, labelLimit=180)
+
+
+def _with_legend(height: int, frame: pd.DataFrame, series: str) -> int:
+    """The chart's height plus its legend's rows: the page sizes the chart as a whole, so
+    without them six node names would squash the plot."""
+    rows = -(-frame[series].nunique() // LEGEND_COLUMNS) if not frame.empty else 0
+    return height + LEGEND_ROW_PX * rows + 20
+
+
 def history_lines(
-    frame: pd.DataFrame, value: str, series: str, title: str, height: int = 220
+    frame: pd.DataFrame,
+    value: str,
+    series: str,
+    title: str,
+    height: int = 220,
+    axis_title: bool = True,
 ) -> alt.Chart:
-    """One line per ``series`` (a site, a node) of ``value`` over ``time``: a trend to see."""
+    """One line per ``series`` (a site, a node) of ``value`` over ``time``: a trend to see.
+
+    ``axis_title=False`` leaves ``title`` to the tooltip, for a chart headed by it already.
+    """
     return (
         alt.Chart(frame)
         .mark_line(point=alt.OverlayMarkDef(size=12), strokeWidth=1.8, interpolate="monotone")
         .encode(
             x=alt.X("time:T", scale=alt.Scale(type="utc"), axis=_history_axis(frame)),
-            y=alt.Y(f"{value}:Q", title=title, scale=alt.Scale(zero=True, nice=True),
-                    axis=alt.Axis(format="~s")),
-            color=alt.Color(f"{series}:N", legend=alt.Legend(title=None, orient="top")),
+            y=alt.Y(f"{value}:Q", title=title if axis_title else None,
+                    scale=alt.Scale(zero=True, nice=True),
+                    axis=alt.Axis(format=",.3~r")),
+            color=alt.Color(f"{series}:N", legend=_series_legend()),
             tooltip=[alt.Tooltip("time:T", format=_TIME_FORMAT), f"{series}:N",
                      alt.Tooltip(f"{value}:Q", format=",.4~g", title=title)],
         )
-        .properties(height=height)
+        .properties(height=_with_legend(height, frame, series))
     )  # fmt: skip
 
 
@@ -260,11 +285,11 @@ def stacked_bars(
             x=alt.X("time:T", scale=alt.Scale(type="utc"), axis=_history_axis(frame)),
             x2="end:T",
             y=alt.Y(f"sum({value}):Q", title=title, stack="zero"),
-            color=alt.Color(f"{series}:N", legend=alt.Legend(title=None, orient="top")),
+            color=alt.Color(f"{series}:N", legend=_series_legend()),
             tooltip=[alt.Tooltip("time:T", format=_TIME_FORMAT, title="from"), f"{series}:N",
                      alt.Tooltip(f"{value}:Q", title=title)],
         )
-        .properties(height=height)
+        .properties(height=_with_legend(height, frame, series))
     )  # fmt: skip
 
 

@@ -24,6 +24,10 @@ ALL_SITES = "all sites"
 REFRESH_S = common.view_settings().refresh_s
 TABLE_HEIGHT_PX = 35 * 20 + 38  # about 20 rows, then the table scrolls
 REASON_WIDTH_PX = 520  # wide enough for a detector's reason; the cell shows the rest on hover
+# What a reader scans first on the left (the reason within the first screen width); the
+# ids that only link and filter on the right.
+COLUMN_ORDER = ["time", "site", "device", "metric", "severity", "state", "open", "reason",
+                "score", "value", "kind", "model_version", "explorer"]  # fmt: skip
 
 
 def render(store: Store, sites: list[str]) -> None:
@@ -79,11 +83,14 @@ def live_table(
     )
     st.markdown(f"**{shown}**, newest first.")
     st.dataframe(
-        frame.drop(columns=["reading_ts", "alert_id"]),
+        frame,
         hide_index=True,
         height=TABLE_HEIGHT_PX,
+        column_order=COLUMN_ORDER,
         column_config={
-            "time": st.column_config.DatetimeColumn("time (UTC)", width="medium"),
+            "time": st.column_config.DatetimeColumn(
+                "time (UTC)", format="YYYY-MM-DD HH:mm:ss", width="medium"
+            ),
             "open": st.column_config.CheckboxColumn("open", width="small"),
             "state": st.column_config.TextColumn("state", width="small"),
             "severity": st.column_config.TextColumn("severity", width="small"),

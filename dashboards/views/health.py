@@ -134,7 +134,7 @@ def trends(store: Store) -> None:
                 st.caption("Not in the reports of this range.")
             else:
                 st.altair_chart(
-                    charts.history_lines(one, "value", "node", title, height=180),
+                    charts.history_lines(one, "value", "node", title, 180, axis_title=False),
                     width="stretch",
                 )
     st.caption("Mean of each node's reports per bucket, in report time (the node's clock).")

@@ -470,7 +470,7 @@ def test_every_page_renders_in_headless_chromium(filled: Filled, tmp_path: Path)
                     assert errors.count() == 0, f"{title}: {errors.first.inner_text()}"
                     assert page.get_by_text("Traceback").count() == 0, title
                     if name == "alerts":  # the table's fragment reruns by itself
-                        stamp = page.get_by_text(re.compile(r"refreshed every 1 s"))
+                        stamp = page.get_by_text(re.compile(r"refreshed every 1 s", re.IGNORECASE))
                         before = stamp.inner_text()
                         expect(stamp).not_to_have_text(before, timeout=10_000)
                         assert page.locator('[data-testid="stException"]').count() == 0
