@@ -8,6 +8,7 @@ the InfluxDB backend has: HTTP error classes, each provoked on a real influxd.
 from __future__ import annotations
 
 import math
+import re
 import signal
 import sqlite3
 import time
@@ -580,6 +581,23 @@ def test_windows_stored_under_the_old_field_name_end_still_read_back(
         T0 + 120_000,
     ]
     store.close()
+
+
+def test_the_documented_unbiased_mean_query_runs_on_both_backends(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    """docs/protocol.md (Store layout) tells users to average over aggregates, weighted by
+    count, not over the selected readings: its query must run as written."""
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    (query,) = re.findall(r'`(SELECT SUM\("w"\)[^`]*)`', doc)
+    store.write_aggregates(
+        [
+            msgspec.structs.replace(aggregate("fridge1", T0, mean=4.0), count=300),
+            msgspec.structs.replace(aggregate("fridge1", T0 + 60_000, mean=7.0), count=100),
+        ]
+    )
+
+    assert raw_query(store, request, query) == [[pytest.approx((300 * 4.0 + 100 * 7.0) / 400)]]
 
 
 def test_stored_values_carry_no_float_noise(store: Store, request: pytest.FixtureRequest) -> None:
