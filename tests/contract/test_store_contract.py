@@ -605,7 +605,9 @@ def test_stored_values_carry_no_float_noise(store: Store, request: pytest.Fixtur
     window = msgspec.structs.replace(aggregate("fridge1", T0), mean=25.4, min=25.1, max=25.7)
     sent = AggregateBatch(1, "shop1", 1, [window])
     (decoded,) = decode_aggregates(encode_aggregates(sent, RESOLUTIONS)).aggregates
-    batch = Batch(1, "shop1", 1, [reading("fridge1", T0 + i, i, temp=20 + i / 10) for i in range(30)])
+    batch = Batch(
+        1, "shop1", 1, [reading("fridge1", T0 + i, i, temp=20 + i / 10) for i in range(30)]
+    )
     store.write_aggregates([decoded])
     store.write_readings("shop1", decode_batch(encode_batch(batch, DELTA_ZSTD)).readings)
 

@@ -272,7 +272,10 @@ def test_live_alerts_say_what_they_cut_and_can_show_more(
     url = f"sqlite:///{tmp_path / 'alerts.db'}"
     store = open_store(url)
     store.write_alerts(
-        [_alert(f"a{i}", "fridge1", "fridge", "temp", 1_800_000_000_000 + i, 9.5) for i in range(250)]
+        [
+            _alert(f"a{i}", "fridge1", "fridge", "temp", 1_800_000_000_000 + i, 9.5)
+            for i in range(250)
+        ]
     )
     store.close()
 

@@ -609,7 +609,9 @@ class SQLiteStore:
             GROUP BY bucket, site, severity, state ORDER BY bucket, site, severity, state
         """
         rows = self._fetch(sql, (every, every, every, *params, end))
-        return [AlertCount(int(ts), str(si), str(se), str(st), int(n)) for ts, si, se, st, n in rows]
+        return [
+            AlertCount(int(ts), str(si), str(se), str(st), int(n)) for ts, si, se, st, n in rows
+        ]
 
     def query_dead_letters(
         self, site: str | None, since_ms: int, limit: int = 100
