@@ -215,3 +215,100 @@ def grouped_bars(
             tooltip=[f"{category}:N", "what:N", "n:Q"],
         )
     )
+
+
+# -- history charts (Overview, Edge health) --------------------------------------------------
+
+SEVERITY_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+
+
+def _history_axis(frame: pd.DataFrame) -> alt.Axis:
+    """Clock time for up to a day of history, with the date beyond."""
+    times = to_ms(frame["time"]) if not frame.empty else pd.Series([0], dtype="int64")
+    fmt = "%H:%M" if int(times.max()) - int(times.min()) <= 86_400_000 else "%b %d %H:%M"
+    return alt.Axis(title=None, format=fmt, labelOverlap=True)
+
+
+LEGEND_COLUMNS = 2
+LEGEND_ROW_PX = 22
+
+
+def _series_legend() -> alt.Legend:
+    """Below the chart, two to a row: a fleet's node names wrap instead of being cut."""
+    return alt.Legend(title=None, orient="bottom", columns=LEGEND_COLUMNS, labelLimit=180)
+
+
+def _with_legend(height: int, frame: pd.DataFrame, series: str) -> int:
+    """The chart's height plus its legend's rows: the page sizes the chart as a whole, so
+    without them six node names would squash the plot."""
+    rows = -(-frame[series].nunique() // LEGEND_COLUMNS) if not frame.empty else 0
+    return height + LEGEND_ROW_PX * rows + 20
+
+
+def history_lines(
+    frame: pd.DataFrame,
+    value: str,
+    series: str,
+    title: str,
+    height: int = 220,
+    axis_title: bool = True,
+) -> alt.Chart:
+    """One line per ``series`` (a site, a node) of ``value`` over ``time``: a trend to see.
+
+    ``axis_title=False`` leaves ``title`` to the tooltip, for a chart headed by it already.
+    """
+    return (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=12), strokeWidth=1.8, interpolate="monotone")
+        .encode(
+            x=alt.X("time:T", scale=alt.Scale(type="utc"), axis=_history_axis(frame)),
+            y=alt.Y(f"{value}:Q", title=title if axis_title else None,
+                    scale=alt.Scale(zero=True, nice=True),
+                    axis=alt.Axis(format=",.3~r")),
+            color=alt.Color(f"{series}:N", legend=_series_legend()),
+            tooltip=[alt.Tooltip("time:T", format=_TIME_FORMAT), f"{series}:N",
+                     alt.Tooltip(f"{value}:Q", format=",.4~g", title=title)],
+        )
+        .properties(height=_with_legend(height, frame, series))
+    )  # fmt: skip
+
+
+def stacked_bars(
+    frame: pd.DataFrame, value: str, series: str, title: str, every_ms: int, height: int = 220
+) -> alt.Chart:
+    """Counts per bucket as bars (a bucket wide), stacked by ``series``."""
+    data = frame.assign(end=frame["time"] + pd.Timedelta(every_ms, "ms"))
+    return (
+        alt.Chart(data)
+        .mark_bar(opacity=0.85)
+        .encode(
+            x=alt.X("time:T", scale=alt.Scale(type="utc"), axis=_history_axis(frame)),
+            x2="end:T",
+            y=alt.Y(f"sum({value}):Q", title=title, stack="zero"),
+            color=alt.Color(f"{series}:N", legend=_series_legend()),
+            tooltip=[alt.Tooltip("time:T", format=_TIME_FORMAT, title="from"), f"{series}:N",
+                     alt.Tooltip(f"{value}:Q", title=title)],
+        )
+        .properties(height=_with_legend(height, frame, series))
+    )  # fmt: skip
+
+
+def open_by_severity(frame: pd.DataFrame, height: int = 220) -> alt.Chart:
+    """Open alerts over time as areas stacked by severity, in the severities' colours."""
+    present = [s for s in SEVERITY_COLOURS if s in set(frame["severity"])]
+    others = sorted(set(frame["severity"]) - set(present))
+    domain = present + others
+    palette = [SEVERITY_COLOURS.get(s, "#7f7f7f") for s in domain]
+    return (
+        alt.Chart(frame)
+        .mark_area(interpolate="step-before", opacity=0.8)
+        .encode(
+            x=alt.X("time:T", scale=alt.Scale(type="utc"), axis=_history_axis(frame)),
+            y=alt.Y("open:Q", title="open alerts", stack="zero"),
+            color=alt.Color("severity:N", scale=alt.Scale(domain=domain, range=palette),
+                            legend=alt.Legend(title=None, orient="top")),
+            order=alt.Order("severity:N"),
+            tooltip=[alt.Tooltip("time:T", format=_TIME_FORMAT), "severity:N", "open:Q"],
+        )
+        .properties(height=height)
+    )  # fmt: skip

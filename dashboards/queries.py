@@ -112,27 +112,55 @@ def node_status(
 
 
 def device_activity(
-    store: Store, sites: Iterable[str], now_ms: int, window_ms: int = REPORTING_WINDOW_MS
+    store: Store,
+    sites: Iterable[str],
+    nodes: pd.DataFrame,
+    now_ms: int,
+    window_ms: int = REPORTING_WINDOW_MS,
 ) -> pd.DataFrame:
     """One row per known device: its newest stored evidence and whether it is reporting.
 
-    Reporting means a stored reading or aggregate window within ``window_ms`` of now; the
-    edge ships every metric at least once per selection heartbeat, so a live device is
-    never silent in the store for long.
+    Reporting means a stored reading or aggregate window within ``window_ms`` of the
+    site's reference time (the edge ships every metric at least once per selection
+    heartbeat, so a live device is never silent in the store for long). Devices stamp
+    readings with event time, which a replay or ``edgepipe sim --speed 60`` runs far from
+    the wall clock, so while one of the site's edge nodes is online (``nodes``, from
+    :func:`node_status`) the reference is the site's newest stored evidence: the edge's own
+    view of event time. With no node online, or no health at all, nothing vouches for
+    event time and the reference is ``now_ms``.
     """
+    online = set(nodes.loc[nodes["status"] == "online", "site"]) if not nodes.empty else set()
     rows = []
     for site in sites:
-        for device, kind, ts in store.last_seen(require_id("site", site)):
+        seen = store.last_seen(require_id("site", site))
+        reference = max(ts for _, _, ts in seen) if seen and site in online else now_ms
+        for device, kind, ts in seen:
             rows.append(
                 {
                     "site": site,
                     "device": device,
                     "kind": kind,
                     "last_seen": to_time(ts),
-                    "reporting": now_ms - ts <= window_ms,
+                    "behind_s": round((reference - ts) / 1000, 1),
+                    "reporting": reference - ts <= window_ms,
                 }
             )
-    return pd.DataFrame(rows, columns=["site", "device", "kind", "last_seen", "reporting"])
+    columns = ["site", "device", "kind", "last_seen", "behind_s", "reporting"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def default_series(store: Store, sites: Sequence[str]) -> tuple[str, str] | None:
+    """The (site, device) a page opens on: the device with the newest stored data.
+
+    Sites list anything with a record (health, alerts), so the alphabetically first one
+    may hold no series at all. Ties go to the first site and device in order.
+    """
+    best: tuple[int, str, str] | None = None
+    for site in sites:
+        for device, _, ts in store.last_seen(require_id("site", site)):
+            if best is None or ts > best[0]:
+                best = (ts, site, device)
+    return None if best is None else (best[1], best[2])
 
 
 def site_summary(sites: Sequence[str], nodes: pd.DataFrame, devices: pd.DataFrame) -> pd.DataFrame:
@@ -246,6 +274,22 @@ def explorer_link(site: str, device: str, metric: str, at_ms: int | None = None)
     return "explorer?" + urlencode(params)
 
 
+LIVE_ALERT_ROWS = (200, 1000, 5000)  # rows the live table may show; 5,000: InfluxDB's budget
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    """The newest alert records that match the filters, and how many match in all."""
+
+    frame: pd.DataFrame  # ALERT_COLUMNS with ``open`` and ``explorer``, newest first
+    total: int  # records matching the filters in the store, however many are shown
+    limit: int
+
+    @property
+    def capped(self) -> bool:
+        return self.total > len(self.frame)
+
+
 def live_alerts(
     store: Store,
     *,
@@ -253,35 +297,147 @@ def live_alerts(
     severities: Sequence[str],
     kinds: Sequence[str],
     since_ms: int,
-    limit: int = 200,
-    scan: int = 2000,
-) -> pd.DataFrame:
-    """Alert records newest first, filtered, with ``open`` and an ``explorer`` link per row.
+    limit: int = LIVE_ALERT_ROWS[0],
+) -> AlertPage:
+    """Alert records newest first, filtered in the database, with ``open`` and a link per row.
 
-    The store filters by site and time; severity and kind are filtered here among the
-    newest ``scan`` records, so a rare severity under a flood of others can be missed
-    beyond that many (the page says how many records it read).
+    ``open``: a raise whose alert has no clear among the records shown; a clear is never
+    older than its raise and sorts before it at one instant, so when a raise is shown its
+    clear is too. ``total`` counts every matching record, so the page can say what it cut.
     """
     if site is not None:
         require_id("site", site)
-    wanted_severities = {require_id("severity", s) for s in severities}
-    wanted_kinds = {require_id("kind", k) for k in kinds}
-    records = store.query_alerts(site, since_ms=since_ms, limit=scan)
+    wanted_severities = sorted({require_id("severity", s) for s in severities})
+    wanted_kinds = sorted({require_id("kind", k) for k in kinds})
+    records = store.query_alerts(site, since_ms, limit, wanted_severities, wanted_kinds)
+    total = store.count_alerts(site, since_ms, wanted_severities, wanted_kinds)
     latest = latest_states(records)
-    chosen = [
-        a
-        for a in records
-        if (not wanted_severities or a.severity in wanted_severities)
-        and (not wanted_kinds or a.kind in wanted_kinds)
-    ][:limit]
-    frame = alerts_frame(chosen)
+    frame = alerts_frame(records)
     frame.insert(
         6,
         "open",
-        [a.state == "raised" and latest[(a.site, a.alert_id)].state == "raised" for a in chosen],
+        [a.state == "raised" and latest[(a.site, a.alert_id)].state == "raised" for a in records],
     )
-    frame["explorer"] = [explorer_link(a.site, a.device, a.metric, a.reading_ts) for a in chosen]
-    return frame
+    frame["explorer"] = [explorer_link(a.site, a.device, a.metric, a.reading_ts) for a in records]
+    return AlertPage(frame, max(total, len(records)), limit)
+
+
+# -- history: readings/s, alerts and node gauges over time ------------------------------------
+
+HISTORY_SPANS_MS = {"last hour": 3_600_000, "last day": 86_400_000}
+HISTORY_POINTS = 120  # buckets per history chart: sites x severities x states stay < 5,000 rows
+NODE_HISTORY_GAUGES = {
+    "readings_per_s": "readings/s",
+    "queue_items": "uplink queue (items)",
+    "queue_oldest_age_s": "oldest queued item (s)",
+    "backlog": "MQTT backlog (messages)",
+    "selection_scale": "selection scale",
+    "rss_mb": "memory (RSS, MB)",
+}
+
+
+def history_window(newest_ms: int | None, span_ms: int) -> tuple[int, int, int]:
+    """``(start, end, every)``: ``span_ms`` ending just after ``newest_ms`` (the data's own
+    newest time, so a replay or a fast simulation is charted where its data is)."""
+    every = nice_bucket_ms(span_ms, HISTORY_POINTS)
+    end = (newest_ms if newest_ms is not None else 0) + 1
+    end += -end % every  # whole buckets: the newest one is not cut short
+    return end - span_ms, end, every
+
+
+def site_rates(store: Store, span_ms: int) -> pd.DataFrame:
+    """Readings/s per edge site over ``span_ms`` up to its newest health report.
+
+    Per node the mean ``readings_per_s`` gauge per bucket, summed over the site's nodes.
+    Health reports carry the node's clock (wall time), so this axis is report time.
+    """
+    edges = split_health(store.latest_health())[0]
+    newest = max((h.ts for h in edges), default=None)
+    columns = ["time", "site", "readings_per_s"]
+    if newest is None:
+        return pd.DataFrame(columns=columns)
+    start, end, every = history_window(newest, span_ms)
+    points = [
+        p
+        for p in store.health_history(start, end, every, ["readings_per_s"])
+        if p.site != CLOUD_SITE and "readings_per_s" in p.gauges
+    ]
+    frame = pd.DataFrame(
+        [(p.ts, p.site, p.gauges["readings_per_s"]) for p in points],
+        columns=["ts", "site", "readings_per_s"],
+    )
+    frame = frame.groupby(["ts", "site"], as_index=False)["readings_per_s"].sum()
+    frame.insert(0, "time", to_time(frame["ts"]))
+    return frame[columns]
+
+
+def node_history(
+    store: Store, span_ms: int, gauges: Sequence[str] = tuple(NODE_HISTORY_GAUGES)
+) -> pd.DataFrame:
+    """Each edge node's gauges over ``span_ms`` up to the newest report: one row per
+    (time, node, gauge), the mean of the bucket's reports."""
+    edges = split_health(store.latest_health())[0]
+    newest = max((h.ts for h in edges), default=None)
+    columns = ["time", "site", "node", "gauge", "value"]
+    if newest is None:
+        return pd.DataFrame(columns=columns)
+    start, end, every = history_window(newest, span_ms)
+    rows = [
+        (p.ts, p.site, p.node, gauge, value)
+        for p in store.health_history(start, end, every, list(gauges))
+        if p.site != CLOUD_SITE
+        for gauge, value in p.gauges.items()
+    ]
+    frame = pd.DataFrame(rows, columns=["ts", "site", "node", "gauge", "value"])
+    frame.insert(0, "time", to_time(frame["ts"]))
+    return frame[columns]
+
+
+@dataclass(frozen=True)
+class AlertHistory:
+    """Alerts over time, in event time (the readings' clock), ending at the newest alert."""
+
+    raised: pd.DataFrame  # time, site, raised: raise records per bucket
+    open: pd.DataFrame  # time, severity, open: open alerts at the end of each bucket
+    every_ms: int
+
+
+def alert_history(store: Store, span_ms: int, open_now: dict[str, int]) -> AlertHistory:
+    """Raised alerts per site and bucket, and the open alerts per severity over time.
+
+    The open count is anchored at ``open_now`` (the page's own open-alert figures, see
+    :func:`open_alerts`) and walked back bucket by bucket: open at a bucket's end is the
+    count now minus the raises, plus the clears, recorded after it. So the chart ends on
+    the number the page shows; it is clipped at zero where older history is incomplete.
+    """
+    newest = store.query_alerts(None, 0, limit=1)
+    start, end, every = history_window(newest[0].reading_ts if newest else None, span_ms)
+    counts = store.alert_counts(start, end, every) if newest else []
+    raised = pd.DataFrame(
+        [(c.ts, c.site, c.count) for c in counts if c.state == "raised"],
+        columns=["ts", "site", "raised"],
+    ).astype({"ts": "int64", "raised": "int64"})
+    raised = raised.groupby(["ts", "site"], as_index=False)["raised"].sum()
+    raised.insert(0, "time", to_time(raised["ts"]))
+
+    buckets = list(range(start, end, every))
+    rows = []
+    for severity in [*SEVERITIES, *sorted(set(open_now) - set(SEVERITIES))]:
+        net = dict.fromkeys(buckets, 0)
+        for c in counts:
+            if c.severity == severity and c.ts in net:
+                net[c.ts] += c.count if c.state == "raised" else -c.count
+        level = open_now.get(severity, 0)
+        for ts in reversed(buckets):
+            rows.append((ts + every, severity, max(0, level)))  # at the bucket's end
+            level -= net[ts]
+    open_frame = pd.DataFrame(rows, columns=["ts", "severity", "open"]).sort_values(
+        ["ts", "severity"], ignore_index=True
+    )
+    open_frame.insert(0, "time", to_time(open_frame["ts"]))
+    return AlertHistory(
+        raised[["time", "site", "raised"]], open_frame[["time", "severity", "open"]], every
+    )
 
 
 # -- device explorer ----------------------------------------------------------------------------

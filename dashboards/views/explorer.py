@@ -2,7 +2,8 @@
 
 Stored readings (downsampled in the database for long ranges), the aggregate min–max band
 (which covers every reading, shipped or not), alerts marked and the simulator's ground-truth
-windows shaded. A link from an alert (``?site=&device=&metric=&at=``) presets the choice.
+windows shaded. A link from an alert (``?site=&device=&metric=&at=``) presets the choice;
+without one the page opens on the device with the newest stored data.
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ def render(store: Store, sites: list[str]) -> None:
     at_text = common.valid_param("at", _is_ms)
     at_ms = int(at_text) if at_text else None
 
+    # Without a link, open on the device with the newest data (the first site in order may
+    # hold only health or alerts).
+    default_site = (queries.default_series(store, sites) or (sites[0], ""))[0]
     cols = st.columns([1, 2, 1, 1])
-    site = cols[0].selectbox("Site", sites, index=_index(sites, want_site))
+    site = cols[0].selectbox("Site", sites, index=_index(sites, want_site or default_site))
     site = queries.require_id("site", site)
     seen = {device: (kind, ts) for device, kind, ts in store.last_seen(site)}
     devices = sorted(seen)
+    if want_device not in seen and seen:  # the site's device with the newest data
+        want_device = (queries.default_series(store, [site]) or ("", ""))[1]
     if not devices:
         st.info(f"Site {site} has no device with stored readings or aggregates yet.")
         return

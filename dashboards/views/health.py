@@ -1,8 +1,8 @@
 """Edge health: per node the gauges and counters of its latest health report.
 
 CPU, memory, the disk outbox (depth, age of the oldest item, drops), dead letters by reason
-and the load governor's state. Only the latest report is read: the Store protocol has no
-health history query, so there are no trends here.
+and the load governor's state; above the tables, each node's gauges over the last hour or
+day from the store's health history (``Store.health_history``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def render(store: Store, sites: list[str]) -> None:
         )
         cols[2].metric("Queued uplink items", int(table["queue_items"].fillna(0).sum()))
         cols[3].metric("Dead letters", int(table["dead_lettered"].fillna(0).sum()))
+        trends(store)
         key = ["site", "node"]
         st.markdown("**Process and load governor**")
         st.dataframe(
@@ -110,6 +111,33 @@ def render(store: Store, sites: list[str]) -> None:
             hide_index=True,
             column_config={"time": st.column_config.DatetimeColumn("time (UTC)")},
         )
+
+
+def trends(store: Store) -> None:
+    """Each node's main gauges over time, one small chart per gauge, one line per node."""
+    header, picker = st.columns([3, 1])
+    header.subheader("Trends per node")
+    span_name = picker.segmented_control(
+        "Range", list(queries.HISTORY_SPANS_MS), default="last hour", key="health-span"
+    )
+    history = queries.node_history(store, queries.HISTORY_SPANS_MS[span_name or "last hour"])
+    if history.empty:
+        st.caption("No health history yet.")
+        return
+    history = history.assign(node=history["site"] + " / " + history["node"])
+    cols = st.columns(2)
+    for i, (gauge, title) in enumerate(queries.NODE_HISTORY_GAUGES.items()):
+        one = history[history["gauge"] == gauge]
+        with cols[i % 2]:
+            st.markdown(f"**{title}** (`{gauge}`)")
+            if one.empty:
+                st.caption("Not in the reports of this range.")
+            else:
+                st.altair_chart(
+                    charts.history_lines(one, "value", "node", title, 180, axis_title=False),
+                    width="stretch",
+                )
+    st.caption("Mean of each node's reports per bucket, in report time (the node's clock).")
 
 
 common.page("Edge health", render)

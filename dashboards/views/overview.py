@@ -1,14 +1,15 @@
 """Overview: is every site up, are devices reporting, what is open right now.
 
 Sources: latest health per node (status, age, ``readings_per_s``), the store's last-seen
-time per device, the open alerts (latest state ``raised``) and the store's point totals.
+time per device, the open alerts (latest state ``raised``) and the store's point totals;
+below them trend charts from the health history and the alert records (last hour or day).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboards import common, queries
+from dashboards import charts, common, queries
 from pipeline.cloud.store import Store
 
 
@@ -17,7 +18,7 @@ def render(store: Store, sites: list[str]) -> None:
     interval = common.view_settings().health_interval_s
     edge_health, cloud_health = queries.split_health(store.latest_health())
     nodes = queries.node_status(edge_health, now, interval)
-    devices = queries.device_activity(store, sites, now)
+    devices = queries.device_activity(store, sites, nodes, now)
     summary = queries.site_summary(sites, nodes, devices)
     open_alerts = queries.open_alerts(store)
     severity = queries.count_by_severity(open_alerts)
@@ -29,7 +30,9 @@ def render(store: Store, sites: list[str]) -> None:
     cols[2].metric(
         "Devices reporting",
         f"{int(devices['reporting'].sum())} / {len(devices)}",
-        help=f"stored data within the last {queries.REPORTING_WINDOW_MS // 60_000} minutes",
+        help=f"stored data within {queries.REPORTING_WINDOW_MS // 60_000} minutes of the "
+        "site's newest stored data while its edge is online (event time: a replay or a fast "
+        "simulation runs far from the wall clock), else of now",
     )
     cols[3].metric(
         "Readings/s",
@@ -41,6 +44,8 @@ def render(store: Store, sites: list[str]) -> None:
         len(open_alerts),
         help=", ".join(f"{s}: {n}" for s, n in severity.items()),
     )
+
+    trends(store, severity)
 
     st.subheader("Sites")
     st.dataframe(
@@ -127,6 +132,53 @@ def render(store: Store, sites: list[str]) -> None:
         f"Bytes: {json_in:,} as the devices' JSON, {shipped:,} shipped (details on the Data "
         "reduction page)."
     )
+
+
+def trends(store: Store, open_now: dict[str, int]) -> None:
+    """Readings/s and alerts per site, and open alerts by severity, over an hour or a day."""
+    header, picker = st.columns([3, 1])
+    header.subheader("Trends")
+    span_name = picker.segmented_control(
+        "Range", list(queries.HISTORY_SPANS_MS), default="last hour", key="overview-span"
+    )
+    span = queries.HISTORY_SPANS_MS[span_name or "last hour"]
+    rates = queries.site_rates(store, span)
+    history = queries.alert_history(store, span, open_now)
+    cols = st.columns(3)
+    with cols[0]:
+        st.markdown("**Readings/s per site**")
+        if rates.empty:
+            st.caption("No health history yet.")
+        else:
+            st.altair_chart(
+                charts.history_lines(rates, "readings_per_s", "site", "readings/s"),
+                width="stretch",
+            )
+            st.caption("Sum of the nodes' `readings_per_s` gauge per bucket, report time.")
+    with cols[1]:
+        st.markdown("**Alerts raised per site**")
+        if history.raised.empty:
+            st.caption("No alert raised in this range.")
+        else:
+            st.altair_chart(
+                charts.stacked_bars(history.raised, "raised", "site", "alerts raised",
+                                    history.every_ms),
+                width="stretch",
+            )  # fmt: skip
+            st.caption(
+                f"Per {queries.duration_text(history.every_ms)}, event time (the readings' "
+                "clock), ending at the newest alert."
+            )
+    with cols[2]:
+        st.markdown("**Open alerts by severity**")
+        if not history.open["open"].any():
+            st.caption("No alert open in this range.")
+        else:
+            st.altair_chart(charts.open_by_severity(history.open), width="stretch")
+            st.caption(
+                "Open now, walked back through the raises and clears recorded since; "
+                "event time."
+            )
 
 
 common.page("Overview", render)

@@ -16,7 +16,8 @@ dead-letter) a batch whose body is damaged instead of leaving the edge to resend
 What is kept: ``site``, ``seq``, every aggregate's ``device``, ``kind``, ``metric``,
 ``start``, ``end``, ``count`` and ``anomalies`` exactly; ``min``, ``max``, ``mean``,
 ``last`` and ``std`` within ``resolution / 2`` of the metric (the bound readings have, from
-the same ``quantise``), or exactly (raw float64) where the metric is unknown or a value
+the same ``quantise``), decoded onto the step's decimal grid (``grid_values``: 25.4, not
+25.400000000000002), or exactly (raw float64) where the metric is unknown or a value
 cannot be quantised safely. The steps travel in the body, so decoding needs no catalog.
 Aggregates decode in ``(device, metric, start)`` order. Any defect raises ``ProtocolError``.
 """
@@ -30,6 +31,7 @@ import zstandard
 from pipeline.errors import ProtocolError
 from pipeline.protocol.delta_codec import (
     decompress_capped,
+    grid_values,
     quantise,
     unzigzag,
     varint_decode,
@@ -168,7 +170,8 @@ def decode_aggregates(payload: bytes) -> AggregateBatch:
     values = np.empty((n, len(VALUE_FIELDS)), dtype=np.float64)
     q = unzigzag(_column(c.quanta, k * len(VALUE_FIELDS))).view(_I64).reshape(k, len(VALUE_FIELDS))
     q[:, 1:4] += q[:, :1]
-    values[quantised] = q * steps[row_pair[quantised]][:, None]
+    row_steps = np.broadcast_to(steps[row_pair[quantised]][:, None], q.shape)
+    values[quantised] = grid_values(q, row_steps)
     raw = n - k
     if len(c.raw) != 8 * len(VALUE_FIELDS) * raw:
         raise _malformed(f"{len(c.raw)} raw bytes for {raw} aggregates")

@@ -11,7 +11,8 @@ What is kept, exactly or within a bound:
   and set of metric names: exactly.
 * every value: ``|decoded - original| <= resolution / 2`` in exact arithmetic on the two
   doubles, where ``resolution`` is the metric's catalog resolution and the decoded value is
-  ``float(q) * step``. The encoder checks the bound for every value (vectorised, with an
+  ``q * step`` on the step's decimal grid (:func:`grid_values`: 254 quanta of 0.1 decode
+  to the double nearest 25.4, never 25.400000000000002, so stored values print clean). The encoder checks the bound for every value (vectorised, with an
   error-free subtraction) rather than trusting ``round``: where rounding at a tie broke it,
   it moves ``q`` one step; where no ``q`` can meet it (a value such as 0.55 at step 0.1 lies a
   hair more than half a step from both ``fl(5 * 0.1)`` and ``fl(6 * 0.1)``) the series uses
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import zstandard
@@ -214,10 +216,57 @@ def within_bound(decoded: np.ndarray, original: np.ndarray, bound: np.ndarray) -
     return within
 
 
+_MAX_GRID_DECIMALS = 15  # a step needing more decimal places is not treated as decimal
+_EXACT_INT = 2**53  # |q * m| up to this converts to float64 exactly
+
+
+@lru_cache(maxsize=4096)
+def decimal_step(step: float) -> tuple[int, int] | None:
+    """``(m, places)`` with ``step`` the double nearest ``m / 10**places``, or None.
+
+    >>> decimal_step(0.1), decimal_step(0.05), decimal_step(10.0), decimal_step(1 / 3)
+    ((1, 1), (5, 2), (10, 0), None)
+    """
+    if not (MIN_RESOLUTION <= step <= MAX_RESOLUTION):
+        return None
+    for places in range(_MAX_GRID_DECIMALS + 1):
+        m = round(step * 10**places)
+        if m >= 1 and m / 10**places == step:
+            return m, places
+    return None
+
+
+def grid_values(q: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The value of ``q`` quanta of ``step``, element-wise, on the step's decimal grid.
+
+    Why: ``fl(254 * 0.1)`` is 25.400000000000002, float noise that every store, query and
+    CSV export would then carry. For a decimal step ``m / 10**places`` the value is computed
+    as ``(q * m) / 10**places``: an exact integer divided by an exact power of ten, which
+    IEEE division rounds correctly, so it is the double nearest the decimal and prints as
+    such. The encoder checks its error bound against these same values, so the bound holds
+    for exactly what the decoder produces. Steps that are not short decimals, and products
+    beyond 2**53, keep ``q * step``.
+    """
+    q = np.asarray(q, dtype=np.int64)
+    step = np.asarray(step, dtype=np.float64)
+    values = q * step
+    if q.size == 0:
+        return values
+    unique, inverse = np.unique(step, return_inverse=True)
+    grid = [decimal_step(s) for s in unique.tolist()]
+    m = np.array([g[0] if g else 0 for g in grid], dtype=np.int64)[inverse.reshape(step.shape)]
+    scale = np.array([10.0 ** g[1] if g else 1.0 for g in grid])[inverse.reshape(step.shape)]
+    with np.errstate(all="ignore"):
+        limit = _EXACT_INT // np.maximum(m, 1)
+        exact = (m > 0) & (q <= limit) & (q >= -limit)
+        products = np.where(exact, q, 0) * m
+        return np.where(exact, products.astype(np.float64) / scale, values)
+
+
 def quantise(
     values: np.ndarray, step: np.ndarray, bound: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Quanta ``q`` with ``|q * step - value| <= bound`` exactly, and where that holds.
+    """Quanta ``q`` with ``|grid_values(q, step) - value| <= bound`` exactly, and where that holds.
 
     ``q = round(value / step)``; where the division rounded across a tie, ``q`` moves one
     step toward the value. ``ok`` is False where no safe ``q`` was found: non-finite values,
@@ -229,12 +278,12 @@ def quantise(
         usable = (step >= MIN_RESOLUTION) & (step <= MAX_RESOLUTION)
         ok = usable & (np.abs(scaled) <= QUANT_LIMIT)
         q = np.rint(np.where(ok, scaled, 0.0)).astype(np.int64)
-        decoded = q * step
+        decoded = grid_values(q, step)
         good = within_bound(decoded, values, bound)
         fix = np.flatnonzero(ok & ~good)
         if fix.size:
             q[fix] += np.sign(values[fix] - decoded[fix]).astype(np.int64)
-            good[fix] = within_bound(q[fix] * step[fix], values[fix], bound[fix])
+            good[fix] = within_bound(grid_values(q[fix], step[fix]), values[fix], bound[fix])
     return q, ok & good
 
 
@@ -244,7 +293,7 @@ def series_steps(
     """Each series' quantisation step (0 = raw float64) and every point's quantum.
 
     The step is the metric's resolution. Where a value sits exactly on a rounding tie,
-    ``fl(q * step)`` may miss ``step / 2`` by an ulp on both sides (0.55 at step 0.1): that
+    the grid value may miss ``step / 2`` by an ulp on both sides (0.55 at step 0.1): that
     series is quantised at half the step, which meets the same bound with room to spare.
     A series that still fails goes raw.
     """
@@ -605,7 +654,7 @@ def _decode_plain(plain: bytes) -> Batch:
     if ((q > _Q_MAX) | (q < -_Q_MAX)).any():
         raise _malformed("quantum out of range")
     values = np.empty(n_points, dtype=np.float64)
-    values[quantised] = q.astype(np.float64) * resolutions[point_slot[quantised] - 1]
+    values[quantised] = grid_values(q, resolutions[point_slot[quantised] - 1])
     values[~quantised] = cur.floats(n_points - n_quantised)
     if cur.left:
         raise _malformed(f"{cur.left} trailing bytes")

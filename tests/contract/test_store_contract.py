@@ -8,15 +8,21 @@ the InfluxDB backend has: HTTP error classes, each provoked on a real influxd.
 from __future__ import annotations
 
 import math
+import re
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import pytest
 
 from pipeline.cloud.store import (
+    HEALTH_RETENTION_MS,
     AggregateBucket,
+    AlertCount,
+    HealthPoint,
     InfluxStore,
     MetricTotals,
     PartialWriteError,
@@ -27,10 +33,15 @@ from pipeline.cloud.store import (
     StoreUnavailable,
     open_store,
 )
+from pipeline.protocol.agg_codec import decode_aggregates, encode_aggregates
+from pipeline.protocol.batch_codec import DELTA_ZSTD, decode_batch, encode_batch
+from pipeline.protocol.catalog import RESOLUTIONS
 from pipeline.protocol.messages import (
     Aggregate,
+    AggregateBatch,
     Alert,
     AlertData,
+    Batch,
     DeadLetter,
     Health,
     Label,
@@ -305,6 +316,67 @@ def test_latest_health_is_the_newest_report_of_each_node(store: Store) -> None:
     assert store.latest_health() == [other, new]
 
 
+def health_report(site: str, node: str, ts: int, **gauges: float) -> Health:
+    return Health(v=1, site=site, node=node, ts=ts, status="online", gauges=gauges)
+
+
+def test_health_history_averages_each_node_per_bucket(store: Store) -> None:
+    every = 100_000  # T0 is a multiple of it
+    store.write_health(health_report("farm1", "edge1", T0, readings_per_s=10.0, queue_items=4.0))
+    store.write_health(health_report("farm1", "edge1", T0 + 10_000, readings_per_s=20.0))
+    store.write_health(health_report("farm1", "edge1", T0 + 2 * every, readings_per_s=5.0))
+    store.write_health(health_report("city1", "edge1", T0 + 5_000, readings_per_s=7.5))
+    store.write_health(health_report("farm1", "edge1", T0 + HOUR, readings_per_s=1.0))  # later
+
+    history = store.health_history(T0, T0 + HOUR, every, ["readings_per_s", "queue_items"])
+
+    assert history == [
+        HealthPoint("city1", "edge1", T0, 1, {"readings_per_s": 7.5}),
+        HealthPoint("farm1", "edge1", T0, 2, {"readings_per_s": 15.0, "queue_items": 4.0}),
+        HealthPoint("farm1", "edge1", T0 + 2 * every, 1, {"readings_per_s": 5.0}),
+    ]
+    assert [p.site for p in store.health_history(T0, T0 + HOUR, every, [], "city1")] == ["city1"]
+    assert store.health_history(T0 + 2 * HOUR, T0 + 3 * HOUR, every, ["readings_per_s"]) == []
+
+
+def test_alert_counts_per_bucket_site_severity_and_state(store: Store) -> None:
+    every = 100_000  # T0 is a multiple of it
+    store.write_alerts(
+        [alert(f"a{i}", T0 + i * 1000) for i in range(3)]  # three raised in the first bucket
+        + [alert("a0", T0 + every + 1, "cleared"), alert("b0", T0 + every + 2, site="shop2")]
+        + [alert("late", T0 + HOUR)]  # outside the range
+    )
+
+    counts = store.alert_counts(T0, T0 + HOUR, every)
+
+    assert counts == [
+        AlertCount(T0, "shop1", "warning", "raised", 3),
+        AlertCount(T0 + every, "shop1", "warning", "cleared", 1),
+        AlertCount(T0 + every, "shop2", "warning", "raised", 1),
+    ]
+    assert store.alert_counts(T0, T0 + HOUR, every, site="shop2") == [counts[2]]
+
+
+def test_alerts_filter_by_severity_and_kind_in_the_database(store: Store) -> None:
+    def with_(a: Alert, **changes: str) -> Alert:
+        return msgspec.structs.replace(a, data=msgspec.structs.replace(a.data, **changes))
+
+    store.write_alerts(
+        [with_(alert(f"w{i}", T0 + i), severity="warning") for i in range(20)]
+        + [with_(alert("c1", T0 - 5), severity="critical")]
+        + [with_(alert("c2", T0 - 6), severity="critical", kind="freezer")]
+    )
+
+    found = store.query_alerts(None, 0, limit=5, severities=["critical"])
+    assert [a.alert_id for a in found] == ["c1", "c2"]  # not hidden under the warnings
+    assert [a.alert_id for a in store.query_alerts(None, 0, 5, [], ["freezer"])] == ["c2"]
+    assert store.count_alerts(None, 0) == 22
+    assert store.count_alerts("shop1", 0, severities=["critical", "info"]) == 2
+    assert store.count_alerts(None, 0, ["critical"], ["fridge"]) == 1
+    assert store.count_alerts(None, T0 + 10) == 10
+    assert store.count_alerts("shop9", 0) == 0
+
+
 def test_a_non_finite_gauge_is_left_out(store: Store) -> None:
     h = Health(
         v=1, site="farm1", node="edge1", ts=T0, status="online", gauges={"a": math.inf, "b": 1.5}
@@ -430,6 +502,123 @@ def test_metric_totals_add_up_aggregate_counts_and_stored_points_per_metric(
     assert store.metric_totals("shop3", 0, T0 + HOUR) == []
 
 
+def raw_query(store: Store, request: pytest.FixtureRequest, statement: str) -> list[list[object]]:
+    """``statement`` sent as-is to the backend's own query language: what a user types in
+    ``sqlite3`` or the InfluxDB shell, not what the store builds."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            return [list(row) for row in conn.execute(statement)]
+    assert isinstance(store, InfluxStore)
+    influxdb: Influxd = request.getfixturevalue("influxdb")
+    result = influxdb.query(statement, db=store.database, epoch="ms")["results"][0]
+    assert "error" not in result, result["error"]
+    return [row[1:] for series in result.get("series", []) for row in series["values"]]
+
+
+def test_window_ends_are_a_plain_field_a_user_can_select(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    # "end" is an InfluxQL keyword: `SELECT mean, end FROM aggregates` is a parse error.
+    store.write_aggregates([aggregate("fridge1", T0, mean=4.5)])
+    store.write_labels(
+        [Label(v=1, site="shop1", device="fridge1", metrics=["temp"], anomaly="spike",
+               start=T0, end=T0 + 500)]
+    )  # fmt: skip
+
+    assert raw_query(store, request, "SELECT mean, end_ms FROM aggregates") == [[4.5, T0 + 60_000]]
+    assert raw_query(store, request, "SELECT anomaly, end_ms FROM labels") == [["spike", T0 + 500]]
+
+
+OLD_LAYOUT_SQLITE = """
+CREATE TABLE aggregates (
+    site TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, start INTEGER NOT NULL,
+    kind TEXT NOT NULL, "end" INTEGER NOT NULL, count INTEGER NOT NULL,
+    min REAL, max REAL, mean REAL, std REAL, last REAL, anomalies INTEGER NOT NULL,
+    PRIMARY KEY (site, device, metric, start)
+) WITHOUT ROWID;
+CREATE TABLE labels (
+    site TEXT NOT NULL, device TEXT NOT NULL, anomaly TEXT NOT NULL, start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL, metrics TEXT NOT NULL,
+    PRIMARY KEY (site, device, anomaly, start)
+) WITHOUT ROWID;
+INSERT INTO aggregates VALUES ('shop1', 'fridge1', 'temp', {t0}, 'fridge', {end}, 600,
+                               3.5, 4.5, 4.0, 0.25, 4.25, 2);
+INSERT INTO labels VALUES ('shop1', 'fridge1', 'spike', {t0}, {label_end}, 'temp');
+PRAGMA user_version = 1;
+"""
+
+
+def test_windows_stored_under_the_old_field_name_end_still_read_back(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A database an older edgepipe filled (field or column ``end``) keeps working."""
+    label = Label(v=1, site="shop1", device="fridge1", metrics=["temp"], anomaly="spike",
+                  start=T0, end=T0 + 500)  # fmt: skip
+    if isinstance(store, SQLiteStore):
+        path = tmp_path / "written-by-schema-1.db"
+        with sqlite3.connect(path) as conn:
+            conn.executescript(OLD_LAYOUT_SQLITE.format(t0=T0, end=T0 + 60_000, label_end=T0 + 500))
+        store = SQLiteStore(path)  # migrates the file
+    else:
+        assert isinstance(store, InfluxStore)
+        influxdb: Influxd = request.getfixturevalue("influxdb")
+        influxdb.write(
+            store.database,
+            "aggregates,device=fridge1,kind=fridge,metric=temp,site=shop1 count=600i,min=3.5,"
+            f"max=4.5,mean=4.0,std=0.25,last=4.25,anomalies=2i,end={T0 + 60_000}i {T0}\n"
+            'labels,anomaly=spike,device=fridge1,site=shop1 metrics="temp",'
+            f"end={T0 + 500}i {T0}",
+        )
+
+    assert store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + 1) == [
+        aggregate("fridge1", T0)
+    ]
+    assert store.query_labels("shop1", None, T0 + 400, T0 + 2000) == [label]
+    assert store.query_labels("shop1", None, T0 + 501, T0 + 2000) == []
+    store.write_aggregates([aggregate("fridge1", T0 + 60_000)])  # new windows beside old ones
+    assert [a.end for a in store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + HOUR)] == [
+        T0 + 60_000,
+        T0 + 120_000,
+    ]
+    store.close()
+
+
+def test_the_documented_unbiased_mean_query_runs_on_both_backends(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    """docs/protocol.md (Store layout) tells users to average over aggregates, weighted by
+    count, not over the selected readings: its query must run as written."""
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    (query,) = re.findall(r'`(SELECT SUM\("w"\)[^`]*)`', doc)
+    store.write_aggregates(
+        [
+            msgspec.structs.replace(aggregate("fridge1", T0, mean=4.0), count=300),
+            msgspec.structs.replace(aggregate("fridge1", T0 + 60_000, mean=7.0), count=100),
+        ]
+    )
+
+    assert raw_query(store, request, query) == [[pytest.approx((300 * 4.0 + 100 * 7.0) / 400)]]
+
+
+def test_stored_values_carry_no_float_noise(store: Store, request: pytest.FixtureRequest) -> None:
+    """Values decoded from the edge's codecs are stored and read back as their decimal."""
+    window = msgspec.structs.replace(aggregate("fridge1", T0), mean=25.4, min=25.1, max=25.7)
+    sent = AggregateBatch(1, "shop1", 1, [window])
+    (decoded,) = decode_aggregates(encode_aggregates(sent, RESOLUTIONS)).aggregates
+    batch = Batch(
+        1, "shop1", 1, [reading("fridge1", T0 + i, i, temp=20 + i / 10) for i in range(30)]
+    )
+    store.write_aggregates([decoded])
+    store.write_readings("shop1", decode_batch(encode_batch(batch, DELTA_ZSTD)).readings)
+
+    (stored,) = store.query_aggregates("shop1", "fridge1", "temp", T0, T0 + 1)
+    assert [repr(v) for v in (stored.min, stored.mean, stored.max)] == ["25.1", "25.4", "25.7"]
+    values = [r.value for r in store.query_readings("shop1", "fridge1", "temp", T0, T0 + 30)]
+    assert [repr(v) for v in values] == [repr(round(20 + i / 10, 1)) for i in range(30)]
+    raw = raw_query(store, request, "SELECT mean FROM aggregates")
+    assert [repr(row[0]) for row in raw] == ["25.4"]
+
+
 def test_an_empty_store_answers_with_nothing(store: Store) -> None:
     assert store.count_readings() == 0
     assert store.sites() == []
@@ -467,6 +656,11 @@ QUERIES: dict[str, Callable[[Store, str], object]] = {
     "devices.site": lambda s, bad: s.devices(bad),
     "last_seen.site": lambda s, bad: s.last_seen(bad),
     "metric_totals.site": lambda s, bad: s.metric_totals(bad, 0, T0),
+    "alerts.severity": lambda s, bad: s.query_alerts(None, 0, 10, [bad]),
+    "count_alerts.kind": lambda s, bad: s.count_alerts(None, 0, [], ["fridge", bad]),
+    "alert_counts.site": lambda s, bad: s.alert_counts(0, T0, 1000, bad),
+    "health_history.site": lambda s, bad: s.health_history(0, T0, 1000, [], bad),
+    "health_history.gauge": lambda s, bad: s.health_history(0, T0, 1000, [bad + '"']),
 }
 
 
@@ -512,6 +706,30 @@ def test_ping_is_true_while_open_and_false_after_close(store: Store) -> None:
     store.close()
     assert store.ping() is False
     store.close()  # idempotent
+
+
+# -- SQLite only ---------------------------------------------------------------------------
+
+
+def test_sqlite_keeps_a_bounded_health_history(tmp_path: Path) -> None:
+    """Reports older than the retention before the node's newest report are deleted."""
+    store = SQLiteStore(tmp_path / "health.db")
+    old = health_report("farm1", "edge1", T0, readings_per_s=1.0)
+    kept = health_report("farm1", "edge1", T0 + 1, readings_per_s=2.0)
+    other = health_report("farm1", "edge2", T0, readings_per_s=3.0)
+    for report in (old, kept, other):
+        store.write_health(report)
+
+    newest = T0 + 1 + HEALTH_RETENTION_MS  # `old` is now a millisecond past the retention
+    store.write_health(health_report("farm1", "edge1", newest, readings_per_s=4.0))
+
+    history = store.health_history(0, 2**62, 1, ["readings_per_s"])
+    assert [(p.node, p.ts) for p in history] == [
+        ("edge1", T0 + 1),
+        ("edge1", newest),
+        ("edge2", T0),  # another node's history is its own
+    ]
+    store.close()
 
 
 # -- InfluxDB only: how server answers map to errors -------------------------------------

@@ -9,6 +9,7 @@ dashboard with ``edgepipe dashboard`` and loads every page in headless Chromium.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -189,6 +190,17 @@ def open_page(monkeypatch: pytest.MonkeyPatch, url: str, page: str, **query_para
     return app
 
 
+def column_config(app: AppTest, having: str) -> dict[str, dict[str, Any]]:
+    """Column name → the headers and widths the page configured for the table with ``having``,
+    for every column shown (a column without a config keeps its own name)."""
+    for frame in app.dataframe:
+        if having in frame.value.columns:
+            config: dict[str, dict[str, Any]] = json.loads(frame.proto.columns or "{}")
+            shown = {str(c) for c in frame.value.columns}
+            return {name: config.get(name, {}) for name in shown}
+    raise AssertionError(f"no table with a {having!r} column")
+
+
 def metrics(app: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in app.metric}
 
@@ -224,6 +236,9 @@ def test_overview_shows_sites_nodes_devices_and_open_alerts(
     links = [str(link.proto.label) for link in app.get("page_link")]
     assert links[0].startswith(f"critical: {SITE} / {filled.device} / {filled.metric}")
     assert shown["Uplink bytes saved"].endswith("%")  # from the real edge's byte counters
+    specs = " ".join(chart.proto.spec for chart in app.get("vega_lite_chart"))
+    for trend in ("readings/s", "alerts raised", "open alerts"):
+        assert f'"title": "{trend}"' in specs, f"no {trend} chart on the overview"
 
 
 def test_live_alerts_are_newest_first_filterable_and_link_to_the_explorer(
@@ -241,10 +256,42 @@ def test_live_alerts_are_newest_first_filterable_and_link_to_the_explorer(
         f"explorer?site={SITE}&device={filled.device}&metric={filled.metric}&at={filled.alert_ts}"
     )
 
+    assert f"All {len(alerts)} matching alert records" in " ".join(m.value for m in app.markdown)
+    headers = [c.get("label") or name for name, c in column_config(app, "severity").items()]
+    assert len(headers) == len(set(headers)), headers  # one "device" column, one "explorer"
+
     severity = next(w for w in app.multiselect if w.label == "Severity")
     severity.set_value(["critical"]).run()
     assert not app.exception
     assert set(table(app, "severity")["severity"]) == {"critical"}
+
+
+def test_live_alerts_say_what_they_cut_and_can_show_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    store = open_store(url)
+    store.write_alerts(
+        [
+            _alert(f"a{i}", "fridge1", "fridge", "temp", 1_800_000_000_000 + i, 9.5)
+            for i in range(250)
+        ]
+    )
+    store.close()
+
+    app = open_page(monkeypatch, url, "views/alerts.py")
+
+    def said() -> str:
+        return " ".join(m.value for m in app.markdown)
+
+    assert len(table(app, "severity")) == 200
+    assert "Showing the newest 200 of 250 matching alert records" in said()
+    config = column_config(app, "severity")
+    assert config["reason"]["width"] >= 400  # px: a detector's reason is not cut at once
+    next(box for box in app.selectbox if box.label == "Rows").set_value(1000).run()
+    assert not app.exception
+    assert len(table(app, "severity")) == 250
+    assert "All 250 matching alert records" in said()
 
 
 def test_the_explorer_opened_from_an_alert_charts_readings_band_alerts_and_labels(
@@ -279,7 +326,25 @@ def test_the_explorer_ignores_invalid_link_parameters(
 
     warnings = " ".join(w.value for w in app.warning)
     assert "`site`" in warnings and "`device`" in warnings and "`at`" in warnings
-    assert {box.label: box.value for box in app.selectbox}["Site"] == LIVE_SITE  # the first
+    # LIVE_SITE comes first but holds only health: the page opens where the data is.
+    assert {box.label: box.value for box in app.selectbox}["Site"] == SITE
+
+
+def test_the_explorer_opens_on_the_device_with_the_newest_data(
+    filled: Filled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(filled.url)
+    try:
+        assert store.sites()[0] == LIVE_SITE and store.last_seen(LIVE_SITE) == []
+        newest = max(store.last_seen(SITE), key=lambda seen: seen[2])[0]
+    finally:
+        store.close()
+
+    app = open_page(monkeypatch, filled.url, "views/explorer.py")
+
+    chosen = {box.label: box.value for box in app.selectbox}
+    assert (chosen["Site"], chosen["Device"]) == (SITE, newest)
+    assert app.get("vega_lite_chart"), "no chart: the page opened on a device without data"
 
 
 def test_data_reduction_compares_points_in_with_points_stored(
@@ -330,6 +395,9 @@ def test_edge_health_shows_gauges_dead_letters_and_load_shedding(
         "out_of_range": 1,
     }
     assert metrics(app)["Load shedding"] == "1"
+    titles = " ".join(chart.proto.spec for chart in app.get("vega_lite_chart"))
+    for gauge in ("readings/s", "uplink queue (items)", "memory (RSS, MB)"):
+        assert f'"title": "{gauge}"' in titles, f"no {gauge} trend on the health page"
 
 
 # -- every page in a real browser ---------------------------------------------------------
@@ -405,7 +473,7 @@ def test_every_page_renders_in_headless_chromium(filled: Filled, tmp_path: Path)
                     assert errors.count() == 0, f"{title}: {errors.first.inner_text()}"
                     assert page.get_by_text("Traceback").count() == 0, title
                     if name == "alerts":  # the table's fragment reruns by itself
-                        stamp = page.get_by_text(re.compile(r"refreshed every 1 s"))
+                        stamp = page.get_by_text(re.compile(r"refreshed every 1 s", re.IGNORECASE))
                         before = stamp.inner_text()
                         expect(stamp).not_to_have_text(before, timeout=10_000)
                         assert page.locator('[data-testid="stException"]').count() == 0

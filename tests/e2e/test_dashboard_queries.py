@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dashboards import charts, queries
@@ -87,11 +88,11 @@ def test_devices_report_when_the_store_saw_them_recently(store: Store) -> None:
     store.write_readings("shop1", [fridge_reading(now - 5 * MIN, 4.0, "fresh")])
     store.write_readings("shop1", [fridge_reading(now - 20 * MIN, 4.0, "quiet")])
     store.write_aggregates([aggregate("windowed", now - 3 * MIN)])  # aggregates count too
+    nodes = queries.node_status([health("shop1", "edge", now, readings_per_s=3.0)], now)
 
-    devices = queries.device_activity(store, ["shop1"], now).set_index("device")
+    devices = queries.device_activity(store, ["shop1"], nodes, now).set_index("device")
 
     assert devices["reporting"].to_dict() == {"fresh": True, "quiet": False, "windowed": True}
-    nodes = queries.node_status([health("shop1", "edge", now, readings_per_s=3.0)], now)
     summary = queries.site_summary(["shop1", "farm"], nodes, devices.reset_index())
     assert summary.to_dict("records") == [
         {"site": "shop1", "edge": "online", "nodes_online": "1/1", "devices_reporting": 2,
@@ -99,6 +100,42 @@ def test_devices_report_when_the_store_saw_them_recently(store: Store) -> None:
         {"site": "farm", "edge": "no health yet", "nodes_online": "0/0", "devices_reporting": 0,
          "devices_known": 0, "readings_per_s": 0.0},
     ]  # fmt: skip
+
+
+def test_reporting_follows_the_sites_event_time_while_its_edge_is_online(store: Store) -> None:
+    """``edgepipe sim --speed 60`` stamps readings far from the wall clock: the store's
+    newest evidence of a live site, not "now", says which devices keep up."""
+    now = T0 + 30 * 24 * HOUR  # the wall clock, a month after the simulated readings
+    window = queries.REPORTING_WINDOW_MS
+    store.write_readings("shop1", [fridge_reading(T0, 4.0, "fresh")])
+    store.write_readings("shop1", [fridge_reading(T0 - window + MIN, 4.0, "keeping_up")])
+    store.write_readings("shop1", [fridge_reading(T0 - window - MIN, 4.0, "lagging")])
+    store.write_readings("shop2", [fridge_reading(T0, 4.0, "edge_gone")])
+    store.write_readings("shop3", [fridge_reading(now - MIN, 4.0, "no_health")])
+    reports = [health("shop1", "edge1", now), health("shop2", "edge2", now, status="offline")]
+    nodes = queries.node_status(reports, now)
+
+    devices = queries.device_activity(store, ["shop1", "shop2", "shop3"], nodes, now)
+
+    assert devices.set_index("device")["reporting"].to_dict() == {
+        "fresh": True, "keeping_up": True, "lagging": False,  # against the site's newest
+        "edge_gone": False,  # no live edge vouches for event time: the wall clock decides
+        "no_health": True,
+    }  # fmt: skip
+    assert devices.set_index("device").loc["lagging", "behind_s"] == (window + MIN) / 1000
+    summary = queries.site_summary(["shop1"], nodes, devices).iloc[0]
+    assert (summary["devices_reporting"], summary["devices_known"]) == (2, 3)
+
+
+def test_pages_open_on_the_device_with_the_newest_data(store: Store) -> None:
+    store.write_health(health("city", "edge-city", T0))  # a site with no series at all
+    store.write_readings("farm", [fridge_reading(T0, 4.0, "older")])
+    store.write_readings("farm", [fridge_reading(T0 + MIN, 4.0, "newest")])
+    store.write_readings("shop", [fridge_reading(T0 + 10, 4.0, "middle")])
+
+    assert store.sites()[0] == "city"
+    assert queries.default_series(store, store.sites()) == ("farm", "newest")
+    assert queries.default_series(store, ["city"]) is None
 
 
 # -- alerts ---------------------------------------------------------------------------------
@@ -134,15 +171,29 @@ def test_live_alerts_filter_by_severity_and_kind_and_link_to_the_explorer(store:
 
     def ids(**filters: object) -> list[tuple[str, str]]:
         args: dict[str, object] = {"site": None, "severities": [], "kinds": [], "since_ms": 0}
-        frame = queries.live_alerts(store, **{**args, **filters})  # type: ignore[arg-type]
-        return list(zip(frame["alert_id"], frame["state"], strict=True))
+        page = queries.live_alerts(store, **{**args, **filters})  # type: ignore[arg-type]
+        return list(zip(page.frame["alert_id"], page.frame["state"], strict=True))
 
     assert ids() == [("a3", "raised"), ("a1", "cleared"), ("a2", "raised"), ("a1", "raised")]
     assert ids(severities=["critical"], site="shop1") == [("a1", "cleared"), ("a1", "raised")]
     assert ids(kinds=["smart_shelf"]) == [("a2", "raised")]
-    frame = queries.live_alerts(store, site="shop1", severities=[], kinds=[], since_ms=0)
+    frame = queries.live_alerts(store, site="shop1", severities=[], kinds=[], since_ms=0).frame
     assert list(frame["open"]) == [False, True, False]  # a1 was cleared, a2 is open
     assert frame["explorer"].iloc[1] == f"explorer?site=shop1&device=shelf1&metric=temp&at={T0 + 1}"
+
+
+def test_live_alerts_say_how_many_match_beyond_the_rows_shown(store: Store) -> None:
+    flood = [alert(f"w{i}", T0 + 10 + i) for i in range(2100)]  # newer than the rare one
+    store.write_alerts([alert("rare", T0, severity="critical"), *flood])
+    args: dict[str, object] = {"site": None, "kinds": [], "since_ms": 0}
+
+    page = queries.live_alerts(store, severities=[], limit=200, **args)  # type: ignore[arg-type]
+    rare = queries.live_alerts(store, severities=["critical"], **args)  # type: ignore[arg-type]
+
+    assert (len(page.frame), page.total, page.capped) == (200, 2101, True)
+    assert page.frame["alert_id"].iloc[0] == "w2099"
+    assert list(rare.frame["alert_id"]) == ["rare"]  # found under 2,100 newer warnings
+    assert (rare.total, rare.capped) == (1, False)
 
 
 @pytest.mark.parametrize(
@@ -276,3 +327,64 @@ def test_edge_health_keeps_missing_gauges_missing_and_counts_dead_letters_by_rea
         {"site": "farm", "node": "edge-farm", "metric": "moisture", "shipped_pct": 25.0}
     ]
     assert list(totals["readings_accepted"]) == [10, 0]
+
+
+# -- history --------------------------------------------------------------------------------
+
+
+def test_readings_per_second_per_site_sum_the_nodes_up_to_the_newest_report(store: Store) -> None:
+    for i in range(6):  # an hour of reports every 10 minutes, two farm nodes and one city node
+        ts = T0 + i * 10 * MIN
+        store.write_health(health("farm", "edge-a", ts, readings_per_s=10.0 + i))
+        store.write_health(health("farm", "edge-b", ts, readings_per_s=5.0))
+        store.write_health(health("city", "edge-c", ts, readings_per_s=2.5))
+    store.write_health(health("cloud", "worker-1", T0, readings_per_s=999.0))  # not an edge
+
+    rates = queries.site_rates(store, HOUR)
+
+    farm = rates[rates["site"] == "farm"]
+    assert list(farm["readings_per_s"]) == [15.0 + i for i in range(6)]
+    assert set(rates["site"]) == {"farm", "city"}
+    assert queries.to_ms(rates["time"]).max() == T0 + 50 * MIN  # ends on the newest report
+    assert queries.to_ms(rates["time"]).min() >= T0 + 50 * MIN - HOUR
+
+
+def test_node_history_has_one_row_per_time_node_and_gauge(store: Store) -> None:
+    store.write_health(health("farm", "edge-a", T0, readings_per_s=10.0, queue_items=3.0))
+    store.write_health(health("farm", "edge-a", T0 + 10_000, readings_per_s=20.0))
+
+    history = queries.node_history(store, HOUR, ["readings_per_s", "queue_items"])
+
+    every = queries.history_window(T0, HOUR)[2]
+    assert every == 30_000
+    assert history[["node", "gauge", "value"]].to_dict("records") == [
+        {"node": "edge-a", "gauge": "readings_per_s", "value": 15.0},  # two reports, one bucket
+        {"node": "edge-a", "gauge": "queue_items", "value": 3.0},
+    ]
+
+
+def test_open_alerts_over_time_end_on_the_open_count_the_page_shows(store: Store) -> None:
+    store.write_alerts(
+        [
+            alert("c1", T0, severity="critical"),
+            alert("w1", T0 + 5 * MIN),
+            alert("w2", T0 + 10 * MIN),
+            alert("w1", T0 + 20 * MIN, "cleared"),
+            alert("s2", T0 + 30 * MIN, site="shop2"),
+        ]
+    )
+    open_now = queries.count_by_severity(queries.open_alerts(store))
+
+    history = queries.alert_history(store, HOUR, open_now)
+
+    last = history.open[history.open["time"] == history.open["time"].max()]
+    assert dict(zip(last["severity"], last["open"], strict=True)) == open_now
+    warning = history.open[history.open["severity"] == "warning"].set_index("time")["open"]
+    at = {queries.to_ms(pd.Series([t])).iloc[0]: n for t, n in warning.items()}
+    every = history.every_ms
+    assert at[T0 + 10 * MIN + every] == 2  # w1 and w2 open
+    assert at[T0 + 20 * MIN + every] == 1  # w1 cleared, s2 not yet raised
+    assert at[T0 + 30 * MIN + every] == 2  # s2 raised
+    assert at[T0 + every] == 0
+    raised = history.raised.groupby("site")["raised"].sum().to_dict()
+    assert raised == {"shop1": 3, "shop2": 1}

@@ -5,6 +5,8 @@ As for readings, the bound is checked in exact rational arithmetic on the two do
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from fractions import Fraction
 
 import msgspec
@@ -148,3 +150,38 @@ def test_decoder_survives_any_columns(body: tuple[object, ...], seq: int) -> Non
         decode_aggregates(frame)
     except ProtocolError:
         pass
+
+
+def decimals_of(step: float) -> int:
+    """Decimal places of a step as written (0.1 → 1, 0.05 → 2, 10.0 → 0)."""
+    return max(0, -int(Decimal(repr(step)).normalize().as_tuple().exponent))
+
+
+@ROUND_TRIP
+@given(aggregate_batches())
+def test_decoded_values_sit_on_the_resolution_grid_without_float_noise(
+    batch: AggregateBatch,
+) -> None:
+    """A value is carried exactly (raw) or prints as a decimal of the step (no float noise)."""
+    decoded = decode_aggregates(encode_aggregates(batch, RESOLUTIONS)).aggregates
+    expected = sorted(batch.aggregates, key=lambda a: (a.device, a.metric, a.start))
+    for got, want in zip(decoded, expected, strict=True):
+        step = RESOLUTIONS.get((got.kind, got.metric))
+        for field in VALUE_FIELDS:
+            value, original = getattr(got, field), getattr(want, field)
+            if value == original or (math.isnan(value) and math.isnan(original)):
+                continue  # carried raw, or already on the grid
+            assert step is not None
+            places = decimals_of(step)
+            assert float(f"{value:.{places}f}") == value, (value, step)
+
+
+def test_a_mean_on_the_grid_reads_back_as_its_decimal() -> None:
+    means = [25.4, 0.3, 17.9, 30.7]
+    items = [
+        Aggregate(1, "farm", f"d{i}", "soil_probe", "moisture", NOW, NOW + 60_000, 3, 0.1, 99.9,
+                  mean, 0.3, 0.7, 0)
+        for i, mean in enumerate(means)
+    ]  # fmt: skip
+    decoded = decode_aggregates(encode_aggregates(AggregateBatch(1, "farm", 1, items), RESOLUTIONS))
+    assert [repr(a.mean) for a in decoded.aggregates] == [repr(round(m, 1)) for m in means]

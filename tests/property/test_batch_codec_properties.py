@@ -7,6 +7,7 @@ point, so a difference that rounds onto ``resolution / 2`` from above cannot sli
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from fractions import Fraction
 
 import zstandard
@@ -211,3 +212,36 @@ def test_decoder_survives_corrupted_frames(changes: list[tuple[str, int, int]]) 
     _refuses_cleanly(b"EPB\x01\x02" + zstandard.ZstdCompressor().compress(plain))
     frame = encode_batch(_SAMPLE, DELTA_ZSTD)
     _refuses_cleanly(frame[:5] + _corrupt(frame[5:], changes))
+
+
+def decimals_of(step: float) -> int:
+    """Decimal places of a step as written (0.1 → 1, 0.05 → 2, 10.0 → 0)."""
+    return max(0, -int(Decimal(repr(step)).normalize().as_tuple().exponent))
+
+
+def assert_on_the_grid(decoded: float, resolution: float) -> None:
+    """``decoded`` prints as a number on the grid of the step (or of the half step a tie
+    series falls back to): no float noise such as 25.400000000000002."""
+    places = decimals_of(resolution / 2)
+    assert float(f"{decoded:.{places}f}") == decoded, (decoded, resolution)
+
+
+@ROUND_TRIP
+@given(batches())
+def test_decoded_values_sit_on_the_resolution_grid_without_float_noise(batch: Batch) -> None:
+    """A value is carried exactly (a series sent raw) or prints on the grid of its step."""
+    decoded = decode_batch(encode_batch(batch, DELTA_ZSTD))
+    expected = sorted(batch.readings, key=lambda r: (r.device, r.ts, r.seq))
+    for got, want in zip(decoded.readings, expected, strict=True):
+        for name, value in got.metrics.items():
+            if value != want.metrics[name]:
+                assert_on_the_grid(value, KINDS[got.kind].metrics[name].resolution)
+
+
+def test_a_value_on_a_decimal_step_decodes_to_that_decimal() -> None:
+    values = [25.4, 0.3, 0.7, 17.9, -3.3, 99.99]
+    readings = [Reading(1, "ws1", "weather_station", NOW + i, i, {"air_temp": v})
+                for i, v in enumerate(values)]  # fmt: skip
+    decoded = decode_batch(encode_batch(Batch(1, "farm", 0, readings), DELTA_ZSTD))
+    got = [r.metrics["air_temp"] for r in decoded.readings]
+    assert [repr(v) for v in got] == [repr(round(v, 1)) for v in values]

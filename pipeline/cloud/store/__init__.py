@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.cloud.store.base import (
+    HEALTH_RETENTION_MS,
     AggregateBucket,
+    AlertCount,
+    HealthPoint,
     MergedModelRecord,
     MetricTotals,
     ModelDeltaRecord,
@@ -46,7 +49,10 @@ from pipeline.errors import ConfigError
 from pipeline.protocol.topics import is_valid_id
 
 __all__ = [
+    "HEALTH_RETENTION_MS",
     "AggregateBucket",
+    "AlertCount",
+    "HealthPoint",
     "InfluxStore",
     "InfluxURL",
     "MergedModelRecord",

@@ -70,7 +70,10 @@ from pipeline.protocol.topics import is_valid_id
 
 __all__ = [
     "CLOUD_SITE",
+    "HEALTH_RETENTION_MS",
     "AggregateBucket",
+    "AlertCount",
+    "HealthPoint",
     "MergedModelRecord",
     "MetricTotals",
     "ModelDeltaRecord",
@@ -80,6 +83,7 @@ __all__ = [
     "Store",
     "StoreConfigError",
     "StoreUnavailable",
+    "check_gauge",
     "check_id",
     "check_interval",
     "dead_letter_key",
@@ -88,6 +92,11 @@ __all__ = [
 # The site under which cloud workers store their own health (docs/protocol.md): a topic
 # level the protocol reserves, so no edge site can take it. ``sites()`` leaves it out.
 CLOUD_SITE = "cloud"
+
+# How long SQLite keeps a node's health reports, counted back from its newest report (event
+# time of the reports, not the wall clock): the history charts look back a day at most.
+# InfluxDB keeps them as long as the database's retention policy (docs/protocol.md).
+HEALTH_RETENTION_MS = 7 * 86_400_000
 
 # Field names a reading's metric may not take: ``seq`` is stored beside the metrics and
 # InfluxDB refuses a field called ``time``.
@@ -169,6 +178,33 @@ class AggregateBucket:
     max: float
     mean: float
     anomalies: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPoint:
+    """One node's health over a time bucket, for trend charts (readings/s, queue depth, ...).
+
+    ``ts`` is the bucket start (a multiple of ``every_ms``), ``reports`` the health reports
+    in it, and ``gauges`` the mean of each requested gauge over the reports that carried it
+    (a gauge none of them carried is left out, never a made-up zero).
+    """
+
+    site: str
+    node: str
+    ts: int
+    reports: int
+    gauges: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCount:
+    """Alert records of one (site, severity, state) whose ``reading_ts`` is in one bucket."""
+
+    ts: int
+    site: str
+    severity: str
+    state: str
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,8 +351,41 @@ class Store(Protocol):
         """
         ...
 
-    def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
-        """Alerts with ``reading_ts >= since_ms``, newest first, at most ``limit``."""
+    def query_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        limit: int = 100,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> list[AlertData]:
+        """Alerts with ``reading_ts >= since_ms``, newest first, at most ``limit``.
+
+        ``severities`` and ``kinds`` (empty: any) filter in the database, so the newest
+        ``limit`` of a rare severity are found under a flood of others. At one instant a
+        ``cleared`` record comes before its ``raised`` one (ties by site, alert_id, state).
+        """
+        ...
+
+    def count_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> int:
+        """How many records :meth:`query_alerts` would return with no limit."""
+        ...
+
+    def alert_counts(
+        self, start_ms: int, end_ms: int, every_ms: int, site: str | None = None
+    ) -> list[AlertCount]:
+        """Alert records with ``reading_ts`` in ``[start_ms, end_ms)`` counted per bucket.
+
+        One row per (bucket, site, severity, state) that has any, buckets aligned to
+        multiples of ``every_ms``; sorted by ``ts``, site, severity, state. Counted in the
+        database, for charts of alerts over time.
+        """
         ...
 
     def query_dead_letters(
@@ -333,6 +402,23 @@ class Store(Protocol):
 
     def latest_health(self) -> list[Health]:
         """The newest health report of every (site, node), sorted by (site, node)."""
+        ...
+
+    def health_history(
+        self,
+        start_ms: int,
+        end_ms: int,
+        every_ms: int,
+        gauges: Sequence[str],
+        site: str | None = None,
+    ) -> list[HealthPoint]:
+        """Health reports with ``ts`` in ``[start_ms, end_ms)``, averaged per node and bucket.
+
+        Buckets are aligned to multiples of ``every_ms``; the database averages each of
+        ``gauges`` (names checked by :func:`check_gauge`). Sorted by site, node and ``ts``;
+        a bucket with no report is left out. The caller keeps nodes × buckets under the
+        5,000 rows a query may ask InfluxDB for.
+        """
         ...
 
     def sites(self) -> list[str]:
@@ -385,6 +471,19 @@ def check_id(field: str, value: object) -> str:
     if isinstance(value, str) and _valid(value):
         return value
     raise ValueError(f"invalid {field} id {str(value)[:80]!r}: expected ^[A-Za-z0-9_-]{{1,64}}$")
+
+
+_GAUGE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def check_gauge(value: object) -> str:
+    """A health gauge name (``readings_per_s``, ``selection_ratio.temp``), else ``ValueError``.
+
+    Ids plus dots: a gauge name becomes an InfluxDB field key and a SQLite JSON path.
+    """
+    if isinstance(value, str) and _GAUGE_NAME.fullmatch(value):
+        return value
+    raise ValueError(f"invalid gauge name {str(value)[:80]!r}: expected ^[A-Za-z0-9_.-]{{1,128}}$")
 
 
 def check_metric(value: object) -> str:

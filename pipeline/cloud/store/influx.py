@@ -33,7 +33,7 @@ measurement     tags                                  fields                    
 ``readings``    site, device, kind                    one float per metric (its name),        reading ts
                                                       ``seq`` (int)
 ``aggregates``  site, device, kind, metric            count (int), min, max, mean, std,       window start
-                                                      last, anomalies (int), end (int, ms)
+                                                      last, anomalies (int), end_ms (int)
 ``alerts``      site, device, kind, metric,           alert_id (string), score, value,        reading_ts
                 severity, state                       reason (string), model_version
                                                       (string)
@@ -42,7 +42,7 @@ measurement     tags                                  fields                    
 ``deadletters`` site, reason                          detail, topic, sha256, payload          ts in ns: ts·10⁶ +
                                                       (strings), size (int)                   ``dead_letter_key`` (< 10⁶)
 ``labels``      site, device, anomaly                 metrics (string, comma-separated),      window start
-                                                      end (int, ms)
+                                                      end_ms (int)
 ``model_deltas`` kind, site                           seq (int), n (int), node (string)       the delta's created_ms
 ``models``      kind                                  version (int), n (int), sites, payload  the model's created_ms
                                                       (strings)
@@ -80,6 +80,8 @@ import urllib3
 from pipeline.cloud.store.base import (
     CLOUD_SITE,
     AggregateBucket,
+    AlertCount,
+    HealthPoint,
     MergedModelRecord,
     MetricTotals,
     ModelDeltaRecord,
@@ -87,6 +89,7 @@ from pipeline.cloud.store.base import (
     ReadingRow,
     StoreConfigError,
     StoreUnavailable,
+    check_gauge,
     check_id,
     check_interval,
     check_metric,
@@ -205,7 +208,7 @@ def aggregate_lines(aggs: Sequence[Aggregate]) -> list[str]:
         fields += _floats(
             [("min", a.min), ("max", a.max), ("mean", a.mean), ("std", a.std), ("last", a.last)]
         )
-        fields += [f"anomalies={int(a.anomalies)}i", f"end={int(a.end)}i"]
+        fields += [f"anomalies={int(a.anomalies)}i", f"end_ms={int(a.end)}i"]
         lines.append(
             f"aggregates,device={_tag('device', a.device)},kind={_tag('kind', a.kind)},"
             f"metric={_tag('metric', a.metric)},site={_tag('site', a.site)} "
@@ -264,7 +267,7 @@ def label_lines(labels: Sequence[Label]) -> list[str]:
         metrics = ",".join(check_metric(m) for m in lab.metrics)
         lines.append(
             f"labels,anomaly={_tag('anomaly', lab.anomaly)},device={_tag('device', lab.device)},"
-            f"site={_tag('site', lab.site)} metrics={escape_string(metrics)},end={int(lab.end)}i "
+            f"site={_tag('site', lab.site)} metrics={escape_string(metrics)},end_ms={int(lab.end)}i "
             f"{int(lab.start)}"
         )
     return lines
@@ -315,6 +318,27 @@ def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
         name, value = (_UNESCAPED_EQUALS.split(pair, maxsplit=1) + [""])[:2]
         tags[_ESCAPED.sub(r"\1", name)] = _ESCAPED.sub(r"\1", value)
     return _ESCAPED.sub(r"\1", measurement), tags
+
+
+def _alert_where(
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+) -> str:
+    """``WHERE`` over alerts by site, time, and any of ``severities`` and of ``kinds``."""
+    any_of = [
+        "(" + " OR ".join(_eq(tag, v) for v in values) + ")" if values else ""
+        for tag, values in (("severity", severities), ("kind", kinds))
+    ]
+    return _where(_eq("site", site) if site is not None else "", *any_of, _time(">=", since))
+
+
+def _end_ms(row: dict[str, Any]) -> int:
+    """A window end: ``end_ms``, or ``end`` in points an older edgepipe wrote.
+
+    ``end`` is an InfluxQL keyword (it must be quoted as ``"end"``), so the field was
+    renamed; old points keep it, and ``SELECT *`` returns both columns.
+    """
+    value = row.get("end_ms")
+    return int(row["end"] if value is None else value)
 
 
 def _float(value: Any) -> float:
@@ -635,7 +659,7 @@ class InfluxStore:
                 kind=row["kind"],
                 metric=row["metric"],
                 start=row["time"],
-                end=int(row["end"]),
+                end=_end_ms(row),
                 count=int(row["count"]),
                 min=_float(row["min"]),
                 max=_float(row["max"]),
@@ -679,10 +703,17 @@ class InfluxStore:
             for _, row in self._rows(q)
         ]
 
-    def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
+    def query_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        limit: int = 100,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> list[AlertData]:
         since = check_ms("since_ms", since_ms)
         n = check_positive("limit", limit)
-        where = _where(_eq("site", site) if site is not None else "", _time(">=", since))
+        where = _alert_where(site, since, severities, kinds)
         q = f'SELECT * FROM "alerts"{where} ORDER BY time DESC LIMIT {n}'
         alerts = [
             AlertData(
@@ -704,6 +735,36 @@ class InfluxStore:
         ]
         alerts.sort(key=lambda a: (-a.reading_ts, a.site, a.alert_id, a.state))
         return alerts
+
+    def count_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> int:
+        where = _alert_where(site, check_ms("since_ms", since_ms), severities, kinds)
+        rows = self._rows(f'SELECT COUNT("alert_id") AS "n" FROM "alerts"{where}')
+        return sum(int(row["n"] or 0) for _, row in rows)
+
+    def alert_counts(
+        self, start_ms: int, end_ms: int, every_ms: int, site: str | None = None
+    ) -> list[AlertCount]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        where = _where(_eq("site", site) if site is not None else "", _time(">=", start),
+                       _time("<", end))  # fmt: skip
+        q = (
+            f'SELECT COUNT("alert_id") AS "n" FROM "alerts"{where} '
+            f'GROUP BY time({every}ms), "site", "severity", "state" fill(none)'
+        )
+        counts = [
+            AlertCount(row["time"], tags["site"], tags["severity"], tags["state"], int(row["n"]))
+            for tags, row in self._rows(q)
+            if row["n"]
+        ]
+        counts.sort(key=lambda c: (c.ts, c.site, c.severity, c.state))
+        return counts
 
     def query_dead_letters(
         self, site: str | None, since_ms: int, limit: int = 100
@@ -735,7 +796,7 @@ class InfluxStore:
             _eq("site", site),
             _eq("device", device) if device is not None else "",
             _time("<", end),
-            f'"end" >= {start}',
+            f'("end_ms" >= {start} OR "end" >= {start})',  # "end": older points
         )
         labels = [
             Label(
@@ -745,7 +806,7 @@ class InfluxStore:
                 metrics=row["metrics"].split(",") if row["metrics"] else [],
                 anomaly=row["anomaly"],
                 start=row["time"],
-                end=int(row["end"]),
+                end=_end_ms(row),
             )
             for _, row in self._rows(f'SELECT * FROM "labels"{where}')
         ]
@@ -779,6 +840,41 @@ class InfluxStore:
             )
         reports.sort(key=lambda h: (h.site, h.node))
         return reports
+
+    def health_history(
+        self,
+        start_ms: int,
+        end_ms: int,
+        every_ms: int,
+        gauges: Sequence[str],
+        site: str | None = None,
+    ) -> list[HealthPoint]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        names = [check_gauge(g) for g in gauges]
+        means = "".join(
+            f", MEAN({quote_ident(_GAUGE + g)}) AS {quote_ident(f'g{i}')}"
+            for i, g in enumerate(names)
+        )
+        where = _where(_eq("site", site) if site is not None else "", _time(">=", start),
+                       _time("<", end))  # fmt: skip
+        q = (
+            f'SELECT COUNT("status") AS "reports"{means} FROM "health"{where} '
+            f'GROUP BY time({every}ms), "site", "node" fill(none)'
+        )
+        points = [
+            HealthPoint(
+                tags["site"],
+                tags["node"],
+                row["time"],
+                int(row["reports"] or 0),
+                {g: float(row[f"g{i}"]) for i, g in enumerate(names) if row[f"g{i}"] is not None},
+            )
+            for tags, row in self._rows(q)
+            if row["reports"]
+        ]
+        points.sort(key=lambda p: (p.site, p.node, p.ts))
+        return points
 
     def sites(self) -> list[str]:
         found = {row["value"] for _, row in self._rows('SHOW TAG VALUES WITH KEY = "site"')}

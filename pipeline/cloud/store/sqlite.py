@@ -14,14 +14,15 @@ every write is an upsert, so a resent batch leaves one copy with the newest valu
   wait for the writer open their own ``SQLiteStore``.
 * **One transaction per write call**, rows sent with ``executemany``.
 
-Schema (``PRAGMA user_version = 1``; times in Unix ms):
+Schema (``PRAGMA user_version = 2``; times in Unix ms; a version 1 file is migrated when
+opened: its ``"end"`` columns are renamed ``end_ms``):
 
 ====================  ========================================  ==============================
 table                 primary key                               other columns
 ====================  ========================================  ==============================
 ``readings``          site, device, ts                          kind, seq
 ``reading_values``    site, device, metric, ts                  value (one row per metric)
-``aggregates``        site, device, metric, start               kind, end, count, min, max,
+``aggregates``        site, device, metric, start               kind, end_ms, count, min, max,
                                                                 mean, std, last, anomalies
 ``alerts``            site, alert_id, state                     device, kind, metric,
                                                                 severity, score, value,
@@ -30,7 +31,7 @@ table                 primary key                               other columns
 ``health``            site, node, ts                            status, counters, gauges (JSON)
 ``dead_letters``      site, reason, ts, key                     detail, topic, size, sha256,
                                                                 payload
-``labels``            site, device, anomaly, start              end, metrics (comma-separated)
+``labels``            site, device, anomaly, start              end_ms, metrics (comma-separated)
 ``model_deltas``      kind, site, seq                           node, ts, n (applied deltas)
 ``models``            kind, version                             ts, n, sites, payload (merged)
 ``sites``             site                                      (every site with any record)
@@ -54,13 +55,17 @@ from pathlib import Path
 
 from pipeline.cloud.store.base import (
     CLOUD_SITE,
+    HEALTH_RETENTION_MS,
     AggregateBucket,
+    AlertCount,
+    HealthPoint,
     MergedModelRecord,
     MetricTotals,
     ModelDeltaRecord,
     ReadingRow,
     StoreConfigError,
     StoreUnavailable,
+    check_gauge,
     check_id,
     check_interval,
     check_metric,
@@ -83,7 +88,15 @@ from pipeline.protocol.messages import (
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_USER_VERSION = 1
+SCHEMA_USER_VERSION = 2
+# Version 1 named the window end ``"end"``; version 2 calls it ``end_ms`` (``end`` is a
+# keyword in InfluxQL, and one name in both backends keeps hand-written queries portable).
+_MIGRATIONS = {
+    2: [
+        'ALTER TABLE aggregates RENAME COLUMN "end" TO end_ms',
+        'ALTER TABLE labels RENAME COLUMN "end" TO end_ms',
+    ]
+}
 NAN = float("nan")
 
 _SCHEMA = """
@@ -99,7 +112,7 @@ CREATE TABLE IF NOT EXISTS reading_values (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS aggregates (
     site TEXT NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, start INTEGER NOT NULL,
-    kind TEXT NOT NULL, "end" INTEGER NOT NULL, count INTEGER NOT NULL,
+    kind TEXT NOT NULL, end_ms INTEGER NOT NULL, count INTEGER NOT NULL,
     min REAL, max REAL, mean REAL, std REAL, last REAL, anomalies INTEGER NOT NULL,
     PRIMARY KEY (site, device, metric, start)
 ) WITHOUT ROWID;
@@ -117,6 +130,7 @@ CREATE TABLE IF NOT EXISTS health (
     counters TEXT NOT NULL, gauges TEXT NOT NULL,
     PRIMARY KEY (site, node, ts)
 );
+CREATE INDEX IF NOT EXISTS health_by_time ON health (ts);
 CREATE TABLE IF NOT EXISTS dead_letters (
     site TEXT NOT NULL, reason TEXT NOT NULL, ts INTEGER NOT NULL, key INTEGER NOT NULL,
     detail TEXT NOT NULL, topic TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
@@ -127,7 +141,7 @@ CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (ts, key);
 CREATE INDEX IF NOT EXISTS dead_letters_by_site_time ON dead_letters (site, ts, key);
 CREATE TABLE IF NOT EXISTS labels (
     site TEXT NOT NULL, device TEXT NOT NULL, anomaly TEXT NOT NULL, start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL, metrics TEXT NOT NULL,
+    end_ms INTEGER NOT NULL, metrics TEXT NOT NULL,
     PRIMARY KEY (site, device, anomaly, start)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS model_deltas (
@@ -158,10 +172,10 @@ ON CONFLICT (site, device, metric, ts) DO UPDATE SET value = excluded.value
 # A float left out as non-finite keeps the stored value, as a field InfluxDB did not get.
 _UPSERT_AGGREGATE = """
 INSERT INTO aggregates
-    (site, device, metric, start, kind, "end", count, min, max, mean, std, last, anomalies)
+    (site, device, metric, start, kind, end_ms, count, min, max, mean, std, last, anomalies)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (site, device, metric, start) DO UPDATE SET
-    kind = excluded.kind, "end" = excluded."end", count = excluded.count,
+    kind = excluded.kind, end_ms = excluded.end_ms, count = excluded.count,
     min = coalesce(excluded.min, min), max = coalesce(excluded.max, max),
     mean = coalesce(excluded.mean, mean), std = coalesce(excluded.std, std),
     last = coalesce(excluded.last, last), anomalies = excluded.anomalies
@@ -206,6 +220,7 @@ class SQLiteStore:
                     f"edgepipe ({SCHEMA_USER_VERSION})"
                 )
             with conn:
+                _migrate(conn, version)
                 conn.executescript(_SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_USER_VERSION}")
 
@@ -321,9 +336,13 @@ class SQLiteStore:
         counters = {str(k): int(v) for k, v in h.counters.items()}
         gauges = {str(k): f for k, v in h.gauges.items() if (f := finite(v)) is not None}
         row = (site, node, int(h.ts), str(h.status), json.dumps(counters), json.dumps(gauges))
+        # The history is bounded: reports older than the retention, counted back from this
+        # one, go (one range delete in the primary key per report).
+        expired = (site, node, int(h.ts) - HEALTH_RETENTION_MS)
         self._write(
             [
                 ("INSERT OR REPLACE INTO health VALUES (?, ?, ?, ?, ?, ?)", [row]),
+                ("DELETE FROM health WHERE site = ? AND node = ? AND ts < ?", [expired]),
                 ("INSERT OR IGNORE INTO sites VALUES (?)", [(site,)] if site != CLOUD_SITE else []),
             ]
         )
@@ -480,7 +499,7 @@ class SQLiteStore:
     ) -> list[Aggregate]:
         start, end = check_interval(start_ms, end_ms)
         sql = """
-            SELECT site, device, kind, metric, start, "end", count,
+            SELECT site, device, kind, metric, start, end_ms, count,
                    min, max, mean, std, last, anomalies
             FROM aggregates
             WHERE site = ? AND device = ? AND metric = ? AND start >= ? AND start < ?
@@ -495,7 +514,7 @@ class SQLiteStore:
                 kind=row["kind"],
                 metric=row["metric"],
                 start=row["start"],
-                end=row["end"],
+                end=row["end_ms"],
                 count=row["count"],
                 min=_float(row["min"]),
                 max=_float(row["max"]),
@@ -532,9 +551,16 @@ class SQLiteStore:
             for ts, count, lo, hi, mean, anomalies in self._fetch(sql, params)
         ]
 
-    def query_alerts(self, site: str | None, since_ms: int, limit: int = 100) -> list[AlertData]:
+    def query_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        limit: int = 100,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> list[AlertData]:
         since, n = check_ms("since_ms", since_ms), check_positive("limit", limit)
-        where, params = _site_filter(site, "reading_ts", since)
+        where, params = _alert_filter(site, since, severities, kinds)
         sql = f"""
             SELECT alert_id, site, device, kind, metric, state, severity, score, value,
                    reading_ts, reason, model_version
@@ -558,6 +584,33 @@ class SQLiteStore:
                 model_version=row["model_version"],
             )
             for row in self._fetch(sql, (*params, n))
+        ]
+
+    def count_alerts(
+        self,
+        site: str | None,
+        since_ms: int,
+        severities: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+    ) -> int:
+        where, params = _alert_filter(site, check_ms("since_ms", since_ms), severities, kinds)
+        return int(self._fetch(f"SELECT COUNT(*) FROM alerts {where}", params)[0][0])
+
+    def alert_counts(
+        self, start_ms: int, end_ms: int, every_ms: int, site: str | None = None
+    ) -> list[AlertCount]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        where, params = _alert_filter(site, start, (), ())
+        sql = f"""
+            SELECT reading_ts - ((reading_ts % ?) + ?) % ? AS bucket, site, severity, state,
+                   COUNT(*)
+            FROM alerts {where} AND reading_ts < ?
+            GROUP BY bucket, site, severity, state ORDER BY bucket, site, severity, state
+        """
+        rows = self._fetch(sql, (every, every, every, *params, end))
+        return [
+            AlertCount(int(ts), str(si), str(se), str(st), int(n)) for ts, si, se, st, n in rows
         ]
 
     def query_dead_letters(
@@ -590,14 +643,14 @@ class SQLiteStore:
     ) -> list[Label]:
         start, end = check_interval(start_ms, end_ms)
         conditions, params = (
-            ["site = ?", "start < ?", '"end" >= ?'],
+            ["site = ?", "start < ?", "end_ms >= ?"],
             [check_id("site", site), end, start],
         )
         if device is not None:
             conditions.append("device = ?")
             params.append(check_id("device", device))
         sql = f"""
-            SELECT site, device, metrics, anomaly, start, "end" FROM labels
+            SELECT site, device, metrics, anomaly, start, end_ms FROM labels
             WHERE {" AND ".join(conditions)} ORDER BY start, device, anomaly
         """
         return [
@@ -608,7 +661,7 @@ class SQLiteStore:
                 metrics=row["metrics"].split(",") if row["metrics"] else [],
                 anomaly=row["anomaly"],
                 start=row["start"],
-                end=row["end"],
+                end=row["end_ms"],
             )
             for row in self._fetch(sql, params)
         ]
@@ -630,6 +683,38 @@ class SQLiteStore:
                 gauges=json.loads(row["gauges"]),
             )
             for row in self._fetch(sql)
+        ]
+
+    def health_history(
+        self,
+        start_ms: int,
+        end_ms: int,
+        every_ms: int,
+        gauges: Sequence[str],
+        site: str | None = None,
+    ) -> list[HealthPoint]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        names = [check_gauge(g) for g in gauges]
+        means = "".join(", AVG(json_extract(gauges, ?))" for _ in names)
+        site_filter = "" if site is None else "AND site = ?"
+        sql = f"""
+            SELECT site, node, ts - ((ts % ?) + ?) % ? AS bucket, COUNT(*){means}
+            FROM health WHERE ts >= ? AND ts < ? {site_filter}
+            GROUP BY site, node, bucket ORDER BY site, node, bucket
+        """
+        params: list[object] = [every, every, every, *(f'$."{g}"' for g in names), start, end]
+        if site is not None:
+            params.append(check_id("site", site))
+        return [
+            HealthPoint(
+                str(row[0]),
+                str(row[1]),
+                int(row[2]),
+                int(row[3]),
+                {g: float(v) for g, v in zip(names, row[4:], strict=True) if v is not None},
+            )
+            for row in self._fetch(sql, params)
         ]
 
     def sites(self) -> list[str]:
@@ -690,9 +775,34 @@ class SQLiteStore:
                 self._conn.close()
 
 
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a file written by an older edgepipe to the current schema, in place.
+
+    Version 0 is a new (empty) file: the schema script creates everything.
+    """
+    if version == 0:
+        return
+    for target in range(version + 1, SCHEMA_USER_VERSION + 1):
+        for statement in _MIGRATIONS.get(target, []):
+            conn.execute(statement)
+
+
 def _float(value: float | None) -> float:
     """A nullable REAL column: NULL (a value that was not finite) reads back as NaN."""
     return NAN if value is None else float(value)
+
+
+def _alert_filter(
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+) -> tuple[str, list[object]]:
+    """``WHERE`` over alerts by site, time, severities and kinds (each checked as an id)."""
+    where, params = _site_filter(site, "reading_ts", since)
+    for column, values in (("severity", severities), ("kind", kinds)):
+        if values:
+            checked = [check_id(column, v) for v in values]
+            where += f" AND {column} IN ({', '.join('?' * len(checked))})"
+            params += checked
+    return where, params
 
 
 def _site_filter(site: str | None, ts_column: str, since: int) -> tuple[str, list[object]]:
