@@ -60,10 +60,10 @@ def test_config_check_of_a_good_file_exits_0(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "config ok")
 
 
-def test_a_bad_broker_url_exits_2_without_a_traceback() -> None:
+def test_a_bad_broker_url_exits_2_naming_the_flag_without_a_traceback() -> None:
     result = edgepipe("edge", "--site", "farm", "--broker", "http://127.0.0.1:1883")
     assert result.returncode == 2
-    assert "mqtt.url" in result.stderr
+    assert result.stderr.count("\n") == 1 and "'--broker'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -87,3 +87,193 @@ def test_config_show_reflects_the_environment() -> None:
     result = edgepipe("config", "show", env=env)
     assert result.returncode == 0
     assert tomllib.loads(result.stdout)["edge"]["site"] == "retail-7"
+
+
+# -- hostile flags: every command, exit 2 and one line naming the flag ---------------------
+
+# (flag named in the error, command line). Commands that would connect get a broker where
+# nothing listens (see `unreachable_broker`): a check that came after connecting would end
+# in exit 1 after the connect time-out, not exit 2.
+HOSTILE = [
+    ("--broker", ["sim", "--broker", "http://x"]),
+    ("--broker", ["sim", "--broker", "mqtt://host:99999"]),
+    ("--broker", ["sim", "--broker", "mqtt://"]),
+    ("--sites", ["sim", "--sites", "orchard"]),
+    ("--sites", ["sim", "--sites", "farm/1"]),
+    ("--sites", ["sim", "--sites", "farm,#"]),
+    ("--sites", ["sim", "--sites", "+"]),
+    ("--sites", ["sim", "--sites", "farm x"]),
+    ("--sites", ["sim", "--sites", ""]),
+    ("--sites", ["sim", "--sites", "farm,farm"]),
+    ("--devices-per-site", ["sim", "--devices-per-site", "0"]),
+    ("--devices-per-site", ["sim", "--devices-per-site", "99999999999"]),
+    ("--rate", ["sim", "--rate", "-1"]),
+    ("--rate", ["sim", "--rate", "1e9"]),
+    ("--rate", ["sim", "--rate", "nan"]),
+    ("--duration", ["sim", "--duration", "0"]),
+    ("--duration", ["sim", "--duration", "1e12"]),
+    ("--duration", ["sim", "--duration", "inf"]),
+    ("--speed", ["sim", "--speed", "-1"]),
+    ("--speed", ["sim", "--speed", "1e300"]),
+    ("--seed", ["sim", "--seed", "-1"]),
+    ("--qos", ["sim", "--qos", "2"]),
+    ("--bad-rate", ["sim", "--bad-rate", "1.5"]),
+    ("--start", ["sim", "--start", "-1"]),
+    ("--start", ["sim", "--start", "99999999999999999"]),
+    ("--replay", ["sim", "--replay", "/no/such.csv"]),
+    ("--replay", ["sim", "--replay", "{not_csv}"]),
+    ("--replay", ["sim", "--replay", "{binary}"]),
+    ("--site", ["sim", "--replay", "{csv}", "--site", "a/b"]),
+    ("--device", ["sim", "--replay", "{csv}", "--device", "x#"]),
+    ("--out", ["sim", "--out", "/no/such/dir/out.txt"]),
+    ("--labels-out", ["sim", "--labels-out", "/no/such/dir/labels.jsonl"]),
+    ("--config", ["sim", "--config", "/no/such.toml"]),
+    ("--config", ["config", "check", "--config", "{not_csv}"]),
+    ("--site", ["edge", "--site", "farm/1"]),
+    ("--site", ["edge", "--site", "#"]),
+    ("--site", ["edge", "--site", "+"]),
+    ("--site", ["edge", "--site", "a b"]),
+    ("--site", ["edge", "--site", ""]),
+    ("--site", ["edge", "--site", "cloud"]),
+    ("--broker", ["edge", "--broker", "mqtt://host:99999"]),
+    ("--store", ["cloud", "--store", "sqlite://x.db"]),
+    ("--store", ["cloud", "--store", "foo://"]),
+    ("--store", ["cloud", "--store", ""]),
+    ("--store", ["cloud", "--store", "influxdb://host:99999/db"]),
+    ("--broker", ["cloud", "--broker", "http://x"]),
+    ("--site", ["alerts", "--site", "farm/#"]),
+    ("--site", ["alerts", "--site", "#"]),
+    ("--site", ["alerts", "--site", ""]),
+    ("--site", ["alerts", "--site", "a b"]),
+    ("--count", ["alerts", "--count", "0"]),
+    ("--count", ["alerts", "--count", "-5"]),
+    ("--timeout", ["alerts", "--timeout", "-1"]),
+    ("--timeout", ["alerts", "--timeout", "nan"]),
+    ("--severity", ["alerts", "--severity", "loud"]),
+    ("--broker", ["alerts", "--broker", "mqtt://host:99999"]),
+    ("--store", ["dashboard", "--store", "sqlite://x.db"]),
+    ("--store", ["dashboard", "--store", "foo://"]),
+    ("--port", ["dashboard", "--port", "0"]),
+    ("--port", ["dashboard", "--port", "70000"]),
+    ("--site", ["demo", "--site", "farm/1"]),
+    ("--site", ["demo", "--site", "orchard"]),
+    ("--site", ["demo", "--site", ""]),
+    ("--store", ["demo", "--store", "sqlite://x.db"]),
+    ("--broker", ["demo", "--broker", "http://x"]),
+    ("--duration", ["demo", "--duration", "0"]),
+    ("--duration", ["demo", "--duration", "1e9"]),
+    ("--devices", ["demo", "--devices", "0"]),
+    ("--csv", ["detect", "--csv", "/no/such.csv", "--out", "x.csv"]),
+    ("--nab-dir", ["detect", "--nab-dir", "/no/such", "--out", "x"]),
+    ("--out", ["detect", "--csv", "{csv}", "--out", "{tmp}"]),
+    ("--nab-dir", ["bench", "--nab-dir", "/no/such"]),
+    ("--json", ["bench", "--json", "/no/such/dir/bench.json"]),
+]
+
+
+@pytest.fixture
+def unreachable_broker(monkeypatch: pytest.MonkeyPatch) -> str:
+    from pipeline.services import free_port
+
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("EDGEPIPE_MQTT__URL", url)
+    return url
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``edgepipe ARGS`` in this process: (exit code, stderr). A traceback would raise here."""
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(args)
+    code = ended.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "args"), [pytest.param(f, a, id=" ".join(a)) for f, a in HOSTILE])
+def test_a_hostile_flag_value_exits_2_with_one_line_naming_the_flag(
+    flag: str,
+    args: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    unreachable_broker: str,
+) -> None:
+    csv = tmp_path / "series.csv"
+    csv.write_text("timestamp,value\n2020-01-01 00:00:00,1\n")
+    not_csv = tmp_path / "notes.toml"
+    not_csv.write_text("[edge\nsite = 'x'\n")
+    binary = tmp_path / "series.bin"
+    binary.write_bytes(b"timestamp,value\n\xff\xfe,1\n")
+    monkeypatch.chdir(tmp_path)
+    paths = {"csv": str(csv), "not_csv": str(not_csv), "binary": str(binary), "tmp": str(tmp_path)}
+    code, err = run_main([a.format(**paths) for a in args], capsys)
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert flag in err
+
+
+def test_sim_says_which_broker_and_fails_in_one_line_when_it_cannot_connect(
+    capsys: pytest.CaptureFixture[str], unreachable_broker: str
+) -> None:
+    code, err = run_main(["sim", "--duration", "1", "--sites", "farm"], capsys)
+    lines = err.splitlines()
+    assert code == 1
+    assert f"publishing to {unreachable_broker}" in lines[-2]
+    assert lines[-1].startswith(f"edgepipe: cannot connect to {unreachable_broker}")
+    assert "--out" in lines[-1]  # how to run without a broker
+
+
+def test_sim_help_describes_every_option_with_its_default() -> None:
+    from pipeline.config import SimSettings
+
+    result = edgepipe("sim", "--help")
+    text = " ".join(result.stdout.split())
+    for flag, key in [
+        ("--devices-per-site", "devices_per_site"),
+        ("--rate", "rate"),
+        ("--speed", "speed"),
+        ("--seed", "seed"),
+        ("--qos", "qos"),
+    ]:
+        default = SimSettings.model_fields[key].default
+        assert f"[default: ({default}, setting sim.{key})" in text, flag
+    assert "starts (speed - 1) x duration seconds in the past" in text
+
+
+def test_the_start_line_shows_the_simulated_span_when_it_starts_in_the_past(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "stream.txt"
+    code, err = run_main(
+        ["sim", "--out", str(out), "--sites", "farm", "--devices-per-site", "1",
+         "--duration", "1", "--speed", "7200"],
+        capsys,
+    )
+    assert code == 0, err
+    start_line = err.splitlines()[0]
+    assert start_line.startswith("sim: simulated time ")
+    assert "7200 s in 1 wall s at --speed 7200" in start_line
+    assert "2.0 h before now" in start_line
+
+
+def test_a_misspelled_environment_variable_stops_every_command_in_one_line() -> None:
+    import os
+
+    env = {**os.environ, "EDGEPIPE_EDGE_SITE": "retail"}
+    result = edgepipe("config", "check", env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "edgepipe: config error: EDGEPIPE_EDGE_SITE: unknown environment variable; settings are"
+        " EDGEPIPE_<SECTION>__<KEY>: did you mean EDGEPIPE_EDGE__SITE?"
+    ]
+
+
+def test_a_flag_error_names_the_flag_and_a_file_error_the_setting(tmp_path: Path) -> None:
+    config = tmp_path / "sim.toml"
+    config.write_text('[sim]\nsites = ["orchard"]\n')
+    from_flag = edgepipe("sim", "--sites", "orchard", "--out", str(tmp_path / "o.txt"))
+    from_file = edgepipe("sim", "--config", str(config), "--out", str(tmp_path / "o.txt"))
+    assert (from_flag.returncode, from_file.returncode) == (2, 2)
+    assert "'--sites'" in from_flag.stderr and "sim.sites" not in from_flag.stderr
+    assert "sim.sites = ['orchard']" in from_file.stderr
