@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -181,11 +182,21 @@ def unreachable_broker(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """``edgepipe ARGS`` in this process: (exit code, stderr). A traceback would raise here."""
+    """``edgepipe ARGS`` in this process: (exit code, stderr). A traceback would raise here.
+
+    The signal handlers a command installs are put back, so that pytest still stops on one.
+    """
+    import signal
+
     from pipeline.cli import main
 
-    with pytest.raises(SystemExit) as ended:
-        main(args)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main(args)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     code = ended.value.code
     return (code if isinstance(code, int) else 1), capsys.readouterr().err
 
@@ -277,3 +288,55 @@ def test_a_flag_error_names_the_flag_and_a_file_error_the_setting(tmp_path: Path
     assert (from_flag.returncode, from_file.returncode) == (2, 2)
     assert "'--sites'" in from_flag.stderr and "sim.sites" not in from_flag.stderr
     assert "sim.sites = ['orchard']" in from_file.stderr
+
+
+# -- --labels-out: a file to follow during a run ---------------------------------------------
+
+LABELS_TIMEOUT_S = 90.0  # the first label is due about 4 wall seconds into the run below
+
+
+def test_labels_out_is_created_at_start_even_when_no_label_is_published(tmp_path: Path) -> None:
+    import os
+
+    labels = tmp_path / "labels.jsonl"
+    env = {**os.environ, "EDGEPIPE_SIM__ANOMALY_RATE": "0"}
+    result = edgepipe(
+        "sim", "--out", str(tmp_path / "stream.txt"), "--labels-out", str(labels),
+        "--sites", "farm", "--devices-per-site", "1", "--duration", "1", "--json", env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["labels"] == 0
+    assert labels.is_file() and labels.read_text() == ""
+
+
+def test_each_label_is_in_labels_out_as_soon_as_it_is_published(tmp_path: Path) -> None:
+    """Followed while the run goes on: a buffered file would show nothing until the end."""
+    import os
+    import signal
+    import time
+
+    labels = tmp_path / "labels.jsonl"
+    env = {**os.environ, "EDGEPIPE_SIM__ANOMALY_RATE": "4"}
+    command = [
+        sys.executable, "-m", "pipeline", "sim", "--out", os.devnull, "--labels-out", str(labels),
+        "--sites", "farm", "--devices-per-site", "2", "--speed", "240", "--duration", "600",
+        "--seed", "1", "--start", "1795737600000", "--json",
+    ]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + LABELS_TIMEOUT_S
+        first: list[str] = []
+        while not first and proc.poll() is None and time.monotonic() < deadline:
+            text = labels.read_text() if labels.exists() else ""
+            first = [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
+            time.sleep(0.2)
+        running = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert running, f"the run ended before a label was seen in the file: {err}"
+    assert first, f"no complete label line within {LABELS_TIMEOUT_S} s"
+    label = json.loads(first[0])
+    assert label["site"] == "farm" and label["end"] >= label["start"]
+    report = json.loads(out)
+    assert report["stopped"] and report["labels"] == len(labels.read_text().splitlines())
