@@ -490,7 +490,9 @@ effective settings; `edgepipe config check` validates them.
 
 The environment name of a key is `EDGEPIPE_<SECTION>__<KEY>` in capitals, e.g.
 `EDGEPIPE_MQTT__URL`. Lists and tables are given as JSON:
-`EDGEPIPE_SIM__SITES='["farm","city"]'`.
+`EDGEPIPE_SIM__SITES='["farm","city"]'`. Any other `EDGEPIPE_*` variable (but
+`EDGEPIPE_CONFIG` and those of command-line options) is an error naming it, so that a
+misspelled one (`EDGEPIPE_EDGE_SITE`, one underscore) cannot be ignored silently.
 
 This page is generated: `edgepipe config sample --markdown > docs/configuration.md`.
 """
