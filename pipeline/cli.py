@@ -492,7 +492,8 @@ def demo(
     """Run simulator, edge node and cloud tier together and report what reached the store.
 
     With no --broker it starts a local Mosquitto (or an embedded broker when Mosquitto is not
-    installed); with no --store it uses SQLite.
+    installed); with no --store it uses SQLite. The summary's counts, and the identities
+    between them, are defined in docs/summaries.md.
 
     Example: edgepipe demo --duration 20 --json
     """
@@ -624,5 +625,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except EdgepipeError as exc:
         click.echo(f"edgepipe: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        # e.g. a state_dir that cannot be created: the path and why, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"edgepipe: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

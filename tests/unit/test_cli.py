@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 
 COMMANDS = ["sim", "edge", "cloud", "dashboard", "alerts", "detect", "bench", "demo", "config"]
@@ -130,6 +131,7 @@ HOSTILE = [
     ("--labels-out", ["sim", "--labels-out", "/no/such/dir/labels.jsonl"]),
     ("--config", ["sim", "--config", "/no/such.toml"]),
     ("--config", ["config", "check", "--config", "{not_csv}"]),
+    ("--config", ["config", "show", "--config", "/no/such.toml"]),
     ("--site", ["edge", "--site", "farm/1"]),
     ("--site", ["edge", "--site", "#"]),
     ("--site", ["edge", "--site", "+"]),
@@ -340,3 +342,53 @@ def test_each_label_is_in_labels_out_as_soon_as_it_is_published(tmp_path: Path) 
     assert label["site"] == "farm" and label["end"] >= label["start"]
     report = json.loads(out)
     assert report["stopped"] and report["labels"] == len(labels.read_text().splitlines())
+
+
+# -- hostile settings: a bad path in the settings is one line, never a traceback -------------
+
+HOSTILE_SETTINGS = [
+    # (environment, command line, exit code, text of the one line)
+    ({"EDGEPIPE_EDGE__STATE_DIR": "{file}/state"}, ["edge"], 1, "{file}/state"),
+    ({"EDGEPIPE_CLOUD__BUFFER_DIR": "{file}/buffer"}, ["cloud", "--store", "sqlite:///{tmp}/s.db"], 1, "{file}/buffer"),
+    ({"EDGEPIPE_MQTT__TLS_CA": "/no/such/ca.pem"}, ["alerts", "--broker", "mqtts://127.0.0.1:1"], 2, "mqtt.tls_ca"),
+    ({"EDGEPIPE_MQTT__TLS_CA": "{file}"}, ["sim", "--broker", "mqtts://127.0.0.1:1"], 2, "mqtt.tls_ca"),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "code", "text"),
+    [pytest.param(*case, id=" ".join(case[1][:1] + list(case[0]))) for case in HOSTILE_SETTINGS],
+)
+def test_a_bad_path_in_the_settings_ends_in_one_line(
+    env: dict[str, str],
+    args: list[str],
+    code: int,
+    text: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    unreachable_broker: str,
+) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    paths = {"file": str(a_file), "tmp": str(tmp_path)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(**paths))
+    got, err = run_main([a.format(**paths) for a in args], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("edgepipe: ")]
+    assert (got, len(lines)) == (code, 1), err
+    assert text.format(**paths) in lines[0]
+    assert "Traceback" not in err
+
+
+def test_every_command_is_in_the_hostile_flag_table() -> None:
+    """A new command joins the audit: add a HOSTILE case for it (a bad value of one of its flags)."""
+    from pipeline.cli import cli
+
+    commands = {
+        f"{name} {sub}" if isinstance(command, click.Group) else name
+        for name, command in cli.commands.items()
+        for sub in (getattr(command, "commands", None) or [""])
+    }
+    audited = {" ".join(args[:2]) if args[0] == "config" else args[0] for _, args in HOSTILE}
+    assert commands - {"config sample"} <= audited  # config sample takes no value to spoil
