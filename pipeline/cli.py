@@ -56,7 +56,6 @@ FLAG_OF_KEY = {
 }
 
 
-
 class FiniteFloatRange(click.FloatRange):
     """A FloatRange that also refuses nan and inf (click lets nan through every bound)."""
 
