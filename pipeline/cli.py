@@ -7,10 +7,12 @@ once here (file, environment, flags) and passed down; nothing below reads the en
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,7 @@ import click
 from pipeline import __version__
 from pipeline.config import (
     Settings,
+    SimSettings,
     load_settings,
     reference_markdown,
     sample_config,
@@ -26,8 +29,62 @@ from pipeline.config import (
 )
 from pipeline.errors import ConfigError, EdgepipeError
 from pipeline.protocol.reasons import Reason
+from pipeline.protocol.topics import is_valid_id
+from simulators.fleet import MAX_RATE, MAX_TS_MS
 
 F = Callable[..., Any]
+
+# The flag that sets each setting (or simulator option): an error in a value given as a
+# flag names the flag, which is what the user typed, not the setting it overrides.
+FLAG_OF_KEY = {
+    "mqtt.url": "--broker",
+    "store.url": "--store",
+    "edge.site": "--site",
+    "dashboard.port": "--port",
+    "sim.sites": "--sites",
+    "sim.devices_per_site": "--devices-per-site",
+    "sim.rate": "--rate",
+    "sim.speed": "--speed",
+    "sim.seed": "--seed",
+    "sim.qos": "--qos",
+    "sim.bad_rate": "--bad-rate",
+    "sim.duration": "--duration",
+    "sim.start_ms": "--start",
+    "sim.replay": "--replay",
+    "sim.site": "--site",
+    "sim.device": "--device",
+}
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (click lets nan through every bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def _id_option(*, wildcard: bool = False) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that refuses a site or device id a topic cannot carry ('/', '#', ...)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or (wildcard and value == "+") or is_valid_id(value):
+            return value
+        allowed = "letters, digits, '_' and '-', 1 to 64 characters"
+        if wildcard:
+            allowed += " (or '+' for every site)"
+        raise click.BadParameter(f"{value!r}: {allowed}")
+
+    return check
+
+
+def _setting_default(name: str) -> str:
+    """The default of ``sim.NAME`` for --help: the flag overrides that setting."""
+    default = SimSettings.model_fields[name].default
+    shown = ",".join(default) if isinstance(default, list) else default
+    return f"{shown}, setting sim.{name}"
 
 
 def _config_option(f: F) -> F:
@@ -65,8 +122,48 @@ def _log_format_option(f: F) -> F:
     )(f)
 
 
-def _settings(config_file: str | None, **overrides: Any) -> Settings:
-    return load_settings(config_file, overrides)
+def _settings(
+    config_file: str | None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
+) -> Settings:
+    """Load the settings with ``overrides`` (dotted key: flag value, None when not given).
+
+    ``flags`` names the flag of a key where it is not the one in ``FLAG_OF_KEY``.
+    """
+    overrides = overrides or {}
+    with _naming_flags(overrides, flags):
+        return load_settings(config_file, overrides, other_env=_option_envvars())
+
+
+@contextmanager
+def _naming_flags(given: dict[str, Any], flags: dict[str, str] | None = None) -> Iterator[None]:
+    """Turn a ConfigError about a value the user gave as a flag into a usage error naming it."""
+    try:
+        yield
+    except ConfigError as exc:
+        flag = (flags or {}).get(exc.key) or FLAG_OF_KEY.get(exc.key)
+        if flag is None or given.get(exc.key) is None:
+            raise
+        value = exc.value
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        detail = exc.allowed if repr(shown) in exc.allowed else f"{shown!r}: {exc.allowed}"
+        raise click.BadParameter(detail, param_hint=f"'{flag}'") from None
+
+
+def _option_envvars() -> set[str]:
+    """Environment variables the command line's own options read (not settings, not unknown)."""
+    names: set[str] = set()
+
+    def visit(command: click.Command) -> None:
+        for param in command.params:
+            envvar = getattr(param, "envvar", None)
+            names.update([envvar] if isinstance(envvar, str) else envvar or [])
+        for sub in getattr(command, "commands", {}).values():
+            visit(sub)
+
+    visit(cli)
+    return names
 
 
 def _logging(verbose: bool, fmt: Literal["text", "json"] = "text") -> None:
@@ -164,7 +261,7 @@ def edge(
     from pipeline.edge.node import EdgeNode
 
     settings = _settings(
-        config_file, **{"mqtt.url": broker, "edge.site": site, "log.format": log_format}
+        config_file, {"mqtt.url": broker, "edge.site": site, "log.format": log_format}
     )
     _logging(verbose, settings.log.format)
     node = EdgeNode(settings)
@@ -193,7 +290,7 @@ def cloud(
     from pipeline.cloud.store import open_store
 
     settings = _settings(
-        config_file, **{"mqtt.url": broker, "store.url": store, "log.format": log_format}
+        config_file, {"mqtt.url": broker, "store.url": store, "log.format": log_format}
     )
     _logging(verbose, settings.log.format)
     worker = IngestWorker(settings, open_store(settings.store.url))
@@ -205,20 +302,72 @@ def cloud(
 @cli.command()
 @_config_option
 @_broker_option
-@click.option("--sites", help="Comma-separated sites; the domain is the word a name starts with.")
-@click.option("--devices-per-site", type=click.IntRange(1, 100_000))
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Readings/s per device.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Wall seconds to run.")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), help="Simulated seconds per wall second.")
-@click.option("--seed", type=int)
-@click.option("--qos", type=click.IntRange(0, 1))
-@click.option("--bad-rate", type=click.FloatRange(0, 1), help="Fraction of malformed payloads.")
-@click.option("--start", "start_ms", type=int, help="Simulated start, Unix ms (default: now).")
-@click.option("--out", type=click.File("w"), help="Also write 'topic<TAB>payload' lines here.")
-@click.option("--labels-out", type=click.File("w"), help="Write ground-truth labels as JSON lines.")
+@click.option(
+    "--sites",
+    help="Comma-separated sites; the domain is the word a name starts with (farm-2 is a farm).",
+    show_default=_setting_default("sites"),
+)
+@click.option(
+    "--devices-per-site",
+    type=click.IntRange(1, 100_000),
+    help="Devices simulated at each site.",
+    show_default=_setting_default("devices_per_site"),
+)
+@click.option(
+    "--rate",
+    type=FiniteFloatRange(0, MAX_RATE, min_open=True),
+    help="Readings per simulated second per device.",
+    show_default=_setting_default("rate"),
+)
+@click.option(
+    "--duration",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Wall seconds to run; the run covers duration x speed simulated seconds.",
+)
+@click.option(
+    "--speed",
+    type=FiniteFloatRange(min=0, min_open=True),
+    help="Simulated seconds per wall second. Above 1, and without --start, the simulated clock"
+    " starts (speed - 1) x duration seconds in the past and catches up with the wall clock at"
+    " the end (edges refuse readings from the future): readings and alerts carry simulated"
+    " time, hours old at --speed 60. The start line on stderr shows the span.",
+    show_default=_setting_default("speed"),
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    help="Random seed: the same seed and --start give the same stream.",
+    show_default=_setting_default("seed"),
+)
+@click.option(
+    "--qos",
+    type=click.IntRange(0, 1),
+    help="MQTT QoS of the readings (labels always go at QoS 1).",
+    show_default=_setting_default("qos"),
+)
+@click.option(
+    "--bad-rate",
+    type=FiniteFloatRange(0, 1),
+    help="Fraction of readings replaced by malformed payloads.",
+    show_default=_setting_default("bad_rate"),
+)
+@click.option(
+    "--start",
+    "start_ms",
+    type=click.IntRange(0, MAX_TS_MS),
+    help="Simulated start, Unix ms (default: early enough to end at the wall clock).",
+)
+@click.option("--out", type=click.File("w", lazy=False), help="Also write 'topic<TAB>payload' lines here.")
+@click.option(
+    "--labels-out",
+    type=click.File("w", lazy=False),
+    help="Write ground-truth labels here as JSON lines, each as it is published.",
+)
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), help="Publish a timestamp,value CSV as one device.")
-@click.option("--site", "replay_site", default="replay", show_default=True, help="Site of --replay.")
-@click.option("--device", "replay_device", default="replay-1", show_default=True, help="Device of --replay.")
+@click.option("--site", "replay_site", default="replay", show_default=True, callback=_id_option(), help="Site of --replay.")
+@click.option("--device", "replay_device", default="replay-1", show_default=True, callback=_id_option(), help="Device of --replay.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def sim(
     config_file: str | None,
@@ -241,8 +390,10 @@ def sim(
 ) -> None:
     """Simulate farm, retail and city devices publishing readings.
 
-    Publishes to --broker when given; with --out and no --broker it only writes the stream.
-    The same --seed and --start give the same stream, labels included.
+    Publishes to --broker (default: mqtt.url in the settings, mqtt://127.0.0.1:1883) and
+    says on stderr which broker and what simulated time span; with --out and no --broker it
+    only writes the stream. The same --seed and --start give the same stream, labels included.
+    The summary's counts are defined in docs/summaries.md.
 
     Example: edgepipe sim --sites farm,retail --devices-per-site 200 --rate 1 --duration 60
     """
@@ -250,7 +401,7 @@ def sim(
 
     overrides = {
         "mqtt.url": broker,
-        "sim.sites": sites.split(",") if sites else None,
+        "sim.sites": [s.strip() for s in sites.split(",")] if sites is not None else None,
         "sim.devices_per_site": devices_per_site,
         "sim.rate": rate,
         "sim.speed": speed,
@@ -258,35 +409,38 @@ def sim(
         "sim.qos": qos,
         "sim.bad_rate": bad_rate,
     }
-    settings = _settings(config_file, **overrides)
+    settings = _settings(config_file, overrides)
     if broker is None and out is None:
         broker = settings.mqtt.url
-    report = run_sim(
-        settings,
-        publish=broker is not None,
-        duration=duration,
-        start_ms=start_ms,
-        out=out,
-        labels_out=labels_out,
-        replay=replay,
-        replay_site=replay_site,
-        replay_device=replay_device,
-        stop=_stop_on_signals(),
-    )
+    given = {**overrides, "sim.duration": duration, "sim.start_ms": start_ms, "sim.replay": replay}
+    given.update({"sim.site": replay_site, "sim.device": replay_device})
+    with _naming_flags(given):
+        report = run_sim(
+            settings,
+            publish=broker is not None,
+            duration=duration,
+            start_ms=start_ms,
+            out=out,
+            labels_out=labels_out,
+            replay=replay,
+            replay_site=replay_site,
+            replay_device=replay_device,
+            stop=_stop_on_signals(),
+            announce=lambda line: click.echo(f"sim: {line}", err=True),
+        )
     _print_report(report, as_json)
-
 
 @cli.command()
 @_config_option
 @_broker_option
-@click.option("--site", default="+", show_default=True, help="Only this site ('+' for all).")
+@click.option("--site", default="+", show_default=True, callback=_id_option(wildcard=True), help="Only this site ('+' for all).")
 @click.option(
     "--severity",
     type=click.Choice(["info", "warning", "critical"]),
     help="Only alerts at or above this severity.",
 )
-@click.option("--count", type=int, help="Stop after this many alerts.")
-@click.option("--timeout", type=float, help="Stop after this many seconds.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many alerts.")
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print each alert as raw CloudEvents JSON.")
 def alerts(
     config_file: str | None,
@@ -297,13 +451,15 @@ def alerts(
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Tail the alert topics and print each alert readably as it arrives.
+    """Tail the alert topics and print each alert on one line as it arrives.
+
+    A line reads: time, site/device, metric, severity, state (raised/cleared), score, reason.
 
     Example: edgepipe alerts --site farm --severity warning
     """
     from pipeline.tail import tail_alerts
 
-    settings = _settings(config_file, **{"mqtt.url": broker})
+    settings = _settings(config_file, {"mqtt.url": broker})
     tail_alerts(
         settings,
         site=site,
@@ -319,7 +475,7 @@ def alerts(
 @cli.command()
 @_config_option
 @_broker_option
-@click.option("--site", default="+", show_default=True, help="Only this site ('+' for all).")
+@click.option("--site", default="+", show_default=True, callback=_id_option(wildcard=True), help="Only this site ('+' for all).")
 @click.option(
     "--reason",
     "reasons",
@@ -329,7 +485,7 @@ def alerts(
     help="Only dead letters with this reason, e.g. bad_json (repeatable; docs/protocol.md lists them).",
 )
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many dead letters.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print each dead letter as its raw JSON.")
 def deadletters(
     config_file: str | None,
@@ -348,7 +504,7 @@ def deadletters(
     """
     from pipeline.tail import tail_dead_letters
 
-    settings = _settings(config_file, **{"mqtt.url": broker})
+    settings = _settings(config_file, {"mqtt.url": broker})
     tail_dead_letters(
         settings,
         site=site,
@@ -366,23 +522,25 @@ def deadletters(
 @_store_option
 @click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default from settings).")
 def dashboard(config_file: str | None, store: str | None, port: int | None) -> None:
-    """Serve the Streamlit dashboard over the store.
+    """Serve the Streamlit dashboard over the store, until SIGINT or SIGTERM.
+
+    The process becomes Streamlit once the settings are checked: its signals stop Streamlit.
 
     Example: edgepipe dashboard --store sqlite:///edgepipe.db --port 8501
     """
     from pipeline.dashboard_server import serve_dashboard
 
-    settings = _settings(config_file, **{"store.url": store, "dashboard.port": port})
-    sys.exit(serve_dashboard(settings))
+    settings = _settings(config_file, {"store.url": store, "dashboard.port": port})
+    serve_dashboard(settings)
 
 
 @cli.command()
 @_config_option
 @_broker_option
 @_store_option
-@click.option("--duration", type=click.FloatRange(1, 3600), default=20.0, show_default=True, help="Seconds of simulated traffic.")
+@click.option("--duration", type=FiniteFloatRange(1, 3600), default=20.0, show_default=True, help="Seconds of simulated traffic.")
 @click.option("--devices", type=click.IntRange(1, 1000), default=6, show_default=True, help="Simulated devices.")
-@click.option("--site", default="farm", show_default=True, help="The demo's site.")
+@click.option("--site", default="farm", show_default=True, help="The demo's site (a farm*, retail* or city* name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_verbose_option
 def demo(
@@ -398,13 +556,15 @@ def demo(
     """Run simulator, edge node and cloud tier together and report what reached the store.
 
     With no --broker it starts a local Mosquitto (or an embedded broker when Mosquitto is not
-    installed); with no --store it uses SQLite.
+    installed); with no --store it uses SQLite. The summary's counts, and the identities
+    between them, are defined in docs/summaries.md.
 
     Example: edgepipe demo --duration 20 --json
     """
     from pipeline.demo import run_demo
 
-    settings = _settings(config_file, **{"mqtt.url": broker, "store.url": store, "edge.site": site})
+    overrides = {"mqtt.url": broker, "store.url": store, "edge.site": site, "sim.sites": [site]}
+    settings = _settings(config_file, overrides, {"sim.sites": "--site"})
     if verbose:
         _logging(verbose)
     report = run_demo(
@@ -421,7 +581,7 @@ def demo(
 
 def _configured_broker(config_file: str | None) -> bool:
     """True when the user chose a broker through the file or environment."""
-    return load_settings(config_file).mqtt.url != Settings().mqtt.url
+    return _settings(config_file).mqtt.url != Settings().mqtt.url
 
 
 @cli.command()
@@ -441,6 +601,10 @@ def detect(config_file: str | None, csv_file: str | None, nab_dir: str | None, o
     _settings(config_file)
     if (csv_file is None) == (nab_dir is None):
         raise click.UsageError("give exactly one of --csv or --nab-dir")
+    if csv_file is not None and Path(out).is_dir():
+        raise click.BadParameter(f"{out!r} is a folder; with --csv it is the output file", param_hint="'--out'")
+    if nab_dir is not None and Path(out).exists() and not Path(out).is_dir():
+        raise click.BadParameter(f"{out!r} is a file; with --nab-dir it is the output folder", param_hint="'--out'")
     try:
         if csv_file is not None:
             rows = detect_csv(csv_file, out)
@@ -451,15 +615,23 @@ def detect(config_file: str | None, csv_file: str | None, nab_dir: str | None, o
             click.echo(f"scored {rows} rows in {files} files -> {out}")
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
 
 
 @cli.command()
 @click.option("--quick", is_flag=True, help="A reduced run (under 2 minutes).")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write all results as one JSON object.")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False),
+    callback=lambda ctx, param, value: _new_file(value),
+    help="Write all results as one JSON object.",
+)
 @click.option("--quality", "only_quality", is_flag=True, help="Run only the alert-quality part (simulated data and NAB).")
 @click.option(
     "--nab-dir",
-    type=click.Path(file_okay=False),
+    type=click.Path(exists=True, file_okay=False),
     default=None,
     help="NAB folder for quality.nab.* (default: ../shared/nab next to the repository, when it exists).",
 )
@@ -479,6 +651,13 @@ def bench(quick: bool, json_file: str | None, only_quality: bool, nab_dir: str |
             json.dump(results, f, indent=2)
 
 
+def _new_file(value: str | None) -> str | None:
+    """Checked before a long run, not after it: a file that can be written where it is named."""
+    if value is not None and not Path(value).absolute().parent.is_dir():
+        raise click.BadParameter(f"{value!r}: no such folder")
+    return value
+
+
 def _print_report(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report))
@@ -493,10 +672,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = cli.main(args=argv, prog_name="edgepipe", standalone_mode=False)
     except click.UsageError as exc:
-        exc.show()
+        # one line naming the flag, like a config error, not click's three-line usage block
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        click.echo(f"edgepipe: {message}{where}", err=True)
         sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"edgepipe: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -507,5 +689,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except EdgepipeError as exc:
         click.echo(f"edgepipe: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        # e.g. a state_dir that cannot be created: the path and why, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"edgepipe: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

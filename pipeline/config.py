@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ from pipeline.mqtt import parse_broker_url
 from pipeline.protocol.topics import DEFAULT_ROOT, is_valid_id
 
 CONFIG_ENV = "EDGEPIPE_CONFIG"
+ENV_PREFIX = "EDGEPIPE_"
+NON_SETTINGS_ENV = frozenset({CONFIG_ENV})  # EDGEPIPE_* names that are not settings
 STORE_URL_HELP = "sqlite:///PATH or influxdb://[user:pass@]host:port/DATABASE"
 
 
@@ -77,8 +80,14 @@ class StoreSettings(Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "influxdb://")):
-            raise ValueError(f"expected {STORE_URL_HELP}")
+        # the full parse, not a prefix check: sqlite://x.db (two slashes) must stop
+        # `config check`, not the cloud worker's start (imported here: it is heavier)
+        from pipeline.cloud.store import parse_store_url
+
+        try:
+            parse_store_url(value)
+        except ConfigError as exc:
+            raise ValueError(exc.allowed) from None
         return value
 
 
@@ -254,6 +263,22 @@ class SimSettings(Section):
     bad_rate: float = Field(0.0, ge=0, le=1, description="fraction of malformed payloads")
     anomaly_rate: float = Field(0.1, ge=0, description="anomalies per device per simulated hour")
 
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, value: list[str]) -> list[str]:
+        """Checked here, not only by the simulator: a bad site must stop ``sim`` before it connects."""
+        from pipeline.protocol.catalog import domain_of_site
+
+        if not value:
+            raise ValueError("at least one site")
+        for site in value:
+            if not is_valid_id(site):
+                raise ValueError(f"{site!r}: letters, digits, '_' and '-', 1 to 64 characters")
+            domain_of_site(site)  # its ValueError names the site and the domains
+        if len(set(value)) != len(value):
+            raise ValueError("no site twice")
+        return value
+
 
 class DashboardSettings(Section):
     """The Streamlit dashboard."""
@@ -315,12 +340,16 @@ class Settings(BaseSettings):
 def load_settings(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    other_env: Iterable[str] = (),
 ) -> Settings:
     """Load settings once: file (``path`` or ``$EDGEPIPE_CONFIG``), environment, overrides.
 
     ``overrides`` maps dotted keys (``"mqtt.url"``) to values given on the command line.
+    ``other_env`` names further ``EDGEPIPE_*`` variables that are not settings (the CLI's
+    option variables); any other ``EDGEPIPE_*`` variable that names no setting is an error.
     Raises :class:`ConfigError` naming the first bad key.
     """
+    check_environment(other_env)
     path = path or os.environ.get(CONFIG_ENV) or None
     source_cls: type[Settings] = Settings
     if path is not None:
@@ -342,6 +371,51 @@ def load_settings(
     return Settings.model_validate(settings.model_dump())
 
 
+def check_environment(other_env: Iterable[str] = ()) -> None:
+    """Refuse an ``EDGEPIPE_*`` variable that names no setting.
+
+    Why: pydantic-settings ignores it silently, so ``EDGEPIPE_EDGE_SITE=retail`` (one
+    underscore) would leave the site at its default without a word. The value is not shown:
+    it may be a key.
+    """
+    known = {name.upper() for name in (*NON_SETTINGS_ENV, *other_env)}
+    for name in sorted(os.environ):
+        upper = name.upper()  # pydantic-settings reads names case-insensitively
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        if _names_a_setting(upper.removeprefix(ENV_PREFIX).split("__")):
+            continue
+        allowed = f"unknown environment variable; settings are {ENV_PREFIX}<SECTION>__<KEY>"
+        spelled = _env_name_like(upper)
+        if spelled:
+            allowed += f": did you mean {spelled}?"
+        raise ConfigError(name, None, allowed, show_value=False)
+
+
+def _names_a_setting(parts: list[str]) -> bool:
+    """Whether SECTION, SECTION__KEY (or SECTION__KEY__ENTRY of a table) names a setting."""
+    section = Settings.model_fields.get(parts[0].lower())
+    if section is None or section.annotation is None:
+        return False
+    if len(parts) == 1:
+        return True  # a whole section as JSON
+    field = section.annotation.model_fields.get(parts[1].lower())
+    if field is None:
+        return False
+    return len(parts) == 2 or getattr(field.annotation, "__origin__", None) is dict
+
+
+def _env_name_like(upper: str) -> str | None:
+    """The setting's environment name that ``upper`` misspells with single underscores."""
+    squashed = upper.replace("__", "_")
+    for section, field in Settings.model_fields.items():
+        for name in field.annotation.model_fields:  # type: ignore[union-attr]
+            env = f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
+            if env.replace("__", "_") == squashed:
+                return env
+    return None
+
+
 def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for key, value in dotted.items():
@@ -356,9 +430,11 @@ def _config_error(exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
     if error["type"] == "extra_forbidden":
-        message = "unknown key"
-    return ConfigError(key, error.get("input"), message)
+        # a misspelled section ([egde]) is named, not dumped with everything under it
+        return ConfigError(key, value, "unknown key", show_value=not isinstance(value, dict))
+    return ConfigError(key, value, message)
 
 
 def sample_config() -> str:
@@ -431,7 +507,9 @@ effective settings; `edgepipe config check` validates them.
 
 The environment name of a key is `EDGEPIPE_<SECTION>__<KEY>` in capitals, e.g.
 `EDGEPIPE_MQTT__URL`. Lists and tables are given as JSON:
-`EDGEPIPE_SIM__SITES='["farm","city"]'`.
+`EDGEPIPE_SIM__SITES='["farm","city"]'`. Any other `EDGEPIPE_*` variable (but
+`EDGEPIPE_CONFIG` and those of command-line options) is an error naming it, so that a
+misspelled one (`EDGEPIPE_EDGE_SITE`, one underscore) cannot be ignored silently.
 
 This page is generated: `edgepipe config sample --markdown > docs/configuration.md`.
 """

@@ -3,6 +3,7 @@
 Simulated devices → broker → edge node → broker → cloud worker → store, each on its own
 thread with its own MQTT connection, exactly as the separate processes would run. The
 summary compares what the edge accepted with what the store holds: ``lost`` must be 0.
+Every count it prints is defined in docs/summaries.md, with the identities between them.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def run_demo(
         store = open_store(settings.store.url)
         stack.callback(store.close)
         since_ms = time.time_ns() // 1_000_000 - 3_600_000
+        until_ms = since_ms + 3 * 3_600_000
         stored_before = readings_in_aggregates(store, site, since_ms)
+        points_before = points_in_store(store, site, since_ms, until_ms)
         alerts_before = len(store.query_alerts(site, since_ms=0, limit=1_000_000))
 
         worker = IngestWorker(settings, store)
@@ -82,7 +85,7 @@ def run_demo(
                 stack.callback(time.sleep, 0.5)  # let the node's last messages reach the worker
 
         report = run_sim(settings, publish=True, duration=duration, stop=stop)
-        sent = report["readings_published"] + report["bad_published"]
+        sent = report["payloads_published"]
         _wait_until(lambda: node.counters.received >= sent, settle_timeout, stop)
         node.request_drain()
         accepted = node.counters.accepted
@@ -90,9 +93,15 @@ def run_demo(
         def stored_now() -> int:
             return readings_in_aggregates(store, site, since_ms) - stored_before
 
-        _wait_until(lambda: stored_now() >= accepted, settle_timeout, stop)
+        def points_now() -> int:
+            return points_in_store(store, site, since_ms, until_ms) - points_before
+
+        _wait_until(
+            lambda: stored_now() >= accepted and points_now() >= node.counters.readings_shipped,
+            settle_timeout,
+            stop,
+        )
         stored = stored_now()
-        raw_points = store.count_readings(site)
         alerts = len(store.query_alerts(site, since_ms=0, limit=1_000_000)) - alerts_before
         counters = node.counters
         return {
@@ -101,20 +110,23 @@ def run_demo(
             "broker": broker,
             "store": settings.store.url,
             "readings_published": report["readings_published"],
-            "readings_acknowledged": report.get("readings_acknowledged", 0),
             "bad_published": report["bad_published"],
+            "payloads_published": report["payloads_published"],
+            "payloads_acknowledged": report["payloads_acknowledged"],
+            "labels": report["labels"],
+            "labels_acknowledged": report["labels_acknowledged"],
             "readings_received": counters.received,
             "readings_accepted": accepted,
-            "readings_stored": stored,
-            "points_shipped": counters.readings_shipped,
-            "raw_readings_in_store": raw_points,
-            "lost": max(0, accepted - stored),
             "duplicates": counters.duplicates,
             "dead_letters": counters.dead_lettered,
             "dead_letters_by_reason": dict(counters.dead_letters),
-            "alerts": alerts,
-            "labels": report.get("labels", 0),
+            "dropped": counters.dropped_total,
             "unaccounted": counters.unaccounted,
+            "readings_stored": stored,
+            "lost": max(0, accepted - stored),
+            "points_shipped": counters.readings_shipped,
+            "points_stored": points_now(),
+            "alerts": alerts,
             "seconds": round(time.monotonic() - started, 2),
             "dashboard": f"edgepipe dashboard --store {settings.store.url}",
         }
@@ -133,6 +145,11 @@ def readings_in_aggregates(store: Store, site: str, since_ms: int) -> int:
         metric = next(iter(KINDS[kind].metrics))
         total += sum(a.count for a in store.query_aggregates(site, device, metric, since_ms, until_ms))
     return total
+
+
+def points_in_store(store: Store, site: str, since_ms: int, until_ms: int) -> int:
+    """Metric values the store holds at full resolution (what selection shipped) in a range."""
+    return sum(t.points_stored for t in store.metric_totals(site, since_ms, until_ms))
 
 
 def _start_broker(workdir: Path, stack: ExitStack) -> tuple[str, str, str]:

@@ -25,9 +25,11 @@ class EdgepipeError(Exception):
 class ConfigError(EdgepipeError):
     """A bad setting: names the dotted key, the value and what is allowed."""
 
-    def __init__(self, key: str, value: object, allowed: str) -> None:
+    def __init__(self, key: str, value: object, allowed: str, *, show_value: bool = True) -> None:
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"config error: {key} = {value!r}: {allowed}")
+        # show_value=False for a whole misspelled section: its content would bury the key
+        shown = f"{key} = {value!r}" if show_value else key
+        super().__init__(f"config error: {shown}: {allowed}")
 
 
 class ProtocolError(EdgepipeError):

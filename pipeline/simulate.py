@@ -2,7 +2,8 @@
 
 The simulators are pure (they publish through any object with ``publish``); this module owns
 the connection and adds what only the connection knows: how many QoS 1 publishes the broker
-acknowledged.
+acknowledged. Options are checked before connecting, so that a bad value is reported at once
+and not after a broker time-out.
 """
 
 from __future__ import annotations
@@ -10,11 +11,22 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import simulators
 from pipeline.config import Settings
-from pipeline.mqtt import MqttClient
+from pipeline.errors import ConfigError
+from pipeline.mqtt import BrokerUnavailable, MqttClient
+from pipeline.protocol.topics import is_valid_id
+from simulators.replay import read_series
+
+BROKER_HINT = (
+    "start one (e.g. /usr/sbin/mosquitto -p 1883), pass --broker, or only write the stream"
+    " with --out FILE"
+)
+FLUSH_TIMEOUT_S = 30.0  # longest wait for the broker's last acknowledgements
 
 
 def run_sim(
@@ -30,10 +42,52 @@ def run_sim(
     replay_device: str = "replay-1",
     stop: threading.Event | None = None,
     realtime: bool = True,
+    announce: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
-    """Run the simulated fleet (or a CSV replay) and return its report as a dict."""
+    """Run the simulated fleet (or a CSV replay) and return its report as a dict.
+
+    ``announce``, when given, gets one line on what the run will cover (simulated start and
+    end, speed) and one on the broker it connects to, before anything is published.
+    """
+    sim = settings.sim
+    now_ms = time.time_ns() // 1_000_000
+    options: simulators.SimOptions | None = None
+    if replay is None:
+        options = simulators.SimOptions(
+            sites=tuple(sim.sites),
+            devices_per_site=sim.devices_per_site,
+            rate=sim.rate,
+            duration=duration,
+            speed=sim.speed,
+            seed=sim.seed,
+            qos=sim.qos,
+            bad_rate=sim.bad_rate,
+            anomaly_rate=sim.anomaly_rate,
+            start_ms=start_ms,
+            topic_root=settings.mqtt.topic_root,
+            realtime=realtime,
+        )
+        if start_ms is None:
+            # Start early enough that no reading is ever ahead of the wall clock,
+            # even at --speed > 1 (edges refuse readings from the future).
+            options = dataclasses.replace(
+                options, start_ms=simulators.default_start_ms(options, now_ms)
+            )
+    else:
+        for key, given in (("site", replay_site), ("device", replay_device)):
+            if not is_valid_id(given):
+                raise ConfigError(f"sim.{key}", given, "an id of letters, digits, _ and -")
+        try:
+            for _ in read_series(replay):  # a bad row stops the run now, not halfway through
+                pass
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("sim.replay", replay, f"not a readable text CSV ({exc})") from None
+    if announce is not None:
+        announce(_span_line(options, sim.speed, replay, start_ms, now_ms, duration))
     client: MqttClient | None = None
     if publish:
+        if announce is not None:
+            announce(f"publishing to {settings.mqtt.url} at QoS {sim.qos} (labels at QoS 1)")
         client = MqttClient(
             settings.mqtt.url,
             protocol=settings.mqtt.protocol_for("device"),
@@ -42,11 +96,13 @@ def run_sim(
             max_payload=settings.mqtt.max_payload,
             max_inflight=1000,
         )
-        client.connect()
-    sim = settings.sim
-    now_ms = time.time_ns() // 1_000_000
+        try:
+            client.connect()
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"{exc}; {BROKER_HINT}") from None
     try:
-        if replay is not None:
+        if options is None:
+            assert replay is not None
             report = simulators.replay(
                 replay,
                 site=replay_site,
@@ -54,6 +110,7 @@ def run_sim(
                 speed=sim.speed if realtime else 0.0,
                 publisher=client,
                 out=out,
+                labels_out=labels_out,
                 qos=sim.qos,
                 topic_root=settings.mqtt.topic_root,
                 realtime=realtime,
@@ -61,31 +118,59 @@ def run_sim(
                 start_ms=start_ms if start_ms is not None else now_ms,
             )
         else:
-            options = simulators.SimOptions(
-                sites=tuple(sim.sites),
-                devices_per_site=sim.devices_per_site,
-                rate=sim.rate,
-                duration=duration,
-                speed=sim.speed,
-                seed=sim.seed,
-                qos=sim.qos,
-                bad_rate=sim.bad_rate,
-                anomaly_rate=sim.anomaly_rate,
-                start_ms=start_ms,
-                topic_root=settings.mqtt.topic_root,
-                realtime=realtime,
-            )
-            if start_ms is None:
-                # Start early enough that no reading is ever ahead of the wall clock,
-                # even at --speed > 1 (edges refuse readings from the future).
-                options = dataclasses.replace(
-                    options, start_ms=simulators.default_start_ms(options, now_ms)
-                )
             report = simulators.run(options, client, out, labels_out, stop=stop)
         if client is not None:
-            client.flush(timeout=30.0)
-            report.readings_acknowledged = client.stats.acknowledged
+            client.flush(timeout=FLUSH_TIMEOUT_S)
+            _count_acknowledged(report, client, sim.qos)
     finally:
         if client is not None:
             client.close()
     return report.to_dict()
+
+
+def _count_acknowledged(report: simulators.SimReport, client: MqttClient, qos: int) -> None:
+    """Split the client's acknowledged publishes into device payloads and labels.
+
+    The client counts every PUBACK; labels (always QoS 1) are tracked one by one, so what
+    is left is the payloads'. At QoS 0 payloads get no acknowledgement: None, not 0.
+    """
+    labels = sum(1 for receipt in report.label_receipts if receipt.acknowledged)
+    report.labels_acknowledged = labels
+    report.payloads_acknowledged = max(0, client.stats.acknowledged - labels) if qos > 0 else None
+
+
+def _span_line(
+    options: simulators.SimOptions | None,
+    speed: float,
+    replay: str | None,
+    start_ms: int | None,
+    now_ms: int,
+    duration: float,
+) -> str:
+    """What simulated time the run covers, so that time stamps hours old are no surprise."""
+    if options is None:
+        first = start_ms if start_ms is not None else now_ms
+        return f"replaying {replay} at {speed:g}x its own clock, first row at {_iso(first)}"
+    assert options.start_ms is not None
+    end_ms = options.start_ms + int(options.sim_seconds * 1000)
+    line = (
+        f"simulated time {_iso(options.start_ms)} to {_iso(end_ms)}: {options.sim_seconds:g} s"
+        f" in {duration:g} wall s at --speed {options.speed:g}"
+    )
+    behind_s = (now_ms - options.start_ms) / 1000
+    if start_ms is None and behind_s >= 60:
+        line += (
+            f"; it starts {_ago(behind_s)} before now and reaches the wall clock at the end"
+            " (edges refuse readings from the future; --start sets it)"
+        )
+    return line
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _ago(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"

@@ -19,11 +19,15 @@ DEAD_LETTER_PREVIEW_CHARS = 60
 
 
 def format_alert(alert: Alert) -> str:
+    """One line: time, site/device, metric=value, severity, state, score (once), reason.
+
+    The model version stays in ``--json``: the same on every line, it only pushed the reason
+    off the screen.
+    """
     d = alert.data
-    mark = "▲" if d.state == "raised" else "▽"
     return (
-        f"{alert.time} {mark} {d.severity.upper():<8} {d.site}/{d.device} {d.metric}={d.value:g} "
-        f"score={d.score:.2f} {d.state}: {d.reason} (model {d.model_version})"
+        f"{alert.time} {d.site}/{d.device} {d.metric}={d.value:g} {d.severity.upper():<8} "
+        f"{d.state:<7} score {d.score:.2f}  {d.reason}"
     )
 
 

@@ -43,6 +43,8 @@ from simulators.signals import ANOMALY, BAD, ENVIRONMENT, SIGNAL, generator, qua
 
 BLOCK = 32  # ticks generated at once; fixed, because the random streams are drawn per block
 MAX_RATE = 1000.0  # readings per second per device: timestamps are whole milliseconds
+MAX_SIM_SECONDS = 10 * 365.25 * 86400  # simulated span of one run: keeps a default start after 1970
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time a reading may carry
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,15 @@ class SimOptions:
         _check(0 < self.rate <= MAX_RATE, "rate", self.rate, f"> 0 and <= {MAX_RATE:g}")
         _check(self.duration > 0 and math.isfinite(self.duration), "duration", self.duration, "> 0")
         _check(self.speed > 0 and math.isfinite(self.speed), "speed", self.speed, "> 0")
+        too_long = "speed" if self.speed > 1 else "duration"  # the factor that made it so
+        _check(
+            self.sim_seconds <= MAX_SIM_SECONDS,
+            too_long,
+            getattr(self, too_long),
+            f"duration x speed = {self.sim_seconds:g} simulated s, at most {MAX_SIM_SECONDS:g} (10 years)",
+        )
+        start_ok = self.start_ms is None or 0 <= self.start_ms <= MAX_TS_MS - self.sim_seconds * 1000
+        _check(start_ok, "start_ms", self.start_ms, "Unix ms from 0 with the run ending before year 10000")
         _check(self.seed >= 0, "seed", self.seed, ">= 0")
         _check(self.qos in (0, 1, 2), "qos", self.qos, "0, 1 or 2")
         _check(0.0 <= self.bad_rate <= 1.0, "bad_rate", self.bad_rate, "between 0 and 1")

@@ -107,7 +107,9 @@ class AlertPolicy:
                 return None
             s.open_id = f"{self.site}.{point.device}.{point.metric}.{point.ts}"
             s.peak, s.severity, s.cool, s.cause = point.score, self.severity(point.score), 0, cause
-            return self._event(point, s, "raised", f"{cause}: score {point.score:.4f} >= {self.raise_score}")
+            # the score itself is the alert's ``score``: the reason says why, not the number again
+            detail = getattr(cause, "detail", "") or f"score >= {self.raise_score}"
+            return self._event(point, s, "raised", f"{cause}: {detail}")
         s.peak = max(s.peak, point.score)
         if point.score < self.clear_score:
             s.cool += 1
@@ -122,7 +124,7 @@ class AlertPolicy:
         severity = self.severity(s.peak)
         if SEVERITIES.index(severity) > SEVERITIES.index(s.severity):
             s.severity = severity
-            return self._event(point, s, "raised", f"{s.cause}: escalated, score {point.score:.4f}")
+            return self._event(point, s, "raised", f"{s.cause}: escalated to {severity}")
         return None
 
     def open_one(self, point: Point, reason: str) -> Alert | None:

@@ -50,6 +50,21 @@ DROPOUT = "dropout"
 DEVICE_METRIC = "_device"  # the metric of a device-level alert (dropout): a valid id, reserved
 
 
+class Cause(str):
+    """A cause that carries a readable detail for the alert's reason.
+
+    It is its name as a string (``Cause(STUCK, "...") == STUCK``), so code that compares
+    or counts causes is unchanged; ``AlertPolicy`` puts ``detail`` in the reason.
+    """
+
+    detail: str
+
+    def __new__(cls, name: str, detail: str = "") -> Cause:
+        cause = super().__new__(cls, name)
+        cause.detail = detail
+        return cause
+
+
 def ratio_score(ratio: float) -> float:
     """The detectors' score scale: ``r**2 / (1 + r**2)``; 0.5 at r = 1, 0.9 at r = 3.
 
@@ -104,6 +119,7 @@ class StuckRun:
         "_n",
         "_run",
         "_run_start",
+        "_run_start_ms",
         "_scale",
         "_top",
         "_value",
@@ -144,6 +160,7 @@ class StuckRun:
         # Seconds of the day: when the current run started, when the longest remembered
         # run started and ended (-1: unknown, no timestamps).
         self._run_start = -1.0
+        self._run_start_ms = -1  # epoch ms of the current run's first reading (-1: unknown)
         self._longest_start = -1.0
         self._longest_end = -1.0
 
@@ -194,6 +211,7 @@ class StuckRun:
                 self._remember(self._run, ts_ms)
             self._value, self._run, self._counted = x, 1, 0.0
             self._run_start = -1.0 if ts_ms is None else float(ts_ms // 1000 % DAY_S)
+            self._run_start_ms = -1 if ts_ms is None else ts_ms
         if self._n == self.warmup and self._run > 1:
             self._remember(self._run)  # a run during the warm-up is usual by definition
             self._counted = self._run * self._scale
@@ -201,6 +219,13 @@ class StuckRun:
             self._low = x
         if x > self._high:
             self._high = x
+
+    def describe(self, ts_ms: int | None = None) -> str:
+        """The current run for an alert's reason: how long, in readings and (with ts) time."""
+        readings = f"{self._run} readings, usually at most {self.reference:.0f}"
+        if ts_ms is None or self._run_start_ms < 0:
+            return f"value {self._value:g} repeated: {readings}"
+        return f"value {self._value:g} unchanged for {_duration(ts_ms - self._run_start_ms)} ({readings})"
 
     def _forget_one(self, value: float) -> None:
         """Drop ``value`` (scaled, as stored) from the remembered runs, if it is still there."""
@@ -241,7 +266,19 @@ class StuckWatch:
             run = self.runs[key] = self.new_run()
         stuck = run.score_one(value, ts_ms)
         run.learn_one(value, ts_ms)
-        return (stuck, STUCK) if stuck > score else (score, ANOMALY)
+        if stuck > score:
+            return stuck, Cause(STUCK, run.describe(ts_ms))
+        return score, ANOMALY
+
+
+def _duration(ms: int) -> str:
+    """``42 s``, ``17 min``, ``3.5 h``: a stuck run's length, readable at a glance."""
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @dataclass(frozen=True, slots=True)

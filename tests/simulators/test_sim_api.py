@@ -74,13 +74,17 @@ def test_report_has_the_fields_the_cli_prints(sim: Callable[..., Stream]) -> Non
     report = sim(devices_per_site=2, duration=5).report.to_dict()
     for key in (
         "readings_published",
-        "readings_acknowledged",
         "bad_published",
+        "payloads_published",
+        "payloads_acknowledged",
         "labels",
+        "labels_acknowledged",
         "seconds",
     ):
         assert key in report
-    assert report["readings_acknowledged"] is None  # the caller fills it from its MQTT client
+    assert report["payloads_published"] == report["readings_published"] + report["bad_published"]
+    # the caller fills the acknowledged counts from its MQTT client
+    assert report["payloads_acknowledged"] is report["labels_acknowledged"] is None
 
 
 def test_readings_and_labels_go_through_the_publisher_at_their_qos() -> None:

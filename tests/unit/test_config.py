@@ -121,3 +121,72 @@ def _commented_keys(section: str) -> set[str]:
 def test_show_round_trips(tmp_path: Path) -> None:
     settings = load_settings(overrides={"edge.site": "farm-3"})
     assert load_settings(write(tmp_path, settings_as_toml(settings))) == settings
+
+
+# -- strictness: nothing misspelled passes silently, and errors stay one short line ----------
+
+
+def test_a_misspelled_environment_variable_is_an_error_naming_it_and_the_right_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EDGEPIPE_EDGE_SITE", "retail")  # one underscore: names no setting
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == "EDGEPIPE_EDGE_SITE"
+    assert "did you mean EDGEPIPE_EDGE__SITE?" in str(info.value)
+    assert "retail" not in str(info.value)  # values of unknown variables may be secrets
+
+
+@pytest.mark.parametrize(
+    "name", ["EDGEPIPE_FOO", "EDGEPIPE_EDGE__SITEE", "EDGEPIPE_MQT__URL", "EDGEPIPE_EDGE__SITE__X"]
+)
+def test_an_environment_variable_that_names_no_setting_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == name
+
+
+def test_environment_names_of_settings_sections_tables_and_options_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EDGEPIPE_CLOUD__MODEL_KEYS__FARM", "k1")  # one entry of a table
+    monkeypatch.setenv("edgepipe_edge__site", "retail-3")  # read case-insensitively
+    monkeypatch.setenv("EDGEPIPE_SIM", '{"seed": 7}')  # a whole section as JSON
+    monkeypatch.setenv("EDGEPIPE_LOG_FORMAT", "json")  # a command-line option's variable
+    settings = load_settings(other_env={"EDGEPIPE_LOG_FORMAT"})
+    assert settings.cloud.model_keys == {"farm": "k1"}
+    assert (settings.edge.site, settings.sim.seed) == ("retail-3", 7)
+
+
+def test_a_misspelled_section_is_named_without_dumping_its_content(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, '[egde]\nsite = "farm"\nstate_dir = "/var/lib/x"\n'))
+    assert str(info.value) == "config error: egde: unknown key"
+
+
+def test_a_sqlite_url_with_two_slashes_is_refused_when_the_settings_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EDGEPIPE_STORE__URL", "sqlite://x.db")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == "store.url"
+    assert "three slashes" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "sites",
+    [
+        pytest.param(["orchard"], id="no-domain"),
+        pytest.param(["farm/1"], id="not-an-id"),
+        pytest.param(["farm", "farm"], id="twice"),
+        pytest.param([], id="none"),
+    ],
+)
+def test_simulated_sites_are_checked_when_the_settings_load(sites: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"sim.sites": sites})
+    assert info.value.key == "sim.sites"
