@@ -172,6 +172,19 @@ def _worker_run(
         finally:
             stop.set()
             thread.join(30)
+            _end_session(broker_url, settings.cloud.client_id)
     finally:
         store.close()
     return rate
+
+
+def _end_session(broker_url: str, client_id: str) -> None:
+    """Delete a worker's durable session (a clean start with its client id).
+
+    Why: a session left behind stays subscribed in its own shared group, so the broker
+    would queue every later round's batches for it too and save them on every change:
+    each round would pay more broker time than the one before.
+    """
+    client = MqttClient(broker_url, client_id=client_id)  # session expiry 0: a clean start
+    client.connect(timeout=10)
+    client.close(timeout=2)
