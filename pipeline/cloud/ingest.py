@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
 MIN_BACKOFF_S = 0.5
+JITTER = 0.2  # each backoff is drawn from ±20 % around its nominal value
 MAX_RETRY_AFTER_S = 600.0
 DRAIN_SLICE_S = 0.2  # longest the writer drains before it looks at new flushes again
 WRITES_QUEUED = 1  # flushes waiting for the writer (one more is being written)
@@ -151,6 +152,7 @@ class IngestWorker:
         self._backoff_s = 0.0
         self._retry_at = 0.0  # no store write before this (monotonic)
         self.config_alarm = ""  # the last StoreConfigError while it lasts ("" when none)
+        self.merge_alarm = ""  # the same for the model merger's reads
         self._started = time.monotonic()
         self._next_health = 0.0
         self.client = MqttClient(
@@ -292,7 +294,12 @@ class IngestWorker:
                 write.labels.append(label)
                 pending.points += 1
             case TopicKind.EDGE_MODEL:  # verified, merged, stored: pipeline/cloud/models.py
-                seq = self.models.handle(topic.site, payload)
+                try:
+                    seq = self.models.handle(topic.site, payload)
+                except StoreError as exc:  # the merger could not read its state back
+                    self._merge_failed(exc)
+                    return
+                self.merge_alarm = ""
                 if seq is not None:
                     pending.seq(topic.site, seq)
             case _:
@@ -326,6 +333,20 @@ class IngestWorker:
             dead_letter(topic.site, message.topic, message.payload, exc.reason, detail, now_ms())
         )
         pending.points += 1
+
+    def _merge_failed(self, exc: StoreError) -> None:
+        """A delta the merger could not load its state for: not acknowledged to its edge,
+        which sends it again later (one load attempt per delta, so never a tight loop)."""
+        self.counters.store_errors["models"] += 1
+        if isinstance(exc, StoreConfigError):
+            self.merge_alarm = str(exc)[:300]
+            log.error(
+                "writer_config_error: model merging cannot read the store: %s (this worker "
+                "needs READ as well as WRITE, or cloud.merge_models = false on it)",
+                exc,
+            )
+        else:
+            log.warning("model merging cannot read the store, the edge resends: %s", exc)
 
     @staticmethod
     def _check_site(payload_site: str, topic_site: str) -> None:
@@ -462,7 +483,7 @@ class IngestWorker:
         )
         self.counters.store_errors[kind] += 1
         self._backoff_s = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, self._backoff_s * 2))
-        wait = self._backoff_s * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+        wait = self._backoff_s * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 - not crypto
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))
@@ -578,7 +599,7 @@ class IngestWorker:
             "pending_messages": float(
                 len(self._pending.messages) + self._handed_off - self._settled
             ),
-            "store_config_error": 1.0 if self.config_alarm else 0.0,
+            "store_config_error": 1.0 if self.config_alarm or self.merge_alarm else 0.0,
             "cpu_s": time.process_time(),
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pid": float(os.getpid()),
