@@ -467,3 +467,40 @@ def test_a_merger_that_could_not_read_its_state_reads_it_again_before_merging(
     print(f"state after the second delta: {merger.kinds}")
     assert merger.kinds["soil_probe"].version == 5  # it goes on from version 5, not from 0
     writer.close()
+
+
+# -- a full disk buffer -------------------------------------------------------------------
+
+
+def test_a_full_disk_buffer_leaves_messages_unacknowledged_until_the_store_takes_them(
+    fake_influx: Callable[..., FakeInflux], ingest: Callable[..., tuple[IngestWorker, Edge]]
+) -> None:
+    up = threading.Event()
+    fake = fake_influx(lambda n: (204, {}) if up.is_set() else (503, {}))
+    worker, edge = ingest(
+        f"influxdb://127.0.0.1:{fake.port}/edgepipe", **{"cloud.buffer_mb": 0.002}  # ~2 kB
+    )
+
+    acked: set[int] = set()
+    for seq in range(1, 6):
+        edge.ship(seq, [reading(f"fridge{seq}", T0 + i) for i in range(10)])
+        acked |= edge.acked(timeout=0.5)
+    deadline = time.monotonic() + 20
+    while not worker.counters.buffer_full and time.monotonic() < deadline:
+        acked |= edge.acked(timeout=0.2)
+    refused = worker.counters.buffer_full
+    acked_while_down = set(acked)
+
+    up.set()
+    deadline = time.monotonic() + 60
+    while acked != set(range(1, 6)) and time.monotonic() < deadline:
+        acked |= edge.acked(timeout=1)
+    deadline = time.monotonic() + 30
+    while len(fake.lines) < 50 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    print(f"buffer full {refused} times; acked while down {sorted(acked_while_down)}, "
+          f"then {sorted(acked)}; {len(fake.lines)} lines stored")
+    assert refused >= 1
+    assert acked_while_down != set(range(1, 6))  # what did not fit stayed unacknowledged
+    assert acked == set(range(1, 6)) and len(fake.lines) == 50
