@@ -594,7 +594,8 @@ class IngestWorker:
         counters["buffer_refused"] = self.buffer.refused
         counters["buffer_corrupt"] = self.buffer.corrupt
         counters.update({f"rejected.{k}": v for k, v in c.rejected.items()})
-        counters.update({f"store_errors.{k}": v for k, v in c.store_errors.items()})
+        # A copy first: the writer thread may add a class while this one reads them.
+        counters.update({f"store_errors.{k}": v for k, v in dict(c.store_errors).items()})
         gauges: dict[str, float] = {
             "pending_messages": float(
                 len(self._pending.messages) + self._handed_off - self._settled
