@@ -67,6 +67,8 @@ class CpuMeter:
         return cpu
 
     def add(self, run: str, before: dict[str, float], points: int) -> None:
+        if points <= 0:  # a plan too small for one whole flush measures nothing
+            return
         after = self.now()
         for name, seconds in after.items():
             if name in before:
