@@ -538,6 +538,17 @@ def rewrite_toml(text: str, changes: Mapping[str, Mapping[str, object]]) -> str:
     return "\n".join(out) + "\n"
 
 
+INFLUX_PRIVILEGES = ("READ", "WRITE", "ALL")
+
+
+def _influx_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _influx_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class Influxd(Service):
     """A private InfluxDB 1.x server: data, meta and WAL in the work dir, HTTP on a free port.
 
@@ -546,6 +557,11 @@ class Influxd(Service):
     sets further keys, e.g. ``{"http": {"auth-enabled": True, "max-body-size": 1000}}``.
     ``credentials`` (user, password) are sent with :meth:`query` and :meth:`write`.
     ``INFLUXDB_*`` variables, which influxd would apply over its config, are not passed on.
+
+    ``admin`` (user, password) runs the server as a deployment should: ``auth-enabled``,
+    with that admin created at the first start (influxd lets the first admin be created
+    without credentials) and used as ``credentials``; :meth:`create_user` then adds users
+    with per-database grants, e.g. a WRITE-only writer and a READ-only reader.
     """
 
     name = "influxd"
@@ -559,11 +575,18 @@ class Influxd(Service):
         rpc_port: int | None = None,
         config_overrides: Mapping[str, Mapping[str, object]] | None = None,
         credentials: tuple[str, str] | None = None,
+        admin: tuple[str, str] | None = None,
     ) -> None:
         self.binary = _find_binary("influxd", "/usr/bin/influxd", INFLUXD_INSTALL)
         super().__init__(workdir, port)
         self.rpc_port = rpc_port if rpc_port is not None else free_port()
         self.config_overrides = {k: dict(v) for k, v in (config_overrides or {}).items()}
+        if admin is not None:
+            if credentials is not None:
+                raise ValueError("give admin or credentials, not both")
+            self.config_overrides.setdefault("http", {})["auth-enabled"] = True
+            credentials = admin
+        self.admin = admin
         self.credentials = credentials
 
     @property
@@ -635,6 +658,37 @@ class Influxd(Service):
     def _command(self) -> list[str]:
         return [self.binary, "-config", str(self.config_path)]
 
+    def start(self, timeout: float | None = None) -> None:
+        """Start (see :meth:`Service.start`); with ``admin``, create it on the first start."""
+        first = not self._started_once
+        super().start(timeout)
+        if self.admin is not None and first:
+            name, password = self.admin
+            self._statement(
+                f"CREATE USER {_influx_ident(name)} WITH PASSWORD {_influx_string(password)} "
+                "WITH ALL PRIVILEGES"
+            )
+
+    def create_user(self, name: str, password: str, grants: Mapping[str, str] | None = None) -> None:
+        """``CREATE USER`` (not an admin), then ``GRANT`` each privilege on its database.
+
+        ``grants`` maps a database to ``READ``, ``WRITE`` or ``ALL``. Needs ``admin``.
+        """
+        self._statement(f"CREATE USER {_influx_ident(name)} WITH PASSWORD {_influx_string(password)}")
+        for database, privilege in (grants or {}).items():
+            if privilege not in INFLUX_PRIVILEGES:
+                raise ValueError(f"privilege {privilege!r} is not one of {INFLUX_PRIVILEGES}")
+            self._statement(f"GRANT {privilege} ON {_influx_ident(database)} TO {_influx_ident(name)}")
+
+    def drop_user(self, name: str) -> None:
+        self._statement(f"DROP USER {_influx_ident(name)}")
+
+    def _statement(self, q: str) -> None:
+        """Run one InfluxQL statement; ServiceError if the server reports an error for it."""
+        errors = [r["error"] for r in self.query(q).get("results", []) if "error" in r]
+        if errors:
+            raise ServiceError(f"influxd refused {q.split(' WITH PASSWORD')[0]!r}: {errors[0]}")
+
     @property
     def log_path(self) -> Path:
         # influxd logs to stderr, which Service sends to this file.
@@ -686,11 +740,7 @@ class Influxd(Service):
 
     def create_database(self, name: str) -> None:
         """``CREATE DATABASE`` (idempotent in InfluxDB 1.x)."""
-        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-        result = self.query(f'CREATE DATABASE "{quoted}"')
-        errors = [r["error"] for r in result.get("results", []) if "error" in r]
-        if errors:
-            raise ServiceError(f"CREATE DATABASE {name!r} failed: {errors[0]}")
+        self._statement(f"CREATE DATABASE {_influx_ident(name)}")
 
 
 @atexit.register

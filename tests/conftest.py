@@ -9,8 +9,10 @@ its own with ``mosquitto_factory`` / ``influxd_factory`` instead.
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +74,55 @@ def influx_db(influxdb: Influxd) -> Iterator[str]:
             pass
 
 
+@pytest.fixture(scope="session")
+def influxdb_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """One influxd with ``auth-enabled`` and an admin (random password), for the session.
+
+    Its own port and data dir; use ``influx_auth_db`` for a database and its users.
+    """
+    workdir = tmp_path_factory.mktemp("influxd-auth")
+    server = _started(lambda: Influxd(workdir, admin=("admin", secrets.token_urlsafe(12))))
+    yield server
+    server.stop()
+
+
+@dataclass(frozen=True)
+class AuthDatabase:
+    """A database on ``influxdb_auth`` with a WRITE-only user (the cloud writer) and a
+    READ-only user (the dashboard), each holding no other grant; random passwords."""
+
+    server: Influxd
+    name: str
+    writer: tuple[str, str]
+    reader: tuple[str, str]
+
+    def url(self, user: tuple[str, str]) -> str:
+        return f"influxdb://{user[0]}:{user[1]}@127.0.0.1:{self.server.port}/{self.name}"
+
+
+@pytest.fixture
+def influx_auth_db(influxdb_auth: Influxd) -> Iterator[AuthDatabase]:
+    """A fresh database on the auth-enabled influxd, its writer and reader; all dropped afterwards."""
+    tag = uuid.uuid4().hex[:12]
+    db = AuthDatabase(
+        influxdb_auth,
+        f"test_{tag}",
+        (f"writer_{tag}", secrets.token_urlsafe(12)),
+        (f"reader_{tag}", secrets.token_urlsafe(12)),
+    )
+    influxdb_auth.create_database(db.name)
+    influxdb_auth.create_user(*db.writer, grants={db.name: "WRITE"})
+    influxdb_auth.create_user(*db.reader, grants={db.name: "READ"})
+    yield db
+    if influxdb_auth.running:
+        try:
+            for user in (db.writer, db.reader):
+                influxdb_auth.drop_user(user[0])
+            influxdb_auth.query(f'DROP DATABASE "{db.name}"')
+        except ServiceError:
+            pass
+
+
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Start private brokers (kwargs as for ``Mosquitto``); all are stopped at teardown."""
@@ -104,15 +155,47 @@ def influxd_factory(tmp_path: Path) -> Iterator[Callable[..., Influxd]]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "influx"])
+@pytest.fixture(params=["sqlite", "influx", "influx-auth"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """An empty store of each backend in turn: a SQLite file, or a fresh database on the
-    session influxd. The contract suites run every test against both."""
+    session influxd. The contract suites run every test against each. ``influx-auth`` is
+    InfluxDB as deployed with least privilege: writes with a WRITE-only user (the cloud
+    worker), everything else with a READ-only user (the dashboard)."""
     if request.param == "sqlite":
         store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    elif request.param == "influx-auth":
+        db: AuthDatabase = request.getfixturevalue("influx_auth_db")
+        store = WriterReaderStore(open_store(db.url(db.writer)), open_store(db.url(db.reader)))
     else:
         influxdb: Influxd = request.getfixturevalue("influxdb")
         database: str = request.getfixturevalue("influx_db")
         store = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{database}")
     yield store
     store.close()
+
+
+class WriterReaderStore:
+    """One database through two users, as deployed: ``write_*`` (and ``encode_readings``)
+    go to ``writer``, every query to ``reader``. Built from the Store protocol's members,
+    so a method added there is routed too."""
+
+    def __init__(self, writer: Store, reader: Store) -> None:
+        self.writer, self.reader = writer, reader
+
+    def close(self) -> None:
+        self.writer.close()
+        self.reader.close()
+
+
+def _route(name: str) -> Callable[..., Any]:
+    role = "writer" if name.startswith(("write_", "encode_")) else "reader"
+
+    def method(self: WriterReaderStore, *args: Any, **kwargs: Any) -> Any:
+        return getattr(getattr(self, role), name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in [n for n in vars(Store) if not n.startswith("_") and n != "close"] + ["encode_readings"]:
+    setattr(WriterReaderStore, _name, _route(_name))

@@ -10,12 +10,21 @@ A point is one reading: one line of line protocol with one field per metric.
 ``delta-zstd`` batches of 500 (what an edge ships) published to a private Mosquitto, and
 one ``IngestWorker`` receiving, decoding, writing to InfluxDB and acknowledging them; from
 the first publish to the last point stored.
+
+``cloud.details.cpu_us_per_point`` says where the CPU went in those timed runs (medians,
+µs per point): influxd's during the raw POSTs, and this process's (the worker's threads),
+influxd's and Mosquitto's during the worker runs. On a 2-core machine the worker's ratio to
+the raw POSTs cannot exceed what those sums allow, so they tell a CPU-bound run from a
+stalled one.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,37 @@ from pipeline.services import Influxd, Mosquitto
 CHUNK = 5000
 EDGE_BATCH = 500  # edge.batch_max_readings
 SITE = "farm"
+
+
+class CpuMeter:
+    """CPU seconds used so far by this process and by child services (Linux ``/proc``)."""
+
+    def __init__(self, services: dict[str, int]) -> None:
+        self.services = services
+        self.used: dict[str, list[float]] = defaultdict(list)  # name -> µs per point, per run
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def now(self) -> dict[str, float]:
+        cpu = {"bench_process": time.process_time()}
+        for name, pid in self.services.items():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu[name] = (int(fields[11]) + int(fields[12])) / self._tick
+        return cpu
+
+    def add(self, run: str, before: dict[str, float], points: int) -> None:
+        if points <= 0:  # a plan too small for one whole flush measures nothing
+            return
+        after = self.now()
+        for name, seconds in after.items():
+            if name in before:
+                self.used[f"{run}.{name}"].append((seconds - before[name]) / points * 1e6)
+
+    def medians(self) -> dict[str, float]:
+        return {key: round(statistics.median(v), 2) for key, v in sorted(self.used.items())}
 
 
 def bench_cloud(workdir: Path, stream: Stream, repeats: int, echo: Any) -> dict[str, Any]:
@@ -60,6 +100,7 @@ def bench_cloud(workdir: Path, stream: Stream, repeats: int, echo: Any) -> dict[
     pool = urllib3.HTTPConnectionPool(
         "127.0.0.1", influx.port, maxsize=1, timeout=urllib3.Timeout(connect=5, read=60), retries=False
     )
+    cpu = CpuMeter({"influxd": influx.pid, "mosquitto": broker.pid})
     try:
         for r in range(repeats):
             # Alternate which goes first, so that neither always meets influxd's compactions.
@@ -67,8 +108,10 @@ def bench_cloud(workdir: Path, stream: Stream, repeats: int, echo: Any) -> dict[
                 if which == "store":
                     store_rates.append(_store_run(influx.port, f"bench_store_{r}", chunks))
                 else:
-                    raw_rates.append(_raw_run(influx, pool, f"bench_raw_{r}", bodies, len(readings)))
-            worker_rates.append(_worker_run(workdir, broker.url, influx.port, f"bench_worker_{r}", batches, whole))
+                    raw_rates.append(_raw_run(influx, pool, f"bench_raw_{r}", bodies, len(readings), cpu))
+            worker_rates.append(
+                _worker_run(workdir, broker.url, influx.port, f"bench_worker_{r}", batches, whole, cpu)
+            )
             echo(
                 f"  round {r + 1}/{repeats} store {store_rates[-1]:>10,.0f} points/s (raw POST "
                 f"{raw_rates[-1]:,.0f}, whole worker over MQTT {worker_rates[-1]:,.0f})"
@@ -91,6 +134,7 @@ def bench_cloud(workdir: Path, stream: Stream, repeats: int, echo: Any) -> dict[
             "worker_points_per_run": whole,
             "worker_batches": f"{len(batches)} delta-zstd batches of {EDGE_BATCH}, QoS 1, over MQTT 5",
             "store": "InfluxStore (pipeline.cloud.store.open_store), InfluxDB 1.x on loopback",
+            "cpu_us_per_point": cpu.medians(),
         },
     }
 
@@ -112,19 +156,36 @@ def _store_run(port: int, database: str, chunks: list[list[Reading]]) -> float:
     return rate
 
 
-def _raw_run(influx: Influxd, pool: urllib3.HTTPConnectionPool, database: str, bodies: list[bytes], n: int) -> float:
+def _raw_run(
+    influx: Influxd,
+    pool: urllib3.HTTPConnectionPool,
+    database: str,
+    bodies: list[bytes],
+    n: int,
+    cpu: CpuMeter | None = None,
+) -> float:
     """Points/s of the same line protocol POSTed as it is: the HTTP and influxd floor."""
     influx.create_database(database)
+    before = cpu.now() if cpu else {}
     started = time.perf_counter()
     for body in bodies:
         resp = pool.request("POST", f"/write?db={database}&precision=ms", body=body)
         if resp.status != 204:
             raise RuntimeError(f"raw POST answered HTTP {resp.status}: {resp.data[:200]!r}")
-    return n / (time.perf_counter() - started)
+    rate = n / (time.perf_counter() - started)
+    if cpu:
+        cpu.add("raw_post", before, n)
+    return rate
 
 
 def _worker_run(
-    workdir: Path, broker_url: str, port: int, database: str, batches: list[bytes], n: int
+    workdir: Path,
+    broker_url: str,
+    port: int,
+    database: str,
+    batches: list[bytes],
+    n: int,
+    cpu: CpuMeter | None = None,
 ) -> float:
     """Points/s through one ``IngestWorker`` draining ``batches`` queued for it by the broker.
 
@@ -159,6 +220,7 @@ def _worker_run(
         worker = IngestWorker(settings, store)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        before = cpu.now() if cpu else {}
         started = time.perf_counter()
         worker.start(timeout=10)
         thread.start()
@@ -169,9 +231,24 @@ def _worker_run(
                     raise RuntimeError(f"worker stored {worker.counters.readings} of {n} readings in time")
                 time.sleep(0.002)
             rate = n / (time.perf_counter() - started)
+            if cpu:
+                cpu.add("worker", before, n)
         finally:
             stop.set()
             thread.join(30)
+            _end_session(broker_url, settings.cloud.client_id)
     finally:
         store.close()
     return rate
+
+
+def _end_session(broker_url: str, client_id: str) -> None:
+    """Delete a worker's durable session (a clean start with its client id).
+
+    Why: a session left behind stays subscribed in its own shared group, so the broker
+    would queue every later round's batches for it too and save them on every change:
+    each round would pay more broker time than the one before.
+    """
+    client = MqttClient(broker_url, client_id=client_id)  # session expiry 0: a clean start
+    client.connect(timeout=10)
+    client.close(timeout=2)

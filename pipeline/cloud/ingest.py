@@ -4,11 +4,21 @@
         ──► decode (bad: counted and dead-lettered; a batch whose header seq is readable
         │          is acknowledged to its edge too, so a poison batch is never resent)
         ──► pending, until flush_points items or flush_interval_s
-        ──► store.write_*  ──ok──────────► MQTT ack of every pending message
+        ══► hand-off queue (WRITES_QUEUED flushes)                       ← main thread above
+        ──► store.write_*  ──ok──────────► MQTT ack of every pending message   ← writer thread
         │                                  + cloud/ack/{site} listing the stored uplink seqs
         └──error──► DiskBuffer.put ──ok──► the same acks (durably buffered)
-                                   └full─► keep pending, retry (nothing acked)
-    drain: DiskBuffer.oldest ──► store.write_* ──ok──► remove; error: backoff, no attempt cap
+                                   └full─► keep it, retry each second (nothing acked)
+    drain (writer thread): DiskBuffer.oldest ──► store.write_* ──ok──► remove; error: backoff
+
+Two threads, so that decoding the next flush overlaps the store's answer to this one (the
+worker waited for every write before; it reached 0.4 of a plain POST loop's rate). The
+main thread receives and decodes; one writer thread owns the store writes, the disk
+buffer, the retry policy and every acknowledgement. The hand-off queue is bounded: while
+it is full the main thread waits, so at most one write is in flight, ``WRITES_QUEUED``
+flushes wait for it and one is being decoded; the messages behind them stay
+unacknowledged with the broker. The writer takes flushes in order and acknowledges each
+only after the store (or the disk buffer) holds it, so acks per site keep their order.
 
 While the buffer holds anything, new writes join its tail, so the store sees them in order.
 Writes are idempotent (a point's identity is its series and timestamp), so a redelivered
@@ -30,7 +40,7 @@ import resource
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +63,7 @@ from pipeline.protocol import (
     DeadLetter,
     Health,
     Label,
+    Reading,
     Reason,
     TopicKind,
     Topics,
@@ -69,8 +80,14 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
 MIN_BACKOFF_S = 0.5
+JITTER = 0.2  # each backoff is drawn from ±20 % around its nominal value
 MAX_RETRY_AFTER_S = 600.0
-DRAIN_SLICE_S = 0.2  # longest the loop drains before it looks at new messages again
+DRAIN_SLICE_S = 0.2  # longest the writer drains before it looks at new flushes again
+WRITES_QUEUED = 1  # flushes waiting for the writer (one more is being written)
+BUFFER_FULL_RETRY_S = 1.0  # a flush the full buffer refused is tried again after this
+WRITER_IDLE_S = 0.05  # the writer's longest wait for a flush before it drains again
+HAND_OFF_POLL_S = 0.1  # how often a waiting hand-off checks that the writer still runs
+WRITER_JOIN_S = 120.0  # at shutdown: the last writes' store timeouts, then give up
 
 
 def now_ms() -> int:
@@ -101,6 +118,7 @@ class IngestCounters:
 class _Pending:
     messages: list[Message] = field(default_factory=list)
     write: StoreWrite = field(default_factory=StoreWrite)
+    encoded: dict[str, Sequence[Reading]] = field(default_factory=dict)  # by site, see flush
     seqs: dict[str, set[int]] = field(default_factory=dict)
     points: int = 0
     since: float = 0.0
@@ -122,11 +140,22 @@ class IngestWorker:
             Path(settings.cloud.buffer_dir) / f"{self.name}.buffer.db",
             int(settings.cloud.buffer_mb * 1024 * 1024),
         )
-        self._pending = _Pending()
+        self._pending = _Pending()  # being decoded (main thread)
+        # A store that can build its request bodies ahead of the write (InfluxStore) does
+        # so on the main thread, so that the writer thread only sends them.
+        self._encode_readings: Callable[[str, list[Reading]], Sequence[Reading]] | None = getattr(
+            store, "encode_readings", None
+        )
+        # Flushes for the writer thread; None asks it to finish.
+        self._writes: queue.Queue[_Pending | None] = queue.Queue(maxsize=WRITES_QUEUED)
+        self._closing = threading.Event()  # shutting down: one attempt per flush, no waiting
+        self._handed_off = 0  # messages handed to the writer (main thread)
+        self._settled = 0  # of those, acknowledged or given up (writer thread)
+        self._writer_error: Exception | None = None  # what ended the writer thread, if anything
         self._backoff_s = 0.0
         self._retry_at = 0.0  # no store write before this (monotonic)
-        self._buffer_retry_at = 0.0
         self.config_alarm = ""  # the last StoreConfigError while it lasts ("" when none)
+        self.merge_alarm = ""  # the same for the model merger's reads
         self._started = time.monotonic()
         self._next_health = 0.0
         self._next_summary = time.monotonic() + settings.log.summary_interval_s
@@ -182,34 +211,57 @@ class IngestWorker:
         )
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                message = self.client.messages.get(timeout=0.05)
-            except queue.Empty:
-                message = None
-            if message is not None:
-                self.handle(message)
-            self.maybe_flush()
-            self.drain(DRAIN_SLICE_S)
-            self.maybe_report_health()
-            if time.monotonic() >= self._next_summary:
-                self._next_summary = time.monotonic() + self.settings.log.summary_interval_s
-                event(log, logging.INFO, "summary", **self.summary())
-        event(log, logging.INFO, "cloud worker stopping", inbox=self.client.messages.qsize())
-        while True:  # what already arrived is handled before the last flush
-            try:
-                self.handle(self.client.messages.get_nowait())
-            except queue.Empty:
-                break
-        self.flush()
-        self.report_health("offline")
-        self.flush()
-        self.client.flush(2.0)
-        self.client.close()
-        event(log, logging.INFO, "cloud worker stopped", **self.summary())
-        if self.metrics is not None:
-            self.metrics.close()
-        self.buffer.close()
+        """Receive and decode here; store and acknowledge on the writer thread, until ``stop``.
+
+        An exception on the writer thread ends the run here too (re-raised): what it had
+        not acknowledged, the broker delivers again.
+        """
+        self._closing.clear()
+        writer = threading.Thread(target=self._write_loop, name=f"{self.name}-writer", daemon=True)
+        writer.start()
+        try:
+            while not stop.is_set():
+                try:
+                    message = self.client.messages.get(timeout=0.05)
+                except queue.Empty:
+                    message = None
+                if message is not None:
+                    self.handle(message)
+                self.maybe_flush(stop)
+                self.maybe_report_health()
+                if time.monotonic() >= self._next_summary:
+                    self._next_summary = time.monotonic() + self.settings.log.summary_interval_s
+                    event(log, logging.INFO, "summary", **self.summary())
+            event(log, logging.INFO, "cloud worker stopping", inbox=self.client.messages.qsize())
+            while True:  # what already arrived is handled before the last flush
+                try:
+                    self.handle(self.client.messages.get_nowait())
+                except queue.Empty:
+                    break
+            self.flush(stop)
+            self.report_health("offline")
+            self.flush(stop)
+        finally:
+            self._closing.set()
+            deadline = time.monotonic() + WRITER_JOIN_S
+            while writer.is_alive() and time.monotonic() < deadline:
+                try:
+                    self._writes.put(None, timeout=HAND_OFF_POLL_S)
+                    break
+                except queue.Full:
+                    continue
+            writer.join(max(0.0, deadline - time.monotonic()))
+            if writer.is_alive():
+                log.error("writer still busy after %.0f s; stopping without it", WRITER_JOIN_S)
+            self.client.flush(2.0)
+            self.client.close()
+            event(log, logging.INFO, "cloud worker stopped", **self.summary())
+            if self.metrics is not None:
+                self.metrics.close()
+            if not writer.is_alive():
+                self.buffer.close()
+        if self._writer_error is not None:
+            raise RuntimeError("the cloud worker's writer thread failed") from self._writer_error
 
     # -- the flow -------------------------------------------------------------------------
 
@@ -268,7 +320,12 @@ class IngestWorker:
                 write.labels.append(label)
                 pending.points += 1
             case TopicKind.EDGE_MODEL:  # verified, merged, stored: pipeline/cloud/models.py
-                seq = self.models.handle(topic.site, payload)
+                try:
+                    seq = self.models.handle(topic.site, payload)
+                except StoreError as exc:  # the merger could not read its state back
+                    self._merge_failed(exc)
+                    return
+                self.merge_alarm = ""
                 if seq is not None:
                     pending.seq(topic.site, seq)
             case _:
@@ -303,31 +360,98 @@ class IngestWorker:
         )
         pending.points += 1
 
+    def _merge_failed(self, exc: StoreError) -> None:
+        """A delta the merger could not load its state for: not acknowledged to its edge,
+        which sends it again later (one load attempt per delta, so never a tight loop)."""
+        self.counters.store_errors["models"] += 1
+        if isinstance(exc, StoreConfigError):
+            self.merge_alarm = str(exc)[:300]
+            log.error(
+                "writer_config_error: model merging cannot read the store: %s (this worker "
+                "needs READ as well as WRITE, or cloud.merge_models = false on it)",
+                exc,
+            )
+        else:
+            log.warning("model merging cannot read the store, the edge resends: %s", exc)
+
     @staticmethod
     def _check_site(payload_site: str, topic_site: str) -> None:
         if payload_site != topic_site:
             raise ProtocolError(Reason.TOPIC_MISMATCH, f"site {payload_site} on {topic_site}")
 
-    def maybe_flush(self) -> None:
+    def maybe_flush(self, stop: threading.Event) -> None:
         pending = self._pending
-        if not pending.messages or time.monotonic() < self._buffer_retry_at:
+        if not pending.messages:
             return
         due = time.monotonic() - pending.since >= self.settings.cloud.flush_interval_s
         if due or pending.points >= self.settings.cloud.flush_points:
-            self.flush()
+            self.flush(stop)
 
-    def flush(self) -> bool:
-        """Store (or durably buffer) everything pending; then acknowledge it, upstream and to the edges."""
+    def flush(self, stop: threading.Event) -> None:
+        """Hand everything pending to the writer thread; waits while its queue is full."""
         pending = self._pending
         if not pending.messages:
-            return True
+            return
+        self._handed_off += len(pending.messages)
+        self._pending = _Pending()
+        if self._encode_readings is not None:
+            for site, readings in pending.write.readings.items():
+                try:
+                    pending.encoded[site] = self._encode_readings(site, readings)
+                except ValueError:
+                    pass  # sent as it is: the writer dead-letters what the store refuses
+        self._put(pending, stop)
+
+    def _put(self, item: _Pending | None, stop: threading.Event) -> None:
+        """Queue ``item`` for the writer, waiting for room (back-pressure).
+
+        Once ``stop`` is set the writer stops waiting for a full disk buffer, so the wait
+        ends; if the writer died, its error is raised here.
+        """
+        while True:
+            if self._writer_error is not None:
+                raise RuntimeError("the cloud worker's writer thread failed") from self._writer_error
+            if stop.is_set():
+                self._closing.set()
+            try:
+                self._writes.put(item, timeout=HAND_OFF_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        """Commit flushes in order; between them replay the disk buffer. Until told to end."""
+        try:
+            while True:
+                try:
+                    pending = self._writes.get(timeout=WRITER_IDLE_S)
+                except queue.Empty:
+                    self.drain(DRAIN_SLICE_S)
+                    continue
+                if pending is None:
+                    return
+                while not self._commit(pending) and not self._closing.is_set():
+                    if not self.drain(DRAIN_SLICE_S):  # the buffer is full: make room first
+                        self._closing.wait(BUFFER_FULL_RETRY_S)
+                self._settled += len(pending.messages)
+                self.drain(DRAIN_SLICE_S)
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
+            log.exception("the writer thread failed")
+            self._writer_error = exc
+
+    def _commit(self, pending: _Pending) -> bool:
+        """Store (or durably buffer) one flush; then acknowledge it, upstream and to the edges.
+
+        False when the disk buffer is full: nothing is acknowledged, the caller tries again.
+        """
         stored = False
         if self.buffer.items == 0 and time.monotonic() >= self._retry_at:
-            stored = self._store(pending.write)
+            stored = self._store(pending.write, pending.encoded)
         if not stored:
             if not self.buffer.put(pending.write):
                 self.counters.buffer_full += 1
-                self._buffer_retry_at = time.monotonic() + 1.0
                 log.error(
                     "disk buffer full (%d bytes of %d): %d messages stay unacknowledged",
                     self.buffer.bytes,
@@ -343,7 +467,6 @@ class IngestWorker:
             self.client.publish(self.topics.cloud_ack(site), encode(ack), qos=1)
             self.counters.acks_sent += 1
         self.counters.flushes += 1
-        self._pending = _Pending()
         return True
 
     def drain(self, budget_s: float) -> int:
@@ -364,10 +487,10 @@ class IngestWorker:
                 break
         return drained
 
-    def _store(self, write: StoreWrite) -> bool:
+    def _store(self, write: StoreWrite, encoded: dict[str, Sequence[Reading]] | None = None) -> bool:
         """Write to the store; True when stored (refused records dead-lettered), else backoff."""
         try:
-            self._write(write)
+            self._write(write, encoded or {})
         except StoreError as exc:
             self._failed(exc)
             return False
@@ -393,7 +516,7 @@ class IngestWorker:
         if self._store_down_since is None:
             self._store_down_since = time.monotonic()
         self._backoff_s = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, self._backoff_s * 2))
-        wait = self._backoff_s * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+        wait = self._backoff_s * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 - not crypto
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))
@@ -404,11 +527,15 @@ class IngestWorker:
         else:
             log.warning("store write failed, buffering; retry in %.1f s: %s", wait, exc)
 
-    def _write(self, write: StoreWrite) -> None:
-        """Every part of ``write``; records the store refuses are dead-lettered, once."""
+    def _write(self, write: StoreWrite, encoded: dict[str, Sequence[Reading]]) -> None:
+        """Every part of ``write``; records the store refuses are dead-lettered, once.
+
+        ``encoded``: the readings of a site as the store encoded them ahead, if it did.
+        """
         refused: list[DeadLetter] = []
         for site, readings in write.readings.items():
-            self._part(refused, site, "readings", self.store.write_readings, site, readings)
+            ahead = encoded.get(site, readings)
+            self._part(refused, site, "readings", self.store.write_readings, site, ahead)
         self._part(refused, None, "aggregates", self.store.write_aggregates, write.aggregates)
         self._part(refused, None, "alerts", self.store.write_alerts, write.alerts)
         self._part(refused, None, "deadletters", self.store.write_dead_letters, write.dead_letters)
@@ -520,11 +647,14 @@ class IngestWorker:
         }
         counters["buffer_refused"] = self.buffer.refused
         counters["buffer_corrupt"] = self.buffer.corrupt
+        # A copy first: the writer thread may add a key while this one reads them.
         counters.update({f"rejected.{k}": v for k, v in dict(c.rejected).items()})
         counters.update({f"store_errors.{k}": v for k, v in dict(c.store_errors).items()})
         gauges: dict[str, float] = {
-            "pending_messages": float(len(self._pending.messages)),
-            "store_config_error": 1.0 if self.config_alarm else 0.0,
+            "pending_messages": float(
+                len(self._pending.messages) + self._handed_off - self._settled
+            ),
+            "store_config_error": 1.0 if self.config_alarm or self.merge_alarm else 0.0,
             "cpu_s": time.process_time(),
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pid": float(os.getpid()),

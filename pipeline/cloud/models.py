@@ -109,8 +109,11 @@ class ModelMerger:
         self._loaded = False
 
     def load(self) -> None:
-        """Resume from the store: merged models and the last applied seq per (site, kind)."""
-        self._loaded = True
+        """Resume from the store: merged models and the last applied seq per (site, kind).
+
+        Marked loaded only once every read succeeded: a merger that failed to read its
+        state must not merge from an empty one (it would publish version 1 again).
+        """
         for record in self.store.latest_merged_models():
             try:
                 model = decode_merged(record.payload.encode())
@@ -125,6 +128,7 @@ class ModelMerger:
             self.since_ms[(d.site, d.kind)] = d.ts
         for (kind, site), n in self.store.model_site_weights().items():
             self.site_weights.setdefault(kind, {})[site] = n
+        self._loaded = True
 
     # -- the flow -------------------------------------------------------------------------
 
@@ -133,7 +137,8 @@ class ModelMerger:
 
         Applied deltas and replays of applied ones return their seq (the edge may forget
         them); a refused delta raises ``ProtocolError`` with its reason, counted here. A store
-        failure returns None: nothing is applied, the edge resends it later.
+        failure returns None: nothing is applied, the edge resends it later. A failure to
+        read the state back (:meth:`load`) raises its ``StoreError``; the next delta reads again.
         """
         if not self._loaded:
             self.load()

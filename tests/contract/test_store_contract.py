@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from conftest import WriterReaderStore
 
 from pipeline.cloud.store import (
     HEALTH_RETENTION_MS,
@@ -109,14 +110,19 @@ def alert(
     )
 
 
-def sent_requests(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+def sent_requests(
+    store: Store, monkeypatch: pytest.MonkeyPatch, sent: list[object] | None = None
+) -> list[object]:
     """Record everything the backend sends to its database from now on.
 
-    SQLite: every SQL statement (trace callback). InfluxDB: every HTTP request. Spies on
-    the real connection; nothing is replaced.
+    SQLite: every SQL statement (trace callback). InfluxDB: every HTTP request (of both
+    users for ``influx-auth``). Spies on the real connection; nothing is replaced.
     """
-    sent: list[object] = []
-    if isinstance(store, SQLiteStore):
+    sent = [] if sent is None else sent
+    if isinstance(store, WriterReaderStore):
+        sent_requests(store.writer, monkeypatch, sent)
+        sent_requests(store.reader, monkeypatch, sent)
+    elif isinstance(store, SQLiteStore):
         store._conn.set_trace_callback(sent.append)
     else:
         assert isinstance(store, InfluxStore)

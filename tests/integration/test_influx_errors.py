@@ -5,10 +5,17 @@ splits; 429 and 503 are retried with no attempt cap, honouring Retry-After (a sm
 server says those, since influxd 1.6.7 sends no Retry-After); 401 raises the
 ``writer_config_error`` alarm while the worker keeps buffering, and nothing is lost once
 the credentials work.
+
+Least privilege, on an influxd with ``auth-enabled`` (``influx_auth_db``): a WRITE-only
+worker stores and acknowledges without the right to ``CREATE DATABASE``; a READ-only one
+(the wrong grant) raises the alarm, keeps buffering and tries the store only at its backoff
+pace, never once per batch; a merging worker without READ raises the alarm on a model delta
+and goes on storing everything else.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -21,12 +28,23 @@ from urllib.parse import urlencode
 
 import pytest
 import urllib3
+from conftest import AuthDatabase
 
-from pipeline.cloud.ingest import IngestWorker
-from pipeline.cloud.store import InfluxStore, PartialWriteError, StoreUnavailable, open_store
+from pipeline.cloud.ingest import JITTER, MAX_BACKOFF_S, MIN_BACKOFF_S, IngestWorker
+from pipeline.cloud.models import ModelMerger
+from pipeline.cloud.store import (
+    InfluxStore,
+    MergedModelRecord,
+    PartialWriteError,
+    StoreConfigError,
+    StoreUnavailable,
+    open_store,
+)
 from pipeline.config import load_settings
+from pipeline.errors import ProtocolError
 from pipeline.mqtt import MqttClient
 from pipeline.protocol import Ack, Batch, Reading, Topics, decode, encode_batch
+from pipeline.protocol.model_codec import MergedModel, encode_model
 from pipeline.services import Influxd, Mosquitto
 
 TOPICS = Topics()
@@ -77,11 +95,12 @@ class Edge:
 @pytest.fixture
 def ingest(
     mosquitto: Mosquitto, tmp_path: Path
-) -> Iterator[Callable[[str], tuple[IngestWorker, Edge]]]:
-    """Start a worker writing to a store URL, and an edge of a fresh site; stopped at teardown."""
+) -> Iterator[Callable[..., tuple[IngestWorker, Edge]]]:
+    """Start a worker writing to a store URL (settings ``overrides`` as keyword arguments),
+    and an edge of a fresh site; stopped at teardown."""
     stops: list[tuple[threading.Event, threading.Thread, Edge]] = []
 
-    def start(store_url: str) -> tuple[IngestWorker, Edge]:
+    def start(store_url: str, **overrides: Any) -> tuple[IngestWorker, Edge]:
         site = f"shop-{uuid.uuid4().hex[:8]}"
         settings = load_settings(
             overrides={
@@ -91,6 +110,7 @@ def ingest(
                 "cloud.group": f"g-{site}",
                 "cloud.flush_interval_s": 0.1,
                 "cloud.buffer_dir": str(tmp_path / "buffers"),
+                **overrides,
             }
         )
         worker = IngestWorker(settings, open_store(store_url))
@@ -337,3 +357,150 @@ def test_a_401_raises_the_alarm_keeps_buffering_and_loses_nothing_once_fixed(
     assert admin.count_readings(edge.site) == 30
     assert worker.config_alarm == ""
     admin.close()
+
+
+# -- least privilege: WRITE-only and READ-only users (auth-enabled influxd) ----------------
+
+
+def test_a_write_only_worker_stores_and_acknowledges_without_create_database_rights(
+    influx_auth_db: AuthDatabase, ingest: Callable[..., tuple[IngestWorker, Edge]]
+) -> None:
+    worker, edge = ingest(influx_auth_db.url(influx_auth_db.writer), **{"cloud.merge_models": False})
+
+    edge.ship(1, [reading(f"fridge{i % 3}", T0 + i) for i in range(10)])
+
+    assert edge.acked(timeout=10) == {1}
+    reader = open_store(influx_auth_db.url(influx_auth_db.reader))
+    assert reader.count_readings(edge.site) == 10
+    assert worker.counters.store_errors == {} and worker.config_alarm == ""
+    reader.close()
+
+
+def test_a_write_only_merging_worker_raises_the_alarm_on_a_model_delta_and_goes_on_storing(
+    influx_auth_db: AuthDatabase,
+    ingest: Callable[..., tuple[IngestWorker, Edge]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker, edge = ingest(influx_auth_db.url(influx_auth_db.writer))  # merge_models: the default
+    caplog.set_level(logging.ERROR, logger="pipeline.cloud.ingest")
+
+    # Any delta makes the merger read its state back first, which needs READ.
+    edge.client.publish(TOPICS.edge(edge.site, "model"), b'{"v": 1}', qos=1)
+    edge.ship(1, [reading(f"fridge{i % 3}", T0 + i) for i in range(10)])
+
+    assert edge.acked(timeout=10) == {1}  # the worker goes on
+    health = worker._health("online")
+    lines = [r.getMessage() for r in caplog.records if "writer_config_error" in r.getMessage()]
+    print(f"alarm: {lines[:1]}")
+    assert health.gauges["store_config_error"] == 1.0
+    assert health.counters["store_errors.models"] == 1
+    assert lines and "merge_models" in lines[0] and "requires READ" in lines[0]
+    reader = open_store(influx_auth_db.url(influx_auth_db.reader))
+    assert reader.count_readings(edge.site) == 10
+    reader.close()
+
+
+def max_attempts(elapsed_s: float) -> int:
+    """Most store attempts the worker's backoff allows in ``elapsed_s`` (shortest jittered waits)."""
+    attempts, waited, wait = 1, 0.0, MIN_BACKOFF_S * (1 - JITTER)
+    while waited + wait <= elapsed_s:
+        attempts, waited, wait = attempts + 1, waited + wait, min(wait * 2, MAX_BACKOFF_S)
+    return attempts
+
+
+def test_a_read_only_writer_raises_the_alarm_retries_at_the_backoff_pace_and_loses_nothing_once_granted(
+    influx_auth_db: AuthDatabase,
+    ingest: Callable[..., tuple[IngestWorker, Edge]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker, edge = ingest(influx_auth_db.url(influx_auth_db.reader))
+    caplog.set_level(logging.ERROR, logger="pipeline.cloud.ingest")
+    began = time.monotonic()
+
+    acked: set[int] = set()
+    for seq in range(1, 31):
+        edge.ship(seq, [reading(f"fridge{seq}", T0 + i) for i in range(10)])
+        acked |= edge.acked(timeout=0.2)
+    deadline = time.monotonic() + 20
+    while acked != set(range(1, 31)) and time.monotonic() < deadline:
+        acked |= edge.acked(timeout=1)
+    attempts = worker.counters.store_errors["config"]
+    allowed = max_attempts(time.monotonic() - began)
+    lines = [r.getMessage() for r in caplog.records if "writer_config_error" in r.getMessage()]
+    print(f"READ-only writer: {attempts} refused attempts (backoff allows {allowed}) for "
+          f"{worker.counters.messages} messages; log: {lines[:1]}")
+    assert acked == set(range(1, 31))  # durably buffered, so acknowledged
+    assert 1 <= attempts <= allowed  # the backoff's pace, not one attempt per batch
+    assert worker._health("online").gauges["store_config_error"] == 1.0
+    assert lines and "403" in lines[0] and "not authorized to write" in lines[0]
+
+    # GRANT replaces a user's privilege on a database: READ becomes ALL (READ and WRITE).
+    influx_auth_db.server.query(f'GRANT ALL ON "{influx_auth_db.name}" TO "{influx_auth_db.reader[0]}"')
+    deadline = time.monotonic() + 2 * MAX_BACKOFF_S * (1 + JITTER)
+    while worker.buffer.items and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    reader = open_store(influx_auth_db.url(influx_auth_db.reader))
+    assert reader.count_readings(edge.site) == 300
+    assert worker.config_alarm == ""
+    reader.close()
+
+
+def test_a_merger_that_could_not_read_its_state_reads_it_again_before_merging(
+    influx_auth_db: AuthDatabase,
+) -> None:
+    admin = influx_auth_db.server
+    name = influx_auth_db.writer[0]
+    stored = MergedModel(v=1, kind="soil_probe", version=5, created_ms=T0, sites=["farm"], metrics={})
+    writer = open_store(influx_auth_db.url(influx_auth_db.writer))
+    writer.write_merged_model(
+        MergedModelRecord("soil_probe", 5, T0, 0, ("farm",), encode_model(stored).decode())
+    )
+    merger = ModelMerger(load_settings(), writer, lambda topic, body: None)
+
+    with pytest.raises(StoreConfigError, match="requires READ"):
+        merger.handle("farm", b"{}")  # WRITE only: it cannot read its state
+    admin.query(f'GRANT ALL ON "{influx_auth_db.name}" TO "{name}"')
+    with pytest.raises(ProtocolError):
+        merger.handle("farm", b"{}")  # now it reads it, then refuses the bad delta
+
+    print(f"state after the second delta: {merger.kinds}")
+    assert merger.kinds["soil_probe"].version == 5  # it goes on from version 5, not from 0
+    writer.close()
+
+
+# -- a full disk buffer -------------------------------------------------------------------
+
+
+def test_a_full_disk_buffer_leaves_messages_unacknowledged_until_the_store_takes_them(
+    fake_influx: Callable[..., FakeInflux], ingest: Callable[..., tuple[IngestWorker, Edge]]
+) -> None:
+    up = threading.Event()
+    fake = fake_influx(lambda n: (204, {}) if up.is_set() else (503, {}))
+    worker, edge = ingest(
+        f"influxdb://127.0.0.1:{fake.port}/edgepipe", **{"cloud.buffer_mb": 0.002}  # ~2 kB
+    )
+
+    acked: set[int] = set()
+    for seq in range(1, 6):
+        edge.ship(seq, [reading(f"fridge{seq}", T0 + i) for i in range(10)])
+        acked |= edge.acked(timeout=0.5)
+    deadline = time.monotonic() + 20
+    while not worker.counters.buffer_full and time.monotonic() < deadline:
+        acked |= edge.acked(timeout=0.2)
+    refused = worker.counters.buffer_full
+    acked_while_down = set(acked)
+
+    up.set()
+    deadline = time.monotonic() + 60
+    while acked != set(range(1, 6)) and time.monotonic() < deadline:
+        acked |= edge.acked(timeout=1)
+    deadline = time.monotonic() + 30
+    while len(fake.lines) < 50 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    print(f"buffer full {refused} times; acked while down {sorted(acked_while_down)}, "
+          f"then {sorted(acked)}; {len(fake.lines)} lines stored")
+    assert refused >= 1
+    assert acked_while_down != set(range(1, 6))  # what did not fit stayed unacknowledged
+    assert acked == set(range(1, 6)) and len(fake.lines) == 50

@@ -110,7 +110,14 @@ from pipeline.protocol.messages import (
     Reading,
 )
 
-__all__ = ["InfluxStore", "escape_field_key", "escape_string", "escape_tag", "quote_ident"]
+__all__ = [
+    "EncodedReadings",
+    "InfluxStore",
+    "escape_field_key",
+    "escape_string",
+    "escape_tag",
+    "quote_ident",
+]
 
 NAN = float("nan")
 _COUNTER = "counters."
@@ -271,6 +278,24 @@ def label_lines(labels: Sequence[Label]) -> list[str]:
             f"{int(lab.start)}"
         )
     return lines
+
+
+class EncodedReadings(list[Reading]):
+    """Readings of one site together with their line protocol, built ahead of the write.
+
+    Why: building the lines is about a quarter of a write's time. The cloud worker builds
+    them with :meth:`InfluxStore.encode_readings` on its decode thread while its writer
+    thread waits for the previous write's answer; :meth:`InfluxStore.write_readings` then
+    sends them as they are. It is still the list of readings, so a store that knows
+    nothing of it (SQLite, a wrapper) writes it like any other.
+    """
+
+    __slots__ = ("lines", "site")
+
+    def __init__(self, site: str, readings: Sequence[Reading]) -> None:
+        super().__init__(readings)
+        self.site = site
+        self.lines = reading_lines(site, readings)
 
 
 # -- InfluxQL ----------------------------------------------------------------------------
@@ -501,8 +526,18 @@ class InfluxStore:
                 return
         raise self._fail(resp, "/write")
 
+    def encode_readings(self, site: str, readings: Sequence[Reading]) -> EncodedReadings:
+        """``readings`` with their line protocol, for a later :meth:`write_readings`.
+
+        Raises ``ValueError`` as :meth:`write_readings` would (an id it cannot write).
+        """
+        return EncodedReadings(site, readings)
+
     def write_readings(self, site: str, readings: Sequence[Reading]) -> None:
-        self._write(reading_lines(site, readings))
+        if isinstance(readings, EncodedReadings) and readings.site == site:
+            self._write(readings.lines)
+        else:
+            self._write(reading_lines(site, readings))
 
     def write_aggregates(self, aggs: Sequence[Aggregate]) -> None:
         self._write(aggregate_lines(aggs))
