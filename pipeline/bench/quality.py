@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -58,8 +58,11 @@ from pipeline.edge.stages import Point
 from pipeline.edge.switching import SwitchContext
 from pipeline.edge.zones import IrrigationZones
 from pipeline.protocol import Reading
+from simulators import SimOptions
+from simulators import run as run_fleet
 
 MONDAY_MS = 1_719_792_000_000  # Monday 1 July 2024, 00:00 UTC
+SITES = ("farm", "retail", "city")  # one site of each domain
 
 
 @dataclass(frozen=True)
@@ -305,11 +308,9 @@ class _Learn:
 
 def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float = 1.0) -> dict[tuple[str, str], DetectorPrior]:
     """Kind priors (what model sync merges) from another fleet: another seed, the day before."""
-    from simulators import SimOptions, run
-
     learn = _Learn()
     options = SimOptions(
-        sites=("farm", "retail", "city"),
+        sites=SITES,
         devices_per_site=devices_per_site,
         rate=1.0 / plan.interval_s,
         duration=days * 86_400,
@@ -318,7 +319,7 @@ def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float =
         start_ms=MONDAY_MS - round(days * 86_400_000),
         realtime=False,
     )
-    run(options, learn)
+    run_fleet(options, learn)
     priors = {key: prior_from_stats(acc.to_stats(), version=1) for key, acc in learn.stats.items()}
     return {key: p for key, p in priors.items() if p is not None}
 
@@ -328,13 +329,25 @@ def zscore(site: str) -> Pipeline:
     return Pipeline(site, ReadingScorer(ZScoreDetector().clone, stuck=None), None, _policy(site))
 
 
-def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dict[str, Any]]:
-    """Simulate once, feed every variant, match its alerts; figures and details per variant."""
-    from simulators import SimOptions, run
+class FleetPlan(Protocol):
+    """What a simulated bench fleet needs: 3 sites of ``devices_per_site``, for ``days``."""
 
-    sites = ("farm", "retail", "city")
-    options = SimOptions(
-        sites=sites,
+    @property
+    def devices_per_site(self) -> int: ...
+    @property
+    def interval_s(self) -> float: ...
+    @property
+    def days(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def anomaly_rate(self) -> float: ...
+
+
+def fleet_options(plan: FleetPlan) -> SimOptions:
+    """The simulator options of a bench fleet: every site, from ``MONDAY_MS``, not paced."""
+    return SimOptions(
+        sites=SITES,
         devices_per_site=plan.devices_per_site,
         rate=1.0 / plan.interval_s,
         duration=plan.days * 86_400,
@@ -343,11 +356,18 @@ def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dic
         start_ms=MONDAY_MS,
         realtime=False,
     )
+
+
+def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dict[str, Any]]:
+    """Simulate once, feed every variant, match its alerts; figures and details per variant."""
+
+    sites = SITES
+    options = fleet_options(plan)
     pipelines = {site: [make(site) for make in variants.values()] for site in sites}
     interval_ms = plan.interval_s * 1000
     feed = Feed(pipelines, interval_ms)
     started = time.perf_counter()
-    report = run(options, feed)
+    report = run_fleet(options, feed)
     elapsed = time.perf_counter() - started
     skip_ms = max(plan.warmup * interval_ms, plan.burn_in_days * 86_400_000)
     from_ts = {d: t + skip_ms for d, t in feed.first_ts.items()}

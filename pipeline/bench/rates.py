@@ -33,8 +33,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.bench.quality import MONDAY_MS, Event, Feed, Pipeline, Raised, match_alerts, ours
-from simulators import SimOptions, run
+from pipeline.bench.quality import (
+    SITES,
+    Event,
+    Feed,
+    Pipeline,
+    Raised,
+    fleet_options,
+    match_alerts,
+    ours,
+)
+from simulators import run as run_fleet
 
 DAY_MS = 86_400_000
 HOUR_S = 3600.0
@@ -89,24 +98,13 @@ class SimRun:
 
 def simulate(plan: RatePlan, variant: Callable[[str], Pipeline] = ours) -> SimRun:
     """Run the fleet of ``plan`` through one pipeline per site."""
-    sites = ("farm", "retail", "city")
-    options = SimOptions(
-        sites=sites,
-        devices_per_site=plan.devices_per_site,
-        rate=1.0 / plan.interval_s,
-        duration=plan.days * 86_400,
-        seed=plan.seed,
-        anomaly_rate=plan.anomaly_rate,
-        start_ms=MONDAY_MS,
-        realtime=False,
-    )
-    pipelines = {site: [variant(site)] for site in sites}
+    pipelines = {site: [variant(site)] for site in SITES}
     feed = Feed(pipelines, plan.interval_s * 1000)
     started = time.perf_counter()
-    report = run(options, feed)
+    report = run_fleet(fleet_options(plan), feed)
     return SimRun(
         plan,
-        [pipelines[s][0] for s in sites],
+        [pipelines[s][0] for s in SITES],
         feed.events,
         feed.first_ts,
         report.readings_published,
