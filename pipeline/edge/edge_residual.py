@@ -162,6 +162,7 @@ class EdgeResidualDetector(SeasonalResidualDetector):
     # New attributes in slots: the base class keeps its instance dict as it is (memory per series).
     __slots__ = (
         "_drops",
+        "_growth_steps",
         "_last_ts",
         "_memory_n",
         "_quantum",
@@ -237,6 +238,7 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         self.reference_interval_s = reference_interval_s
         self._last_ts: int | None = None
         self._steps = 1.0
+        self._growth_steps = (1.0, self._growth)  # (steps, growth**steps) last computed
 
     def _params(self) -> dict[str, object]:
         params = {k: v for k, v in super()._params().items() if k != "residual"}  # always closest
@@ -321,7 +323,9 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         if not self.signed:
             super()._remember(residual)
             return
-        self._scale *= self._growth if steps == 1.0 else self._growth**steps
+        if steps != self._growth_steps[0]:  # a steady rate computes its power once
+            self._growth_steps = (steps, self._growth**steps)
+        self._scale *= self._growth_steps[1]
         if self._scale > self._RENORMALISE:
             self._top = [v / self._scale for v in self._top]
             self._drops = [v / self._scale for v in self._drops]
