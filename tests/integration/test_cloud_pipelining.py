@@ -30,6 +30,7 @@ from pipeline.services import Influxd, Mosquitto
 
 TOPICS = Topics()
 GATE_TIMEOUT_S = 60.0  # a write held longer than this fails (the test has gone wrong)
+PROBE = b"probe"  # published on the ack topic once, to know the subscription holds
 
 
 class GatedStore:
@@ -129,7 +130,10 @@ def rig(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path) ->
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
         running.append((stop, thread, Rig(site, store, worker, edge)))
-        time.sleep(0.2)  # let the edge's SUBACK land
+        # The edge's subscription holds once its own probe comes back (a sleep is not enough
+        # on a busy machine: an ack published before the SUBACK is lost to the test).
+        edge.publish(TOPICS.cloud_ack(site), PROBE, qos=1)
+        assert edge.messages.get(timeout=30).payload == PROBE
         return running[-1][2]
 
     yield start
@@ -146,12 +150,12 @@ def test_the_next_batches_are_decoded_while_a_write_is_in_flight_and_acked_only_
 ) -> None:
     r = rig()
     r.ship(1)
-    first = r.store.entered.get(timeout=10)  # write 1 is in flight, held at the gate
+    first = r.store.entered.get(timeout=30)  # write 1 is in flight, held at the gate
 
     r.ship(2)
     r.ship(3)
 
-    decoded = wait_until(lambda: r.worker.counters.messages == 3, timeout=10)
+    decoded = wait_until(lambda: r.worker.counters.messages == 3, timeout=30)
     early = r.acks(until={1}, timeout=0.5)
     pending = r.worker._health("online").gauges["pending_messages"]
     print(f"write of ts {first} held: {r.worker.counters.messages} messages decoded, "
