@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from influx_v2_proxy import InfluxV2Proxy
 
 from pipeline.cloud.store import Store, open_store
 from pipeline.errors import ServiceError
@@ -72,6 +73,17 @@ def influx_db(influxdb: Influxd) -> Iterator[str]:
             influxdb.query(f'DROP DATABASE "{name}"')
         except ServiceError:
             pass
+
+
+V2_TOKEN = "edgepipe-test-token"
+
+
+@pytest.fixture(scope="session")
+def influx_v2(influxdb: Influxd) -> Iterator[InfluxV2Proxy]:
+    """The session influxd behind a 2.x stand-in (``/api/v2/write``, token ``V2_TOKEN``):
+    no 2.x server can be installed here, see ``tests/influx_v2_proxy.py``."""
+    with InfluxV2Proxy(influxdb.port, V2_TOKEN) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")
@@ -155,14 +167,21 @@ def influxd_factory(tmp_path: Path) -> Iterator[Callable[..., Influxd]]:
         server.stop()
 
 
-@pytest.fixture(params=["sqlite", "influx", "influx-auth"])
+@pytest.fixture(params=["sqlite", "influx", "influx-auth", "influx-v2"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """An empty store of each backend in turn: a SQLite file, or a fresh database on the
     session influxd. The contract suites run every test against each. ``influx-auth`` is
     InfluxDB as deployed with least privilege: writes with a WRITE-only user (the cloud
-    worker), everything else with a READ-only user (the dashboard)."""
+    worker), everything else with a READ-only user (the dashboard). ``influx-v2`` is the
+    token path (writes through influxdb-client to ``/api/v2/write``), through the 2.x
+    stand-in in front of the session influxd."""
     if request.param == "sqlite":
         store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    elif request.param == "influx-v2":
+        proxy: InfluxV2Proxy = request.getfixturevalue("influx_v2")
+        name: str = request.getfixturevalue("influx_db")
+        url = f"influxdb://127.0.0.1:{proxy.port}/{name}?token={V2_TOKEN}&org=edgepipe"
+        store = open_store(url)
     elif request.param == "influx-auth":
         db: AuthDatabase = request.getfixturevalue("influx_auth_db")
         store = WriterReaderStore(open_store(db.url(db.writer)), open_store(db.url(db.reader)))

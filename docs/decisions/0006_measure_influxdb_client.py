@@ -10,9 +10,8 @@ rotated every round; every run checks that all points arrived. Three writers:
 * ``client+lines``: influxdb-client's ``WriteApi`` (SYNCHRONOUS) given our line protocol;
 * ``client+Point``: influxdb-client building each point with its ``Point`` API.
 
-Run (influxdb-client is no longer a dependency)::
+Run (influxdb-client is a dependency, decision 0006)::
 
-    pip install 'influxdb-client>=1.40'
     python docs/decisions/0006_measure_influxdb_client.py 7
 """
 

@@ -514,8 +514,11 @@ def raw_query(store: Store, request: pytest.FixtureRequest, statement: str) -> l
     if isinstance(store, SQLiteStore):
         with sqlite3.connect(store.path) as conn:
             return [list(row) for row in conn.execute(statement)]
+    server = "influxdb"
+    if isinstance(store, WriterReaderStore):  # influx-auth: its own server, as its admin
+        store, server = store.reader, "influxdb_auth"
     assert isinstance(store, InfluxStore)
-    influxdb: Influxd = request.getfixturevalue("influxdb")
+    influxdb: Influxd = request.getfixturevalue(server)
     result = influxdb.query(statement, db=store.database, epoch="ms")["results"][0]
     assert "error" not in result, result["error"]
     return [row[1:] for series in result.get("series", []) for row in series["values"]]
@@ -566,10 +569,13 @@ def test_windows_stored_under_the_old_field_name_end_still_read_back(
             conn.executescript(OLD_LAYOUT_SQLITE.format(t0=T0, end=T0 + 60_000, label_end=T0 + 500))
         store = SQLiteStore(path)  # migrates the file
     else:
-        assert isinstance(store, InfluxStore)
-        influxdb: Influxd = request.getfixturevalue("influxdb")
+        # influx-auth (a WriterReaderStore) has its own server, written to as its admin.
+        auth = isinstance(store, WriterReaderStore)
+        target = store.reader if isinstance(store, WriterReaderStore) else store
+        assert isinstance(target, InfluxStore)
+        influxdb: Influxd = request.getfixturevalue("influxdb_auth" if auth else "influxdb")
         influxdb.write(
-            store.database,
+            target.database,
             "aggregates,device=fridge1,kind=fridge,metric=temp,site=shop1 count=600i,min=3.5,"
             f"max=4.5,mean=4.0,std=0.25,last=4.25,anomalies=2i,end={T0 + 60_000}i {T0}\n"
             'labels,anomaly=spike,device=fridge1,site=shop1 metrics="temp",'

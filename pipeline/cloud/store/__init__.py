@@ -6,12 +6,14 @@ URL                                                            backend
 ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``  :class:`SQLiteStore`
 ``sqlite://:memory:``                                          :class:`SQLiteStore`, in RAM
 ``influxdb://[user:pass@]host[:port]/DATABASE``                :class:`InfluxStore` (v1 API)
-``influxdb://host:port/BUCKET?token=...&org=...``              the same, for a 2.x server
+``influxdb://host:port/BUCKET?token=...&org=...``              the same, for 2.x and 3.x
 =============================================================  =============================
 
-The InfluxDB port defaults to 8086. Query parameters: ``token`` and ``org`` (2.x: the
-token is sent as ``Authorization: Token ...`` on the v1-compatible endpoints; ``org`` is kept
-for a later v2-native writer) and ``timeout`` (seconds per request, default 30). User names,
+The InfluxDB port defaults to 8086. Query parameters: ``token`` and ``org``, together (2.x
+and 3.x: writes go to the v2 write API, ``/api/v2/write?org=..&bucket=..``, through
+influxdb-client, which requires an org; 3.x ignores its value; reads are InfluxQL on
+``/query`` with ``Authorization: Token ...``) and ``timeout`` (seconds per request,
+default 30). User names,
 passwords and tokens may be percent-encoded. Anything else is a
 :class:`~pipeline.errors.ConfigError` naming ``store.url``, with secrets masked.
 
@@ -159,6 +161,10 @@ def _parse_influx(url: str) -> InfluxURL:
     org = params.get("org", [None])[0]
     if org and not token:
         raise _BadURL("org is only used with token")
+    if token and not org:
+        raise _BadURL(
+            "token needs org (the v2 write API requires one; InfluxDB 3.x ignores its value)"
+        )
     if token and parts.username is not None:
         raise _BadURL("give either user:pass or token, not both")
     timeout = 30.0

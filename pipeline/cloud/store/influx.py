@@ -1,13 +1,25 @@
-"""InfluxStore: the store on InfluxDB, over the v1 HTTP API (``/write``, ``/query``, InfluxQL).
+"""InfluxStore: the store on InfluxDB: InfluxQL reads over ``/query``, writes over ``/write``
+(1.x) or the v2 write API (2.x and 3.x, with a token).
 
-Why the v1 API: it is the only one Debian's InfluxDB 1.6.7 speaks (``/api/v2/write`` is a 404
-there), and 2.x (v1 compatibility, DBRP mapping) and 3.x serve it too. One plain pooled
-HTTP client (``urllib3``) and a hand-written line-protocol encoder do the work: the
-encoder is a few string joins per point: 2.2 µs per 4-metric reading against 10.9 µs for
-``influxdb_client.Point`` (measured here).
+Two paths, chosen by the credentials (decision 0006):
+
+* user and password, or none (1.x): writes are ``POST /write?db=..`` and reads
+  ``/query``, both with one plain pooled HTTP client (``urllib3``). The v1 API is the only
+  one Debian's InfluxDB 1.6.7 speaks (``/api/v2/write`` is a 404 there).
+* a token (2.x, 3.x): writes go through influxdb-client's write API, SYNCHRONOUS (one POST
+  per chunk, no batching, no retries: the cloud worker owns retries, its disk buffer and
+  the acks), to ``/api/v2/write?org=..&bucket=..&precision=ms``. Reads stay InfluxQL over
+  ``/query`` with ``Authorization: Token``, which 2.x (DBRP mapping) and 3.x serve: the
+  client's query API speaks Flux only.
+
+Either way the lines come from the hand-written line-protocol encoder here, a few string
+joins per point: 2.2 µs per 4-metric reading against 10.9 µs for ``influxdb_client.Point``
+(measured here), which is why the client is handed lines, not points.
 
 Writes use ``precision=ms`` (1.6 reads ``us`` as nanoseconds), in chunks of ``batch_size``
-lines (5000) per request. Server answers map to errors as follows:
+lines (5000) per request. Server answers, on either path, map to errors as follows (one
+classifier, :meth:`InfluxStore._status_error`; the client's ``ApiException`` carries the
+status, body and headers, and its connection errors are urllib3's):
 
 =====================================  ===================================================
 answer                                 result
@@ -70,12 +82,15 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import msgspec
 import urllib3
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
+from influxdb_client.rest import ApiException
 
 from pipeline.cloud.store.base import (
     CLOUD_SITE,
@@ -382,8 +397,10 @@ class InfluxStore:
     5 s limit. If the server is down it tries again before the first write instead of
     failing, so a writer can start during an outage; a user who may not create databases
     (401/403, e.g. a WRITE-only writer) is assumed to write into an existing one. With a
-    ``token`` (a 2.x server) the bucket and its DBRP mapping must exist; the token goes in
-    ``Authorization: Token ...``. Nothing is retried here: the caller owns the retry policy.
+    ``token`` (a 2.x or 3.x server) the bucket (and, for reads on 2.x, its DBRP mapping) must
+    exist; writes go through influxdb-client's v2 write API with ``org`` (which the client
+    requires) and queries to ``/query`` with ``Authorization: Token ...``. Nothing is
+    retried here: the caller owns the retry policy.
     """
 
     def __init__(
@@ -400,6 +417,8 @@ class InfluxStore:
         batch_size: int = 5000,
         create_database: bool = True,
     ) -> None:
+        if token and not org:
+            raise ValueError("a token needs an org: the v2 write API requires one")
         self.host, self.port, self.database = host, port, check_id("database", database)
         self.org = org
         self.timeout = timeout
@@ -423,6 +442,19 @@ class InfluxStore:
         self._db_ready = bool(token) or not create_database
         self._may_create = bool(create_database and not token)
         self._closed = False
+        self._client: InfluxDBClient | None = None
+        self._write_api: WriteApi | None = None
+        if token and org:
+            # No retries and no batching: one POST per chunk, every failure to the caller.
+            self._client = InfluxDBClient(
+                url=f"http://{host}:{port}",
+                token=token,
+                org=org,
+                timeout=(min(5.0, timeout) * 1000, timeout * 1000),
+                retries=False,
+                connection_pool_maxsize=4,
+            )
+            self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         if not self._db_ready:
             try:  # briefly: opening must not hang on a frozen server
                 self._ensure_database(timeout=min(5.0, timeout))
@@ -456,13 +488,49 @@ class InfluxStore:
 
     def _fail(self, resp: urllib3.BaseHTTPResponse, what: str) -> StoreError:
         """The error for a non-2xx answer other than 400 and 413."""
-        text = _error_text(resp.data)
-        message = f"{self._where}: {what} answered HTTP {resp.status}: {text}"
-        if resp.status in (401, 403, 404):
+        return self._status_error(resp.status, resp.data, resp.headers, what)
+
+    def _status_error(
+        self, status: int, data: bytes, headers: Mapping[str, str], what: str
+    ) -> StoreError:
+        """The error for a non-2xx status other than 400 and 413, on either write path."""
+        text = _error_text(data)
+        message = f"{self._where}: {what} answered HTTP {status}: {text}"
+        if status in (401, 403, 404):
             return StoreConfigError(message)
-        if resp.status in (408, 429) or resp.status >= 500:
-            return StoreUnavailable(message, _retry_after(resp.headers.get("Retry-After")))
+        if status in (408, 429) or status >= 500:
+            return StoreUnavailable(message, _retry_after(headers.get("Retry-After")))
         return StoreError(message)
+
+    def _send(self, body: bytes, precision: str) -> tuple[int, bytes, Mapping[str, str]]:
+        """POST one chunk of lines; the answer's (status, body, headers).
+
+        Without a token: ``/write?db=..``. With one: influxdb-client's SYNCHRONOUS write API
+        (``/api/v2/write``), whose ``ApiException`` is turned back into the answer it
+        carries, so one classifier (:meth:`_status_error`) serves both paths.
+        """
+        if self._write_api is None:
+            resp = self._request(
+                "POST", "/write", {"db": self.database, "precision": precision}, body
+            )
+            return resp.status, resp.data, resp.headers
+        if self._closed:
+            raise StoreError(f"{self._where}: store is closed")
+        try:
+            self._write_api.write(
+                bucket=self.database,
+                org=self.org or "",  # set: a token needs an org (checked when opened)
+                record=body,
+                write_precision=cast(WritePrecision, precision),  # its constants are plain str
+            )
+        except ApiException as exc:
+            if not exc.status:  # the client's own failure to send (status 0), e.g. TLS
+                raise StoreUnavailable(f"{self._where}: /api/v2/write: {exc.reason}") from exc
+            data = exc.body.encode() if isinstance(exc.body, str) else bytes(exc.body or b"")
+            return int(exc.status), data, exc.headers or {}
+        except urllib3.exceptions.HTTPError as exc:  # refused, timed out, reset
+            raise StoreUnavailable(f"{self._where}: /api/v2/write: {exc}") from exc
+        return 204, b"", {}
 
     def _ensure_database(self, timeout: float | None = None) -> None:
         if self._db_ready:
@@ -503,14 +571,13 @@ class InfluxStore:
         so k bad lines out of n cost at most 1 + 2·k·⌈log2 n⌉ requests, never a loop.
         """
         body = "\n".join(lines).encode()
-        params = {"db": self.database, "precision": precision}
-        resp = self._request("POST", "/write", params, body)
-        if 200 <= resp.status < 300:
+        status, data, headers = self._send(body, precision)
+        if 200 <= status < 300:
             return
-        if resp.status in (400, 413):
+        if status in (400, 413):
             if len(lines) == 1:
-                why = _error_text(resp.data)
-                if resp.status == 413:
+                why = _error_text(data)
+                if status == 413:
                     why = f"point of {len(body)} bytes too large: {why}"
                 refused.append((lines[0], why))
                 return
@@ -518,13 +585,14 @@ class InfluxStore:
             self._post(lines[:half], precision, refused)
             self._post(lines[half:], precision, refused)
             return
-        if resp.status == 404 and self._may_create and b"database not found" in resp.data:
+        if status == 404 and self._may_create and b"database not found" in data:
             self._db_ready = False  # dropped behind our back: create it and try once more
             self._ensure_database()
-            resp = self._request("POST", "/write", params, body)
-            if 200 <= resp.status < 300:
+            status, data, headers = self._send(body, precision)
+            if 200 <= status < 300:
                 return
-        raise self._fail(resp, "/write")
+        what = "/write" if self._write_api is None else "/api/v2/write"
+        raise self._status_error(status, data, headers, what)
 
     def encode_readings(self, site: str, readings: Sequence[Reading]) -> EncodedReadings:
         """``readings`` with their line protocol, for a later :meth:`write_readings`.
@@ -968,6 +1036,10 @@ class InfluxStore:
         if not self._closed:
             self._closed = True
             self._pool.close()
+            if self._write_api is not None:
+                self._write_api.close()
+            if self._client is not None:
+                self._client.close()
 
 
 def _decode(data: bytes) -> dict[str, Any]:
