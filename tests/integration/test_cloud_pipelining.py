@@ -28,7 +28,6 @@ from pipeline.mqtt import MqttClient
 from pipeline.protocol import Ack, Batch, Reading, Topics, decode, encode_batch
 from pipeline.services import Influxd, Mosquitto
 
-TOPICS = Topics()
 GATE_TIMEOUT_S = 60.0  # a write held longer than this fails (the test has gone wrong)
 PROBE = b"probe"  # published on the ack topic once, to know the subscription holds
 
@@ -54,6 +53,7 @@ class GatedStore:
 @dataclass
 class Rig:
     site: str
+    topics: Topics  # a topic root of its own: no other test's retained messages reach this worker
     store: GatedStore
     worker: IngestWorker
     edge: MqttClient
@@ -66,7 +66,7 @@ class Rig:
             for i in range(n)
         ]
         frame = encode_batch(Batch(v=1, site=self.site, seq=seq, readings=readings))
-        self.edge.publish(TOPICS.edge(self.site, "batch"), frame, qos=1)
+        self.edge.publish(self.topics.edge(self.site, "batch"), frame, qos=1)
 
     def acks(self, until: set[int], timeout: float) -> list[Ack]:
         """Acks in arrival order, until every seq of ``until`` is acknowledged or ``timeout``."""
@@ -109,9 +109,11 @@ def rig(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path) ->
 
     def start(**overrides: Any) -> Rig:
         site = f"farm-{uuid.uuid4().hex[:8]}"
+        topics = Topics(f"pipelining-{site}/v1")
         settings = load_settings(
             overrides={
                 "mqtt.url": mosquitto.url,
+                "mqtt.topic_root": topics.root,
                 "store.url": url,
                 "cloud.client_id": f"cloud-{site}",
                 "cloud.group": f"g-{site}",
@@ -125,14 +127,14 @@ def rig(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path) ->
         worker.start(timeout=5)
         edge = MqttClient(mosquitto.url)
         edge.connect(timeout=5)
-        edge.subscribe(TOPICS.cloud_ack(site), qos=1)
+        edge.subscribe(topics.cloud_ack(site), qos=1)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
-        running.append((stop, thread, Rig(site, store, worker, edge)))
+        running.append((stop, thread, Rig(site, topics, store, worker, edge)))
         # The edge's subscription holds once its own probe comes back (a sleep is not enough
         # on a busy machine: an ack published before the SUBACK is lost to the test).
-        edge.publish(TOPICS.cloud_ack(site), PROBE, qos=1)
+        edge.publish(topics.cloud_ack(site), PROBE, qos=1)
         assert edge.messages.get(timeout=30).payload == PROBE
         return running[-1][2]
 
