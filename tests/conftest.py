@@ -24,6 +24,7 @@ from pipeline.errors import ServiceError
 from pipeline.services import Influxd, Mosquitto, Service
 
 S = TypeVar("S", bound=Service)
+SESSION_BROKER_AUTOSAVE_CHANGES = 100_000  # the session broker is never restarted: save rarely
 
 
 def _started(make: Callable[[], S]) -> S:
@@ -46,9 +47,15 @@ def _clean_edgepipe_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """One anonymous mosquitto broker for the whole session (``.url``, ``.port``)."""
+    """One anonymous mosquitto broker for the whole session (``.url``, ``.port``).
+
+    Nothing restarts it, so it saves its store only every ``SESSION_BROKER_AUTOSAVE_CHANGES``
+    changes: saving after every change (what the crash tests' private brokers need) rewrote a
+    store swollen by earlier tests' durable sessions at every message, and the broker, not the
+    code under test, set the pace late in a run (a 40 s fleet test took over 7 minutes).
+    """
     workdir = tmp_path_factory.mktemp("mosquitto")
-    broker = _started(lambda: Mosquitto(workdir))
+    broker = _started(lambda: Mosquitto(workdir, autosave_interval=SESSION_BROKER_AUTOSAVE_CHANGES))
     yield broker
     broker.stop()
 
