@@ -31,62 +31,6 @@ def format_alert(alert: Alert) -> str:
     )
 
 
-def tail_alerts(
-    settings: Settings,
-    *,
-    site: str = "+",
-    severity: str | None = None,
-    count: int | None = None,
-    timeout: float | None = None,
-    as_json: bool = False,
-    stop: threading.Event | None = None,
-    echo: Callable[[str], object] = print,
-) -> int:
-    """Print alerts until ``count`` arrived, ``timeout`` passed or ``stop`` is set."""
-    stop = stop or threading.Event()
-    floor = SEVERITIES.index(severity) if severity else 0
-    client = MqttClient(settings.mqtt.url, protocol=settings.mqtt.protocol_for("client"), tls_ca=settings.mqtt.tls_ca)
-    client.connect()
-    client.subscribe(Topics(settings.mqtt.topic_root).alerts(site), qos=1)
-    deadline = time.monotonic() + timeout if timeout is not None else None
-    shown = 0
-    try:
-        while not stop.is_set() and (count is None or shown < count):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            try:
-                message = client.messages.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            try:
-                alert = decode(message.payload, Alert)
-            except ProtocolError as exc:
-                echo(f"(unreadable alert on {message.topic}: {exc})")
-                continue
-            level = alert.data.severity
-            if level in SEVERITIES and SEVERITIES.index(level) < floor:
-                continue
-            echo(message.payload.decode() if as_json else format_alert(alert))
-            shown += 1
-    finally:
-        client.close()
-    return shown
-
-
-# -- ``edgepipe deadletters`` ------------------------------------------------------------------
-
-
-def format_dead_letter(letter: DeadLetter, topics: Topics = Topics()) -> str:
-    """One readable line: when, why, which device, how big, what was wrong, how it began."""
-    when = datetime.fromtimestamp(letter.ts / 1000, UTC).isoformat(timespec="milliseconds")
-    try:
-        where = f"{letter.site}/{topics.parse(letter.topic).subject}"
-    except ProtocolError:
-        where = f"{letter.site} on {letter.topic!r}"  # the topic itself was the problem
-    preview = letter.payload[:DEAD_LETTER_PREVIEW_CHARS].replace("\n", "\\n")
-    return f"{when} ✗ {letter.reason:<14} {where} {letter.size} B: {letter.detail} | {preview}"
-
-
 def follow(
     settings: Settings, topic_filter: str, *, timeout: float | None, stop: threading.Event
 ) -> Generator[Message, None, None]:
@@ -103,6 +47,55 @@ def follow(
                 continue
     finally:
         client.close()
+
+
+def tail_alerts(
+    settings: Settings,
+    *,
+    site: str = "+",
+    severity: str | None = None,
+    count: int | None = None,
+    timeout: float | None = None,
+    as_json: bool = False,
+    stop: threading.Event | None = None,
+    echo: Callable[[str], object] = print,
+) -> int:
+    """Print alerts until ``count`` arrived, ``timeout`` passed or ``stop`` is set."""
+    stop = stop or threading.Event()
+    floor = SEVERITIES.index(severity) if severity else 0
+    shown = 0
+    if count is not None and count <= 0:
+        return shown
+    alerts = Topics(settings.mqtt.topic_root).alerts(site)
+    with closing(follow(settings, alerts, timeout=timeout, stop=stop)) as messages:
+        for message in messages:
+            try:
+                alert = decode(message.payload, Alert)
+            except ProtocolError as exc:
+                echo(f"(unreadable alert on {message.topic}: {exc})")
+                continue
+            level = alert.data.severity
+            if level in SEVERITIES and SEVERITIES.index(level) < floor:
+                continue
+            echo(message.payload.decode() if as_json else format_alert(alert))
+            shown += 1
+            if count is not None and shown >= count:
+                break
+    return shown
+
+
+# -- ``edgepipe deadletters`` ------------------------------------------------------------------
+
+
+def format_dead_letter(letter: DeadLetter, topics: Topics = Topics()) -> str:
+    """One readable line: when, why, which device, how big, what was wrong, how it began."""
+    when = datetime.fromtimestamp(letter.ts / 1000, UTC).isoformat(timespec="milliseconds")
+    try:
+        where = f"{letter.site}/{topics.parse(letter.topic).subject}"
+    except ProtocolError:
+        where = f"{letter.site} on {letter.topic!r}"  # the topic itself was the problem
+    preview = letter.payload[:DEAD_LETTER_PREVIEW_CHARS].replace("\n", "\\n")
+    return f"{when} ✗ {letter.reason:<14} {where} {letter.size} B: {letter.detail} | {preview}"
 
 
 def tail_dead_letters(
