@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,3 +56,22 @@ def running_node(settings: Settings) -> Iterator[EdgeNode]:
 
 def reading(device: str, kind: str, ts: int, metrics: dict[str, float]) -> bytes:
     return encode(Reading(v=1, device=device, kind=kind, ts=ts, seq=ts % 1_000_000, metrics=metrics))
+
+
+@contextmanager
+def edgepipe_process(
+    out: Path, *args: str, env: Mapping[str, str] = {}
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``edgepipe ARGS`` as a child, stdout and stderr in ``out``, no ``EDGEPIPE_*`` of ours
+    but ``env``; killed (by its pid) if still running at the end."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEPIPE_")} | dict(env)
+    with open(out, "wb") as f:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args], env=child_env, stdout=f, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nodekit import edge_settings, new_site, now_ms, reading, running_node
+from nodekit import edge_settings, edgepipe_process, new_site, now_ms, reading, running_node
 
 from pipeline.bench.common import wait_for
 from pipeline.mqtt import MqttClient
@@ -31,21 +29,9 @@ PROBE = b""  # an empty payload: dead-lettered as `empty`, until the tail shows 
 @contextmanager
 def tail(url: str, tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """`edgepipe deadletters` with its stdout in a file; killed (by its pid) if still running."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEPIPE_")}
     out = tmp_path / f"tail-{time.monotonic_ns()}.out"
-    with open(out, "wb") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "deadletters", "--broker", url, *args],
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc, out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with edgepipe_process(out, "deadletters", "--broker", url, *args) as running:
+        yield running
 
 
 def lines_of(path: Path) -> list[str]:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nodekit import new_site, now_ms, reading
+from nodekit import edgepipe_process, new_site, now_ms, reading
 
 from pipeline.bench.common import wait_for
 from pipeline.mqtt import MqttClient
@@ -35,27 +33,14 @@ def edge_process(
     url: str, site: str, tmp_path: Path, *args: str, **env_extra: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """`edgepipe edge` for ``site``, its stderr in a file; killed (by its pid) if still running."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEPIPE_")}
-    env.update(
-        EDGEPIPE_EDGE__STATE_DIR=str(tmp_path / "state"),
-        EDGEPIPE_LOG__SUMMARY_INTERVAL_S="0.5",
-        EDGEPIPE_LOG__WARNINGS_PER_MIN=str(WARNINGS_PER_MIN),
+    env = {
+        "EDGEPIPE_EDGE__STATE_DIR": str(tmp_path / "state"),
+        "EDGEPIPE_LOG__SUMMARY_INTERVAL_S": "0.5",
+        "EDGEPIPE_LOG__WARNINGS_PER_MIN": str(WARNINGS_PER_MIN),
         **env_extra,
-    )
-    log_path = tmp_path / "edge.log"
-    with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "edge", "--broker", url, "--site", site, *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc, log_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    }
+    with edgepipe_process(tmp_path / "edge.log", "edge", "--broker", url, "--site", site, *args, env=env) as running:
+        yield running
 
 
 def _lines(path: Path) -> list[str]:
