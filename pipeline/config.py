@@ -8,13 +8,14 @@ dotted key, the value and what is allowed. Only this module reads ``os.environ``
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -150,12 +151,9 @@ class SelectSettings(Section):
     @field_validator("tolerances")
     @classmethod
     def _tolerances(cls, value: dict[str, float]) -> dict[str, float]:
-        from pipeline.protocol.catalog import KINDS
-
+        # Whether kind.metric is in the catalogue is checked in load_settings, once [kinds.*]
+        # (which may add or redefine kinds) is known: see check_catalog_references.
         for key, tol in value.items():
-            kind, _, metric = key.partition(".")
-            if kind not in KINDS or metric not in KINDS[kind].metrics:
-                raise ValueError(f"{key!r} is not a kind.metric of the catalogue")
             if tol < 0:
                 raise ValueError(f"{key}: tolerance must not be negative")
         return value
@@ -300,6 +298,135 @@ class LogSettings(Section):
     )
 
 
+INGEST_FORMATS = ("edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line")
+IngestFormat = Literal["edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line"]
+
+
+class IngestSettings(Section):
+    """One ``[[ingest]]`` entry: a subscription and the format its messages are in.
+
+    Field paths are a top-level name (``temperature``) or an RFC 6901 JSON pointer
+    (``/sensor/temp``). docs/configuration.md "Ingest" has one example per format.
+    """
+
+    format: IngestFormat = Field(description="payload format: " + ", ".join(INGEST_FORMATS))
+    topic: str = Field(
+        "",
+        description="MQTT topic pattern; levels {site}, {device}, {kind} capture; '' = the format's default",
+    )
+    kind: str = Field("", description="the device kind of every reading of this entry")
+    kind_field: str = Field("", description="field path of the kind in the message (instead of kind)")
+    device: str = Field("", description="a fixed device id (json, one device per entry)")
+    device_field: str = Field("", description="field path of the device id; '' = the format's default")
+    timestamp_field: str = Field("", description="field path of the time; '' = the format's default or arrival time")
+    timestamp_unit: Literal["", "s", "ms", "us", "ns"] = Field(
+        "", description="unit of numeric timestamps ('' = ms; influx-line: ns); strings are ISO 8601"
+    )
+    metrics: dict[str, str] = Field(
+        {}, description="metric -> field path; empty: fields named like the kind's metrics"
+    )
+    scale: dict[str, float] = Field({}, description="metric -> factor its value is multiplied by")
+    ignore: list[str] = Field([], description="fields that are neither metrics nor counted as extra")
+    strict_ids: bool = Field(False, description="refuse ids outside [A-Za-z0-9_-]{1,64} instead of mapping them")
+    max_bytes: int = Field(65536, ge=64, le=1_048_576, description="larger payloads are refused (too_large)")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        from pipeline.ingest.fields import TopicPattern
+
+        if value:
+            TopicPattern.parse(value)
+        return value
+
+    @field_validator("kind_field", "device_field", "timestamp_field")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        from pipeline.ingest.fields import check_path
+
+        return check_path(value) if value else value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        from pipeline.ingest.fields import check_path
+
+        for metric, path in value.items():
+            if not is_valid_id(metric):
+                raise ValueError(f"metric name {metric!r}: letters, digits, '_' and '-'")
+            try:
+                check_path(path)
+            except ValueError as exc:
+                raise ValueError(f"{metric}: {exc}") from None
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric, factor in value.items():
+            if not math.isfinite(factor) or factor == 0:
+                raise ValueError(f"{metric}: a scale factor is a finite, non-zero number")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> IngestSettings:
+        """Refuse an entry that could never make a reading (named field in the message)."""
+        from pipeline.ingest.fields import TopicPattern
+
+        fmt = self.format
+        if fmt == "edgepipe":
+            extra = [n for n in type(self).model_fields if n != "format" and getattr(self, n) != type(self).model_fields[n].default]
+            if extra:
+                raise ValueError(f"format edgepipe takes no other keys (got {', '.join(extra)})")
+            return self
+        if fmt == "json" and not self.topic:
+            raise ValueError("topic: format json needs a topic pattern")
+        pattern = TopicPattern.parse(self.topic) if self.topic else None
+        if fmt == "json" and not (
+            self.device or self.device_field or (pattern and (pattern.has("device") or pattern.levels[-1] == "#"))
+        ):
+            raise ValueError("format json needs device, device_field or {device} in the topic")
+        if not (self.kind or self.kind_field or (pattern and pattern.has("kind")) or fmt == "influx-line"):
+            raise ValueError(f"format {fmt} needs kind, kind_field or {{kind}} in the topic")
+        unknown = sorted(set(self.scale) - set(self.metrics)) if self.metrics else []
+        if unknown:
+            raise ValueError(f"scale: {', '.join(unknown)} not in metrics")
+        return self
+
+
+class MetricSettings(Section):
+    """One metric of a configured device kind."""
+
+    unit: str = Field("", description="the unit shown with its values")
+    resolution: float = Field(gt=0, description="the sensor's step; compression error is at most half of it")
+    low: float = Field(description="lowest physical value; below is out_of_range")
+    high: float = Field(description="highest physical value; above is out_of_range")
+    tolerance: float | None = Field(None, ge=0, description="selection tolerance in the unit (default: select.tolerance_resolutions x resolution)")
+
+    @model_validator(mode="after")
+    def _range(self) -> MetricSettings:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and math.isfinite(self.resolution)):
+            raise ValueError("low, high and resolution must be finite numbers")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class KindSettings(Section):
+    """One ``[kinds.NAME]`` table: a device kind, added or replacing the built-in of that name."""
+
+    domain: str = Field("any", description="farm, retail, city or any")
+    metrics: dict[str, MetricSettings] = Field(min_length=1, description="metric name -> its table")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, value: dict[str, MetricSettings]) -> dict[str, MetricSettings]:
+        for name in value:
+            if not is_valid_id(name):
+                raise ValueError(f"metric name {name[:80]!r}: letters, digits, '_' and '-', 1 to 64 characters")
+        return value
+
+
 class Settings(BaseSettings):
     """All of edgepipe's settings. Build with :func:`load_settings`."""
 
@@ -321,6 +448,16 @@ class Settings(BaseSettings):
     sim: SimSettings = SimSettings()
     dashboard: DashboardSettings = DashboardSettings()
     log: LogSettings = LogSettings()
+    ingest: list[IngestSettings] = []  # [[ingest]]: empty means one edgepipe entry
+    kinds: dict[str, KindSettings] = {}  # [kinds.NAME]: added to (or replacing) the built-ins
+
+    @field_validator("kinds")
+    @classmethod
+    def _kind_names(cls, value: dict[str, KindSettings]) -> dict[str, KindSettings]:
+        for name in value:
+            if not is_valid_id(name):
+                raise ValueError(f"kind name {name[:80]!r}: letters, digits, '_' and '-', 1 to 64 characters")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -368,7 +505,36 @@ def load_settings(
         settings = source_cls(**_nest(overrides or {}))
     except ValidationError as exc:
         raise _config_error(exc) from None
-    return Settings.model_validate(settings.model_dump())
+    settings = Settings.model_validate(settings.model_dump())
+    check_catalog_references(settings)
+    return settings
+
+
+# Settings fields that are not one [section] of keys: [[ingest]] entries and [kinds.NAME].
+TABLE_FIELDS = ("ingest", "kinds")
+
+
+def section_names() -> list[str]:
+    """The ``[section]`` tables of plain keys (what sample, show and the reference list)."""
+    return [name for name in Settings.model_fields if name not in TABLE_FIELDS]
+
+
+def check_catalog_references(settings: Settings) -> None:
+    """Every kind and metric a setting names exists in the catalogue (built-ins + [kinds])."""
+    from pipeline.protocol.catalog import Catalog
+
+    catalog = Catalog.from_settings(settings)
+    for key, _tol in settings.select.tolerances.items():
+        kind, _, metric = key.partition(".")
+        if catalog.metric(kind, metric) is None:
+            raise ConfigError("select.tolerances", key, "not a kind.metric of the catalogue")
+    for i, entry in enumerate(settings.ingest):
+        if entry.kind and entry.kind not in catalog.kinds:
+            raise ConfigError(f"ingest.{i}.kind", entry.kind, f"unknown kind; known: {', '.join(sorted(catalog.kinds))}")
+        if entry.kind and entry.metrics:
+            missing = sorted(set(entry.metrics) - set(catalog.kinds[entry.kind].metrics))
+            if missing:
+                raise ConfigError(f"ingest.{i}.metrics", missing[0], f"not a metric of kind {entry.kind}")
 
 
 def check_environment(other_env: Iterable[str] = ()) -> None:
@@ -399,6 +565,8 @@ def _names_a_setting(parts: list[str]) -> bool:
         return False
     if len(parts) == 1:
         return True  # a whole section as JSON
+    if parts[0].lower() in TABLE_FIELDS:
+        return False  # [[ingest]] and [kinds] are given whole, as JSON
     field = section.annotation.model_fields.get(parts[1].lower())
     if field is None:
         return False
@@ -408,7 +576,8 @@ def _names_a_setting(parts: list[str]) -> bool:
 def _env_name_like(upper: str) -> str | None:
     """The setting's environment name that ``upper`` misspells with single underscores."""
     squashed = upper.replace("__", "_")
-    for section, field in Settings.model_fields.items():
+    for section in section_names():
+        field = Settings.model_fields[section]
         for name in field.annotation.model_fields:  # type: ignore[union-attr]
             env = f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
             if env.replace("__", "_") == squashed:
@@ -444,7 +613,8 @@ def sample_config() -> str:
         "# Environment overrides: EDGEPIPE_<SECTION>__<KEY>, e.g. EDGEPIPE_MQTT__URL.",
     ]
     defaults = Settings.model_construct()
-    for section_name, section_field in Settings.model_fields.items():
+    for section_name in section_names():
+        section_field = Settings.model_fields[section_name]
         section = getattr(defaults, section_name)
         doc = (section_field.annotation.__doc__ or "").strip().splitlines()
         lines += ["", f"[{section_name}]"]
@@ -479,7 +649,7 @@ def _toml_value(value: Any) -> str:
 def settings_as_toml(settings: Settings) -> str:
     """The effective settings as TOML (``edgepipe config show``)."""
     lines: list[str] = []
-    for section_name in Settings.model_fields:
+    for section_name in section_names():
         section = getattr(settings, section_name)
         lines += [f"[{section_name}]"]
         for name in type(section).model_fields:
@@ -489,6 +659,22 @@ def settings_as_toml(settings: Settings) -> str:
             if value is not None:
                 lines.append(f"{name} = {_toml_value(value)}")
         lines.append("")
+    for entry in settings.ingest:
+        lines.append("[[ingest]]")
+        for name, info in type(entry).model_fields.items():
+            value = getattr(entry, name)
+            if name == "format" or value != info.default:
+                lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    for kind_name, kind in settings.kinds.items():
+        lines += [f"[kinds.{kind_name}]", f"domain = {_toml_value(kind.domain)}", ""]
+        for metric_name, metric in kind.metrics.items():
+            lines.append(f"[kinds.{kind_name}.metrics.{metric_name}]")
+            for name in type(metric).model_fields:
+                value = getattr(metric, name)
+                if value is not None:
+                    lines.append(f"{name} = {_toml_value(value)}")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -519,8 +705,8 @@ def reference_markdown() -> str:
     """docs/configuration.md: every key, its default, its environment name and meaning."""
     out = [REFERENCE_INTRO]
     defaults = Settings.model_construct()
-    for section_name, section_field in Settings.model_fields.items():
-        model = section_field.annotation
+    for section_name in section_names():
+        model = Settings.model_fields[section_name].annotation
         doc = (model.__doc__ or "").strip().splitlines()
         out += [f"## `[{section_name}]`", ""]
         if doc:
@@ -534,4 +720,108 @@ def reference_markdown() -> str:
             meaning = (info.description or "").replace("|", "\\|")
             out.append(f"| `{section_name}.{name}` | {shown} | `{env}` | {meaning} |")
         out.append("")
+    out += _table_reference("ingest", "[[ingest]]", IngestSettings, INGEST_INTRO)
+    for fmt, example in INGEST_EXAMPLES.items():
+        out += [f"### `{fmt}`", "", "```toml", example.strip(), "```", ""]
+    out += _table_reference("kinds", "[kinds.NAME]", KindSettings, KINDS_INTRO)
+    out += _table_reference("kinds.NAME.metrics", "[kinds.NAME.metrics.METRIC]", MetricSettings, "")
+    out += ["```toml", KINDS_EXAMPLE.strip(), "```", ""]
     return "\n".join(out)
+
+
+def _table_reference(key: str, title: str, model: type[BaseModel], intro: str) -> list[str]:
+    out = [f"## `{title}`", ""]
+    if intro:
+        out += [intro.strip(), ""]
+    out += ["| key | default | meaning |", "|---|---|---|"]
+    for name, info in model.model_fields.items():
+        shown = "(required)" if info.is_required() else f"`{_toml_value(info.default)}`" if info.default is not None else "(none)"
+        meaning = (info.description or "").replace("|", "\\|")
+        out.append(f"| `{key}.{name}` | {shown} | {meaning} |")
+    out.append("")
+    return out
+
+
+INGEST_INTRO = """
+Each `[[ingest]]` entry subscribes to a topic pattern and turns the messages in its format into
+readings before validation (docs/protocol.md "Ingest adapters" has the mapping rules and
+docs/decisions/0008-ingest-adapters.md the reasons). With no entry, the node takes edgepipe's own
+protocol on `{root}/{site}/dev/+`; once entries are given, only those are subscribed, so list
+`format = "edgepipe"` too to keep it. A field path is a top-level field name or an RFC 6901 JSON
+pointer (`/a/b/0`). Metric paths of `ttn` and `chirpstack` are read inside the decoded payload
+(`uplink_message.decoded_payload`, `object`); every other path is read in the whole message.
+`[[ingest]]` entries are given in the file (or whole, as JSON, in `EDGEPIPE_INGEST`).
+"""
+
+KINDS_INTRO = """
+Device kinds: the built-in ones (pipeline/protocol/catalog.py) plus every `[kinds.NAME]`, which
+adds a kind or replaces the built-in one of that name. The edge publishes its catalogue retained on
+`{root}/{site}/edge/catalog` (docs/protocol.md).
+"""
+
+INGEST_EXAMPLES = {
+    "edgepipe": """
+[[ingest]]
+format = "edgepipe"          # edgepipe's own readings on {root}/{site}/dev/+
+""",
+    "json": """
+[[ingest]]
+format = "json"
+topic = "sensors/{site}/{device}/state"   # captures the device id; {site} is the node's site
+kind = "air_quality"
+timestamp_field = "/meta/time"            # Unix ms, or an ISO 8601 string
+timestamp_unit = "ms"
+metrics = { pm25 = "/pm/2_5", no2 = "no2_ppb" }
+scale = { no2 = 1.88 }                    # ppb -> µg/m³
+ignore = ["rssi", "firmware"]
+""",
+    "ttn": """
+[[ingest]]
+format = "ttn"                            # The Things Stack v3 MQTT uplinks
+topic = "v3/+/devices/+/up"               # the default
+kind = "soil_probe"
+metrics = { moisture = "soil_moisture", soil_temp = "soil_temperature" }
+ignore = ["battery"]
+""",
+    "chirpstack": """
+[[ingest]]
+format = "chirpstack"                     # ChirpStack v4 MQTT integration, JSON
+topic = "application/+/device/+/event/up" # the default
+kind_field = "/deviceInfo/deviceProfileName"
+device_field = "/deviceInfo/devEui"        # the default
+""",
+    "zigbee2mqtt": """
+[[ingest]]
+format = "zigbee2mqtt"
+topic = "zigbee2mqtt/#"                   # the default; the device is the friendly name
+kind = "fridge"
+metrics = { temp = "temperature", door = "contact" }
+ignore = ["battery", "linkquality", "voltage"]
+""",
+    "influx-line": """
+[[ingest]]
+format = "influx-line"                    # as Telegraf's outputs.mqtt writes it
+topic = "telegraf/#"                      # the default
+device_field = "host"                     # the tag naming the device (default: device)
+kind = "noise_meter"                      # default: the measurement name
+metrics = { noise = "dba" }
+""",
+}
+
+KINDS_EXAMPLE = """
+[kinds.cold_room]
+domain = "retail"
+
+[kinds.cold_room.metrics.temp]
+unit = "°C"
+resolution = 0.1
+low = -40.0
+high = 30.0
+tolerance = 0.3
+
+[kinds.cold_room.metrics.door]
+unit = "open"
+resolution = 1.0
+low = 0.0
+high = 1.0
+"""

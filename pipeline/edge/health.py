@@ -40,6 +40,8 @@ class NodeCounters:
     handler_errors: int = 0  # readings whose processing raised (a bug: logged, the node goes on)
     json_bytes_in: int = 0  # payload bytes of accepted readings: what forwarding them would cost
     uplink_bytes: Counter[str] = field(default_factory=Counter)  # put in the outbox, by priority
+    ingest_readings: Counter[str] = field(default_factory=Counter)  # adapted from foreign formats, by format
+    ingest_extra_fields: int = 0  # foreign fields neither mapped to a metric nor ignored by config
 
     @property
     def dead_lettered(self) -> int:
@@ -72,8 +74,9 @@ class NodeCounters:
         counters = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped")
+            if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped", "ingest_readings")
         }
+        counters.update({f"ingest_readings.{fmt}": n for fmt, n in dict(self.ingest_readings).items()})
         counters.update({f"uplink_bytes.{what}": n for what, n in dict(self.uplink_bytes).items()})
         counters.update({f"alerts.{state}": n for state, n in dict(self.alerts).items()})
         counters["dead_lettered"] = sum(dead_letters.values())

@@ -1,6 +1,9 @@
 """EdgeNode: one process per site, the only edge module that does I/O.
 
-    {site}/dev/+ ──► Validator ──bad──► {site}/deadletter (QoS 0, counted by reason)
+    [[ingest]] topics ──► adapter (ttn, chirpstack, zigbee2mqtt, influx-line, json) ──┐
+                             └─refused──► {site}/deadletter                          │ readings
+    {site}/dev/+ ──► Validator ◄─────────────────────────────────────────────────────┘
+                        └─bad──► {site}/deadletter (QoS 0, counted by reason)
                         │ accepted
                         ▼
                  UplinkQueue journal (durable; the device's PUBACK only after the commit)
@@ -33,7 +36,7 @@ import resource
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -59,9 +62,10 @@ from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.stages import Point
 from pipeline.edge.switching import SwitchContext
 from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
-from pipeline.edge.validate import Validator
+from pipeline.edge.validate import Validator, dead_letter
 from pipeline.edge.zones import IrrigationZones
 from pipeline.errors import ProtocolError
+from pipeline.ingest.router import IngestRouter
 from pipeline.logs import WarningBudget, event
 from pipeline.metrics import EDGE, MetricsServer, serve_metrics
 from pipeline.mqtt import Message, MqttClient, PayloadTooLarge, Will
@@ -84,7 +88,7 @@ from pipeline.protocol import (
 )
 from pipeline.protocol.agg_codec import encode_aggregates
 from pipeline.protocol.batch_codec import CODECS_BY_NAME
-from pipeline.protocol.catalog import KINDS, RESOLUTIONS
+from pipeline.protocol.catalog import Catalog
 from pipeline.protocol.messages import seqs_of
 from pipeline.protocol.model_codec import encode_model
 
@@ -103,18 +107,21 @@ _closed_encoder = msgspec.json.Encoder()
 _closed_decoder = msgspec.json.Decoder(list[tuple[str, str, int]])
 
 
-def tolerance_function(settings: Settings) -> Callable[[str, str], float]:
-    """(kind, metric) -> tolerance: explicit per metric, else N x the metric's resolution."""
+def tolerance_function(settings: Settings, catalog: Catalog | None = None) -> Callable[[str, str], float]:
+    """(kind, metric) -> tolerance: select.tolerances, else the kind's, else N x resolution."""
     explicit = settings.select.tolerances
     factor = settings.select.tolerance_resolutions
+    kinds = (catalog or Catalog.from_settings(settings)).kinds
 
     def tolerance(kind: str, metric: str) -> float:
         key = f"{kind}.{metric}"
         if key in explicit:
             return explicit[key]
-        m = KINDS.get(kind)
-        resolution = m.metrics[metric].resolution if m and metric in m.metrics else 0.0
-        return factor * resolution
+        m = kinds.get(kind)
+        found = m.metrics.get(metric) if m is not None else None
+        if found is None:
+            return 0.0
+        return found.tolerance if found.tolerance is not None else factor * found.resolution
 
     return tolerance
 
@@ -137,6 +144,11 @@ class EdgeNode:
         # A device's kind is kept in the queue's metadata, committed with its first reading:
         # the journal is trimmed as windows ship, so replaying it cannot rebuild every kind.
         known_kinds = {d: k.decode() for d, k in self.queue.meta_with_prefix(KIND_META).items()}
+        self.catalog = Catalog.from_settings(settings)
+        # [[ingest]]: which topics to subscribe to, and the adapter of each foreign one
+        self.ingest = IngestRouter(settings.ingest, self.site, self.topics, self.catalog)
+        self._foreign = self.ingest.foreign
+        self._native_prefix = self.ingest.native_prefix
         self.validator = Validator(
             self.site,
             self.topics,
@@ -147,10 +159,11 @@ class EdgeNode:
             ),
             known_kinds=known_kinds,
             on_new_device=lambda device, kind: self.queue.set_meta(KIND_META + device, kind.encode()),
+            catalog=self.catalog,
         )
         selector_class = SwingingDoor if select.method == "swinging_door" else Deadband
         self.selector = selector_class(
-            tolerance_function(settings),
+            tolerance_function(settings, self.catalog),
             heartbeat_ms=int(select.heartbeat_s * 1000),
             anomaly_score=select.anomaly_score,
             pre_points=select.pre_anomaly_points,
@@ -242,11 +255,15 @@ class EdgeNode:
             self.health, EDGE, {"site": self.site, "node": self.name}, edge.metrics_host, edge.metrics_port, "edge"
         )
         self.client.connect(timeout)
-        self.client.subscribe(self.topics.readings(self.site), qos=1)
+        for topic_filter in self.ingest.subscriptions():
+            self.client.subscribe(topic_filter, qos=1)
         self.client.subscribe(self.topics.cloud_ack(self.site), qos=1)
         if self.model_sync.cloud_key:
             self.client.subscribe(self.topics.cloud_model("+"), qos=1)
         self.publish_health()
+        # The site's kinds, for the cloud and the dashboard (retained: latecomers get it too)
+        catalog = encode(self.catalog.to_message(self.site))
+        self.client.publish(self.topics.edge(self.site, "catalog"), catalog, qos=1, retain=True)
         stats = self.queue.stats()
         event(
             log,
@@ -321,14 +338,17 @@ class EdgeNode:
             self.client.ack(message)
         else:
             try:
-                self.handle(message.topic, message.payload)
+                self.handle(message.topic, message.payload, message.retain)
             except Exception:  # noqa: BLE001 - R11: a bug in one stage must not stop the node
                 log.exception("handling a reading on %s failed", message.topic)
                 self.counters.handler_errors += 1
             self._unacked.append(message)
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One reading message, top to bottom."""
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """One reading message, top to bottom (a foreign format is adapted first)."""
+        if self._foreign and not topic.startswith(self._native_prefix):
+            self.handle_foreign(topic, payload, retained)
+            return
         now = self.clock.now_ms()
         self.counters.received += 1
         verdict = self.validator.validate_one(topic, payload, now)
@@ -339,6 +359,45 @@ class EdgeNode:
         self.counters.accepted += 1
         self.counters.json_bytes_in += len(payload)
         self.process(verdict, journal_id)
+
+    def handle_foreign(self, topic: str, payload: bytes, retained: bool) -> None:
+        """A message in an [[ingest]] format: adapt, then validate and journal as native.
+
+        Each reading the adapter makes counts as received once, and so does each refusal
+        and each message ignored by design (``dropped.ingest_<why>``), which keeps
+        received = accepted + dead-lettered + duplicates + dropped. The journal holds the
+        readings in edgepipe's JSON, so recovery replays them like native ones.
+        """
+        now = self.clock.now_ms()
+        adapter = self.ingest.route(topic)
+        if adapter is None:
+            self.counters.received += 1
+            self.refuse(dead_letter(self.site, topic, payload, Reason.NO_INGEST_ROUTE, "no [[ingest]] entry matches", now))
+            return
+        decoded = adapter.decode_one(topic, payload, now, retained)
+        if decoded.ignored:
+            self.counters.received += 1
+            self.counters.dropped[f"ingest_{decoded.ignored}"] += 1
+            return
+        fmt = adapter.format
+        self.counters.ingest_extra_fields += decoded.extra_fields
+        for refused in decoded.refused:
+            self.counters.received += 1
+            self.refuse(dead_letter(self.site, topic, refused.raw, refused.reason, f"{fmt}: {refused.detail}", now))
+        for reading in decoded.readings:
+            self.counters.received += 1
+            self.counters.ingest_readings[fmt] += 1
+            native = encode(reading)
+            verdict = self.validator.validate_one(self.topics.reading(self.site, reading.device), native, now)
+            if isinstance(verdict, DeadLetter):
+                # the dead letter names what arrived (topic, bytes, hash), not our re-encoding
+                original = dead_letter(self.site, topic, payload, Reason(verdict.reason), f"{fmt}: {verdict.detail}", now)
+                self.refuse(original)
+                continue
+            journal_id = self.queue.append_journal(verdict.device, native)
+            self.counters.accepted += 1
+            self.counters.json_bytes_in += len(native)
+            self.process(verdict, journal_id)
 
     def process(self, reading: Reading, journal_id: int) -> None:
         """Detect, aggregate and select every metric of an accepted reading."""
@@ -501,7 +560,7 @@ class EdgeNode:
         per_message = AGGREGATES_PER_MESSAGE[codec]
         for i in range(0, len(aggregates), per_message):
             chunk = aggregates[i : i + per_message]
-            self._put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk, codec))
+            self._put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk, codec, self.catalog.resolutions))
         for a in aggregates:
             self._window_first_id.pop((a.device, a.metric, a.start), None)
         self.counters.aggregates += len(aggregates)
@@ -691,10 +750,12 @@ class EdgeNode:
         self.queue.set_meta("closed_until", _closed_encoder.encode(rows))
 
 
-def _aggregate_payload(site: str, chunk: list[Aggregate], codec: str) -> Callable[[int], bytes]:
+def _aggregate_payload(
+    site: str, chunk: list[Aggregate], codec: str, resolutions: Mapping[tuple[str, str], float]
+) -> Callable[[int], bytes]:
     if codec == "json":
         return lambda seq: encode(AggregateBatch(SCHEMA_VERSION, site, seq, chunk))
-    return lambda seq: encode_aggregates(AggregateBatch(SCHEMA_VERSION, site, seq, chunk), RESOLUTIONS)
+    return lambda seq: encode_aggregates(AggregateBatch(SCHEMA_VERSION, site, seq, chunk), resolutions)
 
 
 def _group_into_readings(points: list[Point]) -> list[Reading]:

@@ -17,6 +17,7 @@ from pipeline.protocol import (
     Topics,
     decode_reading,
 )
+from pipeline.protocol.catalog import BUILTIN, Catalog
 
 PAYLOAD_PREVIEW_BYTES = 256
 RECENT = 16  # accepted timestamps remembered per device, beyond the newest
@@ -82,8 +83,10 @@ class Validator:
         limits: ReadingLimits = ReadingLimits(),
         known_kinds: Mapping[str, str] | None = None,
         on_new_device: Callable[[str, str], object] | None = None,
+        catalog: Catalog = BUILTIN,
     ) -> None:
         self.site = site
+        self.catalog = catalog
         self.topics = topics
         self.limits = limits
         self._seen: dict[str, RecentTimestamps] = {}
@@ -116,7 +119,12 @@ class Validator:
             if parsed.kind is not TopicKind.READING or parsed.site != self.site:
                 raise ProtocolError(Reason.BAD_TOPIC, f"not a reading topic of site {self.site}")
             reading = decode_reading(
-                payload, site=self.site, device=parsed.subject, now_ms=now_ms, limits=self.limits
+                payload,
+                site=self.site,
+                device=parsed.subject,
+                now_ms=now_ms,
+                limits=self.limits,
+                catalog=self.catalog,
             )
             known = self.kinds.get(reading.device)
             if known is not None and known != reading.kind:

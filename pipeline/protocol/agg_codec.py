@@ -24,6 +24,8 @@ Aggregates decode in ``(device, metric, start)`` order. Any defect raises ``Prot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 import numpy as np
 import zstandard
@@ -91,7 +93,7 @@ def decode_aggregate_message(payload: bytes, max_json_bytes: int = 1 << 20) -> A
     return decode(payload, AggregateBatch, max_bytes=max_json_bytes)
 
 
-def encode_aggregates(batch: AggregateBatch, resolution_of: dict[tuple[str, str], float]) -> bytes:
+def encode_aggregates(batch: AggregateBatch, resolution_of: Mapping[tuple[str, str], float]) -> bytes:
     """Frame ``batch``; ``resolution_of[(kind, metric)]`` is the step (missing: lossless)."""
     aggs = sorted(batch.aggregates, key=lambda a: (a.device, a.metric, a.start))
     if len(aggs) > MAX_AGGREGATES:

@@ -6,7 +6,15 @@ selection (deadband defaults) and compression (the quantisation step, hence the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +24,7 @@ class Metric:
     resolution: float  # the sensor's real step; compression error is bounded by half of it
     low: float  # physical range: a value outside is rejected as out_of_range
     high: float
+    tolerance: float | None = None  # selection tolerance in the unit; None: N x resolution
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +32,13 @@ class DeviceKind:
     name: str
     domain: str
     metrics: dict[str, Metric]
+
+    def compatible_with(self, other: DeviceKind) -> bool:
+        """Same metrics, units and resolutions: readings of both can share a series."""
+        return self.metrics.keys() == other.metrics.keys() and all(
+            (m.unit, m.resolution) == (other.metrics[n].unit, other.metrics[n].resolution)
+            for n, m in self.metrics.items()
+        )
 
 
 def _kind(name: str, domain: str, *metrics: Metric) -> DeviceKind:
@@ -110,3 +126,111 @@ def domain_of_site(site: str) -> str:
 
 def kinds_of_domain(domain: str) -> list[DeviceKind]:
     return [k for k in KINDS.values() if k.domain == domain]
+
+
+class CatalogMetric(msgspec.Struct, frozen=True):
+    unit: str
+    resolution: float
+    low: float
+    high: float
+    tolerance: float | None = None
+
+
+class CatalogKind(msgspec.Struct, frozen=True):
+    domain: str
+    metrics: dict[str, CatalogMetric]
+
+
+class CatalogMessage(msgspec.Struct, frozen=True):
+    """A site's catalogue on the wire: retained on ``{root}/{site}/edge/catalog``."""
+
+    v: int
+    site: str
+    fingerprint: str  # sha256 of the kinds, to tell a changed catalogue at a glance
+    kinds: dict[str, CatalogKind]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The device kinds one edge node (or one site, seen from the cloud) knows.
+
+    Built from the built-in kinds plus the ``[kinds.NAME]`` tables, which add kinds or
+    replace a built-in one. It is passed to what reads kinds (validation, selection
+    tolerances, aggregates' quantisation), never kept in a module global, so that two
+    sites with different catalogues can live in one process (the cloud, the tests).
+
+    >>> c = Catalog.builtin()
+    >>> c.metric("fridge", "temp").resolution, c.metric("fridge", "nope")
+    (0.1, None)
+    """
+
+    kinds: Mapping[str, DeviceKind]
+    resolutions: Mapping[tuple[str, str], float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "resolutions",
+            {(k.name, m.name): m.resolution for k in self.kinds.values() for m in k.metrics.values()},
+        )
+
+    @classmethod
+    def builtin(cls) -> Catalog:
+        return BUILTIN
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Catalog:
+        """Built-ins, then every ``[kinds.NAME]`` of ``settings`` (same name: replaced)."""
+        if not settings.kinds:
+            return BUILTIN
+        kinds = dict(KINDS)
+        for name, spec in settings.kinds.items():
+            kinds[name] = DeviceKind(
+                name,
+                spec.domain,
+                {
+                    m: Metric(m, ms.unit, ms.resolution, ms.low, ms.high, ms.tolerance)
+                    for m, ms in spec.metrics.items()
+                },
+            )
+        return cls(kinds)
+
+    def metric(self, kind: str, metric: str) -> Metric | None:
+        found = self.kinds.get(kind)
+        return found.metrics.get(metric) if found is not None else None
+
+    def to_message(self, site: str, version: int = 1) -> CatalogMessage:
+        kinds = {
+            k.name: CatalogKind(
+                k.domain,
+                {m.name: CatalogMetric(m.unit, m.resolution, m.low, m.high, m.tolerance) for m in k.metrics.values()},
+            )
+            for k in self.kinds.values()
+        }
+        digest = hashlib.sha256(msgspec.json.encode(kinds, order="sorted")).hexdigest()
+        return CatalogMessage(v=version, site=site, fingerprint=digest, kinds=kinds)
+
+    @classmethod
+    def from_message(cls, message: CatalogMessage) -> Catalog:
+        """A site's catalogue as its edge published it (the cloud's and dashboard's view)."""
+        return cls(
+            {
+                name: DeviceKind(
+                    name,
+                    k.domain,
+                    {m: Metric(m, cm.unit, cm.resolution, cm.low, cm.high, cm.tolerance) for m, cm in k.metrics.items()},
+                )
+                for name, k in message.kinds.items()
+            }
+        )
+
+    def conflicts_with(self, other: Catalog) -> list[str]:
+        """Kinds both define incompatibly (other metrics, units or resolutions), sorted."""
+        return sorted(
+            name
+            for name, kind in self.kinds.items()
+            if name in other.kinds and not kind.compatible_with(other.kinds[name])
+        )
+
+
+BUILTIN = Catalog(KINDS)

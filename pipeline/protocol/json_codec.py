@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 
 from pipeline.errors import ProtocolError
-from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.catalog import BUILTIN, Catalog, DeviceKind
 from pipeline.protocol.messages import SCHEMA_VERSION, Reading
 from pipeline.protocol.reasons import Reason
 from pipeline.protocol.topics import is_valid_id
@@ -50,8 +51,12 @@ def decode_reading(
     device: str,
     now_ms: int,
     limits: ReadingLimits = ReadingLimits(),
+    catalog: Catalog = BUILTIN,
 ) -> Reading:
-    """Decode and validate a device reading that arrived on ``{site}/dev/{device}``."""
+    """Decode and validate a device reading that arrived on ``{site}/dev/{device}``.
+
+    ``catalog`` says which kinds and metrics exist and their physical ranges.
+    """
     if not payload:
         raise ProtocolError(Reason.EMPTY)
     if len(payload) > limits.max_bytes:
@@ -61,18 +66,20 @@ def decode_reading(
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         # msgspec raises UnicodeDecodeError for bad UTF-8 inside a JSON string (S7 fuzz)
         raise ProtocolError(*_classify(payload, Reading, exc)) from None
-    _check_reading(reading, site, device, now_ms, limits)
+    _check_reading(reading, site, device, now_ms, limits, catalog.kinds)
     return reading
 
 
-def _check_reading(r: Reading, site: str, device: str, now_ms: int, limits: ReadingLimits) -> None:
+def _check_reading(
+    r: Reading, site: str, device: str, now_ms: int, limits: ReadingLimits, kinds: Mapping[str, DeviceKind]
+) -> None:
     if r.v != SCHEMA_VERSION:
         raise ProtocolError(Reason.UNKNOWN_VERSION, f"v={r.v}")
     if not is_valid_id(r.device):
         raise ProtocolError(Reason.BAD_ID, f"device {r.device[:80]!r}")
     if r.device != device or (r.site and r.site != site):
         raise ProtocolError(Reason.TOPIC_MISMATCH, f"payload {r.site}/{r.device} on topic {site}/{device}")
-    kind = KINDS.get(r.kind)
+    kind = kinds.get(r.kind)
     if kind is None:
         raise ProtocolError(Reason.UNKNOWN_KIND, f"kind {r.kind[:80]!r}")
     if not r.metrics:

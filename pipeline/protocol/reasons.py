@@ -39,3 +39,8 @@ class Reason(StrEnum):
     SHARE_TOO_LARGE = "share_too_large"  # a model delta that would let one site dominate a merge
     STORE_REJECTED = "store_rejected"  # the store refused this record (e.g. InfluxDB type conflict)
     HANDLER_ERROR = "handler_error"  # a bug in our own code, caught so the loop survives
+    # ingest adapters (foreign formats, docs/protocol.md "Ingest adapters")
+    BAD_TIMESTAMP = "bad_timestamp"  # a foreign timestamp that is not a time (or out of any range)
+    BAD_LINE = "bad_line"  # an InfluxDB line-protocol line that does not parse
+    NO_INGEST_ROUTE = "no_ingest_route"  # a message on a subscribed topic no [[ingest]] entry maps
+    ADAPTER_ERROR = "adapter_error"  # an ingest adapter failed on a payload (a bug, caught)

@@ -31,6 +31,7 @@ class TopicKind(StrEnum):
     EDGE_AGG = "edge/agg"
     EDGE_MODEL = "edge/model"
     EDGE_HEALTH = "edge/health"
+    EDGE_CATALOG = "edge/catalog"
     CLOUD_MODEL = "cloud/model"
     CLOUD_ACK = "cloud/ack"
 
@@ -69,7 +70,7 @@ class Topics:
         return f"{self.root}/{site}/deadletter"
 
     def edge(self, site: str, what: str) -> str:
-        """``what`` is one of batch, agg, model, health."""
+        """``what`` is one of batch, agg, model, health, catalog."""
         return f"{self.root}/{site}/edge/{what}"
 
     def edges(self, what: str = "+") -> str:
@@ -110,7 +111,7 @@ def _parse_rest(site: str, rest: list[str]) -> Topic | None:
             return Topic(TopicKind.LABELS, site)
         case ["deadletter"]:
             return Topic(TopicKind.DEADLETTER, site)
-        case ["edge", ("batch" | "agg" | "model" | "health") as what]:
+        case ["edge", ("batch" | "agg" | "model" | "health" | "catalog") as what]:
             return Topic(TopicKind(f"edge/{what}"), site)
         case ["model", kind] if site == "cloud" and is_valid_id(kind):
             return Topic(TopicKind.CLOUD_MODEL, site, kind)

@@ -1,0 +1,203 @@
+"""What every ingest adapter shares: its result type, its protocol and the field mapping.
+
+An adapter is a pure function of (topic, payload bytes, arrival time, retained flag): it
+returns readings, refusals (typed reasons, with the offending bytes), or "ignored" for a
+message that is not a reading by design (a Zigbee2MQTT availability message). It never
+raises: ``decode_one`` turns any surprise into an ``adapter_error`` refusal, so a bug in a
+format cannot stop the edge node's receive loop. Readings it makes are then validated like
+native ones (kinds, ranges, timestamps, duplicates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import msgspec
+
+from pipeline.ingest.fields import (
+    Refusal,
+    TopicPattern,
+    map_id,
+    number,
+    resolve,
+    top_level,
+    ts_from_value,
+)
+from pipeline.protocol.catalog import BUILTIN, Catalog
+from pipeline.protocol.messages import SCHEMA_VERSION, Reading
+from pipeline.protocol.reasons import Reason
+
+if TYPE_CHECKING:
+    from pipeline.config import IngestSettings
+
+MAX_ITEMS = 1000  # readings one message may carry (JSON array, line-protocol batch)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One refusal: why, and the bytes it concerns (the payload, or one line or element)."""
+
+    reason: Reason
+    detail: str
+    raw: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one message became. ``ignored`` non-empty: not a reading by design (why)."""
+
+    readings: list[Reading] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    ignored: str = ""
+    extra_fields: int = 0  # fields neither mapped to a metric nor listed in ``ignore``
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One payload format. ``subscription`` is the MQTT filter the node subscribes to."""
+
+    format: ClassVar[str]
+    pattern: TopicPattern
+
+    def subscription(self) -> str: ...
+
+    def decode_one(self, topic: str, payload: bytes, arrival_ms: int, retained: bool = False) -> Decoded: ...
+
+
+def load_json(payload: bytes, max_bytes: int) -> Any:
+    """The payload as JSON values, or a refusal naming what is wrong with it."""
+    if not payload:
+        raise Refusal(Reason.EMPTY)
+    if len(payload) > max_bytes:
+        raise Refusal(Reason.TOO_LARGE, f"{len(payload)} bytes > {max_bytes}")
+    try:
+        return msgspec.json.decode(payload)
+    except UnicodeDecodeError:
+        raise Refusal(Reason.NOT_UTF8, "payload is not UTF-8") from None
+    except msgspec.DecodeError as exc:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refusal(Reason.NOT_UTF8, "payload is not UTF-8") from None
+        raise Refusal(Reason.BAD_JSON, str(exc)[:200]) from None
+
+
+class MappedAdapter:
+    """An adapter configured by one ``[[ingest]]`` entry: kind, device, time and metric paths.
+
+    Subclasses say where their values are (``values_of``) and their defaults; this class maps
+    a message to a reading by the entry's rules, shared by every format.
+    """
+
+    format: ClassVar[str] = ""
+    default_topic: ClassVar[str] = ""
+    default_device_field: ClassVar[str] = ""
+    default_timestamp_field: ClassVar[str] = ""
+    default_unit: ClassVar[str] = "ms"
+
+    def __init__(self, entry: IngestSettings, site: str, catalog: Catalog = BUILTIN) -> None:
+        self.entry = entry
+        self.site = site
+        self.catalog = catalog
+        self.pattern = TopicPattern.parse(entry.topic or self.default_topic)
+        self.device_field = entry.device_field or self.default_device_field
+        self.timestamp_field = entry.timestamp_field or self.default_timestamp_field
+        self.unit = entry.timestamp_unit or self.default_unit
+        self.ignore = frozenset(entry.ignore)
+        self.scale = dict(entry.scale)
+        self._mappings: dict[str, tuple[dict[str, str], frozenset[str]]] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(topic={'/'.join(self.pattern.levels)!r}, kind={self.entry.kind!r})"
+
+    def subscription(self) -> str:
+        return self.pattern.subscription(self.site)
+
+    def decode_one(self, topic: str, payload: bytes, arrival_ms: int, retained: bool = False) -> Decoded:
+        """Never raises: a refusal is a typed reason, a bug an ``adapter_error``."""
+        try:
+            return self.decode(topic, payload, arrival_ms, retained)
+        except Refusal as r:
+            return Decoded(refused=[Refused(r.reason, r.detail, payload)])
+        except Exception as exc:  # noqa: BLE001 - R11: one bad payload must not stop the loop
+            detail = f"{self.format}: {type(exc).__name__}: {exc}"[:200]
+            return Decoded(refused=[Refused(Reason.ADAPTER_ERROR, detail, payload)])
+
+    def decode(self, topic: str, payload: bytes, arrival_ms: int, retained: bool) -> Decoded:
+        raise NotImplementedError
+
+    # -- the shared mapping ----------------------------------------------------------------
+
+    def kind_of(self, message: Any, captured: dict[str, str]) -> str:
+        if self.entry.kind:
+            return self.entry.kind
+        raw: Any = captured.get("kind")
+        if raw is None and self.entry.kind_field:
+            raw = resolve(message, self.entry.kind_field)
+        if not isinstance(raw, str) or not raw:
+            raise Refusal(Reason.MISSING_FIELD, f"no kind at {self.entry.kind_field or '{kind}'}")
+        if raw not in self.catalog.kinds:
+            raise Refusal(Reason.UNKNOWN_KIND, f"kind {raw[:80]!r}")
+        return raw
+
+    def device_of(self, message: Any, captured: dict[str, str]) -> str:
+        if self.entry.device:
+            raw: Any = self.entry.device
+        elif "device" in captured:
+            raw = captured["device"]
+        elif self.device_field:
+            raw = resolve(message, self.device_field)
+            if raw is None:
+                raise Refusal(Reason.MISSING_FIELD, f"no device id at {self.device_field}")
+        elif "#" in captured:
+            raw = captured["#"]
+        else:
+            raise Refusal(Reason.MISSING_FIELD, "no device id")
+        return map_id(raw, self.entry.strict_ids)
+
+    def ts_of(self, message: Any, arrival_ms: int) -> int:
+        if not self.timestamp_field:
+            return arrival_ms
+        raw = resolve(message, self.timestamp_field)
+        if raw is None:
+            raise Refusal(Reason.MISSING_FIELD, f"no timestamp at {self.timestamp_field}")
+        return ts_from_value(raw, self.unit)
+
+    def mapping(self, kind: str) -> tuple[dict[str, str], frozenset[str]]:
+        """metric -> path, and the top-level fields that are not extra (cached per kind)."""
+        found = self._mappings.get(kind)
+        if found is None:
+            paths = dict(self.entry.metrics) or {m: m for m in self.catalog.kinds[kind].metrics}
+            used = {top_level(p) for p in paths.values()} | self.ignore | self.structural_fields()
+            found = self._mappings[kind] = (paths, frozenset(used))
+        return found
+
+    def structural_fields(self) -> set[str]:
+        """Top-level fields the entry reads for other things than metrics (not extra)."""
+        paths = (self.entry.kind_field, self.device_field, self.timestamp_field)
+        return {top_level(p) for p in paths if p}
+
+    def metrics_of(self, values: Any, kind: str) -> tuple[dict[str, float], int]:
+        """The mapped metrics (scaled) and how many fields were extra."""
+        if not isinstance(values, dict):
+            raise Refusal(Reason.NOT_OBJECT, f"values are a {type(values).__name__}, not an object")
+        paths, used = self.mapping(kind)
+        metrics: dict[str, float] = {}
+        for metric, path in paths.items():
+            raw = resolve(values, path)
+            if raw is None:
+                continue  # devices often send a subset (a door event without the temperature)
+            value = number(raw, metric)
+            factor = self.scale.get(metric)
+            if factor is not None:
+                value = number(value * factor, metric)
+            metrics[metric] = value
+        if not metrics:
+            raise Refusal(Reason.NO_METRICS, f"none of {', '.join(sorted(paths.values()))[:150]}")
+        extra = sum(1 for name in values if name not in used)
+        return metrics, extra
+
+    def reading(self, device: str, kind: str, ts: int, metrics: dict[str, float]) -> Reading:
+        # seq: foreign counters reset (LoRaWAN frame counters on rejoin); ts is increasing
+        return Reading(v=SCHEMA_VERSION, device=device, kind=kind, ts=ts, seq=max(ts, 0), metrics=metrics)
