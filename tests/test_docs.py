@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, reference_markdown
+from pipeline.config import IngestSettings, KindSettings, MetricSettings, Settings, reference_markdown, section_names
 from pipeline.protocol import Reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,10 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dotted_keys() -> list[str]:
     keys = []
-    for section, field in Settings.model_fields.items():
-        model = field.annotation
+    for section in section_names():
+        model = Settings.model_fields[section].annotation
         assert model is not None
         keys += [f"{section}.{name}" for name in model.model_fields]  # type: ignore[union-attr]
+    keys += [f"ingest.{name}" for name in IngestSettings.model_fields]
+    keys += [f"kinds.{name}" for name in KindSettings.model_fields]
+    keys += [f"kinds.NAME.metrics.{name}" for name in MetricSettings.model_fields]
     return keys
 
 

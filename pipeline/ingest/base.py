@@ -76,6 +76,8 @@ def load_json(payload: bytes, max_bytes: int) -> Any:
     except UnicodeDecodeError:
         raise Refusal(Reason.NOT_UTF8, "payload is not UTF-8") from None
     except msgspec.DecodeError as exc:
+        if str(exc).startswith("Number out of range"):
+            raise Refusal(Reason.NON_FINITE, "a number overflows a double") from None
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -168,7 +170,9 @@ class MappedAdapter:
         """metric -> path, and the top-level fields that are not extra (cached per kind)."""
         found = self._mappings.get(kind)
         if found is None:
-            paths = dict(self.entry.metrics) or {m: m for m in self.catalog.kinds[kind].metrics}
+            paths = dict(self.entry.metrics) or {
+                m: m for m in self.catalog.kinds[kind].metrics if m not in self.ignore
+            }
             used = {top_level(p) for p in paths.values()} | self.ignore | self.structural_fields()
             found = self._mappings[kind] = (paths, frozenset(used))
         return found
