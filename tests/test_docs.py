@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import IngestSettings, KindSettings, MetricSettings, Settings, reference_markdown, section_names
+from pipeline.config import (
+    IngestSettings,
+    KindSettings,
+    MetricSettings,
+    Settings,
+    reference_markdown,
+    section_names,
+)
 from pipeline.protocol import Reason
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.ingest.fields import Refusal, TopicPattern, check_path, map_id, resolve, ts_from_iso, ts_from_value
+from pipeline.ingest.fields import (
+    Refusal,
+    TopicPattern,
+    check_path,
+    map_id,
+    resolve,
+    ts_from_iso,
+    ts_from_value,
+)
 from pipeline.protocol.reasons import Reason
 
 
