@@ -42,6 +42,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "edge.readings_per_s_detect_ratio_to_ceiling",
     ),
     "codec": (),
+    "ingest": (),
     "latency": ("latency.alert_p50_ms", "latency.alert_p99_ms"),
     "latency_nodelay": ("latency.alert_p50_ms_tcp_nodelay", "latency.alert_p99_ms_tcp_nodelay"),
     "rss": ("edge.rss_mb_10k_devices",),
@@ -248,6 +249,7 @@ def run_bench(
     if only_quality:
         return _finish(results, failed, began, echo, only=("quality", "rates"))
     part("codec", "reading decode vs json.loads", lambda: bench_reading_decode(plan.decode_n, plan.repeats))
+    part("ingest", "ingest adapters: decode cost per format, node rate vs native", lambda: _ingest(plan))
     part("warm_start", "readings to the first correct alert, warm vs cold", _warm_start)
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
         workdir = Path(tmp)
@@ -326,6 +328,12 @@ def _finish(
     results["bench_seconds"] = round(time.monotonic() - began, 1)
     print_table(results, echo)
     return results
+
+
+def _ingest(plan: Plan) -> dict[str, Any]:
+    from pipeline.bench.ingest import bench_ingest
+
+    return bench_ingest(min(plan.decode_n, 20_000), plan.repeats)
 
 
 def _warm_start() -> dict[str, Any]:

@@ -159,3 +159,19 @@ def test_valid_payloads_round_trip_to_their_reading(fmt: str, reading: tuple[str
     assert not out.refused, out.refused
     (got,) = out.readings
     assert (got.device, got.kind, got.ts, got.metrics) == (device, kind, ts, metrics)
+
+
+@FUZZ
+@given(text=st.text(alphabet=st.sampled_from(list("ab ,=tf1i.-e9")), max_size=40))
+def test_the_fast_line_parser_agrees_with_the_general_one(text: str) -> None:
+    from pipeline.ingest.fields import Refusal
+    from pipeline.ingest.influx_line import _parse_escaped, _parse_plain
+
+    def parsed(parse: Any) -> Any:
+        try:
+            p = parse(text)
+        except Refusal as r:
+            return r.reason
+        return (p.measurement, p.tags, p.fields, p.timestamp)
+
+    assert parsed(_parse_plain) == parsed(_parse_escaped)
