@@ -87,7 +87,7 @@ from pipeline.protocol import (
     encode_batch,
 )
 from pipeline.protocol.agg_codec import encode_aggregates
-from pipeline.protocol.batch_codec import CODECS_BY_NAME
+from pipeline.protocol.batch_codec import codec_for
 from pipeline.protocol.catalog import Catalog
 from pipeline.protocol.messages import seqs_of
 from pipeline.protocol.model_codec import encode_model
@@ -205,7 +205,7 @@ class EdgeNode:
         self.alerts = AlertPolicy.from_settings(
             self.site, settings.alert, model_version=type(self._detector_template).__name__
         )
-        self.codec = CODECS_BY_NAME[uplink.codec]
+        self.codec = codec_for(uplink.codec, self.catalog.resolutions)
         self.counters = NodeCounters()
         self.points_in: Counter[str] = Counter()  # by metric
         self.points_selected: Counter[str] = Counter()

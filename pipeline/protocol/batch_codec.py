@@ -21,7 +21,7 @@ about 25 times smaller (docs/protocol.md, section Batch).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -75,6 +75,14 @@ DELTA_ZSTD = Codec(
 )
 CODECS: dict[int, Codec] = {codec.id: codec for codec in (JSON_ZSTD, DELTA_ZSTD)}
 CODECS_BY_NAME: dict[str, Codec] = {codec.name: codec for codec in CODECS.values()}
+
+
+def codec_for(name: str, resolutions: Mapping[tuple[str, str], float] | None = None) -> Codec:
+    """The codec ``name``, quantising with ``resolutions`` (a ``Catalog``'s) when it quantises."""
+    codec = CODECS_BY_NAME[name]
+    if codec is DELTA_ZSTD and resolutions is not None:
+        return Codec(codec.id, codec.name, partial(encode_delta_zstd, resolutions=resolutions), codec.decode)
+    return codec
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ every count and index against the body and raises only ``ProtocolError``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -63,14 +63,17 @@ _EMPTY_U64 = np.zeros(0, dtype=_U64)
 # --- public API ------------------------------------------------------------------------------
 
 
-def encode_delta_zstd(batch: Batch) -> bytes:
+def encode_delta_zstd(batch: Batch, resolutions: Mapping[tuple[str, str], float] | None = None) -> bytes:
     """Encode ``batch`` as a codec-2 body (without the ``EPB`` frame header).
+
+    ``resolutions`` maps (kind, metric) to its step (a ``Catalog``'s); None: the built-ins.
+    The body carries the steps it used, so the decoder needs no catalogue.
 
     Raises ``ValueError`` for what no frame can carry: a reading whose ``v`` is not the
     schema version, a ``ts``/``seq`` that is not an integer fitting 64 bits, a non-numeric
     value, or a batch over the caps (``MAX_READINGS``, ``MAX_POINTS``, ``MAX_STRINGS``).
     """
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(_encode_plain(batch))
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(_encode_plain(batch, resolutions))
 
 
 def decode_delta_zstd(body: bytes, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Batch:
@@ -349,8 +352,10 @@ def _check_types(values: Sequence[object], allowed: tuple[type, ...], what: str)
             raise ValueError(f"a reading's {what} is a {found.__name__}")
 
 
-def _resolution(kind: str, metric: str) -> float:
+def _resolution(kind: str, metric: str, resolutions: Mapping[tuple[str, str], float] | None = None) -> float:
     """The catalog's step for the metric, NaN when unknown (the series then goes raw)."""
+    if resolutions is not None:
+        return resolutions.get((kind, metric), float("nan"))
     known = KINDS.get(kind)
     found = known.metrics.get(metric) if known else None
     return found.resolution if found else float("nan")
@@ -369,7 +374,7 @@ def _run_starts(labels: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _encode_plain(batch: Batch) -> bytes:
+def _encode_plain(batch: Batch, resolution_of: Mapping[tuple[str, str], float] | None = None) -> bytes:
     readings = batch.readings
     n = len(readings)
     if n > MAX_READINGS:
@@ -440,7 +445,7 @@ def _encode_plain(batch: Batch) -> bytes:
     values = values[by_series]
     series_device = np.array([device for device, _ in series], dtype=np.int64)
     series_resolution = np.array(
-        [_resolution(devices[device][1], name) for device, name in series], dtype=np.float64
+        [_resolution(devices[device][1], name, resolution_of) for device, name in series], dtype=np.float64
     )
 
     # Quantise; a series with any value that cannot be quantised safely goes raw (step 0).

@@ -102,3 +102,24 @@ def test_health_reports_ingest_counters(node: EdgeNode) -> None:
     assert counters["ingest_readings.zigbee2mqtt"] == 1
     assert counters["ingest_extra_fields"] == 5
     assert counters["unaccounted"] == 0
+
+
+def test_a_configured_kind_is_quantised_with_its_own_resolution(tmp_path: Path) -> None:
+    """The delta codec's error bound follows the catalogue: a coarse configured step is used."""
+    from pipeline.protocol import decode_batch
+    from pipeline.protocol.batch_codec import codec_for
+    from pipeline.protocol.catalog import Catalog
+
+    settings = load_settings(overrides={"edge.site": "retail", "edge.state_dir": str(tmp_path)})
+    settings = settings.model_validate(
+        {**settings.model_dump(), "kinds": {"vat": {"metrics": {"level": {"resolution": 0.5, "low": 0, "high": 100}}}}}
+    )
+    catalog = Catalog.from_settings(settings)
+    reading = Reading(v=1, device="v1", kind="vat", ts=1, seq=1, metrics={"level": 10.26})
+    from pipeline.protocol import Batch, encode_batch
+
+    frame = encode_batch(Batch(1, "retail", 1, [reading]), codec_for("delta-zstd", catalog.resolutions))
+    (decoded,) = decode_batch(frame).readings
+    assert decoded.metrics["level"] == 10.5  # quantised to 0.5, within half a step
+    raw = encode_batch(Batch(1, "retail", 1, [reading]), codec_for("delta-zstd"))
+    assert decode_batch(raw).readings[0].metrics["level"] == 10.26  # unknown to the built-ins: raw
