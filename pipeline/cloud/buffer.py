@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from pipeline.protocol.catalog import CatalogMessage
 from pipeline.protocol.messages import Aggregate, Alert, DeadLetter, Health, Label, Reading
 
 __all__ = ["DiskBuffer", "StoreWrite"]
@@ -38,6 +39,7 @@ class StoreWrite(msgspec.Struct):
     dead_letters: list[DeadLetter] = msgspec.field(default_factory=list)
     health: list[Health] = msgspec.field(default_factory=list)
     labels: list[Label] = msgspec.field(default_factory=list)
+    catalogs: list[CatalogMessage] = msgspec.field(default_factory=list)
 
     @property
     def points(self) -> int:
@@ -48,6 +50,7 @@ class StoreWrite(msgspec.Struct):
             + len(self.dead_letters)
             + len(self.health)
             + len(self.labels)
+            + len(self.catalogs)
         )
 
 

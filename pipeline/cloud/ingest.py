@@ -47,6 +47,7 @@ from pathlib import Path
 import msgspec
 
 from pipeline.cloud.buffer import DiskBuffer, StoreWrite
+from pipeline.cloud.catalogs import SiteCatalogs
 from pipeline.cloud.models import ModelMerger
 from pipeline.cloud.store import PartialWriteError, Store, StoreConfigError, StoreUnavailable
 from pipeline.cloud.store.base import CLOUD_SITE
@@ -73,6 +74,7 @@ from pipeline.protocol import (
 )
 from pipeline.protocol.agg_codec import decode_aggregate_message
 from pipeline.protocol.batch_codec import peek_batch_header
+from pipeline.protocol.catalog import CatalogMessage
 from pipeline.protocol.messages import seq_ranges
 from pipeline.protocol.topics import is_valid_id
 
@@ -94,6 +96,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+CATALOG_SUFFIX = "/edge/catalog"
+
+
 @dataclass
 class IngestCounters:
     messages: int = 0
@@ -103,6 +108,8 @@ class IngestCounters:
     dead_letters: int = 0
     health: int = 0
     labels: int = 0
+    catalogs: int = 0  # sites' catalogues stored
+    catalog_conflicts: int = 0  # kinds a site's catalogue defines incompatibly with another's
     rejected: Counter[str] = field(default_factory=Counter)  # undecodable, by reason
     poison_acked: int = 0  # undecodable batches whose header seq was acknowledged to the edge
     store_errors: Counter[str] = field(default_factory=Counter)  # by class
@@ -172,6 +179,7 @@ class IngestWorker:
             max_payload=settings.mqtt.max_payload,
             will=Will(self.topics.cloud_health(self.name), encode(self._health("offline"))),
         )
+        self.catalogs = SiteCatalogs()  # each site's kinds, from {site}/edge/catalog (issue 17)
         self.models = ModelMerger(  # model deltas (issue 5): publishes cloud/model/{kind}
             settings, store, lambda topic, body: self.client.publish(topic, body, qos=1, retain=True)
         )
@@ -190,6 +198,8 @@ class IngestWorker:
             filters = [f"$share/{self.settings.cloud.group}/{f}" for f in filters]
         if self.settings.cloud.merge_models:
             filters.append(self.topics.edges("model"))
+        # Not shared: every worker keeps every site's catalogue, to tell conflicts (retained, rare)
+        filters.append(self.topics.edges("catalog"))
         return filters
 
     def start(self, timeout: float = 10.0) -> None:
@@ -267,7 +277,10 @@ class IngestWorker:
 
     def handle(self, message: Message) -> None:
         """Decode one message into the pending write; it is acknowledged after the write."""
-        self.counters.messages += 1
+        if not message.topic.endswith(CATALOG_SUFFIX):
+            # Sites' catalogues are counted apart (``catalogs``): retained, every worker gets
+            # each one again at every (re)subscription, and they carry no data points.
+            self.counters.messages += 1
         pending = self._pending
         if not pending.messages:
             pending.since = time.monotonic()
@@ -318,6 +331,21 @@ class IngestWorker:
                 label = decode(payload, Label)
                 self._check_site(label.site, topic.site)
                 write.labels.append(label)
+                pending.points += 1
+            case TopicKind.EDGE_CATALOG:
+                catalog = decode(payload, CatalogMessage)
+                self._check_site(catalog.site, topic.site)
+                for kind, other in self.catalogs.learn_one(catalog):
+                    self.counters.catalog_conflicts += 1
+                    event(
+                        log,
+                        logging.WARNING,
+                        "a kind is defined incompatibly by two catalogues; their series are kept apart",
+                        kind=kind,
+                        site=catalog.site,
+                        other_site=other,
+                    )
+                write.catalogs.append(catalog)
                 pending.points += 1
             case TopicKind.EDGE_MODEL:  # verified, merged, stored: pipeline/cloud/models.py
                 try:
@@ -540,6 +568,7 @@ class IngestWorker:
         self._part(refused, None, "alerts", self.store.write_alerts, write.alerts)
         self._part(refused, None, "deadletters", self.store.write_dead_letters, write.dead_letters)
         self._part(refused, None, "labels", self.store.write_labels, write.labels)
+        self._part(refused, None, "catalogs", self.store.write_catalogs, write.catalogs)
         for health in write.health:
             self._part(refused, health.site, "health", self.store.write_health, health)
         if refused:
@@ -554,6 +583,7 @@ class IngestWorker:
         c.alerts += len(write.alerts)
         c.dead_letters += len(write.dead_letters)
         c.labels += len(write.labels)
+        c.catalogs += len(write.catalogs)
         c.health += len(write.health)
 
     def _part(
@@ -637,6 +667,8 @@ class IngestWorker:
             "dead_letters": c.dead_letters,
             "health": c.health,
             "labels": c.labels,
+            "catalogs": c.catalogs,
+            "catalog_conflicts": c.catalog_conflicts,
             "poison_acked": c.poison_acked,
             "store_rejected": c.store_rejected,
             "flushes": c.flushes,

@@ -431,6 +431,20 @@ def test_labels_overlapping_the_range_are_returned(store: Store) -> None:
     assert store.query_labels("farm1", "ws2", T0, T0 + 1000) == []
 
 
+def test_each_sites_last_catalogue_is_kept(store: Store) -> None:
+    from pipeline.protocol.catalog import KINDS, Catalog, DeviceKind, Metric
+
+    builtin = Catalog.builtin()
+    cold = DeviceKind("cold_room", "retail", {"temp": Metric("temp", "°C", 0.1, -40.0, 30.0, 0.3)})
+    custom = Catalog({**KINDS, "cold_room": cold})
+    store.write_catalogs([builtin.to_message("shop1"), builtin.to_message("farm1")])
+    store.write_catalogs([custom.to_message("shop1")])
+
+    latest = store.latest_catalogs()
+    assert latest == {"farm1": builtin.to_message("farm1"), "shop1": custom.to_message("shop1")}
+    assert Catalog.from_message(latest["shop1"]).kinds["cold_room"] == cold
+
+
 def test_sites_lists_every_site_with_any_record(store: Store) -> None:
     store.write_readings("shop1", [reading("fridge1", T0, 1)])
     store.write_aggregates([aggregate("fridge1", T0)])

@@ -39,3 +39,8 @@ def test_over_mqtt311_one_worker_takes_everything_unshared(tmp_path: Path, what:
     filters = _subscriptions(tmp_path, **{"mqtt.protocol": "3.1.1"})
     assert f"edgepipe/v1/+/edge/{what}" in filters
     assert not any(f.startswith("$share/") for f in filters)
+
+
+def test_every_worker_takes_every_sites_catalogue_unshared(tmp_path: Path) -> None:
+    filters = _subscriptions(tmp_path)
+    assert "edgepipe/v1/+/edge/catalog" in filters

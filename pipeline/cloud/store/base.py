@@ -57,6 +57,7 @@ from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 from pipeline.errors import StoreError
+from pipeline.protocol.catalog import CatalogMessage
 from pipeline.protocol.messages import (
     Aggregate,
     Alert,
@@ -290,6 +291,14 @@ class Store(Protocol):
 
     def write_labels(self, labels: Sequence[Label]) -> None:
         """Store the simulators' ground-truth anomaly windows (for evaluation views)."""
+        ...
+
+    def write_catalogs(self, catalogs: Sequence[CatalogMessage]) -> None:
+        """Store sites' device catalogues as their edges published them (the last one counts)."""
+        ...
+
+    def latest_catalogs(self) -> dict[str, CatalogMessage]:
+        """Each site's last stored catalogue, by site."""
         ...
 
     def write_model_delta(self, record: ModelDeltaRecord) -> None:

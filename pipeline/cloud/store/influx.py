@@ -55,6 +55,7 @@ measurement     tags                                  fields                    
                                                       (strings), size (int)                   ``dead_letter_key`` (< 10⁶)
 ``labels``      site, device, anomaly                 metrics (string, comma-separated),      window start
                                                       end_ms (int)
+``catalogs``    of_site                               fingerprint, body (Catalog JSON)         write time
 ``model_deltas`` kind, site                           seq (int), n (int), node (string)       the delta's created_ms
 ``models``      kind                                  version (int), n (int), sites, payload  the model's created_ms
                                                       (strings)
@@ -114,6 +115,7 @@ from pipeline.cloud.store.base import (
     finite,
 )
 from pipeline.errors import StoreError
+from pipeline.protocol.catalog import CatalogMessage
 from pipeline.protocol.messages import (
     SCHEMA_VERSION,
     Aggregate,
@@ -621,6 +623,25 @@ class InfluxStore:
 
     def write_labels(self, labels: Sequence[Label]) -> None:
         self._write(label_lines(labels))
+
+    def write_catalogs(self, catalogs: Sequence[CatalogMessage]) -> None:
+        now = time.time_ns() // 1_000_000
+        self._write(
+            [
+                f"catalogs,of_site={_tag('site', c.site)} fingerprint={escape_string(c.fingerprint)},"
+                f"body={escape_string(msgspec.json.encode(c).decode())} {now}"
+                for c in catalogs
+            ]
+        )
+
+    def latest_catalogs(self) -> dict[str, CatalogMessage]:
+        # tag "of_site", not "site": a catalogue alone does not make a site one with data
+        q = 'SELECT last("body") AS body FROM "catalogs" GROUP BY "of_site"'
+        return {
+            tags["of_site"]: msgspec.json.decode(row["body"], type=CatalogMessage)
+            for tags, row in self._rows(q)
+            if row.get("body")
+        }
 
     def write_model_delta(self, record: ModelDeltaRecord) -> None:
         self._write(

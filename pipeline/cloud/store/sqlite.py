@@ -32,6 +32,7 @@ table                 primary key                               other columns
 ``dead_letters``      site, reason, ts, key                     detail, topic, size, sha256,
                                                                 payload
 ``labels``            site, device, anomaly, start              end_ms, metrics (comma-separated)
+``catalogs``          site                                      fingerprint, body (Catalog JSON)
 ``model_deltas``      kind, site, seq                           node, ts, n (applied deltas)
 ``models``            kind, version                             ts, n, sites, payload (merged)
 ``sites``             site                                      (every site with any record)
@@ -52,6 +53,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import msgspec
 
 from pipeline.cloud.store.base import (
     CLOUD_SITE,
@@ -75,6 +78,7 @@ from pipeline.cloud.store.base import (
     finite,
 )
 from pipeline.errors import StoreError
+from pipeline.protocol.catalog import CatalogMessage
 from pipeline.protocol.messages import (
     SCHEMA_VERSION,
     Aggregate,
@@ -155,6 +159,9 @@ CREATE TABLE IF NOT EXISTS models (
     PRIMARY KEY (kind, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sites (site TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS catalogs (
+    site TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, body TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
     site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
     PRIMARY KEY (site, device, kind)
@@ -190,6 +197,10 @@ ON CONFLICT (site, alert_id, state) DO UPDATE SET
     value = coalesce(excluded.value, value), reading_ts = excluded.reading_ts,
     reason = excluded.reason, model_version = excluded.model_version
 """
+
+
+_catalog_encoder = msgspec.json.Encoder()
+_catalog_decoder = msgspec.json.Decoder(CatalogMessage)
 
 
 class SQLiteStore:
@@ -387,6 +398,19 @@ class SQLiteStore:
                 ("INSERT OR IGNORE INTO sites VALUES (?)", sorted({(r[0],) for r in rows})),
             ]
         )
+
+    def write_catalogs(self, catalogs: Sequence[CatalogMessage]) -> None:
+        rows = [(check_id("site", c.site), c.fingerprint, _catalog_encoder.encode(c).decode()) for c in catalogs]
+        self._write(
+            [
+                ("INSERT OR REPLACE INTO catalogs VALUES (?, ?, ?)", rows),
+                ("INSERT OR IGNORE INTO sites VALUES (?)", sorted({(r[0],) for r in rows})),
+            ]
+        )
+
+    def latest_catalogs(self) -> dict[str, CatalogMessage]:
+        rows = self._fetch("SELECT site, body FROM catalogs ORDER BY site")
+        return {r["site"]: _catalog_decoder.decode(r["body"]) for r in rows}
 
     def write_model_delta(self, record: ModelDeltaRecord) -> None:
         row = (
