@@ -8,17 +8,21 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from nodekit import new_site, now_ms, running_node
 
 from pipeline.bench.common import Deadline, wait_for
+from pipeline.cloud.ingest import IngestWorker
+from pipeline.cloud.store import open_store
 from pipeline.config import load_settings
 from pipeline.mqtt import MqttClient
 from pipeline.protocol import DeadLetter, Topics, decode, decode_batch
-from pipeline.protocol.catalog import CatalogMessage
-from pipeline.services import Mosquitto
+from pipeline.protocol.catalog import Catalog, CatalogMessage, Metric
+from pipeline.services import Influxd, Mosquitto
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 TOPICS = Topics()
@@ -122,9 +126,12 @@ def test_every_format_reaches_the_node_and_bad_ones_are_dead_lettered(mosquitto:
     watcher.subscribe(TOPICS.edge(site, "catalog"), qos=1)
     try:
         with running_node(settings) as node:
+            # The node publishes its catalogue after subscribing, on the same connection: once
+            # it is retained, the broker has taken every subscription (no timed wait needed).
+            catalog = _wait_for_catalog(watcher, site)
             for topic, payload in good + bad:
                 device.publish(topic, payload, qos=1)
-            assert wait_for(lambda: node.counters.received == 11, WAIT_S), node.summary()
+            assert wait_for(lambda: node.counters.received == 11, WAIT_S), (node.summary(), dict(node.counters.dropped))
             c = node.counters
             assert c.accepted == 6, dict(c.dead_letters)
             assert dict(c.dead_letters) == {"bad_json": 1, "missing_field": 1, "bad_timestamp": 1, "bad_line": 1}
@@ -133,7 +140,7 @@ def test_every_format_reaches_the_node_and_bad_ones_are_dead_lettered(mosquitto:
             assert c.unaccounted == 0
             node.request_drain()
             assert node.wait_drained(WAIT_S)
-            letters, shipped, catalog = _collect(watcher, site, letters_wanted=4)
+            letters, shipped = _collect(watcher, site, letters_wanted=4)
     finally:
         device.close(1)
         watcher.close(1)
@@ -149,16 +156,27 @@ def test_every_format_reaches_the_node_and_bad_ones_are_dead_lettered(mosquitto:
     assert "fridge" in catalog.kinds  # the built-ins are part of the site's catalogue
 
 
-def _collect(
-    watcher: MqttClient, site: str, letters_wanted: int
-) -> tuple[list[DeadLetter], set[str], CatalogMessage | None]:
-    """Dead letters, shipped devices and the catalogue seen by the watcher (bounded in time)."""
-    letters: list[DeadLetter] = []
-    shipped: set[str] = set()
-    catalog: CatalogMessage | None = None
+def _wait_for_catalog(watcher: MqttClient, site: str) -> CatalogMessage | None:
     deadline = Deadline(WAIT_S)
     for _ in range(1000):
-        if deadline.expired or (len(letters) >= letters_wanted and catalog is not None and len(shipped) >= 7):
+        if deadline.expired:
+            break
+        try:
+            message = watcher.messages.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if message.topic == TOPICS.edge(site, "catalog"):
+            return decode(message.payload, CatalogMessage)
+    return None
+
+
+def _collect(watcher: MqttClient, site: str, letters_wanted: int) -> tuple[list[DeadLetter], set[str]]:
+    """Dead letters and shipped devices seen by the watcher (bounded in count and time)."""
+    letters: list[DeadLetter] = []
+    shipped: set[str] = set()
+    deadline = Deadline(WAIT_S)
+    for _ in range(1000):
+        if deadline.expired or (len(letters) >= letters_wanted and len(shipped) >= 7):
             break
         try:
             message = watcher.messages.get(timeout=0.5)
@@ -166,8 +184,48 @@ def _collect(
             continue
         if message.topic == TOPICS.deadletter(site):
             letters.append(decode(message.payload, DeadLetter))
-        elif message.topic == TOPICS.edge(site, "catalog"):
-            catalog = decode(message.payload, CatalogMessage)
-        else:
+        elif message.topic == TOPICS.edge(site, "batch"):
             shipped |= {r.device for r in decode_batch(message.payload).readings}
-    return letters, shipped, catalog
+    return letters, shipped
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "influx"])
+def test_the_cloud_keeps_the_catalogue_the_edge_published(
+    mosquitto: Mosquitto, tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    site = new_site()
+    config = tmp_path / "edgepipe.toml"
+    config.write_text(_config(site))
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cloud.db'}"
+    else:
+        influxdb: Influxd = request.getfixturevalue("influxdb")
+        url = f"influxdb://127.0.0.1:{influxdb.port}/{request.getfixturevalue('influx_db')}"
+    common = {"mqtt.url": mosquitto.url, "edge.site": site, "edge.state_dir": str(tmp_path / "state")}
+    cloud_settings = load_settings(
+        overrides={
+            **common,
+            "store.url": url,
+            "cloud.client_id": f"cloud-{site}",
+            "cloud.group": f"g-{site}",
+            "cloud.flush_interval_s": 0.1,
+            "cloud.buffer_dir": str(tmp_path / "buffer"),
+        }
+    )
+    store = open_store(url)
+    worker = IngestWorker(cloud_settings, store)
+    worker.start(timeout=10)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        with running_node(load_settings(config, overrides=common)):
+            assert wait_for(lambda: site in store.latest_catalogs(), WAIT_S)
+        stored = Catalog.from_message(store.latest_catalogs()[site])
+        assert stored.metric("cold_room", "temp") == Metric("temp", "°C", 0.1, -40.0, 30.0)
+        assert wait_for(lambda: worker.counters.catalogs >= 1, WAIT_S)  # counted after the write
+    finally:
+        stop.set()
+        thread.join(15)
+        store.close()
+    assert not thread.is_alive()
