@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline.cloud.store import Store
 from pipeline.cloud.store.base import CLOUD_SITE
-from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.catalog import Catalog
 from pipeline.protocol.messages import AlertData, Health
 from pipeline.protocol.topics import is_valid_id
 
@@ -451,17 +451,25 @@ def duration_text(ms: int) -> str:
     return f"{ms} ms"
 
 
-def metrics_of(kind: str) -> list[str]:
+def site_catalog(store: Store, site: str) -> Catalog:
+    """The site's catalogue as its edge published it (stored by the cloud), else the built-ins.
+
+    Why per site: two sites may define a kind of the same name differently (issue 17); each
+    site's units come from its own edge.
+    """
+    message = store.latest_catalogs().get(site)
+    return Catalog.from_message(message) if message is not None else Catalog.builtin()
+
+
+def metrics_of(kind: str, catalog: Catalog | None = None) -> list[str]:
     """The catalogue's metrics of a device kind (empty for a kind it does not know)."""
-    found = KINDS.get(kind)
+    found = (catalog or Catalog.builtin()).kinds.get(kind)
     return list(found.metrics) if found else []
 
 
-def unit_of(kind: str, metric: str) -> str:
-    found = KINDS.get(kind)
-    if found and metric in found.metrics:
-        return found.metrics[metric].unit
-    return ""
+def unit_of(kind: str, metric: str, catalog: Catalog | None = None) -> str:
+    found = (catalog or Catalog.builtin()).metric(kind, metric)
+    return found.unit if found is not None else ""
 
 
 def bucket_ms(span_ms: int, max_points: int = MAX_CHART_POINTS) -> int | None:
@@ -581,11 +589,12 @@ def reduction_table(store: Store, sites: Sequence[str], start_ms: int, end_ms: i
     for site in sites:
         require_id("site", site)
         kinds = {kind for _, kind in store.devices(site)}
+        catalog = site_catalog(store, site).kinds
         for t in store.metric_totals(site, start_ms, end_ms):
             steps = [
-                KINDS[k].metrics[t.metric]
+                catalog[k].metrics[t.metric]
                 for k in kinds
-                if k in KINDS and t.metric in KINDS[k].metrics
+                if k in catalog and t.metric in catalog[k].metrics
             ]
             rows.append(
                 {

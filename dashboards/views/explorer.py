@@ -62,7 +62,8 @@ def render(store: Store, sites: list[str]) -> None:
     )
     device = queries.require_id("device", device)
     kind, last_ts = seen[device]
-    metrics = queries.metrics_of(kind)
+    catalog = queries.site_catalog(store, site)  # the site's own kinds and units (issue 17)
+    metrics = queries.metrics_of(kind, catalog)
     if not metrics:
         st.warning(f"Device kind {kind!r} is not in this edgepipe's catalogue: no metric to show.")
         return
@@ -81,7 +82,7 @@ def render(store: Store, sites: list[str]) -> None:
         start_ms = end_ms - RANGES_MS[range_name]
         anchor = "ending at the device's newest stored data"
     view = queries.series_view(store, site, device, metric, start_ms, end_ms)
-    unit = queries.unit_of(kind, metric)
+    unit = queries.unit_of(kind, metric, catalog)
     stamp = "%Y-%m-%d %H:%M:%S"
     st.caption(
         f"{queries.to_time(start_ms):{stamp}} to {queries.to_time(end_ms):{stamp}} UTC, "

@@ -304,6 +304,21 @@ def test_reduction_compares_aggregate_counts_with_stored_points(store: Store) ->
     assert queries.points_totals(table) == (160, 8)
 
 
+def test_units_and_codec_bounds_come_from_the_sites_own_catalogue(store: Store) -> None:
+    from pipeline.protocol.catalog import KINDS, Catalog, DeviceKind, Metric
+
+    fahrenheit = DeviceKind("fridge", "retail", {"temp": Metric("temp", "°F", 0.2, -40.0, 120.0)})
+    store.write_catalogs([Catalog({**KINDS, "fridge": fahrenheit}).to_message("shop1")])
+    store.write_aggregates([aggregate("fridge1", T0, count=100)])
+    store.write_readings("shop1", [fridge_reading(T0 + i * 10_000, 4.0) for i in range(8)])
+
+    row = queries.reduction_table(store, ["shop1"], *queries.ALL_TIME).iloc[0].to_dict()
+    assert (row["unit"], row["codec_bound"]) == ("°F", pytest.approx(0.1))
+    catalog = queries.site_catalog(store, "shop1")
+    assert queries.unit_of("fridge", "temp", catalog) == "°F"
+    assert queries.unit_of("fridge", "temp", queries.site_catalog(store, "elsewhere")) == "°C"
+
+
 def test_edge_health_keeps_missing_gauges_missing_and_counts_dead_letters_by_reason() -> None:
     live = Health(
         v=1, site="farm", node="edge-farm", ts=T0, status="online",
