@@ -62,6 +62,25 @@ def test_config_check_of_a_good_file_exits_0(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "config ok")
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        pytest.param('[[ingest]]\nformat = "zigbee"\n', "ingest.0.format", id="unknown-format"),
+        pytest.param('[[ingest]]\nformat = "json"\ntopic = "x/{dev}"\nkind = "fridge"\n', "ingest.0.topic", id="bad-placeholder"),
+        pytest.param('[[ingest]]\nformat = "ttn"\nkind = "fridge"\nmetrics = { temp = "/a/~" }\n', "ingest.0.metrics", id="bad-pointer"),
+        pytest.param("[kinds.k.metrics.m]\nresolution = 1\nlow = 2\nhigh = 1\n", "kinds.k.metrics.m", id="low-above-high"),
+    ],
+)
+def test_config_check_of_a_bad_ingest_or_kind_exits_2_in_one_line_naming_it(tmp_path: Path, text: str, key: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = edgepipe("config", "check", "--config", str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"edgepipe: config error: {key} = ")
+    assert "Traceback" not in result.stderr
+
+
 def test_a_bad_broker_url_exits_2_naming_the_flag_without_a_traceback() -> None:
     result = edgepipe("edge", "--site", "farm", "--broker", "http://127.0.0.1:1883")
     assert result.returncode == 2

@@ -68,6 +68,14 @@ def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
         pytest.param('[edge]\nsite = "cloud"\n', "edge.site", id="site-reserved"),
         pytest.param("[sim]\nqos = 2\n", "sim.qos", id="qos-2"),
         pytest.param('[sim]\nrate = "fast"\n', "sim.rate", id="rate-not-number"),
+        pytest.param('[[ingest]]\nformat = "mqtt-sn"\n', "ingest.0.format", id="ingest-unknown-format"),
+        pytest.param('[[ingest]]\nformat = "json"\ntopic = "a/#/b"\n', "ingest.0.topic", id="ingest-bad-topic"),
+        pytest.param(
+            '[[ingest]]\nformat = "ttn"\nkind = "fridge"\ntimestamp_field = "/t~x"\n',
+            "ingest.0.timestamp_field",
+            id="ingest-bad-pointer",
+        ),
+        pytest.param("[kinds.k.metrics.m]\nresolution = -1\nlow = 0\nhigh = 1\n", "kinds.k.metrics.m.resolution", id="kind-resolution"),
     ],
 )
 def test_a_bad_value_names_the_key_and_the_value(tmp_path: Path, text: str, key: str) -> None:
