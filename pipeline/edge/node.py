@@ -263,7 +263,10 @@ class EdgeNode:
         self.publish_health()
         # The site's kinds, for the cloud and the dashboard (retained: latecomers get it too)
         catalog = encode(self.catalog.to_message(self.site))
-        self.client.publish(self.topics.edge(self.site, "catalog"), catalog, qos=1, retain=True)
+        try:
+            self.client.publish(self.topics.edge(self.site, "catalog"), catalog, qos=1, retain=True)
+        except PayloadTooLarge:  # hundreds of kinds over a small mqtt.max_payload: say so, run on
+            log.warning("the catalogue (%d bytes) exceeds mqtt.max_payload: not published", len(catalog))
         stats = self.queue.stats()
         event(
             log,
