@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline.protocol.catalog import Catalog, CatalogMessage
+from pipeline.protocol.catalog import Catalog, CatalogMessage, DeviceKind
 
 
 class SiteCatalogs:
     def __init__(self) -> None:
         self.by_site: dict[str, Catalog] = {}
         self.conflicts: Counter[str] = Counter()  # by kind
+        self.first: dict[str, DeviceKind] = dict(Catalog.builtin().kinds)  # kind -> first definition
 
     def learn_one(self, message: CatalogMessage) -> list[tuple[str, str]]:
         """Keep ``message`` as its site's catalogue; (kind, other site) pairs in conflict.
@@ -40,7 +41,24 @@ class SiteCatalogs:
         for kind, _ in found:
             self.conflicts[kind] += 1
         self.by_site[message.site] = catalog
+        for name, defined in catalog.kinds.items():
+            self.first.setdefault(name, defined)
         return found
+
+    def kind_of(self, site: str, name: str) -> DeviceKind | None:
+        """The kind as ``site`` defines it, if it is compatible with its first definition.
+
+        Why: a merged model (one per kind name, across sites) must only fold deltas of one
+        definition. A site whose catalogue is not known yet is taken to use the built-ins.
+        None means refuse (the model delta stays unacknowledged, so the edge sends it again:
+        once the site's catalogue arrives, a configured kind is accepted).
+        """
+        catalog = self.by_site.get(site, Catalog.builtin())
+        kind = catalog.kinds.get(name)
+        first = self.first.get(name)
+        if kind is None or (first is not None and not kind.compatible_with(first)):
+            return None
+        return kind
 
     def units(self, site: str, kind: str, metric: str) -> str | None:
         """The unit of ``metric`` at ``site``, or None when the site's catalogue lacks it."""

@@ -181,7 +181,10 @@ class IngestWorker:
         )
         self.catalogs = SiteCatalogs()  # each site's kinds, from {site}/edge/catalog (issue 17)
         self.models = ModelMerger(  # model deltas (issue 5): publishes cloud/model/{kind}
-            settings, store, lambda topic, body: self.client.publish(topic, body, qos=1, retain=True)
+            settings,
+            store,
+            lambda topic, body: self.client.publish(topic, body, qos=1, retain=True),
+            kind_of=self.catalogs.kind_of,
         )
 
     def subscriptions(self) -> list[str]:

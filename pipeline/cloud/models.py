@@ -42,7 +42,7 @@ from pipeline.config import Settings
 from pipeline.edge.model import empty_stats, merge_stats
 from pipeline.errors import ProtocolError, StoreError
 from pipeline.protocol import Reason, Topics
-from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.catalog import KINDS, DeviceKind
 from pipeline.protocol.json_codec import decode
 from pipeline.protocol.messages import SCHEMA_VERSION
 from pipeline.protocol.model_codec import (
@@ -87,8 +87,12 @@ class ModelMerger:
         store: Store,
         publish: Callable[[str, bytes], object],
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        kind_of: Callable[[str, str], DeviceKind | None] | None = None,
     ) -> None:
         cloud = settings.cloud
+        # (site, kind) -> the kind as that site defines it, None when unknown or defined
+        # incompatibly with another site's (a merged model must not mix them: issue 17)
+        self.kind_of = kind_of or (lambda _site, kind: KINDS.get(kind))
         self.keys = {site: key.encode() for site, key in cloud.model_keys.items()}
         self.cloud_key = cloud.model_key.encode()
         self.max_age_ms = int(cloud.model_max_age_s * 1000)
@@ -162,7 +166,7 @@ class ModelMerger:
         delta = decode(payload, ModelDelta, max_bytes=MAX_MODEL_BYTES)  # 1 size, 2 schema
         if delta.site != site:
             raise ProtocolError(Reason.TOPIC_MISMATCH, f"site {delta.site} on {site}")
-        kind = KINDS.get(delta.kind)
+        kind = self.kind_of(site, delta.kind)
         if kind is None:
             raise ProtocolError(Reason.UNKNOWN_KIND, delta.kind[:80])
         for metric in delta.metrics:

@@ -41,3 +41,14 @@ def test_the_wire_form_round_trips() -> None:
     assert again.kinds == catalog.kinds
     assert catalog.to_message("s").fingerprint == again.to_message("s").fingerprint
     assert catalog.to_message("s").fingerprint != Catalog.builtin().to_message("s").fingerprint
+
+
+def test_model_deltas_of_a_kind_follow_the_sites_catalogue_and_never_mix_definitions() -> None:
+    cats = SiteCatalogs()
+    assert cats.kind_of("shop-1", "fridge") == KINDS["fridge"]  # unknown site: the built-ins
+    assert cats.kind_of("shop-1", "cold_room") is None
+    cats.learn_one(_with(COLD).to_message("shop-1"))
+    assert cats.kind_of("shop-1", "cold_room") == COLD
+    cats.learn_one(_with(COLD_F).to_message("shop-2"))
+    assert cats.kind_of("shop-2", "cold_room") is None  # incompatible with the first definition
+    assert cats.kind_of("shop-1", "cold_room") == COLD
