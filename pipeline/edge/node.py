@@ -387,15 +387,15 @@ class EdgeNode:
         for refused in decoded.refused:
             self.counters.received += 1
             self.refuse(dead_letter(self.site, topic, refused.raw, refused.reason, f"{fmt}: {refused.detail}", now))
-        for reading in decoded.readings:
+        for i, reading in enumerate(decoded.readings):
             self.counters.received += 1
             self.counters.ingest_readings[fmt] += 1
             native = encode(reading)
             verdict = self.validator.validate_one(self.topics.reading(self.site, reading.device), native, now)
             if isinstance(verdict, DeadLetter):
                 # the dead letter names what arrived (topic, bytes, hash), not our re-encoding
-                original = dead_letter(self.site, topic, payload, Reason(verdict.reason), f"{fmt}: {verdict.detail}", now)
-                self.refuse(original)
+                raw = decoded.parts.get(i, payload)
+                self.refuse(dead_letter(self.site, topic, raw, Reason(verdict.reason), f"{fmt}: {verdict.detail}", now))
                 continue
             journal_id = self.queue.append_journal(verdict.device, native)
             self.counters.accepted += 1

@@ -51,6 +51,9 @@ class Decoded:
     refused: list[Refused] = field(default_factory=list)
     ignored: str = ""
     extra_fields: int = 0  # fields neither mapped to a metric nor listed in ``ignore``
+    # reading index -> its own bytes, when it is one part of the message (a line, an element):
+    # a refusal of that reading at validation then names and hashes those bytes alone
+    parts: dict[int, bytes] = field(default_factory=dict)
 
 
 @runtime_checkable

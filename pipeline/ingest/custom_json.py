@@ -33,6 +33,8 @@ class JsonAdapter(MappedAdapter):
                 self._one(item, captured, arrival_ms, out)
             except Refusal as r:
                 out.refused.append(Refused(r.reason, r.detail, msgspec.json.encode(item)))
+            else:
+                out.parts[len(out.readings) - 1] = msgspec.json.encode(item)
         return out
 
     def _one(self, message: Any, captured: dict[str, str], arrival_ms: int, out: Decoded) -> Decoded:

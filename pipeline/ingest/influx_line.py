@@ -206,6 +206,7 @@ class InfluxLineAdapter(MappedAdapter):
             except Refusal as r:
                 out.refused.append(Refused(r.reason, r.detail, line.encode()))
                 continue
+            out.parts[len(out.readings)] = line.encode()
             out.readings.append(self.reading(device, kind, ts, metrics))
             out.extra_fields += extra
         return out

@@ -123,3 +123,23 @@ def test_a_configured_kind_is_quantised_with_its_own_resolution(tmp_path: Path) 
     assert decoded.metrics["level"] == 10.5  # quantised to 0.5, within half a step
     raw = encode_batch(Batch(1, "retail", 1, [reading]), codec_for("delta-zstd"))
     assert decode_batch(raw).readings[0].metrics["level"] == 10.26  # unknown to the built-ins: raw
+
+
+def test_a_line_refused_at_validation_is_dead_lettered_with_its_own_hash(node: EdgeNode) -> None:
+    import hashlib
+
+    from pipeline.protocol import DeadLetter
+
+    letters: list[DeadLetter] = []
+    refuse = node.refuse
+
+    def seen(letter: DeadLetter) -> None:  # what the node publishes, still counted by the node
+        letters.append(letter)
+        refuse(letter)
+
+    node.refuse = seen  # type: ignore[method-assign]
+    hot = b"fridge,device=f2 temp=400 %d" % _now_ns()
+    node.handle("telegraf/gw/fridge", b"fridge,device=f1 temp=4 %d\n" % _now_ns() + hot)
+    (letter,) = letters
+    assert (letter.reason, letter.sha256) == ("out_of_range", hashlib.sha256(hot).hexdigest())
+    assert (node.counters.accepted, dict(node.counters.dead_letters)) == (1, {"out_of_range": 1})
