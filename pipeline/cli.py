@@ -368,6 +368,12 @@ def cloud(
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), help="Publish a timestamp,value CSV as one device.")
 @click.option("--site", "replay_site", default="replay", show_default=True, callback=_id_option(), help="Site of --replay.")
 @click.option("--device", "replay_device", default="replay-1", show_default=True, callback=_id_option(), help="Device of --replay.")
+@click.option(
+    "--format",
+    "payload_format",
+    type=click.Choice(["edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line"]),
+    help="Publish as that system would (default: sim.format, edgepipe); the edge needs the matching [[ingest]].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def sim(
     config_file: str | None,
@@ -386,6 +392,7 @@ def sim(
     replay: str | None,
     replay_site: str,
     replay_device: str,
+    payload_format: str | None,
     as_json: bool,
 ) -> None:
     """Simulate farm, retail and city devices publishing readings.
@@ -408,6 +415,7 @@ def sim(
         "sim.seed": seed,
         "sim.qos": qos,
         "sim.bad_rate": bad_rate,
+        "sim.format": payload_format,
     }
     settings = _settings(config_file, overrides)
     if broker is None and out is None:

@@ -33,6 +33,10 @@ NON_SETTINGS_ENV = frozenset({CONFIG_ENV})  # EDGEPIPE_* names that are not sett
 STORE_URL_HELP = "sqlite:///PATH or influxdb://[user:pass@]host:port/DATABASE"
 
 
+INGEST_FORMATS = ("edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line")
+IngestFormat = Literal["edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line"]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -260,6 +264,9 @@ class SimSettings(Section):
     qos: Literal[0, 1] = Field(1, description="publish QoS")
     bad_rate: float = Field(0.0, ge=0, le=1, description="fraction of malformed payloads")
     anomaly_rate: float = Field(0.1, ge=0, description="anomalies per device per simulated hour")
+    format: IngestFormat = Field(
+        "edgepipe", description="payload format the devices publish in (a matching [[ingest]]: simulators/formats.py)"
+    )
 
     @field_validator("sites")
     @classmethod
@@ -298,8 +305,6 @@ class LogSettings(Section):
     )
 
 
-INGEST_FORMATS = ("edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line")
-IngestFormat = Literal["edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line"]
 
 
 class IngestSettings(Section):

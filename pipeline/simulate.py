@@ -66,6 +66,7 @@ def run_sim(
             start_ms=start_ms,
             topic_root=settings.mqtt.topic_root,
             realtime=realtime,
+            format=sim.format,
         )
         if start_ms is None:
             # Start early enough that no reading is ever ahead of the wall clock,

@@ -38,6 +38,7 @@ from simulators.anomalies import ANOMALIES, AnomalySchedule, Injection, Leak, ra
 from simulators.bad import BAD_KINDS, malformed
 from simulators.devices import DeviceModel
 from simulators.domains import DOMAINS, MODELS
+from simulators.formats import FORMATS, foreign_message
 from simulators.output import Publisher, SimReport, Sink, wait_until
 from simulators.signals import ANOMALY, BAD, ENVIRONMENT, SIGNAL, generator, quantise
 
@@ -75,6 +76,7 @@ class SimOptions:
     topic_root: str = DEFAULT_ROOT
     realtime: bool = False
     latitude: float = 45.0
+    format: str = "edgepipe"  # the payload format devices publish in (simulators/formats.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -110,6 +112,7 @@ class SimOptions:
         root_ok = bool(self.topic_root) and not set("+#") & set(self.topic_root)
         _check(root_ok, "topic_root", self.topic_root, "a topic without wildcards")
         _check(-90 <= self.latitude <= 90, "latitude", self.latitude, "between -90 and 90")
+        _check(self.format in FORMATS, "format", self.format, f"one of {', '.join(FORMATS)}")
 
     @property
     def sim_seconds(self) -> float:
@@ -194,6 +197,8 @@ class DeviceGroup:
         topics: Topics,
     ) -> None:
         self.kind = model_type.kind_name
+        self.site = site
+        self.format = options.format
         seed = options.seed
         signal = [generator(seed, site, SIGNAL, i) for i in indices]
         self.ids = [f"{self.kind}-{n:04d}" for n in numbers]
@@ -264,30 +269,43 @@ class DeviceGroup:
     def emit(self, k: int, tick: int, tick_ms: int, sink: Sink) -> int:
         """Publish tick ``tick`` (row ``k`` of the block); returns the good readings sent."""
         kind, names, v = self.kind, self.names, SCHEMA_VERSION
-        payloads: list[bytes | None] = [
-            encode(
-                Reading(v, device, kind, tick_ms + offset, tick, dict(zip(names, row, strict=True)))
-            )
-            for device, offset, row in zip(self.ids, self.offsets, self.rows[k], strict=True)
-        ]
+        topics = self.topics
+        if self.format == "edgepipe":
+            payloads: list[bytes | None] = [
+                encode(
+                    Reading(v, device, kind, tick_ms + offset, tick, dict(zip(names, row, strict=True)))
+                )
+                for device, offset, row in zip(self.ids, self.offsets, self.rows[k], strict=True)
+            ]
+        else:  # --format: as that system would publish it (simulators/formats.py)
+            pairs = [
+                foreign_message(
+                    self.format,
+                    self.site,
+                    Reading(v, device, kind, tick_ms + offset, tick, dict(zip(names, row, strict=True))),
+                )
+                for device, offset, row in zip(self.ids, self.offsets, self.rows[k], strict=True)
+            ]
+            topics = [topic for topic, _ in pairs]
+            payloads = [payload for _, payload in pairs]
         special = self.specials.get(k)
         bad: list[tuple[str, str, bytes]] = []
         if special:
             for i, entry in special.items():
                 payloads[i] = None
                 if entry is not None:
-                    bad.append((self.topics[i], *entry))
+                    bad.append((topics[i], *entry))
         publisher, out, qos = sink.publisher, sink.out, sink.qos
         if publisher is not None:
             publish = publisher.publish
-            for topic, payload in zip(self.topics, payloads, strict=True):
+            for topic, payload in zip(topics, payloads, strict=True):
                 if payload is not None:
                     publish(topic, payload, qos, False)
         if out is not None:
             out.write(
                 "".join(
                     f"{topic}\t{payload.decode()}\n"
-                    for topic, payload in zip(self.topics, payloads, strict=True)
+                    for topic, payload in zip(topics, payloads, strict=True)
                     if payload is not None
                 )
             )
