@@ -755,7 +755,10 @@ protocol on `{root}/{site}/dev/+`; once entries are given, only those are subscr
 `format = "edgepipe"` too to keep it. A field path is a top-level field name or an RFC 6901 JSON
 pointer (`/a/b/0`). Metric paths of `ttn` and `chirpstack` are read inside the decoded payload
 (`uplink_message.decoded_payload`, `object`); every other path is read in the whole message.
+For `influx-line`, `device_field` and `kind_field` name tags and `metrics` name fields.
 `[[ingest]]` entries are given in the file (or whole, as JSON, in `EDGEPIPE_INGEST`).
+`edgepipe sim --format F` publishes in each format; simulators/formats.py has the entry
+that reads it.
 """
 
 KINDS_INTRO = """
