@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import INGEST_EXAMPLES, KINDS_EXAMPLE, load_settings, settings_as_toml
 from pipeline.errors import ConfigError
@@ -97,3 +99,38 @@ def test_config_check_of_a_bad_entry_exits_2_in_one_line(tmp_path: Path) -> None
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("edgepipe: config error: ingest.0.format = 'zigbee': ")
+
+
+# -- hostile files: whatever is in [[ingest]] or [kinds], a ConfigError or settings ------------
+
+
+INGEST_KEYS = ["format", "topic", "kind", "kind_field", "device", "device_field", "timestamp_field",
+               "timestamp_unit", "metrics", "scale", "ignore", "strict_ids", "max_bytes", "x"]  # fmt: skip
+METRIC_KEYS = ["unit", "resolution", "low", "high", "tolerance", "x"]
+scalars = (
+    st.integers(-(2**70), 2**70).map(str)
+    | st.floats().map(repr)
+    | st.text(max_size=12).map(lambda t: '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    | st.sampled_from(
+        ['"json"', '"ttn"', '"a/{device}/#"', '"/a/~1b"', '"fridge"', "{ temp = 2.0 }", '{ temp = "/t" }',
+         '["battery"]', "true", "[]", "{}", "inf", "-inf", "nan", "0", "1e-320", '"ms"']
+    )  # fmt: skip
+)
+ingest_tables = st.lists(st.tuples(st.sampled_from(INGEST_KEYS), scalars), max_size=5).map(
+    lambda kv: "[[ingest]]\n" + "\n".join(f"{k} = {v}" for k, v in dict(kv).items())
+)
+kind_tables = st.tuples(
+    st.sampled_from(["k", "fridge", "a-b", '"x y"']),
+    st.sampled_from(["m", "temp", '"m/x"']),
+    st.lists(st.tuples(st.sampled_from(METRIC_KEYS), scalars), max_size=5),
+).map(lambda t: f"[kinds.{t[0]}.metrics.{t[1]}]\n" + "\n".join(f"{k} = {v}" for k, v in dict(t[2]).items()))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(docs=st.lists(ingest_tables | kind_tables, max_size=3))
+def test_any_ingest_or_kind_table_is_settings_or_a_config_error(tmp_path: Path, docs: list[str]) -> None:
+    path = write(tmp_path, "\n\n".join(docs) + "\n")
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
