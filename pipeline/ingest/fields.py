@@ -17,7 +17,8 @@ from pipeline.protocol.reasons import Reason
 from pipeline.protocol.topics import is_valid_id
 
 PLACEHOLDERS = ("{site}", "{device}", "{kind}")
-TS_UNITS_PER_MS = {"s": 1e-3, "ms": 1.0, "us": 1e3, "ns": 1e6}
+_MS_PER_UNIT = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
+_INT_DIVISORS = {"ms": 1, "us": 1000, "ns": 1_000_000}
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond, a timestamp is garbage
 
 
@@ -188,9 +189,12 @@ def map_id(raw: Any, strict: bool, what: str = "device") -> str:
 
 
 _ISO = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?"
+    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,12}))?"
     r"(Z|z|[+-]\d{2}:?\d{2})?"
 )
+
+
+_DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> Unix seconds at its midnight (a small cache)
 
 
 def ts_from_iso(text: str) -> int:
@@ -202,31 +206,52 @@ def ts_from_iso(text: str) -> int:
     m = _ISO.fullmatch(text.strip()) if len(text) < 64 else None
     if m is None:
         raise Refusal(Reason.BAD_TIMESTAMP, f"{text[:64]!r} is not an ISO 8601 time")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+    date, hour, minute, second = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+    midnight = _DAYS.get(date)
+    if midnight is None:
+        year, month, day = int(date[:4]), int(date[5:7]), int(date[8:10])
+        if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+            raise Refusal(Reason.BAD_TIMESTAMP, f"{text[:64]!r} is not a valid date")
+        midnight = calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0))
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        _DAYS[date] = midnight
+    if not (hour < 24 and minute < 60 and second < 61):
         raise Refusal(Reason.BAD_TIMESTAMP, f"{text[:64]!r} is not a valid time")
-    fraction = m.group(7) or "0"
-    ms = int((fraction + "000")[:3])
-    offset = m.group(8)
+    fraction = m.group(5)
+    ms = int((fraction + "00")[:3]) if fraction else 0
+    offset = m.group(6)
     shift = 0
     if offset and offset not in "Zz":
         sign = -1 if offset[0] == "-" else 1
         digits = offset[1:].replace(":", "")
         shift = sign * (int(digits[:2]) * 60 + int(digits[2:])) * 60_000
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    return seconds * 1000 + ms - shift
+    return (midnight + hour * 3600 + minute * 60 + second) * 1000 + ms - shift
 
 
 def ts_from_value(value: Any, unit: str) -> int:
-    """Unix ms from a number in ``unit`` (s, ms, us, ns) or an ISO 8601 string."""
+    """Unix ms from a number in ``unit`` (s, ms, us, ns) or an ISO 8601 string.
+
+    Integers are converted exactly (a float division turned some ns stamps into the ms
+    before); floats are rounded to the microsecond first, then cut to the ms.
+
+    >>> ts_from_value(706_617_138_757_000_000, "ns"), ts_from_value(1709633742.123, "s")
+    (706617138757, 1709633742123)
+    """
     if isinstance(value, str):
         return ts_from_iso(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Refusal(Reason.BAD_TIMESTAMP, f"timestamp is a {type(value).__name__}")
-    try:
-        ms = value / TS_UNITS_PER_MS[unit]
-    except OverflowError:
-        raise Refusal(Reason.BAD_TIMESTAMP, "timestamp overflows") from None
-    if not math.isfinite(ms) or not 0 <= ms <= MAX_TS_MS:
+    if isinstance(value, int):
+        ms = value * 1000 if unit == "s" else value // _INT_DIVISORS[unit]
+    else:
+        try:
+            scaled = round(value * _MS_PER_UNIT[unit], 3)
+        except OverflowError:
+            raise Refusal(Reason.BAD_TIMESTAMP, "timestamp overflows") from None
+        if not math.isfinite(scaled):
+            raise Refusal(Reason.BAD_TIMESTAMP, f"timestamp {value} {unit} is out of range")
+        ms = math.floor(scaled)
+    if not 0 <= ms <= MAX_TS_MS:
         raise Refusal(Reason.BAD_TIMESTAMP, f"timestamp {value} {unit} is out of range")
-    return int(ms)
+    return ms

@@ -16,12 +16,14 @@ unless ``kind`` or ``kind_field`` (a tag) says otherwise.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pipeline.ingest.base import MAX_ITEMS, Decoded, MappedAdapter, Refused
 from pipeline.ingest.fields import Refusal, map_id, ts_from_value
 from pipeline.protocol.reasons import Reason
 
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
 _FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 
@@ -93,7 +95,7 @@ def _field_value(raw: str) -> Any:
             if raw[-1] == "u" and value < 0:
                 raise ValueError
             return value
-        if not all(c in "0123456789+-.eE" for c in raw):
+        if _FLOAT.fullmatch(raw) is None:  # float() would take "nan", "inf", "1_0"
             raise ValueError
         return float(raw)
     except ValueError:
