@@ -45,6 +45,7 @@ class AlertData(msgspec.Struct, frozen=True):
     reading_ts: int
     reason: str
     model_version: str
+    source: str = "edge"  # who detected it: "edge" (the site's node) or "cloud" (the fleet analyst)
 
 
 class Alert(msgspec.Struct, frozen=True):

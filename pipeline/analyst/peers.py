@@ -1,0 +1,225 @@
+"""Peers: each device's window statistic against the other devices of its kind at its site.
+
+The edge sees one series; the cloud sees all of a site's devices of one kind in the same
+window. A soil probe drifting away from its neighbours, a shelf emptying while the other
+shelves do not, a footfall counter shifting level while the street's other counters do not:
+none of these changes the *fleet*, so each device is compared with its peers, not with a
+fixed value.
+
+For every window the detector takes the **median of the device's peers** (leave-one-out, so
+the device does not pull its own reference) and predicts the device from it with a per-device
+linear fit learned with exponential forgetting (``x ≈ a + b · median``): a probe that always
+reads 3 % wetter, or a counter at a door twice as busy as the street's median, is normal. The
+residual is standardised by the larger of the device's own residual spread, the spread of
+all devices' residuals in this window (a fleet-wide event such as the morning restock moves
+every device differently, and then nobody stands out) and a floor of one sensor step, and
+accumulated by a CUSUM (``change.Cusum``). A change of the whole fleet moves the median with
+it and leaves every residual small, so it is not alerted.
+
+The statistic is ``level`` (the window mean) or ``change`` (the mean minus the previous
+window's mean: for stock that sales and restocks move, a theft is an unusual *fall*), and a
+profile can watch one direction only (``PROFILES``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.analyst.change import DIRECTIONS, Cusum, EwStats, cusum_score
+from pipeline.protocol import Aggregate
+
+MAD_TO_SD = 1.4826  # median absolute deviation of a normal sample, in standard deviations
+SLOPE_MAX = 10.0  # a device is at most this many times its peers' median (guards a flat median)
+VARIANCE_EPS = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What the peer detector watches for one (kind, metric)."""
+
+    statistic: str = "level"  # "level" | "change"
+    direction: str = "both"  # "both" | "up" | "down"
+
+
+# A shelf's stock rises at every restock and top-up (at fixed hours, on some shelves only)
+# and falls with sales: only an unusual fall (theft) is news.
+PROFILES: dict[tuple[str, str], Profile] = {
+    ("smart_shelf", "stock"): Profile("change", "down"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerScore:
+    """The peer detector's verdict on one device in one window."""
+
+    device: str
+    score: float  # in [0, 1]: 0.8 when the CUSUM reaches its threshold
+    z: float  # this window's standardised residual
+    expected: float  # what the peers predicted
+    peers: int
+
+    @property
+    def detail(self) -> str:
+        return f"{self.z:+.1f} sd from {self.peers} peers (expected {self.expected:.4g})"
+
+
+@dataclass(slots=True)
+class _Device:
+    fit_m: EwStats
+    fit_x: EwStats
+    cov: float = 0.0
+    residual: EwStats = field(default_factory=lambda: EwStats(0.01))
+    cusum: Cusum = field(default_factory=lambda: Cusum(0.5, 12.0))
+    previous: tuple[int, float] | None = None  # (window end, mean) for the change statistic
+
+    def predict(self, median: float) -> float:
+        if self.fit_m.count == 0:
+            return median
+        slope = self.cov / self.fit_m.var if self.fit_m.var > VARIANCE_EPS else 0.0
+        slope = min(SLOPE_MAX, max(0.0, slope))
+        return self.fit_x.mean + slope * (median - self.fit_m.mean)
+
+    def learn(self, median: float, x: float, alpha: float) -> None:
+        # the covariance is updated with the means before they move (West's weighted form)
+        dm, dx = median - self.fit_m.mean, x - self.fit_x.mean
+        a = max(alpha, 1.0 / (self.fit_m.count + 1))
+        self.cov = (1.0 - a) * (self.cov + a * dm * dx) if self.fit_m.count else 0.0
+        self.fit_m.learn_one(median)
+        self.fit_x.learn_one(x)
+
+
+class PeerDetector:
+    """Scores the devices of one (site, kind, metric) against each other, window by window.
+
+    Parameters
+    ----------
+    profile: the statistic and direction watched.
+    step: the metric's resolution; no residual spread is taken below it.
+    half_life_windows: how fast a device's fit to its peers forgets (windows).
+    warmup_windows: windows a device is learned on before it is scored.
+    min_peers: fewer other devices in a window and nobody is scored in it.
+    slack_sd, threshold_sd: the CUSUM's k and h, in standard deviations.
+    clip_sd: a residual beyond this is learned as this (an anomaly teaches little).
+
+    >>> det = PeerDetector(warmup_windows=5)
+    >>> def window(t, drift=0.0):
+    ...     base = 20.0 + (t % 7) * 0.3  # the whole fleet moves together
+    ...     return [Aggregate(1, "s", f"d{i}", "k", "m", t, t + 1, 1, 0, 0, base + i * 0.1 + (drift if i == 0 else 0), 0, 0, 0)
+    ...             for i in range(6)]
+    >>> for t in range(50):
+    ...     _ = det.update_group(window(t))
+    >>> max(s.score for s in det.update_group(window(50)))  # fleet-wide changes: nothing
+    0.0
+    >>> scores = [det.update_group(window(t, drift=0.2 * (t - 50)))[0].score for t in range(51, 60)]
+    >>> scores[-1] > 0.8  # d0 drifts away from its peers
+    True
+    """
+
+    def __init__(
+        self,
+        profile: Profile | None = None,
+        *,
+        step: float = 0.0,
+        half_life_windows: float = 720.0,
+        warmup_windows: int = 30,
+        min_peers: int = 3,
+        slack_sd: float = 0.5,
+        threshold_sd: float = 6.0,
+        clip_sd: float = 4.0,
+    ) -> None:
+        self.profile = profile or Profile()
+        if self.profile.statistic not in ("level", "change") or self.profile.direction not in DIRECTIONS:
+            raise ValueError(f"bad peer profile {self.profile}")
+        if half_life_windows <= 0 or warmup_windows < 0 or min_peers < 1 or step < 0:
+            raise ValueError("half_life_windows > 0, warmup_windows >= 0, min_peers >= 1, step >= 0")
+        if slack_sd < 0 or threshold_sd <= 0 or clip_sd <= 0:
+            raise ValueError("slack_sd >= 0, threshold_sd > 0, clip_sd > 0")
+        self.step = step
+        self.alpha = 1.0 - 0.5 ** (1.0 / half_life_windows)
+        self.warmup_windows = warmup_windows
+        self.min_peers = min_peers
+        self.slack_sd, self.threshold_sd, self.clip_sd = slack_sd, threshold_sd, clip_sd
+        self._devices: dict[str, _Device] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"PeerDetector(profile={self.profile}, step={self.step}, warmup_windows={self.warmup_windows}, "
+            f"min_peers={self.min_peers}, slack_sd={self.slack_sd}, threshold_sd={self.threshold_sd})"
+        )
+
+    @property
+    def devices(self) -> int:
+        return len(self._devices)
+
+    def _device(self, name: str) -> _Device:
+        d = self._devices.get(name)
+        if d is None:
+            d = self._devices[name] = _Device(
+                EwStats(self.alpha), EwStats(self.alpha), residual=EwStats(self.alpha),
+                cusum=Cusum(self.slack_sd, 2.0 * self.threshold_sd, self.profile.direction),
+            )
+        return d
+
+    def _statistic(self, agg: Aggregate) -> float | None:
+        d = self._device(agg.device)
+        if self.profile.statistic == "level":
+            return agg.mean
+        previous, d.previous = d.previous, (agg.end, agg.mean)
+        if previous is None or previous[0] != agg.start:
+            return None  # no previous window right before this one: no change to judge
+        return agg.mean - previous[1]
+
+    def update_group(self, aggs: Sequence[Aggregate], hold: Collection[str] = ()) -> list[PeerScore]:
+        """Score, then learn, one window of the devices of this group (one aggregate each).
+
+        Devices in ``hold`` (an alert is open on them, or the edge reported them) are scored
+        but neither learned from nor left with CUSUM evidence: their anomaly must not become
+        their normal, nor raise later in the cloud what the edge already raised.
+        """
+        values: list[tuple[Aggregate, float]] = []
+        for agg in aggs:
+            x = self._statistic(agg)
+            if x is not None and math.isfinite(x):
+                values.append((agg, x))
+        if len(values) < self.min_peers + 1:
+            return []
+        ordered = sorted(x for _, x in values)
+        rows = []
+        for agg, x in values:
+            median = _median_without(ordered, x)
+            d = self._device(agg.device)
+            rows.append((agg, x, median, d, x - d.predict(median)))
+        residuals = sorted(r[4] for r in rows)
+        centre = residuals[len(residuals) // 2]
+        spread_now = MAD_TO_SD * sorted(abs(r - centre) for r in residuals)[len(residuals) // 2]
+        out = []
+        for agg, x, median, d, residual in rows:
+            warm = d.residual.count >= self.warmup_windows
+            scale = max(d.residual.std, spread_now, self.step, VARIANCE_EPS)
+            z = (residual - d.residual.mean) / scale if d.residual.count else 0.0
+            held = agg.device in hold
+            score = 0.0
+            if held:
+                d.cusum.reset()
+            elif warm:
+                score = cusum_score(d.cusum.update(z), self.threshold_sd)
+            out.append(PeerScore(agg.device, score, z, d.predict(median), len(values) - 1))
+            if not held and (not warm or abs(z) < self.clip_sd):
+                d.learn(median, x, self.alpha)
+                d.residual.learn_one(residual)
+        return out
+
+
+def _median_without(ordered: Sequence[float], x: float) -> float:
+    """The median of ``ordered`` (sorted) with one occurrence of ``x`` left out, in O(log n)."""
+    import bisect
+
+    p = bisect.bisect_left(ordered, x)
+    n = len(ordered) - 1
+
+    def at(j: int) -> float:
+        return ordered[j] if j < p else ordered[j + 1]
+
+    return at(n // 2) if n % 2 else 0.5 * (at(n // 2 - 1) + at(n // 2))
