@@ -89,3 +89,56 @@ class Cusum:
 
     def reset(self) -> None:
         self.high = self.low = 0.0
+
+
+@dataclass(slots=True)
+class SmoothedShift:
+    """A persistent shift of a standardised residual, judged against the series' own smoothing.
+
+    The residual is smoothed (exponential mean over about ``span`` windows) and the smoothed
+    value is compared with its own learned spread. Sensor series are autocorrelated (a
+    thermostat's cycle, a field drying between irrigations): a CUSUM tuned for white noise
+    reads a half cycle as a shift, while the spread of the *smoothed* residual grows with
+    exactly that autocorrelation, so each series gets the threshold its own history allows.
+    ``update`` returns the shift in units of that spread (signed); ``learn`` teaches it.
+
+    >>> s = SmoothedShift(span=5, alpha=0.01)
+    >>> import random; rng = random.Random(1)
+    >>> for _ in range(2000):
+    ...     s.learn(s.update(rng.gauss(0, 1)))
+    >>> [round(s.update(3.0)) for _ in range(4)][-1] > 4  # a steady 3 sd shift stands out
+    True
+    """
+
+    span: float
+    alpha: float
+    min_sd: float = 0.3
+    direction: str = "both"
+    level: float = 0.0
+    spread: EwStats | None = None
+
+    def update(self, z: float) -> float:
+        a = 2.0 / (self.span + 1.0)
+        self.level += a * (z - self.level)
+        sd = max(self.spread.std if self.spread is not None else 0.0, self.min_sd)
+        shift = self.level / sd
+        if self.direction == "up":
+            return max(0.0, shift)
+        if self.direction == "down":
+            return min(0.0, shift)
+        return shift
+
+    def learn(self, shift: float, clip: float = 4.0) -> None:
+        """Learn the current smoothed level (winsorised at ``clip`` spreads)."""
+        if self.spread is None:
+            self.spread = EwStats(self.alpha)
+        sd = max(self.spread.std, self.min_sd)
+        self.spread.learn_one(max(-clip * sd, min(clip * sd, self.level)))
+
+    def reset(self) -> None:
+        self.level = 0.0
+
+
+def shift_score(shift: float, threshold: float) -> float:
+    """A shift of ``threshold`` spreads scores 0.8 (raise), 0.43 of it 0.5 (clear)."""
+    return cusum_score(abs(shift), threshold)

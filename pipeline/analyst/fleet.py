@@ -32,7 +32,7 @@ from pipeline.analyst.peers import PROFILES, PeerDetector, Profile
 from pipeline.edge.alert import AlertPolicy
 from pipeline.edge.scoring import DEVICE_METRIC, Cause
 from pipeline.edge.stages import Point
-from pipeline.protocol import Aggregate, Alert, Health
+from pipeline.protocol import Aggregate, Alert, AlertData, Health
 from pipeline.protocol.catalog import KINDS
 
 SOURCE_EDGE = "edge"
@@ -136,9 +136,8 @@ class FleetAnalyst:
     def open_alerts(self) -> int:
         return sum(p.open_alerts for p in self._policies.values())
 
-    def add_alert(self, alert: Alert) -> None:
+    def add_alert(self, d: AlertData) -> None:
         """Remember an edge alert's interval (the cloud's own alerts, seen again, are ignored)."""
-        d = alert.data
         if d.source != SOURCE_EDGE:
             return
         self.counters.edge_alerts += 1

@@ -13,7 +13,7 @@ reads 3 % wetter, or a counter at a door twice as busy as the street's median, i
 residual is standardised by the larger of the device's own residual spread, the spread of
 all devices' residuals in this window (a fleet-wide event such as the morning restock moves
 every device differently, and then nobody stands out) and a floor of one sensor step, and
-accumulated by a CUSUM (``change.Cusum``). A change of the whole fleet moves the median with
+smoothed and judged against its own usual spread (``change.SmoothedShift``). A change of the whole fleet moves the median with
 it and leaves every residual small, so it is not alerted.
 
 The statistic is ``level`` (the window mean) or ``change`` (the mean minus the previous
@@ -27,7 +27,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.analyst.change import DIRECTIONS, Cusum, EwStats, cusum_score
+from pipeline.analyst.change import DIRECTIONS, EwStats, SmoothedShift, shift_score
 from pipeline.protocol import Aggregate
 
 MAD_TO_SD = 1.4826  # median absolute deviation of a normal sample, in standard deviations
@@ -39,14 +39,16 @@ VARIANCE_EPS = 1e-12
 class Profile:
     """What the peer detector watches for one (kind, metric)."""
 
-    statistic: str = "level"  # "level" | "change"
+    statistic: str = "level"  # "level" | "change" | "off"
     direction: str = "both"  # "both" | "up" | "down"
 
 
 # A shelf's stock rises at every restock and top-up (at fixed hours, on some shelves only)
 # and falls with sales: only an unusual fall (theft) is news.
+# A valve opens on its zone's schedule, not with its peers: peers say nothing about its flow.
 PROFILES: dict[tuple[str, str], Profile] = {
     ("smart_shelf", "stock"): Profile("change", "down"),
+    ("irrigation_valve", "flow"): Profile("off"),
 }
 
 
@@ -55,8 +57,8 @@ class PeerScore:
     """The peer detector's verdict on one device in one window."""
 
     device: str
-    score: float  # in [0, 1]: 0.8 when the CUSUM reaches its threshold
-    z: float  # this window's standardised residual
+    score: float  # in [0, 1]: 0.8 when the shift reaches its threshold
+    z: float  # the smoothed residual, in spreads of its own history
     expected: float  # what the peers predicted
     peers: int
 
@@ -71,7 +73,7 @@ class _Device:
     fit_x: EwStats
     cov: float = 0.0
     residual: EwStats = field(default_factory=lambda: EwStats(0.01))
-    cusum: Cusum = field(default_factory=lambda: Cusum(0.5, 12.0))
+    shift: SmoothedShift = field(default_factory=lambda: SmoothedShift(10.0, 0.01))
     previous: tuple[int, float] | None = None  # (window end, mean) for the change statistic
 
     def predict(self, median: float) -> float:
@@ -100,7 +102,8 @@ class PeerDetector:
     half_life_windows: how fast a device's fit to its peers forgets (windows).
     warmup_windows: windows a device is learned on before it is scored.
     min_peers: fewer other devices in a window and nobody is scored in it.
-    slack_sd, threshold_sd: the CUSUM's k and h, in standard deviations.
+    span_windows: the residual is smoothed over about this many windows (``SmoothedShift``).
+    threshold_sd: a smoothed residual this many of its usual spreads away scores 0.8 (raise).
     clip_sd: a residual beyond this is learned as this (an anomaly teaches little).
 
     >>> det = PeerDetector(warmup_windows=5)
@@ -123,30 +126,30 @@ class PeerDetector:
         *,
         step: float = 0.0,
         half_life_windows: float = 720.0,
-        warmup_windows: int = 30,
+        warmup_windows: int = 240,
         min_peers: int = 3,
-        slack_sd: float = 0.5,
+        span_windows: float = 6.0,
         threshold_sd: float = 6.0,
         clip_sd: float = 4.0,
     ) -> None:
         self.profile = profile or Profile()
-        if self.profile.statistic not in ("level", "change") or self.profile.direction not in DIRECTIONS:
+        if self.profile.statistic not in ("level", "change", "off") or self.profile.direction not in DIRECTIONS:
             raise ValueError(f"bad peer profile {self.profile}")
         if half_life_windows <= 0 or warmup_windows < 0 or min_peers < 1 or step < 0:
             raise ValueError("half_life_windows > 0, warmup_windows >= 0, min_peers >= 1, step >= 0")
-        if slack_sd < 0 or threshold_sd <= 0 or clip_sd <= 0:
-            raise ValueError("slack_sd >= 0, threshold_sd > 0, clip_sd > 0")
+        if span_windows < 1 or threshold_sd <= 0 or clip_sd <= 0:
+            raise ValueError("span_windows >= 1, threshold_sd > 0, clip_sd > 0")
         self.step = step
         self.alpha = 1.0 - 0.5 ** (1.0 / half_life_windows)
         self.warmup_windows = warmup_windows
         self.min_peers = min_peers
-        self.slack_sd, self.threshold_sd, self.clip_sd = slack_sd, threshold_sd, clip_sd
+        self.span_windows, self.threshold_sd, self.clip_sd = span_windows, threshold_sd, clip_sd
         self._devices: dict[str, _Device] = {}
 
     def __repr__(self) -> str:
         return (
             f"PeerDetector(profile={self.profile}, step={self.step}, warmup_windows={self.warmup_windows}, "
-            f"min_peers={self.min_peers}, slack_sd={self.slack_sd}, threshold_sd={self.threshold_sd})"
+            f"min_peers={self.min_peers}, span_windows={self.span_windows}, threshold_sd={self.threshold_sd})"
         )
 
     @property
@@ -158,7 +161,7 @@ class PeerDetector:
         if d is None:
             d = self._devices[name] = _Device(
                 EwStats(self.alpha), EwStats(self.alpha), residual=EwStats(self.alpha),
-                cusum=Cusum(self.slack_sd, 2.0 * self.threshold_sd, self.profile.direction),
+                shift=SmoothedShift(self.span_windows, self.alpha, direction=self.profile.direction),
             )
         return d
 
@@ -175,10 +178,12 @@ class PeerDetector:
         """Score, then learn, one window of the devices of this group (one aggregate each).
 
         Devices in ``hold`` (an alert is open on them, or the edge reported them) are scored
-        but neither learned from nor left with CUSUM evidence: their anomaly must not become
+        but neither learned from nor left with accumulated evidence: their anomaly must not become
         their normal, nor raise later in the cloud what the edge already raised.
         """
         values: list[tuple[Aggregate, float]] = []
+        if self.profile.statistic == "off":
+            return []
         for agg in aggs:
             x = self._statistic(agg)
             if x is not None and math.isfinite(x):
@@ -200,15 +205,21 @@ class PeerDetector:
             scale = max(d.residual.std, spread_now, self.step, VARIANCE_EPS)
             z = (residual - d.residual.mean) / scale if d.residual.count else 0.0
             held = agg.device in hold
-            score = 0.0
+            score, shift = 0.0, 0.0
             if held:
-                d.cusum.reset()
-            elif warm:
-                score = cusum_score(d.cusum.update(z), self.threshold_sd)
-            out.append(PeerScore(agg.device, score, z, d.predict(median), len(values) - 1))
-            if not held and (not warm or abs(z) < self.clip_sd):
+                d.shift.reset()
+            else:
+                shift = d.shift.update(z)
+                if warm:
+                    score = shift_score(shift, self.threshold_sd)
+            out.append(PeerScore(agg.device, score, shift, d.predict(median), len(values) - 1))
+            if held:
+                continue
+            if not warm or abs(z) < self.clip_sd:
                 d.learn(median, x, self.alpha)
                 d.residual.learn_one(residual)
+            if not warm or abs(shift) < self.clip_sd:
+                d.shift.learn(shift, self.clip_sd)
         return out
 
 

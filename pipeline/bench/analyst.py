@@ -45,7 +45,7 @@ ANOMALIES_NAMED = ("drift", "theft", "level_shift", "stuck")  # the edge's misse
 class _TapPolicy(AlertPolicy):
     """The edge's alert policy, also handing every alert to ``sink`` (the analyst's input)."""
 
-    sink: Callable[[Alert], None] = staticmethod(lambda a: None)
+    sink: Callable[[Alert], None] = staticmethod(lambda a: None)  # set by _EdgeAndCloud
 
     def update_one(self, point: Point, cause: str = "anomaly") -> Alert | None:
         alert = super().update_one(point, cause)
@@ -72,7 +72,8 @@ class _EdgeAndCloud(Pipeline):
     def __init__(self, site: str, analyst: FleetAnalyst, cloud: list[Alert], first_ts: dict[str, int]) -> None:
         base = ours(site)
         policy = _TapPolicy.from_settings(site, AlertSettings())
-        policy.sink = analyst.add_alert
+        assert isinstance(policy, _TapPolicy)
+        policy.sink = lambda alert: analyst.add_alert(alert.data)
         super().__init__(site, base.scorer, base.silence, policy)
         agg = AggregateSettings()
         self.window_ms = int(agg.window_s * 1000)
