@@ -819,7 +819,9 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         return
     for target in range(version + 1, SCHEMA_USER_VERSION + 1):
         for statement in _MIGRATIONS.get(target, []):
-            conn.execute(statement)
+            table = statement.split()[2]
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
+                conn.execute(statement)  # a table the file never had is created by the schema script
 
 
 def _float(value: float | None) -> float:
