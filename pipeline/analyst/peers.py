@@ -33,6 +33,7 @@ from pipeline.protocol import Aggregate
 MAD_TO_SD = 1.4826  # median absolute deviation of a normal sample, in standard deviations
 SLOPE_MAX = 10.0  # a device is at most this many times its peers' median (guards a flat median)
 VARIANCE_EPS = 1e-12
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,34 @@ class _Device:
     residual: EwStats = field(default_factory=lambda: EwStats(0.01))
     shift: SmoothedShift = field(default_factory=lambda: SmoothedShift(10.0, 0.01))
     previous: tuple[int, float] | None = None  # (window end, mean) for the change statistic
+    daily: dict[int, list[float]] = field(default_factory=dict)  # time slot -> [sum, count] of residuals
+
+    def usual(self, slot: int, slots_per_day: int, days: int) -> float:
+        """The median over the previous days of this device's mean residual in this slot of the day."""
+        means = [b[0] / b[1] for k in range(1, days + 1) if (b := self.daily.get(slot - k * slots_per_day)) and b[1]]
+        if not means:
+            return 0.0
+        means.sort()
+        n = len(means)
+        return means[n // 2] if n % 2 else 0.5 * (means[n // 2 - 1] + means[n // 2])
+
+    def remember(self, slot: int, residual: float, slots_per_day: int, days: int) -> None:
+        bucket = self.daily.get(slot)
+        if bucket is None:
+            for old in [k for k in self.daily if k < slot - days * slots_per_day]:
+                del self.daily[old]
+            bucket = self.daily[slot] = [0.0, 0.0]
+        bucket[0] += residual
+        bucket[1] += 1.0
 
     def predict(self, median: float) -> float:
         if self.fit_m.count == 0:
             return median
-        slope = self.cov / self.fit_m.var if self.fit_m.var > VARIANCE_EPS else 0.0
+        # ridge towards a slope of 1 (the device moves with its peers): when the peers' median
+        # hardly varies, a fitted slope is noise, and a later fleet-wide step would leak
+        # into the residual as (1 - slope) x step
+        prior = max(self.residual.var, VARIANCE_EPS)
+        slope = (self.cov + prior) / (self.fit_m.var + prior)
         slope = min(SLOPE_MAX, max(0.0, slope))
         return self.fit_x.mean + slope * (median - self.fit_m.mean)
 
@@ -131,6 +155,8 @@ class PeerDetector:
         span_windows: float = 6.0,
         threshold_sd: float = 6.0,
         clip_sd: float = 4.0,
+        slot_ms: int = 1_800_000,
+        days: int = 7,
     ) -> None:
         self.profile = profile or Profile()
         if self.profile.statistic not in ("level", "change", "off") or self.profile.direction not in DIRECTIONS:
@@ -139,6 +165,10 @@ class PeerDetector:
             raise ValueError("half_life_windows > 0, warmup_windows >= 0, min_peers >= 1, step >= 0")
         if span_windows < 1 or threshold_sd <= 0 or clip_sd <= 0:
             raise ValueError("span_windows >= 1, threshold_sd > 0, clip_sd > 0")
+        if slot_ms <= 0 or DAY_MS % slot_ms or days < 0:
+            raise ValueError("slot_ms must divide a day; days >= 0")
+        self.slot_ms, self.days = slot_ms, days
+        self.slots_per_day = DAY_MS // slot_ms
         self.step = step
         self.alpha = 1.0 - 0.5 ** (1.0 / half_life_windows)
         self.warmup_windows = warmup_windows
@@ -195,12 +225,16 @@ class PeerDetector:
         for agg, x in values:
             median = _median_without(ordered, x)
             d = self._device(agg.device)
-            rows.append((agg, x, median, d, x - d.predict(median)))
+            slot = agg.start // self.slot_ms
+            raw = x - d.predict(median)
+            # a device that differs from its peers at the same time every day (its zone waters
+            # at 04:30, its shelf is topped up at 14:00) is not news: that part is taken out
+            rows.append((agg, x, median, d, raw - d.usual(slot, self.slots_per_day, self.days), raw, slot))
         residuals = sorted(r[4] for r in rows)
         centre = residuals[len(residuals) // 2]
         spread_now = MAD_TO_SD * sorted(abs(r - centre) for r in residuals)[len(residuals) // 2]
         out = []
-        for agg, x, median, d, residual in rows:
+        for agg, x, median, d, residual, raw, slot in rows:
             warm = d.residual.count >= self.warmup_windows
             scale = max(d.residual.std, spread_now, self.step, VARIANCE_EPS)
             z = (residual - d.residual.mean) / scale if d.residual.count else 0.0
@@ -215,6 +249,8 @@ class PeerDetector:
             out.append(PeerScore(agg.device, score, shift, d.predict(median), len(values) - 1))
             if held:
                 continue
+            if self.days:  # what recurs daily is learned even when it stands out (the median of days judges)
+                d.remember(slot, raw, self.slots_per_day, self.days)
             if not warm or abs(z) < self.clip_sd:
                 d.learn(median, x, self.alpha)
                 d.residual.learn_one(residual)
