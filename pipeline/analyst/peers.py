@@ -34,6 +34,7 @@ MAD_TO_SD = 1.4826  # median absolute deviation of a normal sample, in standard 
 SLOPE_MAX = 10.0  # a device is at most this many times its peers' median (guards a flat median)
 VARIANCE_EPS = 1e-12
 DAY_MS = 86_400_000
+MIN_CORRELATION = 0.5  # below it a device's scale against its peers is not trusted (slope 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +100,13 @@ class _Device:
     def predict(self, median: float) -> float:
         if self.fit_m.count == 0:
             return median
-        # ridge towards a slope of 1 (the device moves with its peers): when the peers' median
-        # hardly varies, a fitted slope is noise, and a later fleet-wide step would leak
-        # into the residual as (1 - slope) x step
-        prior = max(self.residual.var, VARIANCE_EPS)
-        slope = (self.cov + prior) / (self.fit_m.var + prior)
+        # Reduced major axis, not least squares: the peers' median is itself noisy, and a
+        # least-squares slope shrinks towards 0 with that noise (regression dilution), so a
+        # fleet-wide step would leak into the residual as (1 - slope) x step. Devices that
+        # hardly co-vary with their peers (noise dominates) move with them one for one.
+        sd_m, sd_x = self.fit_m.std, self.fit_x.std
+        correlation = self.cov / (sd_m * sd_x) if sd_m * sd_x > VARIANCE_EPS else 0.0
+        slope = sd_x / sd_m if correlation >= MIN_CORRELATION else 1.0
         slope = min(SLOPE_MAX, max(0.0, slope))
         return self.fit_x.mean + slope * (median - self.fit_m.mean)
 
@@ -156,7 +159,7 @@ class PeerDetector:
         threshold_sd: float = 6.0,
         clip_sd: float = 4.0,
         slot_ms: int = 1_800_000,
-        days: int = 7,
+        days: int = 0,
     ) -> None:
         self.profile = profile or Profile()
         if self.profile.statistic not in ("level", "change", "off") or self.profile.direction not in DIRECTIONS:

@@ -18,7 +18,7 @@ def none(device: str, i: int) -> float:
 
 def window(
     i: int,
-    devices: int = 8,
+    devices: int = 12,
     *,
     site: str = "farm",
     kind: str = "soil_probe",
@@ -34,7 +34,7 @@ def window(
     out = []
     for d in range(devices):
         name = f"p{d}"
-        mean = fleet(i) + d * 0.5 + rng.gauss(0.0, noise) + offset(name, i)
+        mean = fleet(i) + d * 0.2 + rng.gauss(0.0, noise) + offset(name, i)
         out.append(Aggregate(1, site, name, kind, metric, start, start + MINUTE_MS, 1, mean, mean, mean, 0.0, mean, 0))
     return out
 

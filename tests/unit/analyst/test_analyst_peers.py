@@ -34,7 +34,7 @@ def test_a_change_of_the_whole_fleet_is_not_alerted() -> None:
 
 def test_a_device_that_always_reads_higher_than_its_peers_is_normal() -> None:
     det = PeerDetector(step=0.1)
-    always_high = drift("p5", 0, 0.0)  # no drift: p5's own offset (d * 0.5) is its normal
+    always_high = drift("p5", 0, 0.0)  # no drift: p5 always reads 1.0 above p0, its normal
     scores = run(det, 0, WARM + 60, offset=always_high)
 
     assert max(s["p5"] for s in scores[WARM:]) < 0.8
@@ -69,8 +69,8 @@ def test_a_shelf_emptying_unlike_its_peers_is_alerted_but_a_top_up_is_not() -> N
     assert max(s["p6"] for s in theft) >= 0.8  # three items a minute vanish from p6 alone
 
 
-def test_a_difference_that_recurs_at_the_same_time_every_day_is_learned() -> None:
-    det = PeerDetector(step=0.1)
+def test_with_days_a_difference_that_recurs_at_the_same_time_every_day_is_learned() -> None:
+    det = PeerDetector(step=0.1, days=7)
     day = 1440
 
     def zone_waters(device: str, i: int) -> float:
@@ -96,6 +96,6 @@ def test_a_bad_profile_or_argument_is_refused() -> None:
 def test_a_non_finite_mean_is_left_out_of_the_window() -> None:
     det = PeerDetector(step=0.1)
     aggs = window(0)
-    bad = Aggregate(1, "farm", "p9", "soil_probe", "moisture", aggs[0].start, aggs[0].end, 1, 0, 0, float("nan"), 0, 0, 0)
+    bad = Aggregate(1, "farm", "p99", "soil_probe", "moisture", aggs[0].start, aggs[0].end, 1, 0, 0, float("nan"), 0, 0, 0)
 
-    assert "p9" not in {s.device for s in det.update_group([*aggs, bad])}
+    assert "p99" not in {s.device for s in det.update_group([*aggs, bad])}
