@@ -64,6 +64,15 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "quality.nab.low_fn",
         "detect.us_per_reading",
     ),
+    "analyst": (
+        "quality.sim.f1_edge",
+        "quality.sim.f1_edge_cloud",
+        "quality.sim.precision_edge_cloud",
+        "quality.sim.recall_edge_cloud",
+        "quality.sim.false_alarms_per_device_day_edge_cloud",
+        "quality.sim.recall_by_anomaly_edge_cloud",
+        "cloud.analyst_aggregates_per_s",
+    ),
     "rates": ("quality.sim.f1_worst_rate", "quality.sim.newcomer.precision", "quality.sim.newcomer.recall"),
     "warm_start": ("quality.warm_start_speedup",),
     "dashboard": ("dashboard.render_s_1m_points",),
@@ -215,6 +224,7 @@ def run_bench(
     from pipeline.bench.dashboard import bench_dashboard
     from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
     from pipeline.bench.latency import bench_alert_latency
+    from pipeline.bench.analyst import ANALYST_CHECK_SEED, bench_quality_analyst
     from pipeline.bench.quality import bench_quality
     from pipeline.bench.rates import bench_quality_rates
     from pipeline.bench.sim import bench_sim
@@ -245,8 +255,13 @@ def run_bench(
 
     part("quality", "alert quality on simulated and NAB data", lambda: bench_quality(plan.name, nab_dir, echo))
     part("rates", "alert quality at 1 Hz, 1/min and 1/15 min, and the README's 1 Hz run", lambda: bench_quality_rates(plan.name, echo))
+    part(
+        "analyst",
+        "alert quality of the edge and of edge + cloud (fleet analyst) in one run, and on a seed not tuned on",
+        lambda: bench_quality_analyst(plan.name, echo, seed=ANALYST_CHECK_SEED),
+    )
     if only_quality:
-        return _finish(results, failed, began, echo, only=("quality", "rates"))
+        return _finish(results, failed, began, echo, only=("quality", "rates", "analyst"))
     part("codec", "reading decode vs json.loads", lambda: bench_reading_decode(plan.decode_n, plan.repeats))
     part("warm_start", "readings to the first correct alert, warm vs cold", _warm_start)
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
