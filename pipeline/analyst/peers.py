@@ -47,10 +47,15 @@ class Profile:
 
 # A shelf's stock rises at every restock and top-up (at fixed hours, on some shelves only)
 # and falls with sales: only an unusual fall (theft) is news.
-# A valve opens on its zone's schedule, not with its peers: peers say nothing about its flow.
+# Switched and shaded devices are not comparable with their peers: a valve opens on its
+# zone's schedule, a streetlight switches when its own (shaded) light sensor says so, and
+# the light a station reads depends on its shade. Peers say nothing about them.
 PROFILES: dict[tuple[str, str], Profile] = {
     ("smart_shelf", "stock"): Profile("change", "down"),
     ("irrigation_valve", "flow"): Profile("off"),
+    ("streetlight", "power"): Profile("off"),
+    ("streetlight", "ambient"): Profile("off"),
+    ("weather_station", "light"): Profile("off"),
 }
 
 
