@@ -4,8 +4,8 @@ The edge's detectors remember hours; a change that builds over a morning, or a d
 reads at ten what it read at noon yesterday, escapes them. The cloud has days of aggregates:
 for every window the reference is the median, over the device's previous days (up to
 ``days``), of its mean in the same hour of the day. The residual from that reference is
-standardised by the device's usual day-to-day residual and accumulated by a CUSUM
-(``change.Cusum``), as the peer detector does. Windows of an anomaly (held, or beyond
+standardised by the device's usual day-to-day residual, smoothed and judged against its own
+usual spread (``change.SmoothedShift``), as the peer detector does. Windows of an anomaly (held, or beyond
 ``clip_sd``) are kept out of the profile, so an anomaly does not become tomorrow's normal.
 """
 
@@ -15,7 +15,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from pipeline.analyst.change import Cusum, EwStats, cusum_score
+from pipeline.analyst.change import EwStats, SmoothedShift, shift_score
 from pipeline.protocol import Aggregate
 
 HOUR_MS = 3_600_000
@@ -38,15 +38,16 @@ class HorizonScore:
 class HorizonDetector:
     """One device's metric against its own previous days, hour of day by hour of day.
 
-    >>> det = HorizonDetector(warmup_windows=10)
+    >>> import random; rng = random.Random(2)
+    >>> det = HorizonDetector(step=0.1)
     >>> def agg(minute, value):
     ...     t = minute * 60_000
     ...     return Aggregate(1, "s", "d", "k", "m", t, t + 60_000, 1, value, value, value, 0, value, 0)
-    >>> daily = lambda minute: 10.0 + (minute // 60) % 24  # the same every day, hour by hour
-    >>> scores = [det.update_one(agg(m, daily(m) + 0.05 * (m % 3))) for m in range(3 * 1440)]
-    >>> max(s.score for s in scores if s is not None) < 0.5
+    >>> daily = lambda minute: 10.0 + (minute // 60) % 24 + rng.gauss(0, 0.2)  # hour by hour, every day
+    >>> scores = [det.update_one(agg(m, daily(m))) for m in range(3 * 1440)]
+    >>> max(s.score for s in scores if s is not None) < 0.8
     True
-    >>> late = [det.update_one(agg(m, daily(m) + 3.0)) for m in range(3 * 1440, 3 * 1440 + 10)]
+    >>> late = [det.update_one(agg(m, daily(m) + 3.0)) for m in range(3 * 1440, 3 * 1440 + 20)]
     >>> late[-1].score > 0.8  # three units above its own previous days at this hour
     True
     """
@@ -59,20 +60,21 @@ class HorizonDetector:
         min_days: int = 1,
         half_life_windows: float = 1440.0,
         warmup_windows: int = 120,
-        slack_sd: float = 0.5,
+        span_windows: float = 6.0,
         threshold_sd: float = 8.0,
         clip_sd: float = 4.0,
     ) -> None:
         if days < 1 or not 1 <= min_days <= days or half_life_windows <= 0 or warmup_windows < 0 or step < 0:
             raise ValueError("need days >= min_days >= 1, half_life_windows > 0, warmup_windows >= 0, step >= 0")
-        if slack_sd < 0 or threshold_sd <= 0 or clip_sd <= 0:
-            raise ValueError("slack_sd >= 0, threshold_sd > 0, clip_sd > 0")
+        if span_windows < 1 or threshold_sd <= 0 or clip_sd <= 0:
+            raise ValueError("span_windows >= 1, threshold_sd > 0, clip_sd > 0")
         self.step = step
         self.days, self.min_days = days, min_days
         self.warmup_windows = warmup_windows
         self.threshold_sd, self.clip_sd = threshold_sd, clip_sd
-        self.residual = EwStats(1.0 - 0.5 ** (1.0 / half_life_windows))
-        self.cusum = Cusum(slack_sd, 2.0 * threshold_sd)
+        alpha = 1.0 - 0.5 ** (1.0 / half_life_windows)
+        self.residual = EwStats(alpha)
+        self.shift = SmoothedShift(span_windows, alpha)
         self._hours: dict[int, list[float]] = {}  # hour since epoch -> [sum, count]
 
     def __repr__(self) -> str:
@@ -105,10 +107,14 @@ class HorizonDetector:
             z = (residual - self.residual.mean) / scale if self.residual.count else 0.0
             score = 0.0
             if held:
-                self.cusum.reset()
-            elif self.residual.count >= self.warmup_windows:
-                score = cusum_score(self.cusum.update(z), self.threshold_sd)
-                learn = abs(z) < self.clip_sd
+                self.shift.reset()
+            else:
+                shift = self.shift.update(z)
+                if self.residual.count >= self.warmup_windows:
+                    score = shift_score(shift, self.threshold_sd)
+                    learn = abs(z) < self.clip_sd and abs(shift) < self.clip_sd
+                if learn or self.residual.count < self.warmup_windows:
+                    self.shift.learn(shift, self.clip_sd)
             out = HorizonScore(score, z, expected, days)
             if learn:
                 self.residual.learn_one(residual)

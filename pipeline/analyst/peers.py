@@ -138,16 +138,18 @@ class PeerDetector:
     threshold_sd: a smoothed residual this many of its usual spreads away scores 0.8 (raise).
     clip_sd: a residual beyond this is learned as this (an anomaly teaches little).
 
-    >>> det = PeerDetector(warmup_windows=5)
+    >>> import random; rng = random.Random(3)
+    >>> det = PeerDetector(step=0.1, warmup_windows=100)
     >>> def window(t, drift=0.0):
     ...     base = 20.0 + (t % 7) * 0.3  # the whole fleet moves together
-    ...     return [Aggregate(1, "s", f"d{i}", "k", "m", t, t + 1, 1, 0, 0, base + i * 0.1 + (drift if i == 0 else 0), 0, 0, 0)
-    ...             for i in range(6)]
-    >>> for t in range(50):
+    ...     return [Aggregate(1, "s", f"d{i}", "k", "m", t, t + 1, 1, 0, 0,
+    ...                       base + i * 0.1 + rng.gauss(0, 0.2) + (drift if i == 0 else 0), 0, 0, 0)
+    ...             for i in range(12)]
+    >>> for t in range(300):
     ...     _ = det.update_group(window(t))
-    >>> max(s.score for s in det.update_group(window(50)))  # fleet-wide changes: nothing
-    0.0
-    >>> scores = [det.update_group(window(t, drift=0.2 * (t - 50)))[0].score for t in range(51, 60)]
+    >>> max(s.score for s in det.update_group(window(300))) < 0.8  # the fleet's moves: nothing
+    True
+    >>> scores = [det.update_group(window(t, drift=0.1 * (t - 300)))[0].score for t in range(301, 330)]
     >>> scores[-1] > 0.8  # d0 drifts away from its peers
     True
     """
