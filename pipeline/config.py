@@ -263,9 +263,13 @@ class AnalystSettings(Section):
         600.0, ge=0, description="raise nothing on a device and metric the edge alerted on within this margin"
     )
     peers: bool = Field(True, description="compare each device with its kind's devices at its site")
-    horizon: bool = Field(True, description="compare each device with its own previous days at the same hour")
+    horizon: bool = Field(
+        False,
+        description="also compare each device with its own previous days at the same hour"
+        " (off: with days of weather it raised 219 false alarms on the quick bench, docs/analyst.md)",
+    )
     peer_threshold_sd: float = Field(
-        6.0, gt=0, description="raise when a device's smoothed residual from its peers is this many usual spreads out"
+        8.0, gt=0, description="raise when a device's smoothed residual from its peers is this many usual spreads out"
     )
     horizon_threshold_sd: float = Field(
         8.0, gt=0, description="raise when a device's smoothed residual from its previous days is this many spreads out"

@@ -92,7 +92,9 @@ class FleetAnalyst:
         (time for every device's aggregate of it to arrive); later ones count as late.
     suppress_ms: the cloud raises nothing on a device and metric that the edge alerted on
         (or on the device, for a dropout) within this margin of the window.
-    peers, horizon: detector factories per (kind, metric); None turns a detector off.
+    peers, horizon: detector factories per (kind, metric); None turns a detector off. The
+        horizon detector is off unless given (``default_horizon``): measured, it raised far
+        more false alarms than it found events (docs/analyst.md).
     """
 
     def __init__(
@@ -102,7 +104,7 @@ class FleetAnalyst:
         delay_windows: int = 2,
         suppress_ms: int = 600_000,
         peers: Callable[[str, str], PeerDetector] | None = default_peers,
-        horizon: Callable[[str, str], HorizonDetector] | None = default_horizon,
+        horizon: Callable[[str, str], HorizonDetector] | None = None,
     ) -> None:
         if delay_windows < 1 or suppress_ms < 0:
             raise ValueError("delay_windows must be >= 1 and suppress_ms >= 0")

@@ -163,7 +163,7 @@ class PeerDetector:
         warmup_windows: int = 240,
         min_peers: int = 3,
         span_windows: float = 6.0,
-        threshold_sd: float = 6.0,
+        threshold_sd: float = 8.0,
         clip_sd: float = 4.0,
         slot_ms: int = 1_800_000,
         days: int = 0,

@@ -220,11 +220,11 @@ def run_bench(
 
     ``nab_dir``: the NAB folder for ``quality.nab.*`` (None: those keys are null, with why).
     """
+    from pipeline.bench.analyst import ANALYST_CHECK_SEED, bench_quality_analyst
     from pipeline.bench.cloud import bench_cloud
     from pipeline.bench.dashboard import bench_dashboard
     from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
     from pipeline.bench.latency import bench_alert_latency
-    from pipeline.bench.analyst import ANALYST_CHECK_SEED, bench_quality_analyst
     from pipeline.bench.quality import bench_quality
     from pipeline.bench.rates import bench_quality_rates
     from pipeline.bench.sim import bench_sim
