@@ -21,7 +21,7 @@ from pipeline.cloud.store.sqlite import SQLiteStore
 from pipeline.config import Settings, load_settings
 from pipeline.mqtt import Message, MqttClient
 from pipeline.protocol import AggregateBatch, Alert, Topics, decode, encode
-from pipeline.services import Mosquitto
+from pipeline.services import Influxd, Mosquitto
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "analyst"))
 from fleetkit import MINUTE_MS, T0, drift, window  # noqa: E402
@@ -187,3 +187,61 @@ def test_shard_of_is_stable_across_processes() -> None:
     code = "from pipeline.analyst.role import shard_of; print([shard_of(s, 7) for s in ('farm', 'retail', 'city', 'x-1')])"
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout for _ in range(2)}
     assert outputs == {str([shard_of(s, 7) for s in ("farm", "retail", "city", "x-1")]) + "\n"}
+
+
+def test_with_a_cloud_worker_and_influxdb_the_cloud_alert_is_stored_with_its_source_and_restores(
+    mosquitto: Mosquitto, influxdb: Influxd, influx_db: str, tmp_path: Path
+) -> None:
+    """The deployed path: edge aggregates -> worker -> InfluxDB 1.6.7; analyst -> alert -> worker -> InfluxDB;
+    then a second analyst starts from what InfluxDB holds and raises nothing again."""
+    from pipeline.cloud.ingest import IngestWorker
+    from pipeline.cloud.store import open_store
+
+    root = f"t-{uuid.uuid4().hex[:8]}"
+    topics = Topics(root)
+    site = "farm"
+    url = f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}"
+    worker_settings = load_settings(
+        overrides={
+            "mqtt.url": mosquitto.url,
+            "mqtt.topic_root": root,
+            "store.url": url,
+            "cloud.client_id": f"cloud-{root}",
+            "cloud.group": f"g-{root}",
+            "cloud.flush_interval_s": 0.1,
+            "cloud.buffer_dir": str(tmp_path / "buffer"),
+        }
+    )
+    store = open_store(url)
+    worker = IngestWorker(worker_settings, store)
+    worker.start(timeout=10)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        role = AnalystRole(settings(mosquitto.url, root, tmp_path, **{"store.url": url}), open_store(url))
+        with running(role):
+            sent = publish_site(mosquitto.url, topics, site, 0, WINDOWS, drifting="p3")
+            wait_for(lambda: role.analyst.counters.aggregates >= sent, "the analyst to read every aggregate")
+            wait_for(
+                lambda: any(a.source == "cloud" for a in store.query_alerts(site, 0)), "the cloud alert in InfluxDB"
+            )
+            wait_for(lambda: len(store.query_site_aggregates(site, 0, T0 + WINDOWS * MINUTE_MS)) >= sent, "every aggregate in InfluxDB")
+        stored = [a for a in store.query_alerts(site, 0) if a.state == "raised"]
+        assert {(a.device, a.source) for a in stored} == {("p3", "cloud")}
+
+        later = AnalystRole(
+            settings(mosquitto.url, root, tmp_path, **{"store.url": url, "analyst.client_id": f"again-{root}"}),
+            open_store(url),
+            now_ms=lambda: T0 + WINDOWS * MINUTE_MS,
+        )
+        later.restore()
+        assert later.restored == sent
+        assert later.analyst.open_alerts == 1  # the stored drift's alert is open again in its policy
+        for r in (role, later):
+            assert r.store is not None
+            r.store.close()
+    finally:
+        stop.set()
+        thread.join(15)
+        store.close()
