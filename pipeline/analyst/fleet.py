@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from msgspec.structs import replace
 
+from pipeline.analyst.change import SCORE_AT_THRESHOLD, shift_score
 from pipeline.analyst.horizon import HorizonDetector
 from pipeline.analyst.peers import PROFILES, PeerDetector, Profile
 from pipeline.edge.alert import AlertPolicy
@@ -34,6 +35,7 @@ from pipeline.edge.scoring import DEVICE_METRIC, Cause
 from pipeline.edge.stages import Point
 from pipeline.protocol import Aggregate, Alert, AlertData, Health
 from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.messages import Escalation
 
 SOURCE_EDGE = "edge"
 SOURCE_CLOUD = "cloud"
@@ -55,6 +57,8 @@ class AnalystCounters:
     raised: int = 0
     cleared: int = 0
     edge_alerts: int = 0
+    escalations: int = 0  # uncertain edge windows received
+    escalations_raised: int = 0  # of those, raised by the cloud's second opinion
 
 
 def step_of(kind: str, metric: str) -> float:
@@ -105,9 +109,11 @@ class FleetAnalyst:
         suppress_ms: int = 600_000,
         peers: Callable[[str, str], PeerDetector] | None = default_peers,
         horizon: Callable[[str, str], HorizonDetector] | None = None,
+        second_opinion: float = 0.5,
     ) -> None:
-        if delay_windows < 1 or suppress_ms < 0:
-            raise ValueError("delay_windows must be >= 1 and suppress_ms >= 0")
+        if delay_windows < 1 or suppress_ms < 0 or not 0 < second_opinion <= 1:
+            raise ValueError("delay_windows must be >= 1, suppress_ms >= 0, 0 < second_opinion <= 1")
+        self.second_opinion = second_opinion
         self._make_policy = policy or (lambda site: AlertPolicy(site, model_version=MODEL_VERSION))
         self.delay_windows = delay_windows
         self.suppress_ms = suppress_ms
@@ -123,6 +129,7 @@ class FleetAnalyst:
         self._edge: dict[tuple[str, str, str], deque[list[int]]] = {}
         self._edge_open: dict[str, list[int]] = {}  # edge alert_id -> its [raised, cleared] interval
         self._offline: set[str] = set()
+        self._uncertain: dict[tuple[str, str, str, int], Escalation] = {}
 
     def __repr__(self) -> str:
         return f"FleetAnalyst(delay_windows={self.delay_windows}, suppress_ms={self.suppress_ms})"
@@ -156,6 +163,15 @@ class FleetAnalyst:
                 self._edge.setdefault(key, deque(maxlen=EDGE_INTERVALS_KEPT)).append([d.reading_ts, d.reading_ts])
             else:
                 interval_or_none[1] = d.reading_ts
+
+    def add_escalation(self, e: Escalation) -> None:
+        """A window the edge was unsure about: judged against its peers at a lower bar."""
+        group = (e.site, e.kind, e.metric)
+        if e.start < self._judged_until.get(group, -NEVER_MS):
+            self.counters.late += 1
+            return
+        self.counters.escalations += 1
+        self._uncertain[(e.site, e.device, e.metric, e.start)] = e
 
     def add_health(self, health: Health) -> None:
         """An offline edge node's site is not judged until it is back online."""
@@ -224,6 +240,16 @@ class FleetAnalyst:
                     peers = self._peers[group] = self._make_peers(kind, metric)
                 for s in peers.update_group(aggs, hold):
                     scores[s.device] = (s.score, Cause(PEERS, s.detail))
+                    flagged = self._uncertain.pop((site, s.device, metric, aggs[0].start), None)
+                    if flagged is not None and s.score < SCORE_AT_THRESHOLD:
+                        # second opinion: the edge was unsure; the peers need to agree only half as much
+                        second = shift_score(s.z, peers.threshold_sd * self.second_opinion)
+                        if second >= SCORE_AT_THRESHOLD:
+                            self.counters.escalations_raised += 1
+                        scores[s.device] = (
+                            max(s.score, second),
+                            Cause(PEERS, f"{s.detail}; second opinion on an edge score of {flagged.score:.2f}"),
+                        )
             if self._make_horizon is not None:
                 for agg in aggs:
                     key = (site, agg.device, metric)
@@ -233,6 +259,8 @@ class FleetAnalyst:
                     h = horizon.update_one(agg, held=agg.device in hold)
                     if h is not None and h.score > scores.get(agg.device, (0.0, ""))[0]:
                         scores[agg.device] = (h.score, Cause(HORIZON, h.detail))
+            for agg in aggs:  # escalations of windows no detector scored (held, profile off) go too
+                self._uncertain.pop((site, agg.device, metric, agg.start), None)
             policy = self._policies.get(site)
             if policy is None:
                 policy = self._policies[site] = self._make_policy(site)

@@ -2,10 +2,11 @@
 
 ::
 
-    {site}/edge/agg ─┐                         (sites of this shard only)
-    {site}/alerts/+ ─┼─► decode (bad: counted, logged with the reason) ─► FleetAnalyst
-    {site}/edge/health┘                                                     │
-                                        {site}/alerts/{device} ◄── publish ─┘ (source "cloud", QoS 1)
+    {site}/edge/agg ────────┐                  (sites of this shard only)
+    {site}/alerts/+ ────────┤
+    {site}/edge/health ─────┼─► decode (bad: counted, logged with the reason) ─► FleetAnalyst
+    {site}/edge/escalation ─┘   (uncertain edge windows: a second opinion)         │
+                                        {site}/alerts/{device} ◄── publish ────────┘ (source "cloud", QoS 1)
 
 The analyst subscribes without a shared group: every analyst receives every site and keeps
 the sites of its shard (``shard_of``: a stable hash of the site id), so N analysts with
@@ -37,6 +38,7 @@ from pipeline.logs import WarningBudget, event
 from pipeline.mqtt import Message, MqttClient
 from pipeline.protocol import Alert, Health, TopicKind, Topics, decode, encode
 from pipeline.protocol.agg_codec import decode_aggregate_message
+from pipeline.protocol.messages import Escalation
 from pipeline.protocol.reasons import Reason
 
 log = logging.getLogger("edgepipe.analyst")
@@ -107,7 +109,7 @@ class AnalystRole:
 
     def subscriptions(self) -> list[str]:
         root = self.topics.root
-        return [f"{root}/+/edge/agg", self.topics.alerts("+"), f"{root}/+/edge/health"]
+        return [f"{root}/+/edge/agg", self.topics.alerts("+"), f"{root}/+/edge/health", f"{root}/+/edge/escalation"]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -202,6 +204,11 @@ class AnalystRole:
             self.analyst.add_alert(alert.data)
         elif topic.kind is TopicKind.EDGE_HEALTH:
             self.analyst.add_health(decode(message.payload, Health))
+        elif topic.kind is TopicKind.EDGE_ESCALATION:
+            escalation = decode(message.payload, Escalation)
+            if escalation.site != topic.site:
+                raise ProtocolError(Reason.TOPIC_MISMATCH, f"escalation of site {escalation.site!r} on {message.topic}")
+            self.analyst.add_escalation(escalation)
         return []
 
     def _refuse(self, topic: str, reason: Reason, detail: str) -> None:

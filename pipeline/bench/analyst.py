@@ -35,6 +35,7 @@ from pipeline.bench.quality import (
 from pipeline.config import AggregateSettings, AlertSettings
 from pipeline.edge.aggregate import WindowAggregator
 from pipeline.edge.alert import AlertPolicy
+from pipeline.edge.escalate import EscalationPicker
 from pipeline.edge.stages import Point
 from pipeline.protocol import Alert, Reading
 
@@ -44,14 +45,17 @@ ANALYST_CHECK_SEED = 23  # a seed the analyst was never tuned on (the plan's own
 
 
 class _TapPolicy(AlertPolicy):
-    """The edge's alert policy, also handing every alert to ``sink`` (the analyst's input)."""
+    """The edge's alert policy, also handing every alert to ``sink`` (the analyst's input)
+    and every scored point to ``scored`` (the escalation picker's input)."""
 
     sink: Callable[[Alert], None] = staticmethod(lambda a: None)  # set by _EdgeAndCloud
+    scored: Callable[[Point, bool], None] = staticmethod(lambda p, raised: None)
 
     def update_one(self, point: Point, cause: str = "anomaly") -> Alert | None:
         alert = super().update_one(point, cause)
         if alert is not None:
             self.sink(alert)
+        self.scored(point, alert is not None and alert.data.state == "raised")
         return alert
 
     def open_one(self, point: Point, reason: str) -> Alert | None:
@@ -70,19 +74,36 @@ class _TapPolicy(AlertPolicy):
 class _EdgeAndCloud(Pipeline):
     """The node's path for one site, plus its window aggregates and alerts fed to the analyst."""
 
-    def __init__(self, site: str, analyst: FleetAnalyst, cloud: list[Alert], first_ts: dict[str, int]) -> None:
+    def __init__(
+        self,
+        site: str,
+        analysts: tuple[FleetAnalyst, FleetAnalyst],
+        clouds: tuple[list[Alert], list[Alert]],
+        first_ts: dict[str, int],
+    ) -> None:
         base = ours(site)
-        policy = _TapPolicy.from_settings(site, AlertSettings())
+        settings = AlertSettings()
+        policy = _TapPolicy.from_settings(site, settings)
         assert isinstance(policy, _TapPolicy)
-        policy.sink = lambda alert: analyst.add_alert(alert.data)
+
+        def sink(alert: Alert) -> None:
+            for analyst in analysts:
+                analyst.add_alert(alert.data)
+
+        policy.sink = sink
+        policy.scored = lambda point, raised: self.picker.add_one(point, raised)
         super().__init__(site, base.scorer, base.silence, policy)
         agg = AggregateSettings()
         self.window_ms = int(agg.window_s * 1000)
         self.aggregator = WindowAggregator(
             site, window_ms=self.window_ms, lateness_ms=int(agg.lateness_s * 1000), idle_ms=int(agg.idle_s * 1000)
         )
-        self.analyst = analyst
-        self.cloud = cloud
+        self.lateness_ms = int(agg.lateness_s * 1000)
+        self.picker = EscalationPicker(
+            site, window_ms=self.window_ms, clear_score=settings.clear_score, raise_score=settings.raise_score
+        )
+        self.analysts = analysts
+        self.clouds = clouds
         self.first_ts = first_ts
         self.analyst_seconds = 0.0
         self._next_flush = -(2**62)
@@ -95,10 +116,13 @@ class _EdgeAndCloud(Pipeline):
         if r.ts >= self._next_flush:
             self._next_flush = r.ts + self.window_ms // 2
             aggs = self.aggregator.flush(r.ts)
+            for e in self.picker.flush(r.ts - self.lateness_ms):
+                self.analysts[1].add_escalation(e)
             if aggs:
                 started = time.perf_counter()
-                self.cloud.extend(self.analyst.add_aggregates(aggs))
+                self.clouds[0].extend(self.analysts[0].add_aggregates(aggs))
                 self.analyst_seconds += time.perf_counter() - started
+                self.clouds[1].extend(self.analysts[1].add_aggregates(aggs))
 
 
 def _raised(alerts: list[Alert]) -> list[Raised]:
@@ -126,21 +150,28 @@ def _delays_min(events: list[Event], raised: list[Raised], grace_ms: float) -> d
     return {a: round(statistics.median(d), 1) for a, d in sorted(delays.items())}
 
 
+def _analyst() -> FleetAnalyst:
+    return FleetAnalyst(lambda site: AlertPolicy.from_settings(site, AlertSettings(), model_version="analyst-1"))
+
+
 def bench_analyst(plan: SimQualityPlan, analyst: FleetAnalyst | None = None) -> dict[str, Any]:
-    """Edge alone and edge + cloud on one simulation of ``plan``: ``quality.sim.*_edge[_cloud]``."""
-    fleet = analyst or FleetAnalyst(lambda site: AlertPolicy.from_settings(site, AlertSettings(), model_version="analyst-1"))
+    """Edge alone, edge + cloud, and edge + cloud with escalation, on one simulation of ``plan``."""
+    fleet = analyst or _analyst()
+    escalated = _analyst()  # the same analyst, also given the edge's uncertain windows
     cloud: list[Alert] = []
+    cloud_escalated: list[Alert] = []
     first_ts: dict[str, int] = {}
     made: list[_EdgeAndCloud] = []
 
     def variant(site: str) -> Pipeline:
-        p = _EdgeAndCloud(site, fleet, cloud, first_ts)
+        p = _EdgeAndCloud(site, (fleet, escalated), (cloud, cloud_escalated), first_ts)
         made.append(p)
         return p
 
     started = time.perf_counter()
     result = run_sim(plan, {"edge": variant})
     cloud.extend(fleet.flush())
+    cloud_escalated.extend(escalated.flush())
     elapsed = time.perf_counter() - started
     interval_ms = plan.interval_s * 1000
     skip_ms = max(plan.warmup * interval_ms, plan.burn_in_days * 86_400_000)
@@ -164,6 +195,16 @@ def bench_analyst(plan: SimQualityPlan, analyst: FleetAnalyst | None = None) -> 
     c = fleet.counters
     figures["cloud.analyst_aggregates_per_s"] = c.aggregates / analyst_s if analyst_s else None
     cloud_only = match_alerts(events, cloud_raised, interval_ms, plan.grace_readings)
+    esc_raised = [a for a in _raised(cloud_escalated) if a.ts >= first_ts.get(a.device, 2**62) + skip_ms]
+    with_escalation = match_alerts(events, [*edge_raised, *esc_raised], interval_ms, plan.grace_readings).figures(device_days)
+    shipped = sum(p.picker.shipped_bytes for p in made)
+    readings = result["_run"]["readings"]
+    figures["quality.sim.f1_edge_cloud_escalation"] = with_escalation["f1"]
+    figures["quality.sim.precision_edge_cloud_escalation"] = with_escalation["precision"]
+    figures["quality.sim.recall_edge_cloud_escalation"] = with_escalation["recall"]
+    figures["quality.sim.escalation_bytes_per_reading"] = shipped / readings if readings else None
+    gain = (with_escalation["f1"] or 0.0) - (combined["f1"] or 0.0)
+    figures["quality.sim.f1_gain_per_escalated_kb"] = gain / (shipped / 1024) if shipped else None
     figures["quality.sim.analyst_details"] = {
         "run": result["_run"],
         "seed": plan.seed,
@@ -190,6 +231,10 @@ def bench_analyst(plan: SimQualityPlan, analyst: FleetAnalyst | None = None) -> 
             "held": c.held,
             "edge_alerts": c.edge_alerts,
             "series": fleet.series,
+            "escalations": escalated.counters.escalations,
+            "escalations_raised": escalated.counters.escalations_raised,
+            "escalated_bytes": shipped,
+            "escalations_over_budget": sum(sum(p.picker.over_budget.values()) for p in made),
             "seconds": round(analyst_s, 1),
         },
     }

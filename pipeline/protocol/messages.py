@@ -81,6 +81,22 @@ class Aggregate(msgspec.Struct, frozen=True):
     anomalies: int
 
 
+class Escalation(msgspec.Struct, frozen=True):
+    """A window the edge was unsure about (its peak score between clear and raise), with its
+    raw points, for the fleet analyst's second opinion (docs/analyst.md, Escalation)."""
+
+    v: int
+    site: str
+    device: str
+    kind: str
+    metric: str
+    start: int
+    end: int
+    score: float  # the edge's highest score in the window
+    ts: list[int]
+    values: list[float]
+
+
 class AggregateBatch(msgspec.Struct, frozen=True):
     v: int
     site: str

@@ -8,6 +8,7 @@ from fleetkit import MINUTE_MS, T0, drift, window
 
 from pipeline.analyst.fleet import FleetAnalyst
 from pipeline.protocol import SCHEMA_VERSION, Aggregate, AlertData, Health
+from pipeline.protocol.messages import Escalation
 
 WARM = 300
 DRIFT_AT = WARM + 20
@@ -145,3 +146,36 @@ def test_a_restart_replaying_the_same_windows_ends_in_the_same_state() -> None:
     after_live = feed(live, DRIFT_AT + 40, DRIFT_AT + 60, **kw)
     assert after_live == feed(restarted, DRIFT_AT + 40, DRIFT_AT + 60, **kw)
     assert {x.alert_id for x in after_live} <= {first_raises(first)[0].alert_id}  # the same alert, escalated at most
+
+
+def escalation(agg: Aggregate, score: float = 0.6) -> Escalation:
+    return Escalation(1, agg.site, agg.device, agg.kind, agg.metric, agg.start, agg.end, score, [agg.start], [agg.mean])
+
+
+def shifted(a: FleetAnalyst, flag: bool) -> list[AlertData]:
+    """p3 reads 0.8 (about 3 noise sd) above its place among its peers from DRIFT_AT on."""
+    out = []
+    for i in range(DRIFT_AT + 40):
+        aggs = window(i, offset=lambda d, j: 0.8 if d == "p3" and j >= DRIFT_AT else 0.0)
+        if flag and i >= DRIFT_AT:
+            a.add_escalation(escalation(aggs[3]))
+        out += [x.data for x in a.add_aggregates(aggs)]
+    return first_raises(out)
+
+
+def test_a_window_the_edge_was_unsure_about_gets_a_second_opinion_at_a_lower_bar() -> None:
+    alone, asked = analyst(), analyst()
+
+    assert shifted(alone, flag=False) == []  # not enough for the peers on their own
+    raised = shifted(asked, flag=True)
+    assert [x.device for x in raised] == ["p3"]
+    assert "second opinion on an edge score of 0.60" in raised[0].reason
+    assert asked.counters.escalations == 40 and asked.counters.escalations_raised >= 1
+
+
+def test_an_escalation_of_a_window_already_judged_is_late() -> None:
+    a = analyst()
+    feed(a, 0, 10)
+    a.add_escalation(escalation(window(2)[0]))
+
+    assert (a.counters.late, a.counters.escalations) == (1, 0)
