@@ -41,7 +41,7 @@ from pipeline.protocol.agg_codec import decode_aggregate_message
 from pipeline.protocol.messages import Escalation
 from pipeline.protocol.reasons import Reason
 
-log = logging.getLogger("edgepipe.analyst")
+log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 POLL_S = 0.05
