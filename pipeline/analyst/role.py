@@ -27,11 +27,11 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 
-from pipeline.analyst.fleet import FleetAnalyst, default_horizon, default_peers
+from pipeline.analyst.fleet import MODEL_VERSION, FleetAnalyst, default_horizon, default_peers
 from pipeline.analyst.horizon import HorizonDetector
 from pipeline.analyst.peers import PROFILES, PeerDetector, Profile
 from pipeline.cloud.store.base import Store
-from pipeline.config import Settings, parse_shard
+from pipeline.config import AlertSettings, AnalystSettings, Settings, parse_shard
 from pipeline.edge.alert import AlertPolicy
 from pipeline.errors import ProtocolError
 from pipeline.logs import WarningBudget, event
@@ -57,9 +57,8 @@ def shard_of(site: str, shards: int) -> int:
     return zlib.crc32(site.encode()) % shards
 
 
-def analyst_from_settings(settings: Settings) -> FleetAnalyst:
-    """The ``FleetAnalyst`` the ``analyst`` and ``alert`` settings describe."""
-    a = settings.analyst
+def analyst_from_settings(a: AnalystSettings, alert: AlertSettings) -> FleetAnalyst:
+    """The ``FleetAnalyst`` the ``analyst`` and ``alert`` settings describe (the role's and the bench's)."""
 
     def peers(kind: str, metric: str) -> PeerDetector:
         base = default_peers(kind, metric)
@@ -69,7 +68,7 @@ def analyst_from_settings(settings: Settings) -> FleetAnalyst:
         return HorizonDetector(step=default_horizon(kind, metric).step, threshold_sd=a.horizon_threshold_sd)
 
     return FleetAnalyst(
-        lambda site: AlertPolicy.from_settings(site, settings.alert, model_version="analyst-1"),
+        lambda site: AlertPolicy.from_settings(site, alert, model_version=MODEL_VERSION),
         delay_windows=a.delay_windows,
         suppress_ms=round(a.suppress_s * 1000),
         peers=peers if a.peers else None,
@@ -85,7 +84,7 @@ class AnalystRole:
         self.store = store
         self.topics = Topics(settings.mqtt.topic_root)
         self.shard, self.shards = parse_shard(settings.analyst.shard)
-        self.analyst = analyst_from_settings(settings)
+        self.analyst = analyst_from_settings(settings.analyst, settings.alert)
         self.name = settings.analyst.client_id
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.bad: Counter[str] = Counter()  # refused payloads by reason

@@ -151,7 +151,11 @@ def _delays_min(events: list[Event], raised: list[Raised], grace_ms: float) -> d
 
 
 def _analyst() -> FleetAnalyst:
-    return FleetAnalyst(lambda site: AlertPolicy.from_settings(site, AlertSettings(), model_version="analyst-1"))
+    """The production analyst: ``edgepipe analyst``'s own construction, from the default settings."""
+    from pipeline.analyst.role import analyst_from_settings
+    from pipeline.config import AnalystSettings
+
+    return analyst_from_settings(AnalystSettings(), AlertSettings())
 
 
 def bench_analyst(plan: SimQualityPlan, analyst: FleetAnalyst | None = None) -> dict[str, Any]:
