@@ -27,6 +27,7 @@ add edge.farm "${MQTT_PASSWORD_EDGE_FARM:-}"
 add edge.retail "${MQTT_PASSWORD_EDGE_RETAIL:-}"
 add edge.city "${MQTT_PASSWORD_EDGE_CITY:-}"
 add cloud.1 "${MQTT_PASSWORD_CLOUD_1:-}"
+add analyst.1 "${MQTT_PASSWORD_ANALYST_1:-}"
 add dashboard.1 "${MQTT_PASSWORD_DASHBOARD:-}"
 add monitor.1 "${MQTT_PASSWORD_MONITOR:-}"
 # The broker reads the file after dropping to its own user (uid 1883 in eclipse-mosquitto).

@@ -302,6 +302,57 @@ def cloud(
 @cli.command()
 @_config_option
 @_broker_option
+@_store_option
+@click.option(
+    "--shard",
+    help="i/n: judge the sites whose id hashes to shard i of n (N analysts split a fleet).",
+    show_default="0/1, setting analyst.shard",
+)
+@click.option("--client-id", help="MQTT client id of this analyst (one per process).")
+@_verbose_option
+@_log_format_option
+def analyst(
+    config_file: str | None,
+    broker: str | None,
+    store: str | None,
+    shard: str | None,
+    client_id: str | None,
+    verbose: bool,
+    log_format: str | None,
+) -> None:
+    """Run a fleet analyst: cloud detectors over the sites' aggregates, until SIGINT or SIGTERM.
+
+    Compares each device with its kind's peers at its site and with its own previous days,
+    and publishes alerts with source "cloud" on {site}/alerts/{device}; never what the edge
+    already raised. On start it replays analyst.restore_hours of the store's aggregates.
+    Logs a summary every log.summary_interval_s (docs/analyst.md).
+
+    Example: edgepipe analyst --store sqlite:///edgepipe.db --shard 0/2
+    """
+    from pipeline.analyst.role import AnalystRole
+    from pipeline.cloud.store import open_store
+
+    settings = _settings(
+        config_file,
+        {
+            "mqtt.url": broker,
+            "store.url": store,
+            "analyst.shard": shard,
+            "analyst.client_id": client_id,
+            "log.format": log_format,
+        },
+        {"analyst.shard": "--shard", "analyst.client_id": "--client-id"},
+    )
+    _logging(verbose, settings.log.format)
+    role = AnalystRole(settings, open_store(settings.store.url))
+    stop = _stop_on_signals()
+    role.start()
+    role.run(stop)
+
+
+@cli.command()
+@_config_option
+@_broker_option
 @click.option(
     "--sites",
     help="Comma-separated sites; the domain is the word a name starts with (farm-2 is a farm).",

@@ -253,6 +253,60 @@ class CloudSettings(Section):
     metrics_host: str = Field("127.0.0.1", description="address /metrics listens on (0.0.0.0 in a container)")
 
 
+class AnalystSettings(Section):
+    """The fleet analyst (``edgepipe analyst``): cloud detectors over the sites' aggregates."""
+
+    client_id: str = Field("edgepipe-analyst-1", description="fixed MQTT client id of this analyst")
+    shard: str = Field("0/1", description="i/n: this analyst judges the sites whose id hashes to i of n")
+    delay_windows: int = Field(
+        2, ge=1, le=100, description="judge a window once its group has seen a window this many later"
+    )
+    suppress_s: float = Field(
+        600.0, ge=0, description="raise nothing on a device and metric the edge alerted on within this margin"
+    )
+    peers: bool = Field(True, description="compare each device with its kind's devices at its site")
+    horizon: bool = Field(
+        False,
+        description="also compare each device with its own previous days at the same hour"
+        " (off: with days of weather it raised 219 false alarms on the quick bench, docs/analyst.md)",
+    )
+    peer_threshold_sd: float = Field(
+        8.0, gt=0, description="raise when a device's smoothed residual from its peers is this many usual spreads out"
+    )
+    horizon_threshold_sd: float = Field(
+        8.0, gt=0, description="raise when a device's smoothed residual from its previous days is this many spreads out"
+    )
+    restore_hours: float = Field(
+        48.0, ge=0, le=24 * 14, description="on start, replay this many hours of stored aggregates (no alerts)"
+    )
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0: off")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics listens on")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        parse_shard(value)
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        if not is_valid_id(value):
+            raise ValueError(f"{value!r} must match ^[A-Za-z0-9_-]{{1,64}}$")
+        return value
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; ValueError otherwise."""
+    parts = value.split("/")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{value!r} is not i/n (e.g. 0/2)")
+    i, n = int(parts[0]), int(parts[1])
+    if not 0 <= i < n or n > 1024:
+        raise ValueError(f"{value!r}: need 0 <= i < n <= 1024")
+    return i, n
+
+
 class SimSettings(Section):
     """Defaults of ``edgepipe sim`` (its flags override them)."""
 
@@ -450,6 +504,7 @@ class Settings(BaseSettings):
     aggregate: AggregateSettings = AggregateSettings()
     uplink: UplinkSettings = UplinkSettings()
     cloud: CloudSettings = CloudSettings()
+    analyst: AnalystSettings = AnalystSettings()
     sim: SimSettings = SimSettings()
     dashboard: DashboardSettings = DashboardSettings()
     log: LogSettings = LogSettings()

@@ -117,6 +117,7 @@ def test_the_stack_has_every_role() -> None:
         "mosquitto",
         "influxdb",
         "cloud",
+        "analyst",
         "edge-farm",
         "edge-retail",
         "edge-city",

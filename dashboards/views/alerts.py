@@ -26,7 +26,7 @@ TABLE_HEIGHT_PX = 35 * 20 + 38  # about 20 rows, then the table scrolls
 REASON_WIDTH_PX = 520  # wide enough for a detector's reason; the cell shows the rest on hover
 # What a reader scans first on the left (the reason within the first screen width); the
 # ids that only link and filter on the right.
-COLUMN_ORDER = ["time", "site", "device", "metric", "severity", "state", "open", "reason",
+COLUMN_ORDER = ["time", "site", "device", "metric", "severity", "state", "open", "source", "reason",
                 "score", "value", "kind", "model_version", "explorer"]  # fmt: skip
 
 
@@ -94,6 +94,7 @@ def live_table(
             "open": st.column_config.CheckboxColumn("open", width="small"),
             "state": st.column_config.TextColumn("state", width="small"),
             "severity": st.column_config.TextColumn("severity", width="small"),
+            "source": st.column_config.TextColumn("source", width="small", help="edge: the site's node; cloud: the fleet analyst"),
             "score": st.column_config.NumberColumn(format="%.4f", width="small"),
             "value": st.column_config.NumberColumn(width="small"),
             "reason": st.column_config.TextColumn("reason", width=REASON_WIDTH_PX),

@@ -65,6 +65,18 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "quality.nab.low_fn",
         "detect.us_per_reading",
     ),
+    "analyst": (
+        "quality.sim.f1_edge",
+        "quality.sim.f1_edge_cloud",
+        "quality.sim.precision_edge_cloud",
+        "quality.sim.recall_edge_cloud",
+        "quality.sim.false_alarms_per_device_day_edge_cloud",
+        "quality.sim.recall_by_anomaly_edge_cloud",
+        "cloud.analyst_aggregates_per_s",
+        "quality.sim.f1_edge_cloud_escalation",
+        "quality.sim.escalation_bytes_per_reading",
+        "quality.sim.f1_gain_per_escalated_kb",
+    ),
     "rates": ("quality.sim.f1_worst_rate", "quality.sim.newcomer.precision", "quality.sim.newcomer.recall"),
     "warm_start": ("quality.warm_start_speedup",),
     "dashboard": ("dashboard.render_s_1m_points",),
@@ -212,6 +224,7 @@ def run_bench(
 
     ``nab_dir``: the NAB folder for ``quality.nab.*`` (None: those keys are null, with why).
     """
+    from pipeline.bench.analyst import ANALYST_CHECK_SEED, bench_quality_analyst
     from pipeline.bench.cloud import bench_cloud
     from pipeline.bench.dashboard import bench_dashboard
     from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
@@ -246,8 +259,13 @@ def run_bench(
 
     part("quality", "alert quality on simulated and NAB data", lambda: bench_quality(plan.name, nab_dir, echo))
     part("rates", "alert quality at 1 Hz, 1/min and 1/15 min, and the README's 1 Hz run", lambda: bench_quality_rates(plan.name, echo))
+    part(
+        "analyst",
+        "alert quality of the edge and of edge + cloud (fleet analyst) in one run, and on a seed not tuned on",
+        lambda: bench_quality_analyst(plan.name, echo, seed=ANALYST_CHECK_SEED),
+    )
     if only_quality:
-        return _finish(results, failed, began, echo, only=("quality", "rates"))
+        return _finish(results, failed, began, echo, only=("quality", "rates", "analyst"))
     part("codec", "reading decode vs json.loads", lambda: bench_reading_decode(plan.decode_n, plan.repeats))
     part("ingest", "ingest adapters: decode cost per format, node rate vs native", lambda: _ingest(plan))
     part("warm_start", "readings to the first correct alert, warm vs cold", _warm_start)

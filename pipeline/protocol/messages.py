@@ -45,6 +45,7 @@ class AlertData(msgspec.Struct, frozen=True):
     reading_ts: int
     reason: str
     model_version: str
+    source: str = "edge"  # who detected it: "edge" (the site's node) or "cloud" (the fleet analyst)
 
 
 class Alert(msgspec.Struct, frozen=True):
@@ -78,6 +79,22 @@ class Aggregate(msgspec.Struct, frozen=True):
     std: float
     last: float
     anomalies: int
+
+
+class Escalation(msgspec.Struct, frozen=True):
+    """A window the edge was unsure about (its peak score between clear and raise), with its
+    raw points, for the fleet analyst's second opinion (docs/analyst.md, Escalation)."""
+
+    v: int
+    site: str
+    device: str
+    kind: str
+    metric: str
+    start: int
+    end: int
+    score: float  # the edge's highest score in the window
+    ts: list[int]
+    values: list[float]
 
 
 class AggregateBatch(msgspec.Struct, frozen=True):

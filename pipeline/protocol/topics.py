@@ -32,6 +32,7 @@ class TopicKind(StrEnum):
     EDGE_MODEL = "edge/model"
     EDGE_HEALTH = "edge/health"
     EDGE_CATALOG = "edge/catalog"
+    EDGE_ESCALATION = "edge/escalation"
     CLOUD_MODEL = "cloud/model"
     CLOUD_ACK = "cloud/ack"
 
@@ -111,7 +112,7 @@ def _parse_rest(site: str, rest: list[str]) -> Topic | None:
             return Topic(TopicKind.LABELS, site)
         case ["deadletter"]:
             return Topic(TopicKind.DEADLETTER, site)
-        case ["edge", ("batch" | "agg" | "model" | "health" | "catalog") as what]:
+        case ["edge", ("batch" | "agg" | "model" | "health" | "catalog" | "escalation") as what]:
             return Topic(TopicKind(f"edge/{what}"), site)
         case ["model", kind] if site == "cloud" and is_valid_id(kind):
             return Topic(TopicKind.CLOUD_MODEL, site, kind)

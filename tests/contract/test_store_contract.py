@@ -833,3 +833,68 @@ def test_influx_frozen_server_raises_store_unavailable_within_the_timeout(
     store.write_readings("shop1", [reading("fridge1", T0, 1)])  # works again once thawed
     assert store.count_readings() == 1
     store.close()
+
+
+def test_site_aggregates_come_by_window_then_device_then_metric(store: Store) -> None:
+    """What the fleet analyst replays on start: every series of one site, in window order."""
+    store.write_aggregates(
+        [
+            aggregate("fridge2", T0 + 60_000),
+            aggregate("fridge1", T0 + 60_000, metric="power"),
+            aggregate("fridge1", T0 + 60_000),
+            aggregate("fridge2", T0),
+            aggregate("fridge1", T0 + 120_000),  # outside [T0, T0 + 120_000)
+        ]
+    )
+    got = store.query_site_aggregates("shop1", T0, T0 + 120_000)
+
+    assert [(a.start, a.device, a.metric) for a in got] == [
+        (T0, "fridge2", "temp"),
+        (T0 + 60_000, "fridge1", "power"),
+        (T0 + 60_000, "fridge1", "temp"),
+        (T0 + 60_000, "fridge2", "temp"),
+    ]
+    assert got[0] == aggregate("fridge2", T0)
+    assert store.query_site_aggregates("other", T0, T0 + HOUR) == []
+
+
+def test_site_aggregates_stop_at_the_limit_keeping_the_earliest(store: Store) -> None:
+    store.write_aggregates([aggregate("fridge1", T0 + i * 60_000) for i in range(5)])
+
+    assert [a.start for a in store.query_site_aggregates("shop1", T0, T0 + HOUR, limit=2)] == [T0, T0 + 60_000]
+
+
+def test_an_alert_keeps_its_source_and_one_without_it_reads_as_the_edges(store: Store) -> None:
+    edge = alert("shop1.fridge1.temp.1", T0)
+    cloud = alert("cloud.shop1.fridge1.temp.2", T0 + 1000)
+    cloud = msgspec.structs.replace(cloud, data=msgspec.structs.replace(cloud.data, source="cloud"))
+    store.write_alerts([edge, cloud])
+
+    got = {a.alert_id: a.source for a in store.query_alerts("shop1", T0)}
+    assert got == {"shop1.fridge1.temp.1": "edge", "cloud.shop1.fridge1.temp.2": "cloud"}
+
+
+def test_a_schema_2_file_gains_the_alert_source_and_its_alerts_read_as_the_edges(tmp_path: Path) -> None:
+    path = tmp_path / "written-by-schema-2.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE alerts (
+                site TEXT NOT NULL, alert_id TEXT NOT NULL, state TEXT NOT NULL,
+                device TEXT NOT NULL, kind TEXT NOT NULL, metric TEXT NOT NULL, severity TEXT NOT NULL,
+                score REAL, value REAL, reading_ts INTEGER NOT NULL, reason TEXT NOT NULL,
+                model_version TEXT NOT NULL,
+                PRIMARY KEY (site, alert_id, state)
+            );
+            INSERT INTO alerts VALUES ('shop1', 'a1', 'raised', 'fridge1', 'fridge', 'temp', 'warning',
+                                       0.9, 11.5, 1700000000000, 'anomaly', 'hst-3');
+            PRAGMA user_version = 2;
+            """
+        )
+    store = SQLiteStore(path)  # migrates the file
+    try:
+        assert [a.source for a in store.query_alerts("shop1", 0)] == ["edge"]
+        store.write_alerts([alert("a2", T0)])
+        assert {a.alert_id for a in store.query_alerts("shop1", 0)} == {"a1", "a2"}
+    finally:
+        store.close()

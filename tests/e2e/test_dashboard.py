@@ -294,6 +294,26 @@ def test_live_alerts_say_what_they_cut_and_can_show_more(
     assert "All 250 matching alert records" in said()
 
 
+def test_live_alerts_say_whether_the_edge_or_the_cloud_raised_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import msgspec
+
+    url = f"sqlite:///{tmp_path / 'sources.db'}"
+    store = open_store(url)
+    edge = _alert("farm.p1.moisture.1", "p1", "soil_probe", "moisture", 1_800_000_000_000, 30.0)
+    cloud = _alert("cloud.farm.p2.moisture.2", "p2", "soil_probe", "moisture", 1_800_000_060_000, 41.0)
+    cloud = msgspec.structs.replace(cloud, data=msgspec.structs.replace(cloud.data, source="cloud"))
+    store.write_alerts([edge, cloud])
+    store.close()
+
+    app = open_page(monkeypatch, url, "views/alerts.py")
+
+    shown = table(app, "severity")
+    assert dict(zip(shown["device"], shown["source"], strict=True)) == {"p1": "edge", "p2": "cloud"}
+    assert "source" in column_config(app, "severity")
+
+
 def test_the_explorer_opened_from_an_alert_charts_readings_band_alerts_and_labels(
     filled: Filled, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,7 @@ ACCOUNTS = {  # account -> the variable make-passwd.sh reads its password from
     "edge.retail": "MQTT_PASSWORD_EDGE_RETAIL",
     "edge.city": "MQTT_PASSWORD_EDGE_CITY",
     "cloud.1": "MQTT_PASSWORD_CLOUD_1",
+    "analyst.1": "MQTT_PASSWORD_ANALYST_1",
     "dashboard.1": "MQTT_PASSWORD_DASHBOARD",
     "monitor.1": "MQTT_PASSWORD_MONITOR",
 }

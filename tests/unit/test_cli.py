@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-COMMANDS = ["sim", "edge", "cloud", "dashboard", "alerts", "deadletters", "detect", "bench", "demo", "config"]
+COMMANDS = ["sim", "edge", "cloud", "analyst", "dashboard", "alerts", "deadletters", "detect", "bench", "demo", "config"]
 
 
 def edgepipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -178,6 +178,15 @@ HOSTILE = [
     ("--timeout", ["deadletters", "--timeout", "nan"]),
     ("--log-format", ["edge", "--log-format", "xml"]),
     ("--log-format", ["cloud", "--log-format", "yaml"]),
+    ("--shard", ["analyst", "--shard", "2/2"]),
+    ("--shard", ["analyst", "--shard", "1"]),
+    ("--shard", ["analyst", "--shard", "-1/2"]),
+    ("--shard", ["analyst", "--shard", "0/0"]),
+    ("--shard", ["analyst", "--shard", ""]),
+    ("--client-id", ["analyst", "--client-id", "a/b"]),
+    ("--store", ["analyst", "--store", "foo://"]),
+    ("--broker", ["analyst", "--broker", "http://x"]),
+    ("--log-format", ["analyst", "--log-format", "yaml"]),
     ("--broker", ["alerts", "--broker", "mqtt://host:99999"]),
     ("--store", ["dashboard", "--store", "sqlite://x.db"]),
     ("--store", ["dashboard", "--store", "foo://"]),

@@ -349,6 +349,12 @@ class Store(Protocol):
         """Aggregates whose window starts in ``[start_ms, end_ms)``, by start."""
         ...
 
+    def query_site_aggregates(self, site: str, start_ms: int, end_ms: int, limit: int = 1_000_000) -> list[Aggregate]:
+        """Every aggregate of ``site`` whose window starts in ``[start_ms, end_ms)``, by
+        (start, device, metric), at most ``limit`` (the earliest): what the fleet analyst
+        replays on start to rebuild its detectors' state."""
+        ...
+
     def query_aggregate_buckets(
         self, site: str, device: str, metric: str, start_ms: int, end_ms: int, every_ms: int
     ) -> list[AggregateBucket]:

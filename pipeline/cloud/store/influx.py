@@ -254,7 +254,7 @@ def alert_lines(alerts: Sequence[Alert]) -> list[str]:
         lines.append(
             f"alerts,device={_tag('device', d.device)},kind={_tag('kind', d.kind)},"
             f"metric={_tag('metric', d.metric)},severity={_tag('severity', d.severity)},"
-            f"site={_tag('site', d.site)},state={_tag('state', d.state)} "
+            f"site={_tag('site', d.site)},source={_tag('source', d.source)},state={_tag('state', d.state)} "
             f"{','.join(fields)} {int(d.reading_ts)}"
         )
     return lines
@@ -795,6 +795,31 @@ class InfluxStore:
             for _, row in self._rows(f'SELECT * FROM "aggregates"{where}')
         ]
 
+    def query_site_aggregates(self, site: str, start_ms: int, end_ms: int, limit: int = 1_000_000) -> list[Aggregate]:
+        start, end = check_interval(start_ms, end_ms)
+        where = _where(_eq("site", site), _time(">=", start), _time("<", end))
+        rows = [
+            Aggregate(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                device=row["device"],
+                kind=row["kind"],
+                metric=row["metric"],
+                start=row["time"],
+                end=_end_ms(row),
+                count=int(row["count"]),
+                min=_float(row["min"]),
+                max=_float(row["max"]),
+                mean=_float(row["mean"]),
+                std=_float(row["std"]),
+                last=_float(row["last"]),
+                anomalies=int(row["anomalies"]),
+            )
+            for _, row in self._rows(f'SELECT * FROM "aggregates"{where} LIMIT {check_positive("limit", limit)}')
+        ]
+        rows.sort(key=lambda a: (a.start, a.device, a.metric))
+        return rows
+
     def query_aggregate_buckets(
         self, site: str, device: str, metric: str, start_ms: int, end_ms: int, every_ms: int
     ) -> list[AggregateBucket]:
@@ -854,6 +879,7 @@ class InfluxStore:
                 reading_ts=row["time"],
                 reason=row["reason"],
                 model_version=row["model_version"],
+                source=row.get("source") or "edge",  # rows written before the tag were the edge's
             )
             for _, row in self._rows(q)
         ]

@@ -14,8 +14,9 @@ every write is an upsert, so a resent batch leaves one copy with the newest valu
   wait for the writer open their own ``SQLiteStore``.
 * **One transaction per write call**, rows sent with ``executemany``.
 
-Schema (``PRAGMA user_version = 2``; times in Unix ms; a version 1 file is migrated when
-opened: its ``"end"`` columns are renamed ``end_ms``):
+Schema (``PRAGMA user_version = 3``; times in Unix ms; an older file is migrated when
+opened: version 1's ``"end"`` columns are renamed ``end_ms``, and version 2's alerts gain
+``source``, ``edge`` for the rows already there):
 
 ====================  ========================================  ==============================
 table                 primary key                               other columns
@@ -27,7 +28,7 @@ table                 primary key                               other columns
 ``alerts``            site, alert_id, state                     device, kind, metric,
                                                                 severity, score, value,
                                                                 reading_ts, reason,
-                                                                model_version
+                                                                model_version, source
 ``health``            site, node, ts                            status, counters, gauges (JSON)
 ``dead_letters``      site, reason, ts, key                     detail, topic, size, sha256,
                                                                 payload
@@ -92,14 +93,16 @@ from pipeline.protocol.messages import (
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_USER_VERSION = 2
+SCHEMA_USER_VERSION = 3
 # Version 1 named the window end ``"end"``; version 2 calls it ``end_ms`` (``end`` is a
 # keyword in InfluxQL, and one name in both backends keeps hand-written queries portable).
 _MIGRATIONS = {
     2: [
         'ALTER TABLE aggregates RENAME COLUMN "end" TO end_ms',
         'ALTER TABLE labels RENAME COLUMN "end" TO end_ms',
-    ]
+    ],
+    # Version 3: who detected an alert (docs/protocol.md, Alert ``source``); older rows were the edge's.
+    3: ["ALTER TABLE alerts ADD COLUMN source TEXT NOT NULL DEFAULT 'edge'"],
 }
 NAN = float("nan")
 
@@ -124,7 +127,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     site TEXT NOT NULL, alert_id TEXT NOT NULL, state TEXT NOT NULL,
     device TEXT NOT NULL, kind TEXT NOT NULL, metric TEXT NOT NULL, severity TEXT NOT NULL,
     score REAL, value REAL, reading_ts INTEGER NOT NULL, reason TEXT NOT NULL,
-    model_version TEXT NOT NULL,
+    model_version TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'edge',
     PRIMARY KEY (site, alert_id, state)
 );
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (reading_ts);
@@ -189,13 +192,13 @@ ON CONFLICT (site, device, metric, start) DO UPDATE SET
 """
 _UPSERT_ALERT = """
 INSERT INTO alerts (site, alert_id, state, device, kind, metric, severity, score, value,
-                    reading_ts, reason, model_version)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    reading_ts, reason, model_version, source)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (site, alert_id, state) DO UPDATE SET
     device = excluded.device, kind = excluded.kind, metric = excluded.metric,
     severity = excluded.severity, score = coalesce(excluded.score, score),
     value = coalesce(excluded.value, value), reading_ts = excluded.reading_ts,
-    reason = excluded.reason, model_version = excluded.model_version
+    reason = excluded.reason, model_version = excluded.model_version, source = excluded.source
 """
 
 
@@ -333,6 +336,7 @@ class SQLiteStore:
                     int(d.reading_ts),
                     str(d.reason),
                     str(d.model_version),
+                    check_id("source", d.source),
                 )
             )
         self._write(
@@ -550,6 +554,36 @@ class SQLiteStore:
             for row in self._fetch(sql, (*params, start, end))
         ]
 
+    def query_site_aggregates(self, site: str, start_ms: int, end_ms: int, limit: int = 1_000_000) -> list[Aggregate]:
+        start, end = check_interval(start_ms, end_ms)
+        sql = """
+            SELECT site, device, kind, metric, start, end_ms, count,
+                   min, max, mean, std, last, anomalies
+            FROM aggregates
+            WHERE site = ? AND start >= ? AND start < ?
+            ORDER BY start, device, metric LIMIT ?
+        """
+        rows = self._fetch(sql, (check_id("site", site), start, end, check_positive("limit", limit)))
+        return [
+            Aggregate(
+                v=SCHEMA_VERSION,
+                site=row["site"],
+                device=row["device"],
+                kind=row["kind"],
+                metric=row["metric"],
+                start=row["start"],
+                end=row["end_ms"],
+                count=row["count"],
+                min=_float(row["min"]),
+                max=_float(row["max"]),
+                mean=_float(row["mean"]),
+                std=_float(row["std"]),
+                last=_float(row["last"]),
+                anomalies=row["anomalies"],
+            )
+            for row in rows
+        ]
+
     def query_aggregate_buckets(
         self, site: str, device: str, metric: str, start_ms: int, end_ms: int, every_ms: int
     ) -> list[AggregateBucket]:
@@ -587,7 +621,7 @@ class SQLiteStore:
         where, params = _alert_filter(site, since, severities, kinds)
         sql = f"""
             SELECT alert_id, site, device, kind, metric, state, severity, score, value,
-                   reading_ts, reason, model_version
+                   reading_ts, reason, model_version, source
             FROM alerts {where}
             ORDER BY reading_ts DESC, site, alert_id, state LIMIT ?
         """
@@ -606,6 +640,7 @@ class SQLiteStore:
                 reading_ts=row["reading_ts"],
                 reason=row["reason"],
                 model_version=row["model_version"],
+                source=row["source"],
             )
             for row in self._fetch(sql, (*params, n))
         ]
@@ -808,7 +843,9 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         return
     for target in range(version + 1, SCHEMA_USER_VERSION + 1):
         for statement in _MIGRATIONS.get(target, []):
-            conn.execute(statement)
+            table = statement.split()[2]
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
+                conn.execute(statement)  # a table the file never had is created by the schema script
 
 
 def _float(value: float | None) -> float:
