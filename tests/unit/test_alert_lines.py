@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import random
 
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.scoring import STUCK, StuckWatch
-from pipeline.edge.stages import Point
+from pipeline.detect.alerts import AlertPolicy
+from pipeline.detect.point import Point
+from pipeline.detect.stages import StageContext
+from pipeline.detect.stuck import StuckWatch
 from pipeline.protocol import Alert
+from pipeline.protocol.causes import Cause
 from pipeline.tail import format_alert
 
 MINUTE_MS = 60_000
@@ -24,8 +26,10 @@ def stuck_alert(stuck_minutes: int) -> tuple[Alert, int]:
     values = [round(20.0 + rng.gauss(0.0, 0.5), 1) for _ in range(2000)]
     stuck_value = 20.0 if values[-1] != 20.0 else 20.1  # inside the range, a new run
     for x in values + [stuck_value] * stuck_minutes:
-        score, cause = watch.adjust_one(key, x, 0.0, ts)
-        alert = policy.update_one(Point("fridge-1", "fridge", "temp", ts, 0, x, score), cause)
+        ctx = StageContext("fridge-1", "fridge", "temp", x, ts, {"temp": x}, key)
+        score, cause = watch.adjust_one(ctx, 0.0, Cause.ANOMALY)
+        detail = watch.describe(ctx) if cause is Cause.STUCK else ""
+        alert = policy.update_one(Point("fridge-1", "fridge", "temp", ts, 0, x, score), cause, detail)
         if alert is not None and alert.data.state == "raised":
             return alert, T0_MS + len(values) * MINUTE_MS
         ts += MINUTE_MS
@@ -35,7 +39,7 @@ def stuck_alert(stuck_minutes: int) -> tuple[Alert, int]:
 def test_a_stuck_alert_says_how_long_the_value_has_not_changed() -> None:
     alert, stuck_since = stuck_alert(stuck_minutes=120)
     minutes = (alert.data.reading_ts - stuck_since) // MINUTE_MS
-    assert alert.data.reason.startswith(f"{STUCK}: value 20 unchanged for {minutes} min (")
+    assert alert.data.reason.startswith(f"{Cause.STUCK}: value 20 unchanged for {minutes} min (")
     assert f"({minutes + 1} readings, usually at most " in alert.data.reason
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.stages import Point
+from pipeline.detect.alerts import AlertPolicy
+from pipeline.detect.point import Point
 from pipeline.protocol import Alert, decode, encode
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import random
 
 from pipeline.config import AlertSettings
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.detect import SeasonalResidualDetector, edge_detector
-from pipeline.edge.scoring import DEVICE_METRIC, StuckRun
+from pipeline.detect.alerts import AlertPolicy
+from pipeline.detect.registry import edge_detector
+from pipeline.detect.seasonal import SeasonalResidualDetector
+from pipeline.detect.stuck import StuckRun
+from pipeline.protocol.causes import DEVICE_METRIC
 from pipeline.protocol.topics import is_valid_id
 
 MINUTE = 60_000
@@ -29,9 +31,9 @@ def _daily_switch(detector: SeasonalResidualDetector, days: int) -> float:
     for i in range(days * 1440):
         minute, level = i % 1440, 100.0 + 20.0 * (i // 1440 % 2)
         x = (level if minute >= 1200 else 0.0) + round(rng.gauss(0.0, 0.4), 1)
-        detector.score_one(x, T0 + i * MINUTE)
-        detector.learn_one(x, T0 + i * MINUTE)
-    return detector.score_one(100.0, T0 + (days * 1440 + 1200) * MINUTE)
+        detector.score_value(x, T0 + i * MINUTE)
+        detector.learn_value(x, T0 + i * MINUTE)
+    return detector.score_value(100.0, T0 + (days * 1440 + 1200) * MINUTE)
 
 
 def test_a_daily_switch_the_day_profile_explains_scores_low_with_the_closest_residual() -> None:
@@ -41,7 +43,7 @@ def test_a_daily_switch_the_day_profile_explains_scores_low_with_the_closest_res
 def test_a_spike_neither_predictor_explains_still_scores_high_with_the_closest_residual() -> None:
     detector = SeasonalResidualDetector(cooldown=0, residual="closest")
     _daily_switch(detector, 3)
-    assert detector.score_one(400.0, T0 + (3 * 1440 + 600) * MINUTE) > 0.9
+    assert detector.score_value(400.0, T0 + (3 * 1440 + 600) * MINUTE) > 0.9
 
 
 def test_the_edge_detector_uses_the_closest_residual_and_the_nab_one_does_not() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.edge.detect import ZScoreDetector
+from pipeline.detect.zscore import ZScoreDetector
 from pipeline.replay import detect_csv, detect_nab_dir
 
 
@@ -30,8 +30,8 @@ def scores(path: Path) -> list[float]:
 def test_no_score_during_warmup() -> None:
     detector = ZScoreDetector(warmup=10)
     for x in range(9):
-        assert detector.score_one(100.0 * x) == 0.0
-        detector.learn_one(float(x))
+        assert detector.score_value(100.0 * x) == 0.0
+        detector.learn_value(float(x))
 
 
 def test_a_spike_scores_higher_than_noise(tmp_path: Path) -> None:

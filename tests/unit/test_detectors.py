@@ -14,11 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.edge.detect import (
-    SeasonalResidualDetector,
-    ZScoreDetector,
-    default_detector,
-)
+from pipeline.detect.registry import default_detector
+from pipeline.detect.seasonal import SeasonalResidualDetector
+from pipeline.detect.zscore import ZScoreDetector
 
 STEP_MS = 300_000  # 5-minute readings
 DAY = 288  # readings per day
@@ -33,8 +31,8 @@ def replay(
     scores = []
     for i, x in enumerate(values):
         ts = T0_MS + i * STEP_MS if with_time else None
-        scores.append(detector.score_one(x, ts))
-        detector.learn_one(x, ts)
+        scores.append(detector.score_value(x, ts))
+        detector.learn_value(x, ts)
     return scores
 
 
@@ -49,7 +47,7 @@ def test_no_score_during_warmup(with_time: bool) -> None:
     values = noisy(50)
     values[30] = values[49] = 1e6  # wild values inside the warm-up: still no score
     assert replay(detector, values, with_time) == [0.0] * 50
-    assert detector.score_one(1e9) > 0.99  # the first real score
+    assert detector.score_value(1e9) > 0.99  # the first real score
 
 
 @settings(max_examples=60, deadline=None)
@@ -69,9 +67,9 @@ def test_extreme_and_missing_values_keep_scores_in_range() -> None:
     detector = SeasonalResidualDetector(warmup=5)
     scores = replay(detector, [0.0] * 20 + [math.inf, 1e308, -1e308, 0.0])
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert detector.score_one(math.nan) == 0.0
-    detector.learn_one(math.nan)  # ignored, not learned
-    assert detector.score_one(0.0) <= 1.0
+    assert detector.score_value(math.nan) == 0.0
+    detector.learn_value(math.nan)  # ignored, not learned
+    assert detector.score_value(0.0) <= 1.0
 
 
 def test_a_spike_scores_high() -> None:
@@ -148,8 +146,8 @@ def test_repr_shows_every_hyperparameter() -> None:
 def test_the_edge_call_without_timestamps_still_works() -> None:
     for detector in (SeasonalResidualDetector(warmup=5), ZScoreDetector(warmup=5)):
         for x in noisy(20):
-            assert 0.0 <= detector.score_one(x) <= 1.0
-            detector.learn_one(x)
+            assert 0.0 <= detector.score_value(x) <= 1.0
+            detector.learn_value(x)
 
 
 def test_regression_guard_on_a_small_synthetic_series() -> None:

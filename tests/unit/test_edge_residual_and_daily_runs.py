@@ -8,10 +8,11 @@ import random
 import pytest
 
 from pipeline.bench.quality import SimQualityPlan
-from pipeline.edge.detect import edge_detector
-from pipeline.edge.edge_residual import EdgeResidualDetector
-from pipeline.edge.model import PRIOR_EFFECTIVE_N, PRIOR_WARMUP, DetectorPrior
-from pipeline.edge.scoring import ReadingScorer, StuckRun
+from pipeline.detect.edge_residual import EdgeResidualDetector
+from pipeline.detect.registry import edge_detector
+from pipeline.detect.scorer import ReadingScorer
+from pipeline.detect.stuck import StuckRun
+from pipeline.learn.sync_stats import PRIOR_EFFECTIVE_N, PRIOR_WARMUP, DetectorPrior
 from pipeline.protocol import Reading
 
 MINUTE = 60_000
@@ -21,8 +22,8 @@ DAY = 1440 * MINUTE
 def _feed(detector: EdgeResidualDetector, values: list[float], timed: bool = True) -> None:
     for i, x in enumerate(values):
         t = i * MINUTE if timed else None
-        detector.score_one(x, t)
-        detector.learn_one(x, t)
+        detector.score_value(x, t)
+        detector.learn_value(x, t)
 
 
 def _lamp(minute: int) -> float:
@@ -37,8 +38,8 @@ def test_a_switch_ten_minutes_early_is_explained_by_the_neighbouring_bin() -> No
     for d in (with_neighbours, own_bin_only):
         _feed(d, [_lamp(i) for i in range(until)])
     early = until * MINUTE  # on at 19:50, in the 19:45 bin; the 20:00 bin says 100
-    assert with_neighbours.score_one(100.0, early) < 0.5
-    assert own_bin_only.score_one(100.0, early) > 0.8
+    assert with_neighbours.score_value(100.0, early) < 0.5
+    assert own_bin_only.score_value(100.0, early) > 0.8
 
 
 def test_the_edge_detector_is_the_edge_residual_detector() -> None:
@@ -72,8 +73,8 @@ def test_a_drop_is_compared_with_drops_not_with_the_top_ups() -> None:
     for d in (signed, unsigned):
         _feed(d, history, timed=False)  # the previous value predicts: sales drop 1, top-ups rise ~30
     theft = history[-1] - 10.0  # ten items gone in a minute
-    assert signed.score_one(theft) > 0.9
-    assert unsigned.score_one(theft) < 0.5
+    assert signed.score_value(theft) > 0.9
+    assert unsigned.score_value(theft) < 0.5
 
 
 def test_the_reference_is_never_below_the_resolution_floor() -> None:
@@ -83,8 +84,8 @@ def test_the_reference_is_never_below_the_resolution_floor() -> None:
     bare = EdgeResidualDetector(resolution_floor=0.0, young_calibration=False)
     for d in (floored, bare):
         _feed(d, values, timed=False)
-    assert floored.score_one(9.0) == 0.2  # one step against two: r = 0.5
-    assert bare.score_one(9.0) > 0.999
+    assert floored.score_value(9.0) == 0.2  # one step against two: r = 0.5
+    assert bare.score_value(9.0) > 0.999
 
 
 def _noise(n: int, seed: int = 5) -> list[float]:
@@ -117,8 +118,8 @@ def test_a_young_memory_raises_fewer_high_scores_on_plain_noise() -> None:
     high = {id(young): 0, id(plain): 0}
     for i, x in enumerate(_noise(1440, seed=8)):  # one day at one reading a minute
         for d in (young, plain):
-            high[id(d)] += d.score_one(x, i * MINUTE) >= 0.8
-            d.learn_one(x, i * MINUTE)
+            high[id(d)] += d.score_value(x, i * MINUTE) >= 0.8
+            d.learn_value(x, i * MINUTE)
     assert high[id(plain)] > 0
     assert high[id(young)] < high[id(plain)]
 
@@ -150,8 +151,8 @@ def test_a_warm_started_detector_compares_its_first_drop_with_the_kinds_residual
     d.warm_start(_prior())
     _feed(d, [10.0] * PRIOR_WARMUP)
     t = PRIOR_WARMUP * MINUTE
-    assert d.score_one(9.0, t) < 0.5  # 1 against the prior's 2
-    assert d.score_one(4.0, t) > 0.8  # 6 against 2
+    assert d.score_value(9.0, t) < 0.5  # 1 against the prior's 2
+    assert d.score_value(4.0, t) > 0.8  # 6 against 2
 
 
 def test_the_reading_scorer_warm_starts_new_detectors_from_the_prior() -> None:
@@ -161,10 +162,10 @@ def test_the_reading_scorer_warm_starts_new_detectors_from_the_prior() -> None:
         asked.append((kind, metric))
         return _prior()
 
-    scorer = ReadingScorer(EdgeResidualDetector, prior=prior)
+    scorer = ReadingScorer(lambda kind, metric: EdgeResidualDetector(), prior=prior)
     scorer.score_one(Reading(v=1, device="f1", kind="fridge", ts=0, seq=0, metrics={"temp": 10.0}))
     assert asked == [("fridge", "temp")]
-    assert scorer.detectors[("f1", "temp")].warmup == PRIOR_WARMUP  # type: ignore[attr-defined]
+    assert scorer.detectors[("f1", "temp")].active_warmup == PRIOR_WARMUP  # type: ignore[attr-defined]
 
 
 def _nights(run: StuckRun, days: int, with_ts: bool) -> list[float]:
@@ -213,8 +214,8 @@ def test_an_anomaly_does_not_teach_the_memory_its_own_size() -> None:
     values = _spiky()
     for d in (bounded, unbounded):
         _feed(d, values[:-1], timed=False)
-    assert bounded.score_one(values[-1]) > 0.9  # the eleventh spike is still an anomaly
-    assert unbounded.score_one(values[-1]) < 0.7  # ten spikes filled the memory of rises
+    assert bounded.score_value(values[-1]) > 0.9  # the eleventh spike is still an anomaly
+    assert unbounded.score_value(values[-1]) < 0.7  # ten spikes filled the memory of rises
 
 
 def test_a_new_noisier_normal_is_still_learned() -> None:
@@ -225,8 +226,8 @@ def test_a_new_noisier_normal_is_still_learned() -> None:
     _feed(d, calm + noisy[:2000], timed=False)
     high = 0
     for x in noisy[2000:]:
-        high += d.score_one(x) >= 0.8
-        d.learn_one(x)
+        high += d.score_value(x) >= 0.8
+        d.learn_value(x)
     assert high <= 10  # of 1 000 readings
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from pipeline.edge.zones import IrrigationZones
+from pipeline.detect.irrigation import IrrigationZones
+from pipeline.detect.stages import StageContext
+from pipeline.protocol.causes import Cause
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -154,24 +156,28 @@ def test_other_kinds_score_nothing_and_are_not_learned() -> None:
     assert repr(z) == "IrrigationZones(valves=0, probes=0)"
 
 
+def _ctx(device: str, kind: str, metric: str, value: float, ts: int) -> StageContext:
+    return StageContext(device, kind, metric, value, ts, {metric: value}, (device, metric))
+
+
 def test_a_flagged_reading_of_scheduled_watering_at_the_usual_flow_is_capped(farm: Farm) -> None:
     ts = (farm.minute - farm.minute % 1440 + 1440 + 4 * 60 + 5) * MINUTE_MS  # 04:05 tomorrow: A waters
     farm.zones.learn_one("A", "irrigation_valve", "flow", 50.0, ts - MINUTE_MS, 0.0)
-    score, cause = farm.zones.adjust_one("A", "irrigation_valve", "flow", 51.0, ts, 0.95, "anomaly")
+    score, cause = farm.zones.adjust_one(_ctx("A", "irrigation_valve", "flow", 51.0, ts), 0.95, Cause.ANOMALY)
     assert (score, cause) == (farm.zones.scheduled_cap, "anomaly")
 
 
 def test_a_spike_during_scheduled_watering_keeps_its_score(farm: Farm) -> None:
     ts = (farm.minute - farm.minute % 1440 + 1440 + 4 * 60 + 5) * MINUTE_MS
     farm.zones.learn_one("A", "irrigation_valve", "flow", 50.0, ts - MINUTE_MS, 0.0)
-    assert farm.zones.adjust_one("A", "irrigation_valve", "flow", 180.0, ts, 0.99, "anomaly") == (0.99, "anomaly")
+    assert farm.zones.adjust_one(_ctx("A", "irrigation_valve", "flow", 180.0, ts), 0.99, Cause.ANOMALY) == (0.99, "anomaly")
 
 
 def test_a_soaking_probe_takes_the_leak_cause(farm: Farm) -> None:
     start = farm.minute + 11 * 60
     farm.run(11 * 60 + 40, (Leak("A", start, 60, flow=8.0, wets=("a1", "a2", "a3")),))
     ts = farm.minute * MINUTE_MS
-    score, cause = farm.zones.adjust_one("a1", "soil_probe", "moisture", farm.moisture["a1"] + 0.5, ts, 0.1, "anomaly")
+    score, cause = farm.zones.adjust_one(_ctx("a1", "soil_probe", "moisture", farm.moisture["a1"] + 0.5, ts), 0.1, Cause.ANOMALY)
     assert cause == "leak" and score >= 0.8
 
 

@@ -16,7 +16,7 @@ import pytest
 from pipeline.cloud.models import ModelMerger
 from pipeline.cloud.store import SQLiteStore
 from pipeline.config import load_settings
-from pipeline.edge.model import ModelSync
+from pipeline.edge.model_sync import ModelSync
 from pipeline.errors import ProtocolError
 from pipeline.protocol.model_codec import ModelDelta, encode_model, sign
 

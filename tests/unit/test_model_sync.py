@@ -8,8 +8,9 @@ import random
 import msgspec
 import pytest
 
-from pipeline.edge.detect import SeasonalResidualDetector
-from pipeline.edge.model import PRIOR_WARMUP, ModelSync, prior_from_stats
+from pipeline.detect.seasonal import SeasonalResidualDetector
+from pipeline.edge.model_sync import ModelSync
+from pipeline.learn.sync_stats import PRIOR_WARMUP, prior_from_stats
 from pipeline.protocol.model_codec import (
     MAX_MODEL_BYTES,
     MergedModel,
@@ -87,12 +88,12 @@ def test_a_warm_started_detector_scores_after_the_short_warmup() -> None:
     warm.warm_start(prior)
     for i in range(PRIOR_WARMUP):
         for d in (warm, cold):
-            d.learn_one(12.0 + 0.1 * (i % 3), T0 + i * 60_000)
+            d.learn_value(12.0 + 0.1 * (i % 3), T0 + i * 60_000)
 
     spike = T0 + PRIOR_WARMUP * 60_000
-    assert warm.score_one(30.0, spike) > 0.99
-    assert cold.score_one(30.0, spike) == 0.0
-    assert warm.score_one(12.1, spike) < 0.5
+    assert warm.score_value(30.0, spike) > 0.99
+    assert cold.score_value(30.0, spike) == 0.0
+    assert warm.score_value(12.1, spike) < 0.5
 
 
 def test_without_a_prior_the_detector_is_unchanged() -> None:
@@ -102,9 +103,9 @@ def test_without_a_prior_the_detector_is_unchanged() -> None:
     scores = []
     for i, x in enumerate(xs):
         ts = T0 + i * 300_000
-        scores.append((plain.score_one(x, ts), template_clone.score_one(x, ts)))
-        plain.learn_one(x, ts)
-        template_clone.learn_one(x, ts)
+        scores.append((plain.score_value(x, ts), template_clone.score_value(x, ts)))
+        plain.learn_value(x, ts)
+        template_clone.learn_value(x, ts)
     assert all(a == b for a, b in scores)
 
 

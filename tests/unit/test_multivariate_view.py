@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from pipeline.edge.detect import ZScoreDetector
-from pipeline.edge.multivariate import LinkedMetrics
-from pipeline.edge.scoring import RELATION, ReadingScorer
+from pipeline.detect.linked import LinkedMetrics
+from pipeline.detect.scorer import ReadingScorer
+from pipeline.detect.zscore import ZScoreDetector
 from pipeline.protocol import Reading
+from pipeline.protocol.causes import Cause
 
 T0 = 1_700_000_000_000
 
@@ -85,9 +86,9 @@ def test_a_device_with_one_metric_has_no_pairs() -> None:
 
 def test_the_scorer_names_a_relation_score_as_its_cause() -> None:
     rng = random.Random(3)
-    scorer = ReadingScorer(ZScoreDetector().clone, linked=LinkedMetrics(warmup=100))
+    scorer = ReadingScorer(lambda kind, metric: ZScoreDetector(), [LinkedMetrics(warmup=100)])
     for i in range(400):
         scorer.score_one(reading(i, traffic(i, rng)))
     scored = scorer.score_one(reading(400, {"vehicles": 35.0, "speed": 55.0}))  # each ordinary alone
-    causes = {metric: (score, cause) for metric, _, score, cause in scored}
-    assert any(cause == RELATION and score > 0.8 for score, cause in causes.values())
+    causes = {metric: (score, cause) for metric, _, score, cause, _ in scored}
+    assert any(cause == Cause.RELATION and score > 0.8 for score, cause in causes.values())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.scoring import SilenceWatch, dropout_alerts
+from pipeline.detect.alerts import AlertPolicy
+from pipeline.detect.silence import SilenceWatch, dropout_alerts
 
 
 def _fleet(watch: SilenceWatch, devices: int, until_s: int) -> None:

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import random
 
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.detect import edge_detector
-from pipeline.edge.scoring import (
-    ANOMALY,
-    STUCK,
-    SilenceWatch,
-    StuckRun,
-    StuckWatch,
-    dropout_alerts,
-    heard_again,
-)
-from pipeline.edge.stages import Point
+from pipeline.detect.alerts import AlertPolicy
+from pipeline.detect.point import Point
+from pipeline.detect.registry import edge_detector
+from pipeline.detect.silence import SilenceWatch, dropout_alerts, heard_again
+from pipeline.detect.stages import StageContext
+from pipeline.detect.stuck import StuckRun, StuckWatch
 from pipeline.protocol import Reading
+from pipeline.protocol.causes import Cause
 
 MINUTE = 60_000
 T0 = 1_700_006_400_000
@@ -69,9 +64,10 @@ def test_stuck_watch_names_the_cause_of_the_higher_score() -> None:
     watch = StuckWatch()
     key = ("d", "temp")
     for x in noisy(2000):
-        watch.adjust_one(key, x, 0.1)
-    causes = [watch.adjust_one(key, 20.3, 0.1)[1] for _ in range(30)]
-    assert (causes[0], causes[-1]) == (ANOMALY, STUCK)
+        watch.adjust_one(StageContext("d", "fridge", "temp", x, 0, {}, key), 0.1, Cause.ANOMALY)
+    stuck = StageContext("d", "fridge", "temp", 20.3, 0, {}, key)
+    causes = [watch.adjust_one(stuck, 0.1, Cause.ANOMALY)[1] for _ in range(30)]
+    assert (causes[0], causes[-1]) == (Cause.ANOMALY, Cause.STUCK)
 
 
 def _every_minute(watch: SilenceWatch, device: str, until: int) -> None:
@@ -115,8 +111,8 @@ def test_a_persisting_level_shift_alerts_once_then_stops_alerting() -> None:
     states = []
     for i, x in enumerate(values):
         ts = T0 + i * MINUTE
-        score = detector.score_one(x, ts)
-        detector.learn_one(x, ts)
+        score = detector.score_value(x, ts)
+        detector.learn_value(x, ts)
         alert = policy.update_one(Point("d", "soil_probe", "soil_temp", ts, i, x, score))
         if alert is not None and i >= 1500:
             states.append(alert.data.state)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_settings
+from pipeline.detect.switching import SwitchContext
 from pipeline.edge.node import EdgeNode
-from pipeline.edge.switching import SwitchContext
 from pipeline.protocol import Reading
 
 LAMP = "streetlight-0001"
@@ -24,14 +24,14 @@ def _evening(ctx: SwitchContext, dusk_lux: float, score: float = 0.95) -> float:
     for lux in range(5000, 1000, -200):
         readings = {"power": 0.0, "ambient": float(lux)}
         for metric in readings:
-            ctx.adjust_one(LAMP, "streetlight", readings, metric, 0.0)
+            ctx.cap_one(LAMP, "streetlight", readings, metric, 0.0)
         ctx.learn_one(LAMP, "streetlight", readings)
     lit = {"power": 150.0, "ambient": dusk_lux}
-    out = ctx.adjust_one(LAMP, "streetlight", lit, "power", score)
-    ctx.adjust_one(LAMP, "streetlight", lit, "ambient", 0.0)
+    out = ctx.cap_one(LAMP, "streetlight", lit, "power", score)
+    ctx.cap_one(LAMP, "streetlight", lit, "ambient", 0.0)
     ctx.learn_one(LAMP, "streetlight", lit)
     night = {"power": 150.0, "ambient": 0.0}
-    ctx.adjust_one(LAMP, "streetlight", night, "power", 0.0)
+    ctx.cap_one(LAMP, "streetlight", night, "power", 0.0)
     ctx.learn_one(LAMP, "streetlight", night)
     return out
 
@@ -71,14 +71,14 @@ def test_a_drop_to_the_floor_is_never_explained() -> None:
     for _ in range(3):
         _evening(ctx, 18.0)
     dark = {"power": 0.0, "ambient": 0.0}  # the lamp fails at night
-    assert ctx.adjust_one(LAMP, "streetlight", dark, "power", 0.99) == 0.99
+    assert ctx.cap_one(LAMP, "streetlight", dark, "power", 0.99) == 0.99
 
 
 def test_a_kind_with_one_metric_is_not_tracked() -> None:
     ctx = SwitchContext(min_readings=1)
     for i in range(10):
         ctx.learn_one("valve-1", "irrigation_valve", {"flow": float(i % 2) * 50.0})
-        assert ctx.adjust_one("valve-1", "irrigation_valve", {"flow": 50.0}, "flow", 0.99) == 0.99
+        assert ctx.cap_one("valve-1", "irrigation_valve", {"flow": 50.0}, "flow", 0.99) == 0.99
     assert repr(ctx) == "SwitchContext(devices=0, explained=0)"
 
 
@@ -117,7 +117,9 @@ def test_the_node_does_not_alert_on_a_lamp_lit_early_by_a_cloudy_dusk(
     settings = load_settings(overrides={"edge.state_dir": str(tmp_path), "mqtt.url": "mqtt://127.0.0.1:1"})
     node = EdgeNode(settings)
     if not explains:
-        node.scorer.switches = SwitchContext(remember=99, agree=99)  # never enough contexts
+        scorer = node.detection.scorer
+        never = SwitchContext(remember=99, agree=99)  # never enough contexts
+        scorer.stages = tuple(never if isinstance(s, SwitchContext) else s for s in scorer.stages)
     try:
         readings = _lamp_days(3, early_minutes=45)
         last_evening = readings[2 * 1440 + 19 * 60 :]

@@ -11,8 +11,9 @@ import random
 
 import pytest
 
-from pipeline.edge.detect import SeasonalResidualDetector, default_detector
-from pipeline.edge.twoview import TwoViewDetector
+from pipeline.detect.registry import default_detector
+from pipeline.detect.seasonal import SeasonalResidualDetector
+from pipeline.detect.twoview import TwoViewDetector
 
 STEP_MS = 300_000  # 5-minute readings
 T0_MS = 1_700_006_400_000  # a UTC midnight
@@ -25,8 +26,8 @@ def replay(
     scores = []
     for i, x in enumerate(values):
         ts = T0_MS + i * STEP_MS
-        scores.append(detector.score_one(x, ts))
-        detector.learn_one(x, ts)
+        scores.append(detector.score_value(x, ts))
+        detector.learn_value(x, ts)
     return scores
 
 
@@ -51,7 +52,7 @@ def test_scores_stay_in_0_1_with_extreme_and_missing_values() -> None:
 def test_a_spike_scores_high() -> None:
     detector = TwoViewDetector()
     replay(detector, noisy(500))
-    assert detector.score_one(30.0, T0_MS + 500 * STEP_MS) > 0.99
+    assert detector.score_value(30.0, T0_MS + 500 * STEP_MS) > 0.99
 
 
 def test_without_the_mean_view_it_is_the_reading_view() -> None:
@@ -85,8 +86,8 @@ def test_missing_values_do_not_enter_the_mean() -> None:
     values = noisy(400)
     with_gaps = values[:300] + [math.nan] * 5 + values[300:]
     plain, holes = TwoViewDetector(warmup=50), TwoViewDetector(warmup=50)
-    scores = [(plain.score_one(x), plain.learn_one(x))[0] for x in values]
-    gapped = [(holes.score_one(x), holes.learn_one(x))[0] for x in with_gaps]
+    scores = [(plain.score_value(x), plain.learn_value(x))[0] for x in values]
+    gapped = [(holes.score_value(x), holes.learn_value(x))[0] for x in with_gaps]
     assert gapped[300:305] == [0.0] * 5
     assert gapped[:300] + gapped[305:] == scores
 

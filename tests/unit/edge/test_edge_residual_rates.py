@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pipeline.edge.detect import edge_detector
+from pipeline.detect.registry import edge_detector
 
 DAY_S = 86_400
 RAISE_SCORE = 0.8  # the alert policy's default raise score
@@ -51,8 +51,8 @@ def raises_after_the_first_day(series: Callable[[float], float], interval_s: flo
         t_s = i * interval_s
         x = series(t_s)
         ts = start_ms + int(t_s * 1000)
-        score = detector.score_one(x, ts)
-        detector.learn_one(x, ts)
+        score = detector.score_value(x, ts)
+        detector.learn_value(x, ts)
         if t_s >= DAY_S and score >= RAISE_SCORE:
             raised += 1
     return raised
@@ -78,6 +78,6 @@ def test_a_level_jump_is_found_at_every_rate(interval_s: float) -> None:
     for i in range(steps + 3):
         x = 20.0 + 0.1 * rng.gauss(0, 1) + (5.0 if i >= steps else 0.0)
         ts = start_ms + int(i * interval_s * 1000)
-        scores.append(detector.score_one(x, ts))
-        detector.learn_one(x, ts)
+        scores.append(detector.score_value(x, ts))
+        detector.learn_value(x, ts)
     assert max(scores[steps:]) >= RAISE_SCORE

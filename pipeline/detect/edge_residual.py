@@ -79,10 +79,10 @@ to 170; from the 350th to the 1 000th, F1 stays within 0.01.
 ...     return 100.0 if hour >= 20 or hour < 6 else 0.0
 >>> for i in range(2 * 1440):  # two days, one reading a minute
 ...     t = i * 60_000
-...     _ = d.score_one(lamp(t), t)
-...     d.learn_one(lamp(t), t)
+...     _ = d.score_value(lamp(t), t)
+...     d.learn_value(lamp(t), t)
 >>> t = 2 * day_ms + 19 * 3_600_000 + 50 * 60_000  # 19:50 on day three: on ten minutes early
->>> d.score_one(100.0, t) < 0.5  # the 20:00 bin, a neighbour, says 100
+>>> d.score_value(100.0, t) < 0.5  # the 20:00 bin, a neighbour, says 100
 True
 """
 
@@ -94,11 +94,13 @@ import math
 from array import array
 from typing import TYPE_CHECKING
 
-from pipeline.edge.detect import SeasonalResidualDetector
-from pipeline.edge.model import PRIOR_EFFECTIVE_N
+from pipeline.detect.seasonal import NO_REFERENCE_RATIO, SeasonalResidualDetector
+from pipeline.learn.memory import DecayingTopK
+from pipeline.learn.periods import MS_PER_S
+from pipeline.learn.sync_stats import PRIOR_EFFECTIVE_N
 
 if TYPE_CHECKING:
-    from pipeline.edge.model import DetectorPrior
+    from pipeline.learn.sync_stats import DetectorPrior
 
 
 _TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
@@ -161,7 +163,7 @@ class EdgeResidualDetector(SeasonalResidualDetector):
 
     # New attributes in slots: the base class keeps its instance dict as it is (memory per series).
     __slots__ = (
-        "_drops",
+        "_drop_memory",
         "_growth_steps",
         "_last_ts",
         "_memory_n",
@@ -225,8 +227,9 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         self.neighbours = neighbours
         self.signed = signed
         self.resolution_floor = resolution_floor
-        # With ``signed``, ``_top`` holds the rises and ``_drops`` the drops (same scale).
-        self._drops: list[float] = []
+        # With ``signed``, ``_memory`` holds the rises and ``_drop_memory`` the drops; both
+        # decay alike, so their scales stay equal.
+        self._drop_memory = DecayingTopK(top_k)
         self._rise = True  # the sign of the last residual computed
         self._quantum = math.inf  # the smallest non-zero change between two readings
         self.young_calibration = young_calibration
@@ -240,25 +243,14 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         self._steps = 1.0
         self._growth_steps = (1.0, self._growth)  # (steps, growth**steps) last computed
 
-    def _params(self) -> dict[str, object]:
-        params = {k: v for k, v in super()._params().items() if k != "residual"}  # always closest
-        return params | {
-            "neighbours": self.neighbours,
-            "signed": self.signed,
-            "resolution_floor": self.resolution_floor,
-            "young_calibration": self.young_calibration,
-            "memory_clamp": self.memory_clamp,
-            "clamp_after": self.clamp_after,
-            "reference_interval_s": self.reference_interval_s,
-        }
-
     def warm_start(self, prior: DetectorPrior) -> None:
         """As ``SeasonalResidualDetector.warm_start``; the kind's residuals stand for rises and drops alike."""
         super().warm_start(prior)
-        self._drops = list(self._top)
+        self._drop_memory.reset(list(self._memory.heap))
         self._memory_n = PRIOR_EFFECTIVE_N
 
-    def learn_one(self, x: float, ts_ms: int | None = None) -> None:
+    def learn_value(self, value: float, ts_ms: int | None = None) -> None:
+        x = value
         previous = self._previous
         if previous is not None and x == x:
             change = abs(x - previous)
@@ -267,9 +259,9 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         if self.reference_interval_s is not None and ts_ms is not None:
             last, self._last_ts = self._last_ts, ts_ms
             if last is not None:
-                elapsed_s = (ts_ms - last) / 1000
+                elapsed_s = (ts_ms - last) / MS_PER_S
                 self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
-        super().learn_one(x, ts_ms)
+        super().learn_value(x, ts_ms)
         if self._steps > 1.0 and x == x:  # a slow series warms up over event time, not only readings
             self._n += self._steps - 1.0
 
@@ -288,19 +280,20 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         if cache is not None and cache[0] == x and cache[1] == ts_ms:
             return cache[2], cache[3]
         residual = self._residual(x, ts_ms)
-        side = self._top if self._rise else self._drops
+        rises, drops = self._memory, self._drop_memory
+        side = rises.heap if self._rise else drops.heap
         if len(side) >= self.top_k:
             reference = side[0]
         else:  # a young side: both memories together, unsigned
-            both = self._top + self._drops
+            both = rises.heap + drops.heap
             reference = heapq.nlargest(self.top_k, both)[-1] if len(both) >= self.top_k else min(both, default=0.0)
-        reference /= self._scale
+        reference /= rises.scale
         if self._quantum < math.inf:
             reference = max(reference, self.resolution_floor * self._quantum)
         if reference > 0.0:
             ratio = residual / reference
         else:
-            ratio = 0.0 if residual == 0.0 else 1e6
+            ratio = 0.0 if residual == 0.0 else NO_REFERENCE_RATIO
         span = self._high - self._low
         excess = max(x - self._high, self._low - x)
         if excess > 0.0 and span > 0.0:
@@ -314,9 +307,9 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         Once the memory stands for ``clamp_after`` readings, a residual counts for at most
         ``memory_clamp`` times its side's reference (bounded teaching).
         """
-        side = self._top if self._rise or not self.signed else self._drops
+        side = self._memory if self._rise or not self.signed else self._drop_memory
         if self._memory_n >= self.clamp_after and len(side) >= self.top_k:
-            residual = min(residual, self.memory_clamp * side[0] / self._scale)
+            residual = min(residual, self.memory_clamp * side.heap[0] / side.scale)
         steps = self._steps
         if self._memory_n * self.forget < 1.0:
             self._memory_n += steps
@@ -325,17 +318,10 @@ class EdgeResidualDetector(SeasonalResidualDetector):
             return
         if steps != self._growth_steps[0]:  # a steady rate computes its power once
             self._growth_steps = (steps, self._growth**steps)
-        self._scale *= self._growth_steps[1]
-        if self._scale > self._RENORMALISE:
-            self._top = [v / self._scale for v in self._top]
-            self._drops = [v / self._scale for v in self._drops]
-            self._scale = 1.0
-        value = residual * self._scale
-        side = self._top if self._rise else self._drops
-        if len(side) < self.top_k:
-            heapq.heappush(side, value)
-        elif value > side[0]:
-            heapq.heapreplace(side, value)
+        growth = self._growth_steps[1]
+        self._memory.decay(growth)
+        self._drop_memory.decay(growth)
+        (self._memory if self._rise else self._drop_memory).add(residual)
 
     def _closest_residual(self, x: float, ts_ms: int | None) -> float:
         """The smallest |x - prediction| (previous value, day profile's own and neighbouring bins, week profile); its sign in ``_rise``."""

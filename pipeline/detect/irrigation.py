@@ -48,12 +48,14 @@ from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
-from pipeline.edge.scoring import ratio_score
+from pipeline.detect.stages import ScoreStage, StageContext
+from pipeline.learn.periods import DAY_MS, MS_PER_S
+from pipeline.learn.scores import ratio_score
+from pipeline.protocol.causes import Cause
 
-LEAK = "leak"  # the cause of a soak score (docs/protocol.md, alert reasons)
-
-DAY_MS = 86_400_000
 _BUCKET_MS = 300_000  # usual openings, by 5-minute bucket of the day
+NOISE_CLIP_RATIO = 4.0  # a probe's deviation teaches its noise at most this many noise levels
+WARM_NOISE_READINGS = 10  # a probe's noise is a plain mean over its first readings, then smoothed
 
 
 class _Probe:
@@ -114,7 +116,7 @@ class _Valve:
     opening: _Opening | None = None  # the current unscheduled opening, if any
 
 
-class IrrigationZones:
+class IrrigationZones(ScoreStage):
     """Soil moisture against the valve that waters it: a leak's soak, scored on the probe.
 
     Parameters
@@ -171,10 +173,10 @@ class IrrigationZones:
         self.valve_kind, self.flow_metric = valve_kind, flow_metric
         self.probe_kind, self.moisture_metric = probe_kind, moisture_metric
         self.valve_score = valve_score
-        self.usual_window_ms = int(usual_window_s * 1000)
-        self.link_window_ms = int(link_window_s * 1000)
+        self.usual_window_ms = int(usual_window_s * MS_PER_S)
+        self.link_window_ms = int(link_window_s * MS_PER_S)
         self.link_ratio = link_ratio
-        self.horizon_ms = int(horizon_s * 1000)
+        self.horizon_ms = int(horizon_s * MS_PER_S)
         self.leak_fraction = leak_fraction
         self.flow_tolerance = flow_tolerance
         self.scheduled_cap = scheduled_cap
@@ -187,19 +189,18 @@ class IrrigationZones:
 
     # -- per reading ---------------------------------------------------------------------
 
-    def adjust_one(
-        self, device: str, kind: str, metric: str, value: float, ts: int, score: float, cause: str
-    ) -> tuple[float, str]:
+    def adjust_one(self, ctx: StageContext, score: float, cause: Cause) -> tuple[float, Cause]:
         """The (score, cause) of one metric of a reading after this stage, which then learns it.
 
         A probe's moisture is raised to its soak score (cause ``leak``) when that is higher; a
         valve's scheduled watering at its usual flow is lowered to ``scheduled_cap`` at most.
         ``score`` is the detector's (and stuck watch's) score; it is what the valve learns.
         """
+        device, kind, metric, value, ts = ctx.device, ctx.kind, ctx.metric, ctx.value, ctx.ts
         if kind == self.probe_kind and metric == self.moisture_metric:
             soak = self.score_one(device, kind, metric, value, ts)
             if soak > score:
-                score, cause = soak, LEAK
+                score, cause = soak, Cause.LEAK
         elif score > self.scheduled_cap and self.scheduled(device, kind, metric, value, ts):
             self.learn_one(device, kind, metric, value, ts, score)
             return self.scheduled_cap, cause
@@ -319,8 +320,8 @@ class IrrigationZones:
             return
         deviation = abs(value - probe.level)
         if probe.n > 1 and probe.noise > 0.0:
-            deviation = min(deviation, 4.0 * probe.noise)  # watering does not teach noise
-        probe.noise += (deviation - probe.noise) * (self.noise_alpha if probe.n > 10 else 1.0 / probe.n)
+            deviation = min(deviation, NOISE_CLIP_RATIO * probe.noise)  # watering does not teach noise
+        probe.noise += (deviation - probe.noise) * (self.noise_alpha if probe.n > WARM_NOISE_READINGS else 1.0 / probe.n)
         probe.level += self.level_alpha * (value - probe.level)
         probe.ts = ts
         i = probe.n % self.slope_window  # the oldest entry, overwritten by the newest

@@ -1,4 +1,4 @@
-"""Kind-level models: learn mergeable statistics per (device kind, metric), merge them, warm-start.
+"""Model-sync statistics: mergeable per (device kind, metric), shared by the edge and the cloud.
 
 Every edge node learns, next to its per-device detectors, one small model per (kind, metric)
 of its site: count, mean and M2 of the values, their range, the same per 15-minute
@@ -8,10 +8,18 @@ two summaries merge exactly (Chan et al.'s parallel variance for mean and M2, su
 and histograms, min/max for the range), so ``merge(learn(A), learn(B)) == learn(A + B)`` up
 to floating point, and a delta (what was learned since the last one) merges like any summary.
 
-:class:`ModelSync` is what the edge node uses: ``learn_one`` per reading, ``take_deltas``
-every ``edge.model_interval_s`` (signed, quantised), ``on_merged`` for the cloud's merged
-model, and ``prior`` to warm-start a new device's detector from it
-(:meth:`~pipeline.edge.detect.SeasonalResidualDetector.warm_start`).
+:class:`~pipeline.edge.model_sync.ModelSync` is what the edge node uses (learn, ship signed
+deltas, keep verified merged models); the cloud merges with :func:`merge_stats`
+(``pipeline.cloud.models``); :func:`prior_from_stats` turns a merged model into the
+:class:`DetectorPrior` a new detector warm-starts from
+(:meth:`~pipeline.detect.seasonal.SeasonalResidualDetector.warm_start`).
+
+Why not river's ``stats.Var`` (whose ``+`` merges two summaries the same way): it keeps
+its mean as a ``stats.Mean`` whose merge computes ``n_a * mean_a + n_b * mean_b`` over
+``n`` (not ``mean_a + delta * n_b / n``) and its own M2 update, so merged figures would
+differ in the last bits from today's, the quantised wire format (``MetricStats``: n, mean,
+M2 per bin) would need converting both ways, and 96 time-of-day bins would be 96 objects
+per metric instead of three lists. The arithmetic here is Chan et al.'s, as in river.
 
 Examples
 --------
@@ -28,25 +36,17 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pipeline.errors import ProtocolError
-from pipeline.protocol.messages import SCHEMA_VERSION
+from pipeline.learn.periods import DAY_MS
 from pipeline.protocol.model_codec import (
     DAY_BIN_MS,
     DAY_BINS,
     RES_BINS,
-    MergedModel,
     MetricStats,
-    ModelDelta,
-    decode_merged,
-    quantise_stats,
     residual_bin,
     residual_bin_value,
-    sign,
-    verify,
 )
-from pipeline.protocol.reasons import Reason
 
 PRIOR_WARMUP = 10  # readings before a warm-started detector scores (a cold one waits 100)
 PRIOR_EFFECTIVE_N = 1000  # the prior's residual memory stands for this many readings
@@ -77,7 +77,7 @@ class StatsAccumulator:
         self.m2 += d * (x - self.mean)
         self.low = min(self.low, x)
         self.high = max(self.high, x)
-        b = ts_ms % 86_400_000 // DAY_BIN_MS
+        b = ts_ms % DAY_MS // DAY_BIN_MS
         self.day_n[b] += 1
         d = x - self.day_mean[b]
         self.day_mean[b] += d / self.day_n[b]
@@ -189,98 +189,3 @@ def prior_from_stats(s: MetricStats, version: int, top_k: int = 8) -> DetectorPr
         residual_quantile(s.res, 1.0 - (i + 1) / PRIOR_EFFECTIVE_N) for i in range(top_k)
     ]
     return DetectorPrior(version, profile, day_error, previous_error, top, s.low, s.high)
-
-
-@dataclass
-class ModelSync:
-    """The edge side of model sync: learn per kind, ship signed deltas, keep verified priors.
-
-    ``key`` signs this site's deltas (empty: no deltas are shipped); ``cloud_key`` verifies
-    merged models (empty: none is used). Counters say what was refused and why.
-    """
-
-    site: str
-    node: str
-    key: bytes
-    cloud_key: bytes
-    interval_ms: int
-    accumulators: dict[tuple[str, str], StatsAccumulator] = field(default_factory=dict)
-    previous: dict[tuple[str, str], float] = field(default_factory=dict)
-    merged: dict[str, MergedModel] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=dict)
-    deltas_shipped: int = 0
-    warm_started: int = 0
-    next_due_ms: int = 0
-
-    @property
-    def shipping(self) -> bool:
-        return bool(self.key)
-
-    def learn_one(self, device: str, kind: str, metric: str, value: float, ts_ms: int) -> None:
-        if not self.shipping:
-            return
-        acc = self.accumulators.get((kind, metric))
-        if acc is None:
-            acc = self.accumulators[(kind, metric)] = StatsAccumulator()
-        key = (device, metric)
-        acc.learn_one(value, ts_ms, self.previous.get(key))
-        self.previous[key] = value
-
-    def due(self, now_ms: int) -> bool:
-        if not self.shipping or now_ms < self.next_due_ms:
-            return False
-        if self.next_due_ms == 0:  # the first interval starts now
-            self.next_due_ms = now_ms + self.interval_ms
-            return False
-        return True
-
-    def take_deltas(self, now_ms: int) -> dict[str, dict[str, MetricStats]]:
-        """What was learned since the last call, per kind and metric (quantised); reset."""
-        self.next_due_ms = now_ms + self.interval_ms
-        out: dict[str, dict[str, MetricStats]] = {}
-        for (kind, metric), acc in sorted(self.accumulators.items()):
-            if acc.n:
-                out.setdefault(kind, {})[metric] = quantise_stats(acc.to_stats())
-        self.accumulators.clear()
-        return out
-
-    def delta(self, kind: str, metrics: dict[str, MetricStats], seq: int, now_ms: int) -> ModelDelta:
-        """The signed delta of ``kind`` with uplink ``seq``."""
-        base = self.merged[kind].version if kind in self.merged else 0
-        unsigned = ModelDelta(
-            v=SCHEMA_VERSION,
-            site=self.site,
-            node=self.node,
-            kind=kind,
-            seq=seq,
-            base_version=base,
-            created_ms=now_ms,
-            metrics=dict(sorted(metrics.items())),
-        )
-        self.deltas_shipped += 1
-        return sign(unsigned, self.key)
-
-    def on_merged(self, kind: str, payload: bytes) -> MergedModel | None:
-        """Verify and keep a merged model from ``cloud/model/{kind}``; None if refused."""
-        try:
-            model = decode_merged(payload)
-            if model.kind != kind:
-                raise ProtocolError(Reason.TOPIC_MISMATCH, f"kind {model.kind} on {kind}")
-            if not model.sig:
-                raise ProtocolError(Reason.UNSIGNED)
-            if not self.cloud_key or not verify(model, self.cloud_key):
-                raise ProtocolError(Reason.BAD_SIGNATURE)
-            known = self.merged.get(kind)
-            if known is not None and model.version <= known.version:
-                raise ProtocolError(Reason.REPLAYED, f"version {model.version}")
-        except ProtocolError as exc:
-            self.refused[exc.reason.value] = self.refused.get(exc.reason.value, 0) + 1
-            return None
-        self.merged[kind] = model
-        return model
-
-    def prior(self, kind: str, metric: str, top_k: int = 8) -> DetectorPrior | None:
-        model = self.merged.get(kind)
-        if model is None or metric not in model.metrics:
-            return None
-        return prior_from_stats(model.metrics[metric], model.version, top_k)

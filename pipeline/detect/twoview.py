@@ -1,7 +1,7 @@
 """Two views of one stream: each reading, and the mean of the last few readings.
 
 ``TwoViewDetector`` is ``edgepipe detect``'s detector (``default_detector()``, NAB issue 5).
-The **reading view** is the ``SeasonalResidualDetector`` of ``pipeline/edge/detect.py``
+The **reading view** is the ``SeasonalResidualDetector`` of ``pipeline/detect/seasonal.py``
 (residual of the best of three online predictors over the largest residuals seen). The
 **mean view** is a second ``SeasonalResidualDetector`` fed the mean of the last
 ``mean_window`` readings, without timestamps: its evidence is the change of that mean from
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 
-from pipeline.edge.detect import SeasonalResidualDetector
+from pipeline.detect.base import ValueDetector
+from pipeline.detect.seasonal import SeasonalResidualDetector
 
 
-class TwoViewDetector:
+class TwoViewDetector(ValueDetector):
     """The larger of a reading's score and a damped score of the recent mean.
 
     Score in [0, 1): ``max(s_reading, mean_weight * s_mean)``, where each view's score is
@@ -44,11 +45,11 @@ class TwoViewDetector:
     >>> d = TwoViewDetector(warmup=20)
     >>> for i in range(300):
     ...     x = 10.0 + (i % 5) * 0.1
-    ...     _ = d.score_one(x)
-    ...     d.learn_one(x)
-    >>> round(d.score_one(10.0), 2)  # the next value: as unusual as the usual largest jump
+    ...     _ = d.score_one({"value": x})
+    ...     d.learn_one({"value": x})
+    >>> round(d.score_value(10.0), 2)  # the next value: as unusual as the usual largest jump
     0.5
-    >>> d.score_one(30.0) > 0.999
+    >>> d.score_value(30.0) > 0.999
     True
     """
 
@@ -66,32 +67,25 @@ class TwoViewDetector:
         self.mean = SeasonalResidualDetector(warmup=warmup)
         self._recent: list[float] = []  # the last mean_window - 1 finite readings
 
-    def __repr__(self) -> str:
-        return (
-            f"TwoViewDetector(warmup={self.warmup}, mean_window={self.mean_window}, "
-            f"mean_weight={self.mean_weight})"
-        )
-
-    def clone(self) -> TwoViewDetector:
-        return TwoViewDetector(self.warmup, self.mean_window, self.mean_weight)
-
     def _mean_with(self, x: float) -> float:
         """Mean of the last ``mean_window`` finite readings, ``x`` included."""
         return (sum(self._recent) + x) / (len(self._recent) + 1)
 
-    def score_one(self, x: float, ts_ms: int | None = None) -> float:
+    def score_value(self, value: float, ts_ms: int | None = None) -> float:
         """Score in [0, 1) of a reading not learned yet (0.0 during warm-up)."""
-        score = self.reading.score_one(x, ts_ms)
+        x = value
+        score = self.reading.score_value(x, ts_ms)
         if self.mean_weight > 0.0 and math.isfinite(x):
-            score = max(score, self.mean_weight * self.mean.score_one(self._mean_with(x)))
+            score = max(score, self.mean_weight * self.mean.score_value(self._mean_with(x)))
         return score
 
-    def learn_one(self, x: float, ts_ms: int | None = None) -> None:
+    def learn_value(self, value: float, ts_ms: int | None = None) -> None:
         """Learn the reading in both views (non-finite readings: the reading view only)."""
-        self.reading.learn_one(x, ts_ms)
+        x = value
+        self.reading.learn_value(x, ts_ms)
         if not math.isfinite(x):
             return
-        self.mean.learn_one(self._mean_with(x))
+        self.mean.learn_value(self._mean_with(x))
         if self.mean_window > 1:
             self._recent.append(x)
             if len(self._recent) >= self.mean_window:

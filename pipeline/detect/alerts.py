@@ -13,15 +13,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from pipeline.edge.stages import Point
+from pipeline.detect.point import Point
+from pipeline.learn.periods import MS_PER_S
 from pipeline.protocol import SCHEMA_VERSION, Alert, AlertData
-
-if TYPE_CHECKING:
-    from pipeline.config import AlertSettings
+from pipeline.protocol.causes import Cause
 
 SEVERITIES = ("info", "warning", "critical")
+
+
+class AlertRules(Protocol):
+    """What the policy reads from the ``alert`` settings (``pipeline.config.AlertSettings`` fits).
+
+    A protocol, so that detection needs nothing from ``pipeline.config``.
+    """
+
+    @property
+    def raise_score(self) -> float: ...
+    @property
+    def clear_score(self) -> float: ...
+    @property
+    def raise_after(self) -> int: ...
+    @property
+    def clear_after(self) -> int: ...
+    @property
+    def cooldown_s(self) -> float: ...
+    @property
+    def critical_score(self) -> float: ...
 
 
 @dataclass
@@ -32,7 +51,7 @@ class _Series:
     hot: int = 0  # consecutive points at or above raise_score
     cool: int = 0  # consecutive points below clear_score while open
     quiet_until: int = -(2**62)  # cooldown after a clear
-    cause: str = "anomaly"  # of the open alert
+    cause: Cause = Cause.ANOMALY  # of the open alert
 
 
 class AlertPolicy:
@@ -69,7 +88,7 @@ class AlertPolicy:
         self._series: dict[tuple[str, str], _Series] = {}
 
     @classmethod
-    def from_settings(cls, site: str, alert: AlertSettings, model_version: str = "zscore-1") -> AlertPolicy:
+    def from_settings(cls, site: str, alert: AlertRules, model_version: str = "zscore-1") -> AlertPolicy:
         """The policy the ``alert`` section of the settings describes."""
         return cls(
             site,
@@ -77,7 +96,7 @@ class AlertPolicy:
             clear_score=alert.clear_score,
             raise_after=alert.raise_after,
             clear_after=alert.clear_after,
-            cooldown_ms=int(alert.cooldown_s * 1000),
+            cooldown_ms=int(alert.cooldown_s * MS_PER_S),
             critical_score=alert.critical_score,
             model_version=model_version,
         )
@@ -95,8 +114,12 @@ class AlertPolicy:
     def severity(self, score: float) -> str:
         return "critical" if score >= self.critical_score else "warning"
 
-    def update_one(self, point: Point, cause: str = "anomaly") -> Alert | None:
-        """Feed one scored point; a raise, an escalation, a clear, or None."""
+    def update_one(self, point: Point, cause: Cause = Cause.ANOMALY, detail: str = "") -> Alert | None:
+        """Feed one scored point; a raise, an escalation, a clear, or None.
+
+        ``detail`` (from the stage that set ``cause``) follows the cause in a raise's reason;
+        without one the reason says ``score >= raise_score``.
+        """
         key = (point.device, point.metric)
         s = self._series.get(key)
         if s is None:
@@ -108,8 +131,7 @@ class AlertPolicy:
             s.open_id = f"{self.site}.{point.device}.{point.metric}.{point.ts}"
             s.peak, s.severity, s.cool, s.cause = point.score, self.severity(point.score), 0, cause
             # the score itself is the alert's ``score``: the reason says why, not the number again
-            detail = getattr(cause, "detail", "") or f"score >= {self.raise_score}"
-            return self._event(point, s, "raised", f"{cause}: {detail}")
+            return self._event(point, s, "raised", f"{cause}: {detail or f'score >= {self.raise_score}'}")
         s.peak = max(s.peak, point.score)
         if point.score < self.clear_score:
             s.cool += 1
@@ -166,7 +188,7 @@ class AlertPolicy:
             id=f"{s.open_id}.{state}.{p.ts}",
             source=f"edgepipe/{self.site}/edge",
             type=f"io.edgepipe.alert.{state}",
-            time=datetime.fromtimestamp(p.ts / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            time=datetime.fromtimestamp(p.ts / MS_PER_S, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             subject=p.device,
             data=data,
         )

@@ -37,7 +37,10 @@ from array import array
 from collections import deque
 from collections.abc import Mapping
 
+from pipeline.detect.stages import ScoreStage, StageContext
+from pipeline.protocol import Reading
 from pipeline.protocol.catalog import KINDS, RESOLUTIONS
+from pipeline.protocol.causes import Cause
 
 _LOW, _HIGH, _PREVIOUS = 0, 1, 2  # per metric, in the device's array
 
@@ -52,7 +55,7 @@ class _Device:
         self.contexts: dict[str, deque[dict[str, float]]] | None = None  # other metrics at switch-ons
 
 
-class SwitchContext:
+class SwitchContext(ScoreStage):
     """Caps the score of a switch-on that the device's other metrics explain (see the module docstring).
 
     Parameters
@@ -98,7 +101,15 @@ class SwitchContext:
         }
         self.explained = 0  # switch-ons whose score was capped
 
-    def adjust_one(self, device: str, kind: str, metrics: Mapping[str, float], metric: str, score: float) -> float:
+    def adjust_one(self, ctx: StageContext, score: float, cause: Cause) -> tuple[float, Cause]:
+        """The score of ``ctx.metric`` (all the reading's ``metrics`` in view), before ``learn_one``."""
+        return self.cap_one(ctx.device, ctx.kind, ctx.metrics, ctx.metric, score), cause
+
+    def end_one(self, reading: Reading) -> None:
+        """Learn the reading once all its metrics were adjusted."""
+        self.learn_one(reading.device, reading.kind, reading.metrics)
+
+    def cap_one(self, device: str, kind: str, metrics: Mapping[str, float], metric: str, score: float) -> float:
         """The score of ``metric`` in a reading of ``device`` (all its ``metrics``), before ``learn_one``."""
         d = self._devices.get(device)
         if d is None or len(metrics) < 2 or d.readings < self.min_readings:

@@ -1,108 +1,31 @@
-"""Online anomaly scoring, one value at a time: score it, then learn it.
+"""``SeasonalResidualDetector``: the residual of the best online predictor over the largest residuals seen.
 
-Two detectors share one contract: ``score_one(x, ts_ms=None) -> float`` in [0, 1], then
-``learn_one(x, ts_ms=None)``, plus ``clone()`` (a fresh, untrained copy with the same
-hyperparameters) and a ``__repr__`` that shows them. ``ts_ms`` (epoch milliseconds, UTC) is
-optional so that callers without timestamps keep working; detectors that do not use time
-ignore it.
-
-* ``SeasonalResidualDetector``: the residual from the best of three online predictors
-  (previous value, time-of-day profile, day-of-week profile), compared with the largest
-  residuals seen so far. It scores 68.9 on the NAB development subset (standard profile)
-  against 31 for the z-score; docs/detection.md records what was tried. ``default_detector()``
-  (``edgepipe detect``) wraps it in ``TwoViewDetector`` (``pipeline/edge/twoview.py``, 70.3).
-* ``ZScoreDetector`` is the baseline it is measured against: a z-score against an
-  exponentially weighted mean and variance (river's ``EWMean``/``EWVar``).
+It scores 68.9 on the NAB development subset (standard profile) against 31 for the z-score;
+docs/detection.md records what was tried. ``default_detector()`` (``edgepipe detect``,
+``pipeline.detect.registry``) wraps it in ``TwoViewDetector`` (70.3); the edge node runs its
+subclass ``EdgeResidualDetector``. Uses time: ``x["ts_ms"]`` feeds the time-of-day and
+day-of-week profiles (without it, only the previous value predicts).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from array import array
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING
 
-from river import stats
+from pipeline.detect.base import ValueDetector
+from pipeline.learn.memory import DecayingTopK
+from pipeline.learn.periods import DAY_S, MS_PER_S, WEEK_S
+from pipeline.learn.scores import ratio_score
 
 if TYPE_CHECKING:
-    from pipeline.edge.model import DetectorPrior
-    from pipeline.edge.twoview import TwoViewDetector
+    from pipeline.learn.sync_stats import DetectorPrior
 
-DAY_S = 86_400
-WEEK_S = 7 * DAY_S
-# The edge detector's per-reading settings (forget, warm-up, memory counts) were tuned at one
-# reading a minute; at other rates a reading counts for the event time it covers, in minutes.
-EDGE_REFERENCE_INTERVAL_S = 60.0
+NO_REFERENCE_RATIO = 1e6  # the ratio of a non-zero residual while no residual is remembered
+SATURATED_RATIO = 1e150  # from this ratio the score is 1.0 (r**2 would lose all precision)
 
 
-class Detector(Protocol):
-    """What the edge node and ``edgepipe detect`` need from a detector."""
-
-    def score_one(self, x: float, ts_ms: int | None = None) -> float: ...
-
-    def learn_one(self, x: float, ts_ms: int | None = None) -> None: ...
-
-    def clone(self) -> Detector: ...
-
-
-class ZScoreDetector:
-    """Streaming z-score turned into a score in [0, 1] (the baseline).
-
-    The score is ``erf(z / sqrt(2))``: the probability that a Gaussian deviation is smaller
-    than this one, so 0.997 means "a 3-sigma event". No score (0.0) during the first
-    ``warmup`` values, because the statistics mean nothing yet. ``ts_ms`` is ignored.
-
-    Parameters
-    ----------
-    fading_factor
-        Weight of the newest value in the running mean and variance (0 < f < 1).
-    warmup
-        Values learned before scores are given.
-
-    Examples
-    --------
-    >>> d = ZScoreDetector(fading_factor=0.1, warmup=5)
-    >>> for x in [10.0, 10.2, 9.8, 10.1, 9.9, 10.0]:
-    ...     d.learn_one(x)
-    >>> d.score_one(10.0) < 0.1
-    True
-    >>> d.score_one(20.0) > 0.999
-    True
-    """
-
-    def __init__(self, fading_factor: float = 0.02, warmup: int = 30) -> None:
-        if not 0.0 < fading_factor < 1.0:
-            raise ValueError(f"fading_factor must be in (0, 1), got {fading_factor}")
-        if warmup < 2:
-            raise ValueError(f"warmup must be at least 2, got {warmup}")
-        self.fading_factor = fading_factor
-        self.warmup = warmup
-        self._mean = stats.EWMean(fading_factor)
-        self._var = stats.EWVar(fading_factor)
-        self._n = 0
-
-    def __repr__(self) -> str:
-        return f"ZScoreDetector(fading_factor={self.fading_factor}, warmup={self.warmup})"
-
-    def clone(self) -> ZScoreDetector:
-        return ZScoreDetector(self.fading_factor, self.warmup)
-
-    def score_one(self, x: float, ts_ms: int | None = None) -> float:
-        if self._n < self.warmup:
-            return 0.0
-        std = math.sqrt(max(self._var.get(), 0.0))
-        deviation = abs(x - self._mean.get())
-        if std == 0.0:
-            return 0.0 if deviation == 0.0 else 1.0
-        return math.erf(deviation / std / math.sqrt(2.0))
-
-    def learn_one(self, x: float, ts_ms: int | None = None) -> None:
-        self._mean.update(x)
-        self._var.update(x)
-        self._n += 1
-
-
-class SeasonalResidualDetector:
+class SeasonalResidualDetector(ValueDetector):
     """Residual from the best online predictor, scored against the largest residuals seen.
 
     Why this shape: most anomalies in real streams are either a jump the recent past does not
@@ -159,16 +82,14 @@ class SeasonalResidualDetector:
     --------
     >>> d = SeasonalResidualDetector(warmup=20)
     >>> for i in range(200):
-    ...     x = 10.0 + (i % 5) * 0.1
+    ...     x = {"value": 10.0 + (i % 5) * 0.1}
     ...     _ = d.score_one(x)
     ...     d.learn_one(x)
-    >>> d.score_one(10.2) < 0.5
+    >>> d.score_one({"value": 10.2}) < 0.5
     True
-    >>> d.score_one(30.0) > 0.999
+    >>> d.score_value(30.0) > 0.999
     True
     """
-
-    _RENORMALISE = 1e150
 
     def __init__(
         self,
@@ -211,6 +132,7 @@ class SeasonalResidualDetector:
         if residual not in ("best", "closest"):
             raise ValueError(f"residual must be 'best' or 'closest', got {residual!r}")
         self.warmup = warmup
+        self._warmup = warmup  # lowered by warm_start (the parameter stays as given)
         self.top_k = top_k
         self.forget = forget
         self.error_alpha = error_alpha
@@ -234,29 +156,17 @@ class SeasonalResidualDetector:
         # without timestamps pays nothing for them.
         self._day: array[float] | None = None
         self._week: array[float] | None = None
-        # The top_k largest residuals, a min-heap stored multiplied by _scale (which grows by
-        # 1/(1 - forget) per reading) so that forgetting costs nothing per reading.
-        self._top: list[float] = []
-        self._scale = 1.0
+        # The top_k largest residuals, forgotten at rate ``forget`` per reading.
+        self._memory = DecayingTopK(top_k)
         self._low = math.inf
         self._high = -math.inf
         self._cooling = 0
         self._cache: tuple[float, int | None, float, float] | None = None
 
-    def _params(self) -> dict[str, object]:
-        """The hyperparameters, by constructor argument name (for ``clone`` and ``repr``)."""
-        names = ("warmup", "top_k", "forget", "error_alpha", "season_alpha", "day_bin_s",
-                 "week_bin_s", "range_margin", "alert_ratio", "cooldown", "cooldown_factor",
-                 "residual")  # fmt: skip
-        return {name: getattr(self, name) for name in names}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
-        return f"{type(self).__name__}({args})"
-
-    def clone(self) -> Self:
-        """A fresh, untrained detector with the same hyperparameters."""
-        return type(self)(**self._params())  # type: ignore[arg-type]
+    @property
+    def active_warmup(self) -> int:
+        """Readings learned before scores are given now: ``warmup``, or a prior's shorter one."""
+        return self._warmup
 
     def warm_start(self, prior: DetectorPrior) -> None:
         """Start from a device kind's merged model instead of from nothing (model sync).
@@ -267,19 +177,18 @@ class SeasonalResidualDetector:
         readings (so scores are calibrated at once), the kind's range, and the prior's
         shorter warm-up. Without this call nothing changes.
         """
-        self.warmup = max(2, min(self.warmup, prior.warmup))
+        self._warmup = max(2, min(self.warmup, prior.warmup))
         self._memory_from = 0
         self._errors[0] = prior.previous_error
         if len(prior.day_profile) * self.day_bin_s == DAY_S:
             self._day = array("f", prior.day_profile)
             self._week = array("f", [math.nan]) * (WEEK_S // self.week_bin_s)
             self._errors[1] = prior.day_error
-        self._top = sorted(r for r in prior.residual_top[: self.top_k] if r > 0.0)
-        self._scale = 1.0
+        self._memory.reset([r for r in prior.residual_top[: self.top_k] if r > 0.0])
         self._low, self._high = prior.low, prior.high
 
     def _bins(self, ts_ms: int) -> tuple[int, int]:
-        seconds = ts_ms // 1000
+        seconds = ts_ms // MS_PER_S
         return seconds % DAY_S // self.day_bin_s, seconds % WEEK_S // self.week_bin_s
 
     def _residual(self, x: float, ts_ms: int | None) -> float:
@@ -331,11 +240,12 @@ class SeasonalResidualDetector:
         if cache is not None and cache[0] == x and cache[1] == ts_ms:
             return cache[2], cache[3]
         residual = self._residual(x, ts_ms)
-        reference = self._top[0] / self._scale if self._top else 0.0
+        memory = self._memory
+        reference = memory.heap[0] / memory.scale if memory.heap else 0.0
         if reference > 0.0:
             ratio = residual / reference
         else:
-            ratio = 0.0 if residual == 0.0 else 1e6
+            ratio = 0.0 if residual == 0.0 else NO_REFERENCE_RATIO
         span = self._high - self._low
         excess = max(x - self._high, self._low - x)
         if excess > 0.0 and span > 0.0:
@@ -343,19 +253,21 @@ class SeasonalResidualDetector:
         self._cache = (x, ts_ms, residual, ratio)
         return residual, ratio
 
-    def score_one(self, x: float, ts_ms: int | None = None) -> float:
+    def score_value(self, value: float, ts_ms: int | None = None) -> float:
         """Score in [0, 1) of a reading not learned yet (0.0 during warm-up)."""
-        if self._n < self.warmup or x != x:
+        x = value
+        if self._n < self._warmup or x != x:
             return 0.0
         ratio = self._ratio(x, ts_ms)[1]
-        score = ratio * ratio / (1.0 + ratio * ratio) if ratio < 1e150 else 1.0
+        score = ratio_score(ratio) if ratio < SATURATED_RATIO else 1.0
         return score * self.cooldown_factor if self._cooling else score
 
-    def learn_one(self, x: float, ts_ms: int | None = None) -> None:
+    def learn_value(self, value: float, ts_ms: int | None = None) -> None:
         """Update predictors, their errors, the residual memory, the range and the cooldown."""
+        x = value
         if x != x or x in (math.inf, -math.inf):
             return
-        scored = self._n >= self.warmup  # score_one gave this reading a real score
+        scored = self._n >= self._warmup  # score_value gave this reading a real score
         self._n += 1
         if self._n == 1:
             self._previous = x
@@ -376,15 +288,9 @@ class SeasonalResidualDetector:
 
     def _remember(self, residual: float) -> None:
         """Keep the top_k residuals, all forgotten at rate ``forget`` per reading."""
-        self._scale *= self._growth
-        if self._scale > self._RENORMALISE:
-            self._top = [v / self._scale for v in self._top]
-            self._scale = 1.0
-        value = residual * self._scale
-        if len(self._top) < self.top_k:
-            heapq.heappush(self._top, value)
-        elif value > self._top[0]:
-            heapq.heapreplace(self._top, value)
+        memory = self._memory
+        memory.decay(self._growth)
+        memory.add(residual)
 
     def _update_predictors(self, x: float, ts_ms: int | None) -> None:
         alpha = self.error_alpha
@@ -412,55 +318,3 @@ class SeasonalResidualDetector:
                 else previous_error + alpha * (error - previous_error)
             )
             profile[index] = predicted + self.season_alpha * (x - predicted)
-
-
-def default_detector() -> TwoViewDetector:
-    """The detector of ``edgepipe detect`` (the NAB winner, docs/detection.md).
-
-    ``TwoViewDetector`` (``pipeline/edge/twoview.py``): this module's
-    ``SeasonalResidualDetector`` with a 150-reading warm-up, plus the same detector on the
-    mean of the last 4 readings, counted only when extreme. NAB 70.3 standard against 68.9
-    for ``SeasonalResidualDetector()`` alone.
-    """
-    from pipeline.edge.twoview import TwoViewDetector
-
-    return TwoViewDetector()
-
-
-def edge_detector() -> SeasonalResidualDetector:
-    """The edge node's detector: the NAB winner without its own cooldown, closest residual.
-
-    Why no cooldown: at the edge ``AlertPolicy`` already turns an episode into one alert
-    (hysteresis), and the detector's damping after every reading at ``r >= 1.2`` (common in
-    noisy sensor data) hid real anomalies that followed within 30 readings: on simulated
-    data recall rose from 0.50 to 0.57 without it, false alarms unchanged (docs/detection.md).
-    NAB charges every extra detection, so ``edgepipe detect`` keeps the cooldown.
-
-    Why the closest residual (``residual="closest"``): at the edge a reading that either
-    the previous value or the usual time of day explains is ordinary. Choosing one predictor
-    by its running error let a young day profile that is wrong at one bin raise alerts, and
-    let daily events inflate the residual memory; on simulated data F1 rose from 0.75 to
-    0.79 (precision and recall both up, docs/detection.md). On NAB it is worse (missing
-    daily peaks are explained by the previous value), so ``default_detector()`` keeps
-    ``"best"``.
-
-    Why the neighbouring time-of-day bins (``EdgeResidualDetector``,
-    ``pipeline/edge/edge_residual.py``): daily switching (streetlights at dusk, valves)
-    does not happen at the same minute every day, and the profile a quarter of an hour
-    away explains it; on simulated data false alarms fell from 150 to 82 (F1 0.79 to 0.81).
-    Its signed residual memory (rises against rises, drops against drops, with a resolution
-    floor) then raised recall from 0.75 to 0.81 (F1 0.83 to 0.86, docs/detection.md). Its
-    young-memory calibration (a memory of few readings holds a low quantile: ratios are
-    tempered until it stands for ``1 / forget`` readings) and bounded teaching (an anomaly
-    raises the memory by at most 1.5 x the reference) took false alarms from 73 to 43 and
-    F1 to 0.865 on the full bench run, and kept recall from decaying as the node ages.
-
-    Why hour-wide day-of-week bins (``week_bin_s=3600``, 168 float32): the week profile was
-    the largest per-series state (1.3 KB of 3.2 KB); halving it keeps the node with 10,000
-    devices under 200 MB (201 to 187 MB, ``edge.rss_mb_10k_devices``) and leaves the
-    simulator figures unchanged (F1 0.86).
-    """
-    # imported here: it subclasses this module's detector
-    from pipeline.edge.edge_residual import EdgeResidualDetector
-
-    return EdgeResidualDetector(neighbours=1, week_bin_s=3600, reference_interval_s=EDGE_REFERENCE_INTERVAL_S)

@@ -32,17 +32,17 @@ import math
 from array import array
 from itertools import combinations
 
+from pipeline.detect.stages import ScoreStage, StageContext
+from pipeline.learn.memory import DecayingTopK
+from pipeline.learn.scores import ratio_score
 from pipeline.protocol import Reading
+from pipeline.protocol.causes import Cause
 
 LEVEL = 0
 CHANGE = 1
 
 # indices into LinkedPair._s
-_N, _MX, _MY, _VX, _VY, _CXY, _PREV, _SCALE, _TOP = range(9)
-
-
-def _ratio_score(ratio: float) -> float:
-    return ratio * ratio / (1.0 + ratio * ratio)
+_N, _MX, _MY, _VX, _VY, _CXY, _PREV = range(7)
 
 
 class LinkedPair:
@@ -58,9 +58,7 @@ class LinkedPair:
     (True, True)
     """
 
-    __slots__ = ("_s", "a", "b", "floor", "forget", "mode", "threshold", "top_k", "warmup", "weight")
-
-    _RENORMALISE = 1e100
+    __slots__ = ("_growth", "_memory", "_s", "a", "b", "floor", "forget", "mode", "threshold", "top_k", "warmup", "weight")
 
     def __init__(
         self,
@@ -81,7 +79,9 @@ class LinkedPair:
         self.a, self.b, self.mode = a, b, mode
         self.warmup, self.weight, self.threshold = warmup, weight, threshold
         self.top_k, self.forget, self.floor = top_k, forget, floor
-        self._s = array("d", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan, 1.0] + [0.0] * top_k)
+        self._s = array("d", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan])
+        self._memory = DecayingTopK(top_k)  # the largest |z| remembered, slowly forgotten
+        self._growth = 1.0 / (1.0 - forget)
 
     def __repr__(self) -> str:
         mode = "LEVEL" if self.mode == LEVEL else "CHANGE"
@@ -113,15 +113,14 @@ class LinkedPair:
         return e / math.sqrt(vy * (1.0 - rho2)), (xa - s[_MX]) / math.sqrt(vx), (y - s[_MY]) / math.sqrt(vy)
 
     def reference(self) -> float:
-        s = self._s
-        return max(self.floor, s[_TOP] / s[_SCALE])
+        return max(self.floor, self._memory.kth_when_full())
 
     def score_one(self, xa: float, xb: float) -> float:
         """How far ``(xa, xb)`` is off the learned line, in [0, 1); 0 while warming up or weak."""
         if not self.warm or abs(self.correlation) < self.threshold:
             return 0.0
         z = self.residual(xa, xb)[0]
-        return 0.0 if z != z else _ratio_score(abs(z) / self.reference())
+        return 0.0 if z != z else ratio_score(abs(z) / self.reference())
 
     def learn_one(self, xa: float, xb: float) -> None:
         s = self._s
@@ -144,26 +143,12 @@ class LinkedPair:
         s[_CXY] = k * (s[_CXY] + w * dx * dy)
 
     def _remember(self, z: float) -> None:
-        s = self._s
-        s[_SCALE] /= 1.0 - self.forget
-        scale = s[_SCALE]
-        if scale > self._RENORMALISE:
-            for i in range(_TOP, len(s)):
-                s[i] /= scale
-            s[_SCALE] = scale = 1.0
-        value = z * scale
-        if value <= s[_TOP]:
-            return
-        # s[_TOP:] ascending: drop the smallest, insert in order
-        i = _TOP
-        end = len(s) - 1
-        while i < end and s[i + 1] < value:
-            s[i] = s[i + 1]
-            i += 1
-        s[i] = value
+        memory = self._memory
+        memory.decay(self._growth)
+        memory.add(z)
 
 
-class LinkedMetrics:
+class LinkedMetrics(ScoreStage):
     """The linked pairs of every device: ``score_one(reading)`` then ``learn_one(reading)``.
 
     A device's candidates are made on its first reading (up to ``max_metrics`` metrics, the
@@ -187,6 +172,20 @@ class LinkedMetrics:
         self.max_metrics, self.modes = max_metrics, modes
         # a device's pairs: a list while it warms up, a tuple of the strong ones after
         self.pairs: dict[str, list[LinkedPair] | tuple[LinkedPair, ...]] = {}
+        self._relation: dict[str, float] = {}  # the current reading's relation scores, by metric
+
+    def begin_one(self, reading: Reading) -> None:
+        """Score, then learn, the reading's pairs (before its metrics are adjusted)."""
+        self._relation = self.score_one(reading)
+        self.learn_one(reading)
+
+    def adjust_one(self, ctx: StageContext, score: float, cause: Cause) -> tuple[float, Cause]:
+        """Raise the metric's score to its relation score (cause ``relation``) when higher."""
+        relation = self._relation
+        linked = relation.get(ctx.metric, 0.0) if relation else 0.0
+        if linked > score:
+            return linked, Cause.RELATION
+        return score, cause
 
     def _candidates(self, reading: Reading) -> list[LinkedPair]:
         names = list(reading.metrics)[: self.max_metrics]
