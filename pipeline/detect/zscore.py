@@ -57,7 +57,10 @@ class ZScoreDetector(ValueDetector):
         deviation = abs(x - self._mean.get())
         if std == 0.0:
             return 0.0 if deviation == 0.0 else 1.0
-        return math.erf(deviation / std / math.sqrt(2.0))
+        z = deviation / std
+        if z != z:  # the statistics overflowed (values near 1e308): no evidence, not NaN
+            return 0.0
+        return math.erf(z / math.sqrt(2.0))
 
     def learn_value(self, value: float, ts_ms: int | None = None) -> None:
         self._mean.update(value)
