@@ -88,51 +88,14 @@ True
 
 from __future__ import annotations
 
-import functools
-import heapq
-import math
-from array import array
-from typing import TYPE_CHECKING
+from pipeline.detect.residual_memory import (  # noqa: F401 - young_divisor: documented here
+    MAX_STEPS_PER_READING,
+    EdgeResidualMemory,
+    young_divisor,
+)
+from pipeline.detect.seasonal import SeasonalResidualDetector
 
-from pipeline.detect.seasonal import NO_REFERENCE_RATIO, SeasonalResidualDetector
-from pipeline.learn.memory import DecayingTopK
-from pipeline.learn.periods import MS_PER_S
-from pipeline.learn.sync_stats import PRIOR_EFFECTIVE_N
-
-if TYPE_CHECKING:
-    from pipeline.learn.sync_stats import DetectorPrior
-
-
-_TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
-MAX_STEPS_PER_READING = 1440.0  # a gap forgets at most a day of reference intervals at once
-
-
-@functools.lru_cache(maxsize=8)
-def _young_table(forget: float, top_k: int) -> array[float]:
-    """``young_divisor`` for every memory size below the horizon, computed once per setting."""
-    horizon = min(math.ceil(1.0 / forget), _TABLE_MAX)
-    return array("d", (_young_divisor(n, forget, top_k) for n in range(horizon)))
-
-
-def _young_divisor(n: int, forget: float, top_k: int) -> float:
-    mature = math.log(1.0 / (forget * top_k))
-    young = math.log(max(n, math.e * top_k) / top_k)
-    return max(1.0, mature / young)
-
-
-def young_divisor(n: int, forget: float, top_k: int) -> float:
-    """``log(H / k) / log(n / k)``, at least 1: how much a memory of ``n`` readings understates its horizon's quantile.
-
-    ``H = 1 / forget`` (the memory's horizon), ``k = top_k``, ``n`` at least ``e * k``.
-    Read from a table (the detector asks once per reading while its memory is young).
-
-    >>> round(young_divisor(50, 1e-4, 8), 2), round(young_divisor(1440, 1e-4, 8), 2), young_divisor(10_000, 1e-4, 8)
-    (3.89, 1.37, 1.0)
-    """
-    if forget <= 0.0:
-        return 1.0
-    table = _young_table(forget, top_k)
-    return table[n] if n < len(table) else _young_divisor(n, forget, top_k)
+__all__ = ["MAX_STEPS_PER_READING", "EdgeResidualDetector", "young_divisor"]
 
 
 class EdgeResidualDetector(SeasonalResidualDetector):
@@ -161,15 +124,8 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         Readings the memory stands for before residuals are bounded (>= 0).
     """
 
-    # New attributes in slots: the base class keeps its instance dict as it is (memory per series).
+    # Parameters in slots: the base class keeps its instance dict as it is (memory per series).
     __slots__ = (
-        "_drop_memory",
-        "_growth_steps",
-        "_last_ts",
-        "_memory_n",
-        "_quantum",
-        "_rise",
-        "_steps",
         "clamp_after",
         "memory_clamp",
         "neighbours",
@@ -227,122 +183,18 @@ class EdgeResidualDetector(SeasonalResidualDetector):
         self.neighbours = neighbours
         self.signed = signed
         self.resolution_floor = resolution_floor
-        # With ``signed``, ``_memory`` holds the rises and ``_drop_memory`` the drops; both
-        # decay alike, so their scales stay equal.
-        self._drop_memory = DecayingTopK(top_k)
-        self._rise = True  # the sign of the last residual computed
-        self._quantum = math.inf  # the smallest non-zero change between two readings
         self.young_calibration = young_calibration
         self.memory_clamp = memory_clamp
         self.clamp_after = clamp_after
-        self._memory_n = 0.0  # readings the residual memory stands for (counted up to the horizon)
-        # Time-based memory: with ``reference_interval_s``, a reading forgets and counts as
-        # much as the event time since the last one, in reference intervals.
         self.reference_interval_s = reference_interval_s
-        self._last_ts: int | None = None
-        self._steps = 1.0
-        self._growth_steps = (1.0, self._growth)  # (steps, growth**steps) last computed
-
-    def warm_start(self, prior: DetectorPrior) -> None:
-        """As ``SeasonalResidualDetector.warm_start``; the kind's residuals stand for rises and drops alike."""
-        super().warm_start(prior)
-        self._drop_memory.reset(list(self._memory.heap))
-        self._memory_n = PRIOR_EFFECTIVE_N
-
-    def learn_value(self, value: float, ts_ms: int | None = None) -> None:
-        x = value
-        previous = self._previous
-        if previous is not None and x == x:
-            change = abs(x - previous)
-            if 0.0 < change < self._quantum:
-                self._quantum = change
-        if self.reference_interval_s is not None and ts_ms is not None:
-            last, self._last_ts = self._last_ts, ts_ms
-            if last is not None:
-                elapsed_s = (ts_ms - last) / MS_PER_S
-                self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
-        super().learn_value(x, ts_ms)
-        if self._steps > 1.0 and x == x:  # a slow series warms up over event time, not only readings
-            self._n += self._steps - 1.0
-
-    def _ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
-        """(residual, ratio r) for x, tempered while the memory is young."""
-        residual, ratio = self._memory_ratio(x, ts_ms)
-        if self.young_calibration and self._memory_n * self.forget < 1.0:
-            ratio /= young_divisor(int(self._memory_n), self.forget, self.top_k)
-        return residual, ratio
-
-    def _memory_ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
-        """(residual, ratio r) for x, against the memory of its sign; cached until learned."""
-        if not self.signed:
-            return super()._ratio(x, ts_ms)
-        cache = self._cache
-        if cache is not None and cache[0] == x and cache[1] == ts_ms:
-            return cache[2], cache[3]
-        residual = self._residual(x, ts_ms)
-        rises, drops = self._memory, self._drop_memory
-        side = rises.heap if self._rise else drops.heap
-        if len(side) >= self.top_k:
-            reference = side[0]
-        else:  # a young side: both memories together, unsigned
-            both = rises.heap + drops.heap
-            reference = heapq.nlargest(self.top_k, both)[-1] if len(both) >= self.top_k else min(both, default=0.0)
-        reference /= rises.scale
-        if self._quantum < math.inf:
-            reference = max(reference, self.resolution_floor * self._quantum)
-        if reference > 0.0:
-            ratio = residual / reference
-        else:
-            ratio = 0.0 if residual == 0.0 else NO_REFERENCE_RATIO
-        span = self._high - self._low
-        excess = max(x - self._high, self._low - x)
-        if excess > 0.0 and span > 0.0:
-            ratio = max(ratio, 1.0 + excess / (self.range_margin * span))
-        self._cache = (x, ts_ms, residual, ratio)
-        return residual, ratio
-
-    def _remember(self, residual: float) -> None:
-        """Keep the top_k rises and the top_k drops, all forgotten at rate ``forget`` per reading.
-
-        Once the memory stands for ``clamp_after`` readings, a residual counts for at most
-        ``memory_clamp`` times its side's reference (bounded teaching).
-        """
-        side = self._memory if self._rise or not self.signed else self._drop_memory
-        if self._memory_n >= self.clamp_after and len(side) >= self.top_k:
-            residual = min(residual, self.memory_clamp * side.heap[0] / side.scale)
-        steps = self._steps
-        if self._memory_n * self.forget < 1.0:
-            self._memory_n += steps
-        if not self.signed:
-            super()._remember(residual)
-            return
-        if steps != self._growth_steps[0]:  # a steady rate computes its power once
-            self._growth_steps = (steps, self._growth**steps)
-        growth = self._growth_steps[1]
-        self._memory.decay(growth)
-        self._drop_memory.decay(growth)
-        (self._memory if self._rise else self._drop_memory).add(residual)
-
-    def _closest_residual(self, x: float, ts_ms: int | None) -> float:
-        """The smallest |x - prediction| (previous value, day profile's own and neighbouring bins, week profile); its sign in ``_rise``."""
-        errors = self._errors
-        previous = self._previous
-        if errors[0] is not None and previous is not None:
-            best, closest = abs(x - previous), previous
-        else:
-            best, closest = math.inf, x
-        day, week = self._day, self._week
-        if ts_ms is not None and day is not None and week is not None:
-            day_bin, week_bin = self._bins(ts_ms)
-            if errors[1] is not None:
-                bins = len(day)
-                for j in range(day_bin - self.neighbours, day_bin + self.neighbours + 1):
-                    p = day[j % bins]
-                    if p == p and abs(x - p) < best:
-                        best, closest = abs(x - p), p
-            if errors[2] is not None:
-                p = week[week_bin]
-                if p == p and abs(x - p) < best:
-                    best, closest = abs(x - p), p
-        self._rise = x >= closest
-        return 0.0 if best == math.inf else best
+        self._neighbours = neighbours
+        self._residual_memory = EdgeResidualMemory(
+            top_k,
+            forget,
+            signed,
+            resolution_floor,
+            young_calibration,
+            memory_clamp,
+            clamp_after,
+            reference_interval_s,
+        )

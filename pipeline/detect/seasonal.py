@@ -14,7 +14,7 @@ from array import array
 from typing import TYPE_CHECKING
 
 from pipeline.detect.base import ValueDetector
-from pipeline.learn.memory import DecayingTopK
+from pipeline.detect.residual_memory import ResidualMemory
 from pipeline.learn.periods import DAY_S, MS_PER_S, WEEK_S
 from pipeline.learn.scores import ratio_score
 
@@ -145,7 +145,7 @@ class SeasonalResidualDetector(ValueDetector):
         self.cooldown_factor = cooldown_factor
         self.residual = residual
         self._closest = residual == "closest"
-        self._growth = 1.0 / (1.0 - forget)
+        self._neighbours = 0  # time-of-day bins either side that also predict (closest residual)
         self._memory_from = warmup // 2  # residuals (and range) remembered after this
         self._n: float = 0  # readings learned (with a reference interval: intervals covered)
         self._previous: float | None = None
@@ -156,8 +156,10 @@ class SeasonalResidualDetector(ValueDetector):
         # without timestamps pays nothing for them.
         self._day: array[float] | None = None
         self._week: array[float] | None = None
-        # The top_k largest residuals, forgotten at rate ``forget`` per reading.
-        self._memory = DecayingTopK(top_k)
+        # The largest residuals remembered, which turn a residual into a ratio (a component:
+        # EdgeResidualDetector plugs in its own).
+        self._residual_memory: ResidualMemory = ResidualMemory(top_k, forget)
+        self._rise = True  # the sign of the last residual computed (closest residual)
         self._low = math.inf
         self._high = -math.inf
         self._cooling = 0
@@ -184,7 +186,7 @@ class SeasonalResidualDetector(ValueDetector):
             self._day = array("f", prior.day_profile)
             self._week = array("f", [math.nan]) * (WEEK_S // self.week_bin_s)
             self._errors[1] = prior.day_error
-        self._memory.reset([r for r in prior.residual_top[: self.top_k] if r > 0.0])
+        self._residual_memory.warm_start([r for r in prior.residual_top[: self.top_k] if r > 0.0])
         self._low, self._high = prior.low, prior.high
 
     def _bins(self, ts_ms: int) -> tuple[int, int]:
@@ -215,33 +217,37 @@ class SeasonalResidualDetector(ValueDetector):
         return 0.0 if prediction is None else abs(x - prediction)
 
     def _closest_residual(self, x: float, ts_ms: int | None) -> float:
-        """The smallest |x - prediction| of the predictors that predict (0.0: none yet)."""
+        """The smallest |x - prediction| (previous value, day profile's own and ``_neighbours`` bins either side, week profile); its sign in ``_rise``."""
         errors = self._errors
-        best = (
-            abs(x - self._previous)
-            if errors[0] is not None and self._previous is not None
-            else math.inf
-        )
-        if ts_ms is not None and self._day is not None and self._week is not None:
+        previous = self._previous
+        if errors[0] is not None and previous is not None:
+            best, closest = abs(x - previous), previous
+        else:
+            best, closest = math.inf, x
+        day, week = self._day, self._week
+        if ts_ms is not None and day is not None and week is not None:
             day_bin, week_bin = self._bins(ts_ms)
-            for error, profile in (
-                (errors[1], self._day[day_bin]),
-                (errors[2], self._week[week_bin]),
-            ):
-                if error is not None and profile == profile:
-                    residual = abs(x - profile)
-                    if residual < best:
-                        best = residual
+            if errors[1] is not None:
+                bins = len(day)
+                for j in range(day_bin - self._neighbours, day_bin + self._neighbours + 1):
+                    p = day[j % bins]
+                    if p == p and abs(x - p) < best:
+                        best, closest = abs(x - p), p
+            if errors[2] is not None:
+                p = week[week_bin]
+                if p == p and abs(x - p) < best:
+                    best, closest = abs(x - p), p
+        self._rise = x >= closest
         return 0.0 if best == math.inf else best
 
     def _ratio(self, x: float, ts_ms: int | None) -> tuple[float, float]:
-        """(residual, ratio r) for x, cached until learn_one consumes it."""
+        """(residual, ratio r) for x, cached until learn_value consumes it."""
         cache = self._cache
         if cache is not None and cache[0] == x and cache[1] == ts_ms:
             return cache[2], cache[3]
         residual = self._residual(x, ts_ms)
-        memory = self._memory
-        reference = memory.heap[0] / memory.scale if memory.heap else 0.0
+        memory = self._residual_memory
+        reference = memory.reference(self._rise)
         if reference > 0.0:
             ratio = residual / reference
         else:
@@ -250,6 +256,7 @@ class SeasonalResidualDetector(ValueDetector):
         excess = max(x - self._high, self._low - x)
         if excess > 0.0 and span > 0.0:
             ratio = max(ratio, 1.0 + excess / (self.range_margin * span))
+        ratio = memory.calibrate(ratio)
         self._cache = (x, ts_ms, residual, ratio)
         return residual, ratio
 
@@ -263,8 +270,17 @@ class SeasonalResidualDetector(ValueDetector):
         return score * self.cooldown_factor if self._cooling else score
 
     def learn_value(self, value: float, ts_ms: int | None = None) -> None:
-        """Update predictors, their errors, the residual memory, the range and the cooldown."""
-        x = value
+        """Update predictors, their errors, the residual memory, the range and the cooldown.
+
+        A reading stands for as many readings as its residual memory says (``observe``: the
+        edge's counts event time), so a slow series warms up over time, not only readings.
+        """
+        steps = self._residual_memory.observe(value, self._previous, ts_ms)
+        self._learn(value, ts_ms)
+        if steps > 1.0 and value == value:
+            self._n += steps - 1.0
+
+    def _learn(self, x: float, ts_ms: int | None) -> None:
         if x != x or x in (math.inf, -math.inf):
             return
         scored = self._n >= self._warmup  # score_value gave this reading a real score
@@ -279,18 +295,12 @@ class SeasonalResidualDetector(ValueDetector):
             elif ratio >= self.alert_ratio:
                 self._cooling = self.cooldown
         if self._n > self._memory_from:
-            self._remember(residual)
+            self._residual_memory.remember(residual, self._rise)
             if x > self._high:
                 self._high = x
             if x < self._low:
                 self._low = x
         self._update_predictors(x, ts_ms)
-
-    def _remember(self, residual: float) -> None:
-        """Keep the top_k residuals, all forgotten at rate ``forget`` per reading."""
-        memory = self._memory
-        memory.decay(self._growth)
-        memory.add(residual)
 
     def _update_predictors(self, x: float, ts_ms: int | None) -> None:
         alpha = self.error_alpha

@@ -125,11 +125,12 @@ def test_a_young_memory_raises_fewer_high_scores_on_plain_noise() -> None:
 
 
 def test_a_warm_started_memory_counts_as_the_priors_readings() -> None:
-    d = EdgeResidualDetector()
-    d.warm_start(_prior())
-    _feed(d, [10.0] * PRIOR_WARMUP)
+    d, untempered = EdgeResidualDetector(), EdgeResidualDetector(young_calibration=False)
+    for detector in (d, untempered):  # the same memory: only the calibration differs
+        detector.warm_start(_prior())
+        _feed(detector, [10.0] * PRIOR_WARMUP)
     t = PRIOR_WARMUP * MINUTE
-    plain = d._memory_ratio(4.0, t)[1]
+    plain = untempered._ratio(4.0, t)[1]
     expected = math.log(10_000 / 8) / math.log((PRIOR_EFFECTIVE_N + PRIOR_WARMUP) / 8)
     assert plain / d._ratio(4.0, t)[1] == pytest.approx(expected)
 
