@@ -200,10 +200,9 @@ class Pipeline:
         return self.detection.readings
 
     def reading(self, r: Reading) -> None:
-        for p in self.detection.observe(r).points:
-            alert = p.alert
+        for point, cause, alert in self.detection.observe(r).points:
             if alert is not None and alert.data.state == "raised":
-                raised = Raised(r.device, p.point.metric, r.ts, p.cause)
+                raised = Raised(r.device, point.metric, r.ts, cause)
                 if alert.data.alert_id.endswith(f".{r.ts}"):
                     self.raised.append(raised)
                 if alert.data.severity == "critical":

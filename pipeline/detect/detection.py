@@ -35,13 +35,9 @@ from pipeline.detect.switching import SwitchContext
 from pipeline.protocol import Alert, Reading
 from pipeline.protocol.causes import Cause
 
-
-class ScoredPoint(NamedTuple):
-    """One metric of an observed reading: the point with its score, the cause, the policy's alert."""
-
-    point: Point
-    cause: Cause
-    alert: Alert | None  # what the alert policy made of it (None: nothing new)
+# One metric of an observed reading: (the point with its score, the cause, what the alert
+# policy made of it: None for nothing new). Plain tuples on the hot path (see scorer.Scored).
+ScoredPoint = tuple[Point, Cause, Alert | None]
 
 
 class Observation(NamedTuple):
@@ -103,15 +99,15 @@ class Detection:
             scored = self.scorer.score_one(reading)
             self.score_seconds += timer() - started
         self.readings += 1
-        points = []
+        points: list[ScoredPoint] = []
         policy = self.policy
         device, kind, ts, seq = reading.device, reading.kind, reading.ts, reading.seq
-        for s in scored:
-            point = Point(device, kind, s.metric, ts, seq, s.value, s.score)
-            alert = policy.update_one(point, s.cause, s.detail)
+        for metric, value, score, cause, detail in scored:
+            point = Point(device, kind, metric, ts, seq, value, score)
+            alert = policy.update_one(point, cause, detail)
             if alert is not None:
                 alerts.append(alert)
-            points.append(ScoredPoint(point, s.cause, alert))
+            points.append((point, cause, alert))
         return Observation(points, alerts)
 
     def tick(self) -> list[Alert]:

@@ -275,13 +275,11 @@ class SeasonalResidualDetector(ValueDetector):
         A reading stands for as many readings as its residual memory says (``observe``: the
         edge's counts event time), so a slow series warms up over time, not only readings.
         """
-        steps = self._residual_memory.observe(value, self._previous, ts_ms)
-        self._learn(value, ts_ms)
-        if steps > 1.0 and value == value:
-            self._n += steps - 1.0
-
-    def _learn(self, x: float, ts_ms: int | None) -> None:
+        x = value
+        steps = self._residual_memory.observe(x, self._previous, ts_ms)
         if x != x or x in (math.inf, -math.inf):
+            if steps > 1.0 and x == x:  # infinite: it still counts for the time it covers
+                self._n += steps - 1.0
             return
         scored = self._n >= self._warmup  # score_value gave this reading a real score
         self._n += 1
@@ -301,6 +299,8 @@ class SeasonalResidualDetector(ValueDetector):
             if x < self._low:
                 self._low = x
         self._update_predictors(x, ts_ms)
+        if steps > 1.0:  # a slow series warms up over event time, not only readings
+            self._n += steps - 1.0
 
     def _update_predictors(self, x: float, ts_ms: int | None) -> None:
         alpha = self.error_alpha

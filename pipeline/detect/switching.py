@@ -101,27 +101,29 @@ class SwitchContext(ScoreStage):
         }
         self.explained = 0  # switch-ons whose score was capped
 
-    def adjust_one(self, ctx: StageContext, score: float, cause: Cause) -> tuple[float, Cause]:
-        """The score of ``ctx.metric`` (all the reading's ``metrics`` in view), before ``learn_one``."""
-        return self.cap_one(ctx.device, ctx.kind, ctx.metrics, ctx.metric, score), cause
+    def cap_one(self, device: str, kind: str, metrics: Mapping[str, float], metric: str, score: float) -> float:
+        """``adjust_one``'s score for ``metric`` of a reading of ``device`` (all its ``metrics``)."""
+        ctx = StageContext(device, kind, metric, metrics[metric], 0, metrics, (device, metric))
+        return self.adjust_one(ctx, score, Cause.ANOMALY)[0]
 
     def end_one(self, reading: Reading) -> None:
         """Learn the reading once all its metrics were adjusted."""
         self.learn_one(reading.device, reading.kind, reading.metrics)
 
-    def cap_one(self, device: str, kind: str, metrics: Mapping[str, float], metric: str, score: float) -> float:
-        """The score of ``metric`` in a reading of ``device`` (all its ``metrics``), before ``learn_one``."""
+    def adjust_one(self, ctx: StageContext, score: float, cause: Cause) -> tuple[float, Cause]:
+        """The score of ``ctx.metric`` (the reading's other metrics in view), before ``learn_one``; the cause unchanged."""
+        device, kind, metrics, metric = ctx.device, ctx.kind, ctx.metrics, ctx.metric
         d = self._devices.get(device)
         if d is None or len(metrics) < 2 or d.readings < self.min_readings:
-            return score
+            return score, cause
         j = d.index.get(metric)
         if j is None:
-            return score
+            return score, cause
         i = 3 * j
         low, high, previous = d.values[i + _LOW], d.values[i + _HIGH], d.values[i + _PREVIOUS]
         span = high - low
         if not (span > 0.0 and previous <= low and metrics[metric] >= low + self.rise_share * span):
-            return score  # not a switch-on (NaN compares false: a metric not seen yet)
+            return score, cause  # not a switch-on (NaN compares false: a metric not seen yet)
         others = {m: v for m, v in metrics.items() if m != metric}
         contexts = d.contexts.get(metric) if d.contexts is not None else None
         if score >= self.raise_score and contexts is not None and self._agrees(kind, contexts, others):
@@ -132,7 +134,7 @@ class SwitchContext(ScoreStage):
                 d.contexts = {}
             contexts = d.contexts[metric] = deque(maxlen=self.remember)
         contexts.append(others)
-        return score
+        return score, cause
 
     def learn_one(self, device: str, kind: str, metrics: Mapping[str, float]) -> None:
         """Learn a reading's values (after every metric of it has been adjusted)."""

@@ -328,7 +328,7 @@ class EdgeNode:
             observed = self.detection.observe(reading)
             for alert in observed.alerts:
                 self.raise_alert(alert)
-            points = [p.point for p in observed.points]
+            points = [point for point, _, _ in observed.points]
             for point in points:
                 self.model_sync.learn_one(reading.device, reading.kind, point.metric, point.value, reading.ts)
         else:

@@ -63,7 +63,12 @@ class DecayingTopK:
 
     def add(self, value: float) -> None:
         """Remember ``value`` (at today's size) if it is among the ``k`` largest."""
-        self.add_scaled(value * self.scale)
+        stored = value * self.scale
+        heap = self.heap  # as add_scaled, inlined: called per reading on the node's hot path
+        if len(heap) < self.k:
+            heapq.heappush(heap, stored)
+        elif stored > heap[0]:
+            heapq.heapreplace(heap, stored)
 
     def add_scaled(self, stored: float) -> None:
         """Remember a value already multiplied by ``scale``."""
