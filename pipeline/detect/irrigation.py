@@ -55,6 +55,7 @@ from pipeline.protocol.causes import Cause
 
 _BUCKET_MS = 300_000  # usual openings, by 5-minute bucket of the day
 NOISE_CLIP_RATIO = 4.0  # a probe's deviation teaches its noise at most this many noise levels
+OPEN_FLOW_READINGS = 100  # a valve's open flow: the mean of its first ones, then a moving mean of about this many
 WARM_NOISE_READINGS = 10  # a probe's noise is a plain mean over its first readings, then smoothed
 
 
@@ -285,7 +286,7 @@ class IrrigationZones(ScoreStage):
             opening.leak = True
         if on and score < self.valve_score and flow >= self.leak_fraction * valve.open_flow:
             valve.open_n += 1  # partial flows (leaks) do not teach the valve's open flow
-            valve.open_flow += (flow - valve.open_flow) / min(valve.open_n, 100)
+            valve.open_flow += (flow - valve.open_flow) / min(valve.open_n, OPEN_FLOW_READINGS)
         valve.on = on
 
     def _open(self, device: str, valve: _Valve, ts: int, score: float) -> None:

@@ -41,6 +41,8 @@ from pipeline.protocol.causes import Cause
 LEVEL = 0
 CHANGE = 1
 
+MAX_RHO_SQUARED = 0.999  # a perfect correlation would make the residual scale 0 (every z infinite)
+
 # indices into LinkedPair._s
 _N, _MX, _MY, _VX, _VY, _CXY, _PREV = range(7)
 
@@ -108,7 +110,7 @@ class LinkedPair:
         vx, vy = s[_VX], s[_VY]
         if vx <= 0.0 or vy <= 0.0 or y != y:
             return math.nan, math.nan, math.nan
-        rho2 = min(s[_CXY] * s[_CXY] / (vx * vy), 0.999)
+        rho2 = min(s[_CXY] * s[_CXY] / (vx * vy), MAX_RHO_SQUARED)
         e = y - s[_MY] - s[_CXY] / vx * (xa - s[_MX])
         return e / math.sqrt(vy * (1.0 - rho2)), (xa - s[_MX]) / math.sqrt(vx), (y - s[_MY]) / math.sqrt(vy)
 

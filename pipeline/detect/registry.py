@@ -15,6 +15,7 @@ from pipeline.detect.edge_residual import EdgeResidualDetector
 from pipeline.detect.seasonal import SeasonalResidualDetector
 from pipeline.detect.twoview import TwoViewDetector
 from pipeline.detect.zscore import ZScoreDetector
+from pipeline.learn.periods import HOUR_S
 
 # The edge detector's per-reading settings (forget, warm-up, memory counts) were tuned at one
 # reading a minute; at other rates a reading counts for the event time it covers, in minutes.
@@ -65,7 +66,7 @@ def edge_detector() -> EdgeResidualDetector:
     devices under 200 MB (201 to 187 MB, ``edge.rss_mb_10k_devices``) and leaves the
     simulator figures unchanged (F1 0.86).
     """
-    return EdgeResidualDetector(neighbours=1, week_bin_s=3600, reference_interval_s=EDGE_REFERENCE_INTERVAL_S)
+    return EdgeResidualDetector(neighbours=1, week_bin_s=HOUR_S, reference_interval_s=EDGE_REFERENCE_INTERVAL_S)
 
 
 DetectorFactory = Callable[[], ValueDetector]

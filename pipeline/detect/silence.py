@@ -20,6 +20,7 @@ from pipeline.protocol.causes import DEVICE_METRIC, Cause
 # The site's event time is this quantile of the devices' newest timestamps: up to a quarter of
 # devices with clocks running ahead cannot make the others look silent.
 SITE_TIME_QUANTILE = 0.75
+NEVER_MS = -(2**62)  # a timestamp before any reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class SilenceWatch:
         self.min_silence_ms = min_silence_ms
         self.alpha = alpha
         self._devices: dict[str, _Device] = {}
-        self.latest = -(2**62)  # newest timestamp learned
+        self.latest = NEVER_MS  # newest timestamp learned
         self.quantile = SITE_TIME_QUANTILE
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pipeline.detect.stages import ScoreStage, StageContext
 from pipeline.learn.memory import DecayingTopK
-from pipeline.learn.periods import DAY_S, MS_PER_S
+from pipeline.learn.periods import DAY_S, HOUR_S, MINUTE_S, MS_PER_S
 from pipeline.learn.scores import ratio_score
 from pipeline.protocol.causes import Cause
 
@@ -207,8 +207,8 @@ class StuckWatch(ScoreStage):
 def _duration(ms: int) -> str:
     """``42 s``, ``17 min``, ``3.5 h``: a stuck run's length, readable at a glance."""
     seconds = ms / MS_PER_S
-    if seconds < 120:
+    if seconds < 2 * MINUTE_S:
         return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 2 * HOUR_S:
+        return f"{seconds / MINUTE_S:.0f} min"
+    return f"{seconds / HOUR_S:.1f} h"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 
 RENORMALISE_AT = 1e150  # scale above which the stored values are divided down (see above)
+DISCARD_TOLERANCE = 1e-9  # relative: a stored value found again after renormalising (rounding)
 
 
 class DecayingTopK:
@@ -94,7 +95,7 @@ class DecayingTopK:
         """Drop one stored value equal to ``stored`` (relative tolerance 1e-9); True if found."""
         heap = self.heap
         for i, v in enumerate(heap):
-            if abs(v - stored) <= 1e-9 * stored:
+            if abs(v - stored) <= DISCARD_TOLERANCE * stored:
                 heap[i] = heap[-1]
                 heap.pop()
                 heapq.heapify(heap)
