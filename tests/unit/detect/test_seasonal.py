@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.detect.registry import default_detector
+from pipeline.detect.registry import default_detector, edge_detector
 from pipeline.detect.seasonal import SeasonalResidualDetector
 from pipeline.detect.zscore import ZScoreDetector
 
@@ -196,3 +196,40 @@ def test_bad_hyperparameters_are_refused_with_a_clear_message(kwargs: dict[str, 
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
         SeasonalResidualDetector(**kwargs)  # type: ignore[arg-type]
+
+
+MINUTE = 60_000
+
+
+T0 = 1_719_792_000_000  # a Monday, 00:00 UTC
+
+
+def _daily_switch(detector: SeasonalResidualDetector, days: int) -> float:
+    """A lamp off until 20:00, then at 100 or 120 (every other day); the next switch-on's score.
+
+    The day profile misses the lamp's level by about 10 each evening, the previous value by
+    less than 1, so the predictor with the lowest running error is the previous value.
+    """
+    rng = random.Random(5)
+    for i in range(days * 1440):
+        minute, level = i % 1440, 100.0 + 20.0 * (i // 1440 % 2)
+        x = (level if minute >= 1200 else 0.0) + round(rng.gauss(0.0, 0.4), 1)
+        detector.score_value(x, T0 + i * MINUTE)
+        detector.learn_value(x, T0 + i * MINUTE)
+    return detector.score_value(100.0, T0 + (days * 1440 + 1200) * MINUTE)
+
+
+def test_a_daily_switch_the_day_profile_explains_scores_low_with_the_closest_residual() -> None:
+    assert _daily_switch(SeasonalResidualDetector(cooldown=0, residual="closest"), 3) < 0.5
+
+
+def test_a_spike_neither_predictor_explains_still_scores_high_with_the_closest_residual() -> None:
+    detector = SeasonalResidualDetector(cooldown=0, residual="closest")
+    _daily_switch(detector, 3)
+    assert detector.score_value(400.0, T0 + (3 * 1440 + 600) * MINUTE) > 0.9
+
+
+def test_the_edge_detector_uses_the_closest_residual_and_the_nab_one_does_not() -> None:
+    assert edge_detector().residual == "closest"
+    assert SeasonalResidualDetector().residual == "best"
+    assert edge_detector().clone().residual == "closest"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pipeline.detect.alerts import AlertPolicy
 from pipeline.detect.silence import SilenceWatch, dropout_alerts
+from pipeline.protocol.causes import DEVICE_METRIC
+from pipeline.protocol.topics import is_valid_id
 
 
 def _fleet(watch: SilenceWatch, devices: int, until_s: int) -> None:
@@ -27,3 +29,7 @@ def test_a_device_that_stops_is_still_reported_silent() -> None:
             watch.learn_one(f"d{d}", t * 1000, "fridge")
     alerts = dropout_alerts(AlertPolicy("farm"), watch)
     assert [a.data.device for a in alerts] == ["d19"]
+
+
+def test_the_metric_of_a_dropout_alert_is_a_valid_id_for_topics_and_stores() -> None:
+    assert is_valid_id(DEVICE_METRIC)

@@ -117,3 +117,22 @@ def test_a_persisting_level_shift_alerts_once_then_stops_alerting() -> None:
         if alert is not None and i >= 1500:
             states.append(alert.data.state)
     assert states == ["raised", "cleared"]
+
+
+def test_an_earlier_stuck_episode_does_not_hide_the_next_one() -> None:
+    rng = random.Random(3)
+    run = StuckRun()
+
+    def noisy(n: int) -> None:
+        for _ in range(n):
+            run.learn_one(round(20.0 + rng.gauss(0.0, 0.5), 1))
+
+    noisy(2000)
+    for _ in range(40):  # stuck once, for 40 readings
+        run.learn_one(20.4)
+    noisy(2000)
+    scores = []
+    for _ in range(25):  # stuck again, shorter than the first time
+        scores.append(run.score_one(20.2))
+        run.learn_one(20.2)
+    assert scores[-1] > 0.8
