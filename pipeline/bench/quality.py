@@ -2,8 +2,9 @@
 
 Simulated data (``quality.sim.*``): the fleet simulators run in this process, as fast as
 they can, with their ground-truth labels of injected anomalies. Every reading goes through
-the node's own detection path (``ReadingScorer``, ``SilenceWatch``, ``AlertPolicy`` with the
-default ``alert`` settings, as ``EdgeNode.process`` and ``EdgeNode.tick`` use them), and the
+the node's own detection, made by the node's own ``build`` (``pipeline.detect.detection``:
+detectors, stuck runs, irrigation zones, switch contexts, ``SilenceWatch``, ``AlertPolicy``)
+with the default ``alert`` settings, and the
 **alerts** (raises, what users see), not raw scores, are matched to the labels:
 
 * an alert of a device inside one of its label windows ``[start, end + grace]`` on a labelled

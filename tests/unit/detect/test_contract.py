@@ -115,3 +115,24 @@ def test_no_exception_and_scores_in_range_on_extremes(make: Callable[[], ValueDe
 def test_time_is_optional(make: Callable[[], ValueDetector]) -> None:
     scores = scores_of(make(), [{VALUE: x[VALUE]} for x in stream(1000)])
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def _subclasses(cls: type) -> set[type]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out |= {sub} | _subclasses(sub)
+    return out
+
+
+def test_every_detector_class_of_the_package_is_registered() -> None:
+    """A ``ValueDetector`` in ``pipeline/detect/`` that no registry entry makes is unchecked: register it."""
+    import importlib
+    import pkgutil
+
+    import pipeline.detect
+
+    for module in pkgutil.iter_modules(pipeline.detect.__path__):
+        importlib.import_module(f"pipeline.detect.{module.name}")
+    ours = {c for c in _subclasses(ValueDetector) if c.__module__.startswith("pipeline.detect.")}
+    made = {type(make()) for make in DETECTORS.values()}
+    assert ours - made == set()
