@@ -63,8 +63,8 @@ class TwoViewDetector(ValueDetector):
         self.warmup = warmup
         self.mean_window = mean_window
         self.mean_weight = mean_weight
-        self.reading = SeasonalResidualDetector(warmup=warmup)
-        self.mean = SeasonalResidualDetector(warmup=warmup)
+        self._reading_view = SeasonalResidualDetector(warmup=warmup)
+        self._mean_view = SeasonalResidualDetector(warmup=warmup)
         self._recent: list[float] = []  # the last mean_window - 1 finite readings
 
     def _mean_with(self, x: float) -> float:
@@ -74,18 +74,18 @@ class TwoViewDetector(ValueDetector):
     def score_value(self, value: float, ts_ms: int | None = None) -> float:
         """Score in [0, 1) of a reading not learned yet (0.0 during warm-up)."""
         x = value
-        score = self.reading.score_value(x, ts_ms)
+        score = self._reading_view.score_value(x, ts_ms)
         if self.mean_weight > 0.0 and math.isfinite(x):
-            score = max(score, self.mean_weight * self.mean.score_value(self._mean_with(x)))
+            score = max(score, self.mean_weight * self._mean_view.score_value(self._mean_with(x)))
         return score
 
     def learn_value(self, value: float, ts_ms: int | None = None) -> None:
         """Learn the reading in both views (non-finite readings: the reading view only)."""
         x = value
-        self.reading.learn_value(x, ts_ms)
+        self._reading_view.learn_value(x, ts_ms)
         if not math.isfinite(x):
             return
-        self.mean.learn_value(self._mean_with(x))
+        self._mean_view.learn_value(self._mean_with(x))
         if self.mean_window > 1:
             self._recent.append(x)
             if len(self._recent) >= self.mean_window:
