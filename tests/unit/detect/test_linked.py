@@ -1,4 +1,4 @@
-"""The multivariate view (``pipeline.edge.multivariate``): linked metrics and readings that break the link."""
+"""The multivariate view (``pipeline.detect.linked``): linked metrics and readings that break the link."""
 
 from __future__ import annotations
 
