@@ -201,7 +201,8 @@ class Pipeline:
         return self.detection.readings
 
     def reading(self, r: Reading) -> None:
-        for point, cause, alert in self.detection.observe(r).points:
+        points, _ = self.detection.observe(r)
+        for point, cause, alert in points:
             if alert is not None and alert.data.state == "raised":
                 raised = Raised(r.device, point.metric, r.ts, cause)
                 if alert.data.alert_id.endswith(f".{r.ts}"):

@@ -19,7 +19,6 @@ in its outbox; the bench counts them).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from pipeline.detect.alerts import AlertPolicy, AlertRules
 from pipeline.detect.base import ValueDetector
@@ -40,11 +39,8 @@ from pipeline.protocol.causes import Cause
 ScoredPoint = tuple[Point, Cause, Alert | None]
 
 
-class Observation(NamedTuple):
-    """What ``Detection.observe`` found in a reading: every metric scored, and the alerts, in order."""
-
-    points: list[ScoredPoint]
-    alerts: list[Alert]
+# What ``Detection.observe`` found in a reading: (every metric scored, the alerts in order).
+Observation = tuple[list[ScoredPoint], list[Alert]]
 
 
 class Detection:
@@ -108,7 +104,7 @@ class Detection:
             if alert is not None:
                 alerts.append(alert)
             points.append((point, cause, alert))
-        return Observation(points, alerts)
+        return points, alerts
 
     def tick(self) -> list[Alert]:
         """Time-driven checks: a dropout alert per device that has just gone silent."""

@@ -76,6 +76,7 @@ from pipeline.protocol import (
 from pipeline.protocol.agg_codec import encode_aggregates
 from pipeline.protocol.batch_codec import CODECS_BY_NAME
 from pipeline.protocol.catalog import KINDS, RESOLUTIONS
+from pipeline.protocol.causes import Cause
 from pipeline.protocol.messages import seqs_of
 from pipeline.protocol.model_codec import MetricStats, encode_model
 
@@ -324,21 +325,21 @@ class EdgeNode:
     def process(self, reading: Reading, journal_id: int) -> None:
         """Detect, aggregate and select every metric of an accepted reading."""
         now = self.clock.now_ms()
-        if self.settings.edge.detect:
-            observed = self.detection.observe(reading)
-            for alert in observed.alerts:
+        detect = self.settings.edge.detect
+        if detect:
+            points, alerts = self.detection.observe(reading)
+            for alert in alerts:
                 self.raise_alert(alert)
-            points = [point for point, _, _ in observed.points]
-            for point in points:
-                self.model_sync.learn_one(reading.device, reading.kind, point.metric, point.value, reading.ts)
         else:
             points = [
-                Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value)
+                (Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value), Cause.ANOMALY, None)
                 for metric, value in reading.metrics.items()
             ]
-        for point in points:
+        for point, _, _ in points:
             metric = point.metric
             self.points_in[metric] += 1
+            if detect:
+                self.model_sync.learn_one(reading.device, reading.kind, metric, point.value, reading.ts)
             if self.aggregator.add_one(point, now):
                 window = (reading.device, metric, self.aggregator.window_start(reading.ts))
                 self._window_first_id.setdefault(window, journal_id)
