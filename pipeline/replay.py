@@ -12,7 +12,9 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.edge.detect import Detector, default_detector
+from pipeline.detect.base import ValueDetector
+from pipeline.detect.features import TS_MS, VALUE
+from pipeline.detect.registry import default_detector
 
 
 def parse_timestamp_ms(text: str) -> int:
@@ -34,7 +36,7 @@ def parse_timestamp_ms(text: str) -> int:
     return int(number if number > 1e11 else number * 1000)  # 1e11 s is the year 5138
 
 
-def detect_csv(source: str | Path, target: str | Path, detector: Detector | None = None) -> int:
+def detect_csv(source: str | Path, target: str | Path, detector: ValueDetector | None = None) -> int:
     """Score one CSV into ``target`` (``timestamp,value,anomaly_score``); return the row count."""
     detector = detector or default_detector()
     target = Path(target)
@@ -56,15 +58,16 @@ def detect_csv(source: str | Path, target: str | Path, detector: Detector | None
                 ts_ms = parse_timestamp_ms(row[0])
             except ValueError:
                 raise ValueError(f"{source}:{line_no}: not a timestamp: {row[0]!r}") from None
-            score = detector.score_one(value, ts_ms)
-            detector.learn_one(value, ts_ms)
+            x = {VALUE: value, TS_MS: ts_ms}  # river's API, as a user's notebook calls it
+            score = detector.score_one(x)
+            detector.learn_one(x)
             writer.writerow([row[0], row[1], repr(score)])  # full precision: no false ties
             rows += 1
     return rows
 
 
 def detect_nab_dir(
-    data_dir: str | Path, out_dir: str | Path, detector: Detector | None = None
+    data_dir: str | Path, out_dir: str | Path, detector: ValueDetector | None = None
 ) -> tuple[int, int]:
     """Score every CSV under ``data_dir`` into the same relative path under ``out_dir``.
 

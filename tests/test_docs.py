@@ -16,6 +16,7 @@ from pipeline.config import (
     section_names,
 )
 from pipeline.protocol import Reason
+from pipeline.protocol.causes import Cause
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,12 @@ def test_configuration_doc_lists_every_setting(key: str) -> None:
 def test_configuration_doc_is_the_generated_reference() -> None:
     """Regenerate with: edgepipe config sample --markdown > docs/configuration.md"""
     assert (ROOT / "docs" / "configuration.md").read_text() == reference_markdown()
+
+
+@pytest.mark.parametrize("cause", list(Cause))
+def test_protocol_doc_explains_every_alert_cause(cause: Cause) -> None:
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert re.search(rf"^\| `{cause.value}` \|", text, re.MULTILINE)
 
 
 @pytest.mark.parametrize("reason", list(Reason))

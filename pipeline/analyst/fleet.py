@@ -30,18 +30,18 @@ from msgspec.structs import replace
 from pipeline.analyst.change import SCORE_AT_THRESHOLD, shift_score
 from pipeline.analyst.horizon import HorizonDetector
 from pipeline.analyst.peers import PROFILES, PeerDetector, Profile
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.scoring import DEVICE_METRIC, Cause
+from pipeline.detect.alerts import AlertPolicy
 from pipeline.edge.stages import Point
 from pipeline.protocol import Aggregate, Alert, AlertData, Health
 from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.causes import DEVICE_METRIC, Cause
 from pipeline.protocol.messages import Escalation
 
 SOURCE_EDGE = "edge"
 SOURCE_CLOUD = "cloud"
 MODEL_VERSION = "analyst-1"
-PEERS = "peers"
-HORIZON = "horizon"
+PEERS = Cause.PEERS
+HORIZON = Cause.HORIZON
 EDGE_INTERVALS_KEPT = 8  # per (site, device, metric): enough for the suppression margin
 NEVER_MS = 2**62
 
@@ -233,13 +233,13 @@ class FleetAnalyst:
             aggs = [by_device[d] for d in sorted(by_device)]
             hold = {a.device for a in aggs if self.edge_had(site, a.device, metric, a.start, a.end)}
             self.counters.held += len(hold)
-            scores: dict[str, tuple[float, Cause]] = {}
+            scores: dict[str, tuple[float, Cause, str]] = {}
             if self._make_peers is not None:
                 peers = self._peers.get(group)
                 if peers is None:
                     peers = self._peers[group] = self._make_peers(kind, metric)
                 for s in peers.update_group(aggs, hold):
-                    scores[s.device] = (s.score, Cause(PEERS, s.detail))
+                    scores[s.device] = (s.score, PEERS, s.detail)
                     flagged = self._uncertain.pop((site, s.device, metric, aggs[0].start), None)
                     if flagged is not None and s.score < SCORE_AT_THRESHOLD:
                         # second opinion: the edge was unsure; the peers need to agree only half as much
@@ -248,7 +248,8 @@ class FleetAnalyst:
                             self.counters.escalations_raised += 1
                         scores[s.device] = (
                             max(s.score, second),
-                            Cause(PEERS, f"{s.detail}; second opinion on an edge score of {flagged.score:.2f}"),
+                            PEERS,
+                            f"{s.detail}; second opinion on an edge score of {flagged.score:.2f}",
                         )
             if self._make_horizon is not None:
                 for agg in aggs:
@@ -257,8 +258,8 @@ class FleetAnalyst:
                     if horizon is None:
                         horizon = self._horizon[key] = self._make_horizon(kind, metric)
                     h = horizon.update_one(agg, held=agg.device in hold)
-                    if h is not None and h.score > scores.get(agg.device, (0.0, ""))[0]:
-                        scores[agg.device] = (h.score, Cause(HORIZON, h.detail))
+                    if h is not None and h.score > scores.get(agg.device, (0.0, PEERS, ""))[0]:
+                        scores[agg.device] = (h.score, HORIZON, h.detail)
             for agg in aggs:  # escalations of windows no detector scored (held, profile off) go too
                 self._uncertain.pop((site, agg.device, metric, agg.start), None)
             policy = self._policies.get(site)
@@ -267,10 +268,10 @@ class FleetAnalyst:
             for agg in aggs:
                 if agg.device in hold or agg.device not in scores:
                     continue
-                score, cause = scores[agg.device]
+                score, cause, detail = scores[agg.device]
                 value = agg.mean if math.isfinite(agg.mean) else 0.0
                 point = Point(agg.device, kind, metric, agg.end, 0, value, score)
-                alert = policy.update_one(point, cause)
+                alert = policy.update_one(point, cause, detail)
                 if alert is not None:
                     if alert.data.state == "raised":
                         self.counters.raised += 1

@@ -32,7 +32,7 @@ from pipeline.analyst.horizon import HorizonDetector
 from pipeline.analyst.peers import PROFILES, PeerDetector, Profile
 from pipeline.cloud.store.base import Store
 from pipeline.config import AlertSettings, AnalystSettings, Settings, parse_shard
-from pipeline.edge.alert import AlertPolicy
+from pipeline.detect.alerts import AlertPolicy
 from pipeline.errors import ProtocolError
 from pipeline.logs import WarningBudget, event
 from pipeline.mqtt import Message, MqttClient

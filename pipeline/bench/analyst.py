@@ -33,11 +33,12 @@ from pipeline.bench.quality import (
     sim_plan_for,
 )
 from pipeline.config import AggregateSettings, AlertSettings
+from pipeline.detect.alerts import AlertPolicy
 from pipeline.edge.aggregate import WindowAggregator
-from pipeline.edge.alert import AlertPolicy
 from pipeline.edge.escalate import EscalationPicker
 from pipeline.edge.stages import Point
 from pipeline.protocol import Alert, Reading
+from pipeline.protocol.causes import Cause
 
 MINUTE_MS = 60_000
 ANOMALIES_NAMED = ("drift", "theft", "level_shift", "stuck")  # the edge's misses the issue names
@@ -51,8 +52,8 @@ class _TapPolicy(AlertPolicy):
     sink: Callable[[Alert], None] = staticmethod(lambda a: None)  # set by _EdgeAndCloud
     scored: Callable[[Point, bool], None] = staticmethod(lambda p, raised: None)
 
-    def update_one(self, point: Point, cause: str = "anomaly") -> Alert | None:
-        alert = super().update_one(point, cause)
+    def update_one(self, point: Point, cause: Cause = Cause.ANOMALY, detail: str = "") -> Alert | None:
+        alert = super().update_one(point, cause, detail)
         if alert is not None:
             self.sink(alert)
         self.scored(point, alert is not None and alert.data.state == "raised")
@@ -92,7 +93,8 @@ class _EdgeAndCloud(Pipeline):
 
         policy.sink = sink
         policy.scored = lambda point, raised: self.picker.add_one(point, raised)
-        super().__init__(site, base.scorer, base.silence, policy)
+        base.detection.policy = policy  # the node's detection, its alerts tapped
+        super().__init__(site, base.detection)
         agg = AggregateSettings()
         self.window_ms = int(agg.window_s * 1000)
         self.aggregator = WindowAggregator(

@@ -36,12 +36,12 @@ class AlertProbe:
 
     def __init__(self, url: str, site: str, tap: UplinkTap, devices: int, gap_s: float = 0.05) -> None:
         from pipeline.config import load_settings
-        from pipeline.edge.detect import edge_detector
+        from pipeline.detect.registry import edge_detector
 
         self.url, self.site, self.tap = url, site, tap
         # Past the detector's warm-up (it scores nothing before), then as many spikes as the
         # alert policy needs in a row: the last one is the reading whose alert is timed.
-        self.warmup = int(getattr(edge_detector(), "warmup", 100)) + 20
+        self.warmup = edge_detector().warmup + 20
         self.spikes = load_settings().alert.raise_after
         self.settle_s = SETTLE_S
         self.devices = [f"{KIND}-{9000 + i:04d}" for i in range(devices)]

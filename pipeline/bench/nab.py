@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from pipeline.edge.detect import Detector
+    from pipeline.detect.base import ValueDetector
 
 PROBATION_PERCENT = 0.15
 NO_DETECTION_THRESHOLD = 1.1  # above any score in [0, 1]: the "never detect" candidate
@@ -372,7 +372,7 @@ def score_results(
 
 
 def detect_and_score(
-    nab_root: str | Path, out_dir: str | Path, detector: Detector | None = None
+    nab_root: str | Path, out_dir: str | Path, detector: ValueDetector | None = None
 ) -> dict[str, Any]:
     """Run ``edgepipe detect --nab-dir`` on ``nab_root/data`` into ``out_dir``, then score it.
 

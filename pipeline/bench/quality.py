@@ -2,8 +2,9 @@
 
 Simulated data (``quality.sim.*``): the fleet simulators run in this process, as fast as
 they can, with their ground-truth labels of injected anomalies. Every reading goes through
-the node's own detection path (``ReadingScorer``, ``SilenceWatch``, ``AlertPolicy`` with the
-default ``alert`` settings, as ``EdgeNode.process`` and ``EdgeNode.tick`` use them), and the
+the node's own detection, made by the node's own ``build`` (``pipeline.detect.detection``:
+detectors, stuck runs, irrigation zones, switch contexts, ``SilenceWatch``, ``AlertPolicy``)
+with the default ``alert`` settings, and the
 **alerts** (raises, what users see), not raw scores, are matched to the labels:
 
 * an alert of a device inside one of its label windows ``[start, end + grace]`` on a labelled
@@ -41,23 +42,19 @@ from typing import Any, Protocol
 
 import msgspec
 
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.detect import Detector, ZScoreDetector, default_detector, edge_detector
-from pipeline.edge.model import PRIOR_WARMUP, DetectorPrior, StatsAccumulator, prior_from_stats
-from pipeline.edge.multivariate import LinkedMetrics
-from pipeline.edge.scoring import (
-    DEVICE_METRIC,
-    DROPOUT,
-    ReadingScorer,
-    SilenceWatch,
-    StuckWatch,
-    dropout_alerts,
-    heard_again,
+from pipeline.config import AlertSettings
+from pipeline.detect.base import ValueDetector
+from pipeline.detect.detection import ALL_STAGES, Detection, build
+from pipeline.detect.registry import default_detector
+from pipeline.detect.zscore import ZScoreDetector
+from pipeline.learn.sync_stats import (
+    PRIOR_WARMUP,
+    DetectorPrior,
+    StatsAccumulator,
+    prior_from_stats,
 )
-from pipeline.edge.stages import Point
-from pipeline.edge.switching import SwitchContext
-from pipeline.edge.zones import IrrigationZones
 from pipeline.protocol import Reading
+from pipeline.protocol.causes import DEVICE_METRIC, Cause
 from simulators import SimOptions
 from simulators import run as run_fleet
 
@@ -186,39 +183,36 @@ _label = msgspec.json.Decoder(dict[str, Any])
 
 
 class Pipeline:
-    """The node's detection path for one site: scorer, silence watch, alert policy; alerts kept."""
+    """The node's detection for one site (``build``, as ``EdgeNode`` makes it); alerts kept."""
 
-    def __init__(self, site: str, scorer: ReadingScorer, silence: SilenceWatch | None, policy: AlertPolicy) -> None:
+    def __init__(self, site: str, detection: Detection) -> None:
         self.site = site
-        self.scorer = scorer
-        self.silence = silence
-        self.policy = policy
+        self.detection = detection
         self.raised: list[Raised] = []
         self.critical: list[Raised] = []  # every raise at CRITICAL, an alert's first or an escalation
-        self.seconds = 0.0  # in the scorer
-        self.readings = 0
+
+    @property
+    def seconds(self) -> float:
+        """Time in the scorer (``detect.us_per_reading``)."""
+        return self.detection.score_seconds
+
+    @property
+    def readings(self) -> int:
+        return self.detection.readings
 
     def reading(self, r: Reading) -> None:
-        if self.silence is not None and self.silence.learn_one(r.device, r.ts, r.kind):
-            heard_again(self.policy, r)
-        start = time.perf_counter()
-        scored = self.scorer.score_one(r)
-        self.seconds += time.perf_counter() - start
-        self.readings += 1
-        for metric, value, score, cause in scored:
-            alert = self.policy.update_one(Point(r.device, r.kind, metric, r.ts, r.seq, value, score), cause)
+        points, _ = self.detection.observe(r)
+        for point, cause, alert in points:
             if alert is not None and alert.data.state == "raised":
-                raised = Raised(r.device, metric, r.ts, cause)
+                raised = Raised(r.device, point.metric, r.ts, cause)
                 if alert.data.alert_id.endswith(f".{r.ts}"):
                     self.raised.append(raised)
                 if alert.data.severity == "critical":
                     self.critical.append(raised)
 
     def tick(self) -> None:
-        if self.silence is None:
-            return
-        for alert in dropout_alerts(self.policy, self.silence):
-            raised = Raised(alert.data.device, DEVICE_METRIC, alert.data.reading_ts, DROPOUT)
+        for alert in self.detection.tick():
+            raised = Raised(alert.data.device, DEVICE_METRIC, alert.data.reading_ts, Cause.DROPOUT)
             self.raised.append(raised)
             if alert.data.severity == "critical":
                 self.critical.append(raised)
@@ -251,18 +245,17 @@ class Feed:
             p.reading(r)
 
 
-def _policy(site: str, **overrides: Any) -> AlertPolicy:
-    from pipeline.config import AlertSettings
-
-    return AlertPolicy.from_settings(site, AlertSettings(**overrides))
-
-
 Variant = Callable[[str], Pipeline]
 
 
+def _pipeline(site: str, **options: Any) -> Pipeline:
+    """The node's ``build`` with the default ``alert`` settings, timed (``detect.us_per_reading``)."""
+    return Pipeline(site, build(site, AlertSettings(), timer=time.perf_counter, **options))
+
+
 def ours(site: str) -> Pipeline:
-    """The node's path: the edge detector, stuck runs, silence watch."""
-    return Pipeline(site, ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), switches=SwitchContext()), SilenceWatch(), _policy(site))
+    """The node's path: the edge detector, stuck runs, irrigation zones, switch contexts, silence watch."""
+    return _pipeline(site)
 
 
 def with_relations(site: str) -> Pipeline:
@@ -271,18 +264,14 @@ def with_relations(site: str) -> Pipeline:
     Measured in every full run so that the decision to leave it out stays checked
     (``quality.sim.f1_with_relations``, docs/detection.md).
     """
-    scorer = ReadingScorer(edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), switches=SwitchContext(), linked=LinkedMetrics())
-    return Pipeline(site, scorer, SilenceWatch(), _policy(site))
+    return _pipeline(site, stages=ALL_STAGES)
 
 
 def warm(priors: dict[tuple[str, str], DetectorPrior]) -> Variant:
     """The node's path with every new detector warm-started from its kind's prior."""
 
     def make(site: str) -> Pipeline:
-        scorer = ReadingScorer(
-            edge_detector().clone, stuck=StuckWatch(), zones=IrrigationZones(), switches=SwitchContext(), prior=lambda k, m: priors.get((k, m))
-        )
-        return Pipeline(site, scorer, SilenceWatch(), _policy(site))
+        return _pipeline(site, prior=lambda k, m: priors.get((k, m)))
 
     return make
 
@@ -326,7 +315,7 @@ def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float =
 
 def zscore(site: str) -> Pipeline:
     """The baseline: z-score detector only."""
-    return Pipeline(site, ReadingScorer(ZScoreDetector().clone, stuck=None), None, _policy(site))
+    return _pipeline(site, detector="zscore", stages=(), silence=False)
 
 
 class FleetPlan(Protocol):
@@ -444,7 +433,7 @@ def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
     return figures
 
 
-def bench_quality_nab(nab_dir: str | Path | None, detector: Detector | None = None) -> dict[str, Any]:
+def bench_quality_nab(nab_dir: str | Path | None, detector: ValueDetector | None = None) -> dict[str, Any]:
     """``quality.nab.*`` for the default detector and ``*_zscore`` beside it (None: no NAB folder)."""
     from pipeline.bench.nab import detect_and_score
 

@@ -2,7 +2,7 @@
 
 Two sites of 10 fridges each learn for two simulated days (1-minute readings) and ship
 hourly model deltas; they are quantised, merged as the cloud merges them, and the merged
-model becomes each new device's prior (:mod:`pipeline.edge.model`). Then 20 new fridges
+model becomes each new device's prior (:mod:`pipeline.learn.sync_stats`). Then 20 new fridges
 (another seed: a daily temperature cycle, a per-device offset, noise) are scored by a cold
 detector and by a warm-started one on the same values.
 
@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.edge.detect import SeasonalResidualDetector
-from pipeline.edge.model import ModelSync, StatsAccumulator, merge_stats, prior_from_stats
+from pipeline.detect.seasonal import SeasonalResidualDetector
+from pipeline.edge.model_sync import ModelSync
+from pipeline.learn.sync_stats import StatsAccumulator, merge_stats, prior_from_stats
 from pipeline.protocol.model_codec import quantise_stats
 
 MINUTE_MS = 60_000
@@ -75,8 +76,8 @@ def score_device(ts: list[int], xs: list[float], anomalous: set[int], prior: Any
         d.warm_start(prior)
     first, false_alarms, above = len(xs) + 1, 0, False  # len + 1: never
     for i, (t, x) in enumerate(zip(ts, xs, strict=True)):
-        score = d.score_one(x, t)
-        d.learn_one(x, t)
+        score = d.score_value(x, t)
+        d.learn_value(x, t)
         if score >= RAISE and not above:
             if i in anomalous:
                 first = min(first, i + 1)

@@ -52,7 +52,6 @@ from pipeline.cloud.models import ModelMerger
 from pipeline.cloud.store import PartialWriteError, Store, StoreConfigError, StoreUnavailable
 from pipeline.cloud.store.base import CLOUD_SITE
 from pipeline.config import Settings
-from pipeline.edge.validate import dead_letter
 from pipeline.errors import ProtocolError, StoreError
 from pipeline.logs import event
 from pipeline.metrics import CLOUD, MetricsServer, serve_metrics
@@ -75,6 +74,7 @@ from pipeline.protocol import (
 from pipeline.protocol.agg_codec import decode_aggregate_message
 from pipeline.protocol.batch_codec import peek_batch_header
 from pipeline.protocol.catalog import CatalogMessage
+from pipeline.protocol.dead_letters import dead_letter
 from pipeline.protocol.messages import seq_ranges
 from pipeline.protocol.topics import is_valid_id
 

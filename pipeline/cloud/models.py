@@ -16,7 +16,7 @@ rule alone leaves a site's first delta of a kind unbounded, so the rate bound ca
 delta by what the site could have learned in the time, and the share cap keeps one
 (compromised) site from outweighing all the others. A delta refused by either is not
 acknowledged to its edge, which resends it later; an honest one then fits. The merge adds
-sufficient statistics (:func:`pipeline.edge.model.merge_stats`), so the order in which
+sufficient statistics (:func:`pipeline.learn.sync_stats.merge_stats`), so the order in which
 sites' deltas arrive does not matter. A restarted worker resumes from the store: the newest merged model of each kind,
 the newest applied seq (and its time) of each (site, kind), and each site's summed weight
 per kind, so a replay stays a replay and the bounds hold across restarts.
@@ -39,8 +39,8 @@ import msgspec
 from pipeline.cloud.store import Store
 from pipeline.cloud.store.base import MergedModelRecord, ModelDeltaRecord
 from pipeline.config import Settings
-from pipeline.edge.model import empty_stats, merge_stats
 from pipeline.errors import ProtocolError, StoreError
+from pipeline.learn.sync_stats import empty_stats, merge_stats
 from pipeline.protocol import Reason, Topics
 from pipeline.protocol.catalog import KINDS, DeviceKind
 from pipeline.protocol.json_codec import decode

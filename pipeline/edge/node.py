@@ -44,28 +44,19 @@ import msgspec
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings
+from pipeline.detect.base import ValueDetector
+from pipeline.detect.detection import build
+from pipeline.detect.point import Point
 from pipeline.edge.aggregate import WindowAggregator
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.detect import Detector, edge_detector
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
-from pipeline.edge.model import DetectorPrior, MetricStats, ModelSync
-from pipeline.edge.scoring import (
-    ANOMALY,
-    ReadingScorer,
-    SilenceWatch,
-    StuckWatch,
-    dropout_alerts,
-    heard_again,
-)
+from pipeline.edge.model_sync import ModelSync
 from pipeline.edge.select import Deadband, SwingingDoor
-from pipeline.edge.stages import Point
-from pipeline.edge.switching import SwitchContext
 from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
-from pipeline.edge.validate import Validator, dead_letter
-from pipeline.edge.zones import IrrigationZones
+from pipeline.edge.validate import Validator
 from pipeline.errors import ProtocolError
 from pipeline.ingest.router import IngestRouter
+from pipeline.learn.sync_stats import DetectorPrior
 from pipeline.logs import WarningBudget, event
 from pipeline.metrics import EDGE, MetricsServer, serve_metrics
 from pipeline.mqtt import Message, MqttClient, PayloadTooLarge, Will
@@ -89,8 +80,10 @@ from pipeline.protocol import (
 from pipeline.protocol.agg_codec import encode_aggregates
 from pipeline.protocol.batch_codec import codec_for
 from pipeline.protocol.catalog import Catalog
+from pipeline.protocol.causes import Cause
+from pipeline.protocol.dead_letters import dead_letter
 from pipeline.protocol.messages import seqs_of
-from pipeline.protocol.model_codec import encode_model
+from pipeline.protocol.model_codec import MetricStats, encode_model
 
 log = logging.getLogger(__name__)
 
@@ -178,13 +171,6 @@ class EdgeNode:
             closed_until=self._load_closed_until(),
         )
         self.governor = LoadGovernor()
-        self.detectors: dict[tuple[str, str], Detector] = {}
-        self._detector_template = edge_detector()
-        self.stuck = StuckWatch()  # stuck sensors, per device and metric
-        self.silence = SilenceWatch()  # dropouts: devices silent far longer than usual
-        self._next_silence_check_ms = 0  # event time of the next dropout check (and every tick)
-        self.zones = IrrigationZones(valve_score=settings.alert.raise_score)  # leaks' soaks (farm)
-        self.switches = SwitchContext(raise_score=settings.alert.raise_score)  # explained switch-ons
         # Model deltas and warm start (issue 5): the "model sync" section below.
         self.model_sync = ModelSync(
             self.site,
@@ -193,18 +179,10 @@ class EdgeNode:
             cloud_key=edge.cloud_model_key.encode() if edge.warm_start else b"",
             interval_ms=int(edge.model_interval_s * 1000),
         )
-        # Every metric of a reading, scored then learned: the sequence the quality bench measures.
-        self.scorer = ReadingScorer(
-            self._detector_template.clone,
-            detectors=self.detectors,
-            stuck=self.stuck,
-            prior=self._prior,
-            zones=self.zones,
-            switches=self.switches,
-        )
-        self.alerts = AlertPolicy.from_settings(
-            self.site, settings.alert, model_version=type(self._detector_template).__name__
-        )
+        # Detection (pipeline.detect): detectors, stuck runs, irrigation zones, switch contexts,
+        # dropouts and the alert policy; the same build() the quality bench measures.
+        self.detection = build(self.site, settings.alert, prior=self._prior, event_check_ms=SILENCE_CHECK_MS)
+        self.alerts = self.detection.policy
         self.codec = codec_for(uplink.codec, self.catalog.resolutions)
         self.counters = NodeCounters()
         self.points_in: Counter[str] = Counter()  # by metric
@@ -244,6 +222,11 @@ class EdgeNode:
             max_payload=settings.mqtt.max_payload,
             will=Will(self._health_topic, encode(offline)),
         )
+
+    @property
+    def detectors(self) -> dict[tuple[str, str], ValueDetector]:
+        """The detector of every (device, metric) the node has seen."""
+        return self.detection.detectors
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -406,27 +389,20 @@ class EdgeNode:
         """Detect, aggregate and select every metric of an accepted reading."""
         now = self.clock.now_ms()
         detect = self.settings.edge.detect
-        if detect and self.silence.learn_one(reading.device, reading.ts, reading.kind):
-            back = heard_again(self.alerts, reading)
-            if back is not None:
-                self.raise_alert(back)
-        if detect and reading.ts >= self._next_silence_check_ms:
-            # Also on event time: a backlog replayed at thousands of readings a second spans
-            # hours of event time between two ticks, and dropouts inside it would go unseen.
-            self._next_silence_check_ms = reading.ts + SILENCE_CHECK_MS
-            self.check_silence()
         if detect:
-            scored = self.scorer.score_one(reading)
+            points, alerts = self.detection.observe(reading)
+            for alert in alerts:
+                self.raise_alert(alert)
         else:
-            scored = [(metric, value, 0.0, ANOMALY) for metric, value in reading.metrics.items()]
-        for metric, value, score, cause in scored:
-            point = Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value, score)
+            points = [
+                (Point(reading.device, reading.kind, metric, reading.ts, reading.seq, value), Cause.ANOMALY, None)
+                for metric, value in reading.metrics.items()
+            ]
+        for point, _, _ in points:
+            metric = point.metric
             self.points_in[metric] += 1
             if detect:
-                self.model_sync.learn_one(reading.device, reading.kind, metric, value, reading.ts)
-                alert = self.alerts.update_one(point, cause)
-                if alert is not None:
-                    self.raise_alert(alert)
+                self.model_sync.learn_one(reading.device, reading.kind, metric, point.value, reading.ts)
             if self.aggregator.add_one(point, now):
                 window = (reading.device, metric, self.aggregator.window_start(reading.ts))
                 self._window_first_id.setdefault(window, journal_id)
@@ -437,7 +413,7 @@ class EdgeNode:
 
     def check_silence(self) -> None:
         """Raise a dropout alert for every device that has gone silent (site event time)."""
-        for alert in dropout_alerts(self.alerts, self.silence):
+        for alert in self.detection.tick():
             self.raise_alert(alert)
 
     def raise_alert(self, alert: Alert) -> None:

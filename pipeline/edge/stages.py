@@ -6,23 +6,12 @@ They import nothing of MQTT, disks or databases; ``EdgeNode`` wires them togethe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from pipeline.detect.point import Point
 from pipeline.protocol import Aggregate
 
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One metric of one reading: the unit that selection and aggregation work on."""
-
-    device: str
-    kind: str
-    metric: str
-    ts: int
-    seq: int
-    value: float
-    score: float = 0.0  # anomaly score in [0, 1] from the detector
+__all__ = ["Aggregator", "Point", "Selector"]
 
 
 @runtime_checkable

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from collections.abc import Callable, Mapping
 
 from pipeline.errors import ProtocolError
 from pipeline.protocol import (
-    SCHEMA_VERSION,
     DeadLetter,
     Reading,
     ReadingLimits,
@@ -18,8 +16,8 @@ from pipeline.protocol import (
     decode_reading,
 )
 from pipeline.protocol.catalog import BUILTIN, Catalog
+from pipeline.protocol.dead_letters import dead_letter
 
-PAYLOAD_PREVIEW_BYTES = 256
 RECENT = 16  # accepted timestamps remembered per device, beyond the newest
 
 
@@ -141,20 +139,3 @@ class Validator:
         if known is None:
             self._new_device(reading.device, reading.kind)
         return reading
-
-
-def dead_letter(
-    site: str, topic: str, payload: bytes, reason: Reason, detail: str, now_ms: int
-) -> DeadLetter:
-    """A dead letter carrying the reason, a hash of the whole payload and its first bytes."""
-    return DeadLetter(
-        v=SCHEMA_VERSION,
-        site=site,
-        ts=now_ms,
-        reason=reason.value,
-        detail=detail[:200],
-        topic=topic[:256],
-        size=len(payload),
-        sha256=hashlib.sha256(payload).hexdigest(),
-        payload=payload[:PAYLOAD_PREVIEW_BYTES].decode("utf-8", errors="replace"),
-    )

@@ -21,7 +21,7 @@ since this stream spans about a simulated day per wall second.
 One farm block of 10 devices (a weather station; zone 0: 3 soil probes and a valve; zone 1:
 4 probes and a valve), two days the same way, with irrigation leaks only (0.15 per valve per
 simulated hour). The first day teaches each valve its usual openings and which probes it
-waters (``pipeline.edge.zones.IrrigationZones``); on the second, a valve flowing at an
+waters (``pipeline.detect.irrigation.IrrigationZones``); on the second, a valve flowing at an
 unusual time makes its zone's soaking probes raise alerts with cause ``leak`` on
 ``moisture``. Measured with seed 7 (6 valve leaks, 13 soak labels after the learning day)
 in six runs: 9 ``leak`` alerts (10 once; soak scores sit near the raise score), all in a soak

@@ -19,9 +19,9 @@ import pytest
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import open_store
 from pipeline.config import Settings, load_settings
-from pipeline.edge.detect import SeasonalResidualDetector
-from pipeline.edge.model import PRIOR_WARMUP
+from pipeline.detect.seasonal import SeasonalResidualDetector
 from pipeline.edge.node import EdgeNode
+from pipeline.learn.sync_stats import PRIOR_WARMUP
 from pipeline.mqtt import MqttClient
 from pipeline.protocol import Reading, Topics, encode
 from pipeline.protocol.model_codec import decode_merged, verify
@@ -122,5 +122,5 @@ def test_two_sites_merge_and_a_new_node_warm_starts(fleet: dict[str, object]) ->
 
     detector = node_c.detectors[("soil_probe-0099", "moisture")]
     assert isinstance(detector, SeasonalResidualDetector)
-    assert detector.warmup == PRIOR_WARMUP
+    assert detector.active_warmup == PRIOR_WARMUP
     assert node_c.model_sync.warm_started == 1

@@ -16,7 +16,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.edge.model import ModelSync, StatsAccumulator, merge_stats
+from pipeline.edge.model_sync import ModelSync
+from pipeline.learn.sync_stats import StatsAccumulator, merge_stats
 from pipeline.protocol.model_codec import MetricStats, quantise_stats
 
 DAY_MS = 86_400_000

@@ -7,8 +7,8 @@ import bisect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.detect.point import Point
 from pipeline.edge.select import Deadband, SwingingDoor
-from pipeline.edge.stages import Point
 
 TOL = 0.5
 series = st.lists(

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.detect.point import Point
 from pipeline.edge.aggregate import WindowAggregator
-from pipeline.edge.stages import Point
 
 
 def pt(ts: int, value: float, device: str = "d1", metric: str = "temp", score: float = 0.0) -> Point:

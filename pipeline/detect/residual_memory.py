@@ -1,0 +1,204 @@
+"""How a residual detector turns a residual into a ratio: its memory of large residuals.
+
+``SeasonalResidualDetector`` owns one of these as a component (composition, not overriding):
+
+* ``ResidualMemory``: the ``top_k`` largest residuals, forgotten per reading; the ratio is
+  the residual over the ``top_k``-th largest (``SeasonalResidualDetector``, NAB).
+* ``EdgeResidualMemory``: the edge's (``EdgeResidualDetector``): rises and drops remembered
+  apart, a resolution floor, young-memory calibration, bounded teaching, and forgetting by
+  event time. Why each: ``pipeline/detect/edge_residual.py``.
+
+The detector calls, per reading: ``observe`` at the start of learning (returns how many
+reference intervals the reading stands for), ``reference(rise)`` and ``calibrate(ratio)``
+when it scores, ``remember(residual, rise)`` when it learns; ``warm_start`` from a prior.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import math
+from array import array
+
+from pipeline.learn.memory import DecayingTopK
+from pipeline.learn.periods import MS_PER_S
+from pipeline.learn.sync_stats import PRIOR_EFFECTIVE_N
+
+_TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
+MAX_STEPS_PER_READING = 1440.0  # a gap forgets at most a day of reference intervals at once
+
+
+class ResidualMemory:
+    """The ``top_k`` largest residuals, forgotten at rate ``forget`` per reading; unsigned."""
+
+    __slots__ = ("_growth", "rises", "signed")
+
+    def __init__(self, top_k: int, forget: float) -> None:
+        self._growth = 1.0 / (1.0 - forget)
+        self.rises = DecayingTopK(top_k)  # every residual (with ``signed``: the rises)
+        self.signed = False
+
+    def observe(self, x: float, previous: float | None, ts_ms: int | None) -> float:
+        """A reading is about to be learned: the readings it stands for (always 1 here)."""
+        return 1.0
+
+    def reference(self, rise: bool) -> float:
+        """The residual a ratio of 1 stands for (0.0: none remembered)."""
+        memory = self.rises
+        return memory.heap[0] / memory.scale if memory.heap else 0.0
+
+    def calibrate(self, ratio: float) -> float:
+        """The ratio after any correction for a young memory (none here)."""
+        return ratio
+
+    def remember(self, residual: float, rise: bool) -> None:
+        memory = self.rises
+        memory.decay(self._growth)
+        memory.add(residual)
+
+    def warm_start(self, residuals: list[float]) -> None:
+        """Start from a kind's residuals (at scale 1), standing for many readings."""
+        self.rises.reset(residuals)
+
+
+@functools.lru_cache(maxsize=8)
+def _young_table(forget: float, top_k: int) -> array[float]:
+    """``young_divisor`` for every memory size below the horizon, computed once per setting."""
+    horizon = min(math.ceil(1.0 / forget), _TABLE_MAX)
+    return array("d", (_young_divisor(n, forget, top_k) for n in range(horizon)))
+
+
+def _young_divisor(n: int, forget: float, top_k: int) -> float:
+    mature = math.log(1.0 / (forget * top_k))
+    young = math.log(max(n, math.e * top_k) / top_k)
+    return max(1.0, mature / young)
+
+
+def young_divisor(n: int, forget: float, top_k: int) -> float:
+    """``log(H / k) / log(n / k)``, at least 1: how much a memory of ``n`` readings understates its horizon's quantile.
+
+    ``H = 1 / forget`` (the memory's horizon), ``k = top_k``, ``n`` at least ``e * k``.
+    Read from a table (the detector asks once per reading while its memory is young).
+
+    >>> round(young_divisor(50, 1e-4, 8), 2), round(young_divisor(1440, 1e-4, 8), 2), young_divisor(10_000, 1e-4, 8)
+    (3.89, 1.37, 1.0)
+    """
+    if forget <= 0.0:
+        return 1.0
+    table = _young_table(forget, top_k)
+    return table[n] if n < len(table) else _young_divisor(n, forget, top_k)
+
+
+class EdgeResidualMemory(ResidualMemory):
+    """Rises and drops apart, resolution floor, young calibration, bounded teaching, event time.
+
+    Parameters are ``EdgeResidualDetector``'s of the same names.
+    """
+
+    __slots__ = (
+        "_growth_steps",
+        "_last_ts",
+        "_quantum",
+        "_steps",
+        "clamp_after",
+        "drops",
+        "forget",
+        "memory_clamp",
+        "memory_n",
+        "reference_interval_s",
+        "resolution_floor",
+        "top_k",
+        "young_calibration",
+    )
+
+    def __init__(
+        self,
+        top_k: int,
+        forget: float,
+        signed: bool,
+        resolution_floor: float,
+        young_calibration: bool,
+        memory_clamp: float,
+        clamp_after: int,
+        reference_interval_s: float | None,
+    ) -> None:
+        super().__init__(top_k, forget)
+        self.top_k, self.forget = top_k, forget
+        self.signed = signed
+        self.resolution_floor = resolution_floor
+        self.young_calibration = young_calibration
+        self.memory_clamp = memory_clamp
+        self.clamp_after = clamp_after
+        self.reference_interval_s = reference_interval_s
+        # With ``signed``, ``rises`` holds the rises and ``drops`` the drops; both decay alike,
+        # so their scales stay equal.
+        self.drops = DecayingTopK(top_k)
+        self._quantum = math.inf  # the smallest non-zero change between two readings
+        self.memory_n = 0.0  # readings the memory stands for (counted up to the horizon)
+        # Time-based memory: with ``reference_interval_s``, a reading forgets and counts as
+        # much as the event time since the last one, in reference intervals.
+        self._last_ts: int | None = None
+        self._steps = 1.0
+        self._growth_steps = (1.0, self._growth)  # (steps, growth**steps) last computed
+
+    def observe(self, x: float, previous: float | None, ts_ms: int | None) -> float:
+        if previous is not None and x == x:
+            change = abs(x - previous)
+            if 0.0 < change < self._quantum:
+                self._quantum = change
+        if self.reference_interval_s is not None and ts_ms is not None:
+            last, self._last_ts = self._last_ts, ts_ms
+            if last is not None:
+                elapsed_s = (ts_ms - last) / MS_PER_S
+                self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
+        return self._steps
+
+    def reference(self, rise: bool) -> float:
+        if not self.signed:
+            return super().reference(rise)
+        rises, drops = self.rises, self.drops
+        side = rises.heap if rise else drops.heap
+        top_k = self.top_k
+        if len(side) >= top_k:
+            reference = side[0]
+        else:  # a young side: both memories together, unsigned
+            both = rises.heap + drops.heap
+            reference = heapq.nlargest(top_k, both)[-1] if len(both) >= top_k else min(both, default=0.0)
+        reference /= rises.scale
+        if self._quantum < math.inf:
+            reference = max(reference, self.resolution_floor * self._quantum)
+        return reference
+
+    def calibrate(self, ratio: float) -> float:
+        """Divide the ratio by ``young_divisor`` while the memory is younger than its horizon."""
+        if self.young_calibration and self.memory_n * self.forget < 1.0:
+            ratio /= young_divisor(int(self.memory_n), self.forget, self.top_k)
+        return ratio
+
+    def remember(self, residual: float, rise: bool) -> None:
+        """Keep the top_k rises and the top_k drops, forgotten at rate ``forget`` per reference interval.
+
+        Once the memory stands for ``clamp_after`` readings, a residual counts for at most
+        ``memory_clamp`` times its side's reference (bounded teaching).
+        """
+        side = self.rises if rise or not self.signed else self.drops
+        if self.memory_n >= self.clamp_after and len(side) >= self.top_k:
+            residual = min(residual, self.memory_clamp * side.heap[0] / side.scale)
+        steps = self._steps
+        if self.memory_n * self.forget < 1.0:
+            self.memory_n += steps
+        if not self.signed:
+            super().remember(residual, rise)  # unsigned: one reading, one step
+            return
+        if steps != self._growth_steps[0]:  # a steady rate computes its power once
+            self._growth_steps = (steps, self._growth**steps)
+        growth = self._growth_steps[1]
+        self.rises.decay(growth)
+        self.drops.decay(growth)
+        side.add(residual)
+
+    def warm_start(self, residuals: list[float]) -> None:
+        """The kind's residuals stand for rises and drops alike, and for ``PRIOR_EFFECTIVE_N`` readings."""
+        super().warm_start(residuals)
+        self.drops.reset(list(self.rises.heap))
+        self.memory_n = PRIOR_EFFECTIVE_N
