@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from pipeline.errors import ConfigError
 from pipeline.mqtt import parse_broker_url
+from pipeline.protocol.catalog import BUILTIN, Catalog, DeviceKind, Metric
 from pipeline.protocol.topics import DEFAULT_ROOT, is_valid_id
 
 CONFIG_ENV = "EDGEPIPE_CONFIG"
@@ -579,11 +580,23 @@ def section_names() -> list[str]:
     return [name for name in Settings.model_fields if name not in TABLE_FIELDS]
 
 
+def catalog_of(settings: Settings) -> Catalog:
+    """The built-in kinds, then every ``[kinds.NAME]`` (same name: replaced)."""
+    return BUILTIN.with_kinds(
+        {
+            name: DeviceKind(
+                name,
+                spec.domain,
+                {m: Metric(m, ms.unit, ms.resolution, ms.low, ms.high, ms.tolerance) for m, ms in spec.metrics.items()},
+            )
+            for name, spec in settings.kinds.items()
+        }
+    )
+
+
 def check_catalog_references(settings: Settings) -> None:
     """Every kind and metric a setting names exists in the catalogue (built-ins + [kinds])."""
-    from pipeline.protocol.catalog import Catalog
-
-    catalog = Catalog.from_settings(settings)
+    catalog = catalog_of(settings)
     for key, _tol in settings.select.tolerances.items():
         kind, _, metric = key.partition(".")
         if catalog.metric(kind, metric) is None:

@@ -43,7 +43,7 @@ from pathlib import Path
 import msgspec
 
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings
+from pipeline.config import Settings, catalog_of
 from pipeline.detect.base import ValueDetector
 from pipeline.detect.detection import build
 from pipeline.detect.point import Point
@@ -104,7 +104,7 @@ def tolerance_function(settings: Settings, catalog: Catalog | None = None) -> Ca
     """(kind, metric) -> tolerance: select.tolerances, else the kind's, else N x resolution."""
     explicit = settings.select.tolerances
     factor = settings.select.tolerance_resolutions
-    kinds = (catalog or Catalog.from_settings(settings)).kinds
+    kinds = (catalog or catalog_of(settings)).kinds
 
     def tolerance(kind: str, metric: str) -> float:
         key = f"{kind}.{metric}"
@@ -137,7 +137,7 @@ class EdgeNode:
         # A device's kind is kept in the queue's metadata, committed with its first reading:
         # the journal is trimmed as windows ship, so replaying it cannot rebuild every kind.
         known_kinds = {d: k.decode() for d, k in self.queue.meta_with_prefix(KIND_META).items()}
-        self.catalog = Catalog.from_settings(settings)
+        self.catalog = catalog_of(settings)
         # [[ingest]]: which topics to subscribe to, and the adapter of each foreign one
         self.ingest = IngestRouter(settings.ingest, self.site, self.topics, self.catalog)
         self._foreign = self.ingest.foreign

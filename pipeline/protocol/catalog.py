@@ -9,12 +9,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import msgspec
-
-if TYPE_CHECKING:
-    from pipeline.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,22 +174,9 @@ class Catalog:
     def builtin(cls) -> Catalog:
         return BUILTIN
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Catalog:
-        """Built-ins, then every ``[kinds.NAME]`` of ``settings`` (same name: replaced)."""
-        if not settings.kinds:
-            return BUILTIN
-        kinds = dict(KINDS)
-        for name, spec in settings.kinds.items():
-            kinds[name] = DeviceKind(
-                name,
-                spec.domain,
-                {
-                    m: Metric(m, ms.unit, ms.resolution, ms.low, ms.high, ms.tolerance)
-                    for m, ms in spec.metrics.items()
-                },
-            )
-        return cls(kinds)
+    def with_kinds(self, kinds: Mapping[str, DeviceKind]) -> Catalog:
+        """This catalogue with ``kinds`` added (same name: replaced); ``[kinds.NAME]`` in the config."""
+        return type(self)({**self.kinds, **kinds}) if kinds else self
 
     def metric(self, kind: str, metric: str) -> Metric | None:
         found = self.kinds.get(kind)

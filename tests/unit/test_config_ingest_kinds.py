@@ -10,7 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import INGEST_EXAMPLES, KINDS_EXAMPLE, load_settings, settings_as_toml
+from pipeline.config import (
+    INGEST_EXAMPLES,
+    KINDS_EXAMPLE,
+    catalog_of,
+    load_settings,
+    settings_as_toml,
+)
 from pipeline.errors import ConfigError
 from pipeline.protocol.catalog import Catalog
 
@@ -26,7 +32,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_documented_examples_load_together(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, EVERY_FORMAT))
     assert [e.format for e in settings.ingest] == list(INGEST_EXAMPLES)
-    catalog = Catalog.from_settings(settings)
+    catalog = catalog_of(settings)
     assert catalog.metric("cold_room", "temp") is not None
     assert catalog.metric("fridge", "temp") is not None  # built-ins stay
 
@@ -39,7 +45,7 @@ def test_show_round_trips_ingest_and_kinds(tmp_path: Path) -> None:
 
 def test_a_configured_kind_replaces_the_built_in_of_its_name(tmp_path: Path) -> None:
     text = '[kinds.fridge]\ndomain = "retail"\n[kinds.fridge.metrics.temp]\nresolution = 0.5\nlow = -5\nhigh = 15\n'
-    catalog = Catalog.from_settings(load_settings(write(tmp_path, text)))
+    catalog = catalog_of(load_settings(write(tmp_path, text)))
     assert list(catalog.kinds["fridge"].metrics) == ["temp"]
     assert catalog.conflicts_with(Catalog.builtin()) == ["fridge"]
 

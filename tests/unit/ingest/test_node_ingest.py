@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from ingestkit import fixture
 
-from pipeline.config import load_settings
+from pipeline.config import catalog_of, load_settings
 from pipeline.edge.node import EdgeNode
 from pipeline.protocol import encode
 from pipeline.protocol.messages import Reading
@@ -108,13 +108,12 @@ def test_a_configured_kind_is_quantised_with_its_own_resolution(tmp_path: Path) 
     """The delta codec's error bound follows the catalogue: a coarse configured step is used."""
     from pipeline.protocol import decode_batch
     from pipeline.protocol.batch_codec import codec_for
-    from pipeline.protocol.catalog import Catalog
 
     settings = load_settings(overrides={"edge.site": "retail", "edge.state_dir": str(tmp_path)})
     settings = settings.model_validate(
         {**settings.model_dump(), "kinds": {"vat": {"metrics": {"level": {"resolution": 0.5, "low": 0, "high": 100}}}}}
     )
-    catalog = Catalog.from_settings(settings)
+    catalog = catalog_of(settings)
     reading = Reading(v=1, device="v1", kind="vat", ts=1, seq=1, metrics={"level": 10.26})
     from pipeline.protocol import Batch, encode_batch
 
