@@ -147,9 +147,12 @@ def build(
     ``DETECTORS`` (one template, cloned per series); ``stages`` names from ``ALL_STAGES``,
     in order. ``prior(kind, metric)`` warm-starts new detectors (model sync).
     """
-    template = detector_factory(detector)()
+    factory = detector_factory(detector)
+    template = factory()
     # A per-kind (or per-metric) choice of detector plugs in here: a factory of (kind, metric).
-    new_detector: DetectorFactory = lambda kind, metric: template.clone()  # noqa: E731
+    # The registry's factory, not river's clone(): clone reads the signature and deep-copies
+    # every parameter (49 µs against 2.5 µs), and a node meets thousands of new series at once.
+    new_detector: DetectorFactory = lambda kind, metric: factory()  # noqa: E731
     scorer = ReadingScorer(new_detector, [make_stage(name, alert) for name in stages], prior=prior)
     policy = AlertPolicy.from_settings(site, alert, model_version=type(template).__name__)
     return Detection(scorer, policy, SilenceWatch() if silence else None, event_check_ms, timer)
