@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.detect.registry import from_choice
 from pipeline.errors import ConfigError
 from pipeline.mqtt import parse_broker_url
 from pipeline.protocol.topics import DEFAULT_ROOT, is_valid_id
@@ -172,6 +173,41 @@ class AlertSettings(Section):
     critical_score: float = Field(0.99, gt=0, le=1, description="severity critical from this score")
 
 
+class DetectorChoice(Section):
+    """One kind's (or one kind.metric's) detector: a registered name or a river class path."""
+
+    detector: str = Field(
+        description='a river anomaly detector, e.g. "river.anomaly.HalfSpaceTrees", or a preset: "edge" (the default), "nab", "zscore"'
+    )
+    params: dict[str, Any] = Field({}, description="its constructor arguments")
+    preprocess: str | None = Field(None, description='a river transformer run first, e.g. "river.preprocessing.StandardScaler"')
+    preprocess_params: dict[str, Any] = Field({}, description="the transformer's constructor arguments")
+
+    @model_validator(mode="after")
+    def _buildable(self) -> DetectorChoice:
+        from_choice(self)  # built once here: a bad class or parameter fails at load, not at the first reading
+        return self
+
+
+class DetectSettings(Section):
+    """Which detector each kind's series run; scores of every detector go through [alert]."""
+
+    kinds: dict[str, DetectorChoice] = Field(
+        {}, description='per kind or kind.metric, e.g. [detect.kinds.freezer] detector = "river.anomaly.HalfSpaceTrees"'
+    )
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: dict[str, DetectorChoice]) -> dict[str, DetectorChoice]:
+        from pipeline.protocol.catalog import KINDS
+
+        for key in value:
+            kind, dot, metric = key.partition(".")
+            if kind not in KINDS or (dot and metric not in KINDS[kind].metrics):
+                raise ValueError(f"{key!r} is not a kind or kind.metric of the catalogue")
+        return value
+
+
 class AggregateSettings(Section):
     """Tumbling windows per device and metric, on event time."""
 
@@ -315,6 +351,7 @@ class Settings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     select: SelectSettings = SelectSettings()
     alert: AlertSettings = AlertSettings()
+    detect: DetectSettings = DetectSettings()
     aggregate: AggregateSettings = AggregateSettings()
     uplink: UplinkSettings = UplinkSettings()
     cloud: CloudSettings = CloudSettings()
