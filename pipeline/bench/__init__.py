@@ -62,6 +62,8 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "quality.nab.standard",
         "quality.nab.low_fp",
         "quality.nab.low_fn",
+        "quality.sim.f1_river_hst",
+        "quality.nab.standard_river_hst",
         "detect.us_per_reading",
     ),
     "rates": ("quality.sim.f1_worst_rate", "quality.sim.newcomer.precision", "quality.sim.newcomer.recall"),
