@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.detect.registry import from_choice
 from pipeline.errors import ConfigError
 from pipeline.mqtt import parse_broker_url
 from pipeline.protocol.catalog import BUILTIN, Catalog, DeviceKind, Metric
@@ -173,6 +174,31 @@ class AlertSettings(Section):
     clear_after: int = Field(5, ge=1, description="consecutive readings below clear_score to clear")
     cooldown_s: float = Field(60.0, ge=0, description="no new raise this long after a clear")
     critical_score: float = Field(0.99, gt=0, le=1, description="severity critical from this score")
+
+
+class DetectorChoice(Section):
+    """One kind's (or one kind.metric's) detector: a registered name or a river class path."""
+
+    detector: str = Field(
+        description='a river anomaly detector, e.g. "river.anomaly.HalfSpaceTrees", or a preset: "edge" (the default), "nab", "zscore"'
+    )
+    params: dict[str, Any] = Field({}, description="its constructor arguments")
+    preprocess: str | None = Field(None, description='a river transformer run first, e.g. "river.preprocessing.StandardScaler"')
+    preprocess_params: dict[str, Any] = Field({}, description="the transformer's constructor arguments")
+
+    @model_validator(mode="after")
+    def _buildable(self) -> DetectorChoice:
+        from_choice(self)  # built once here: a bad class or parameter fails at load, not at the first reading
+        return self
+
+
+class DetectSettings(Section):
+    """Which detector each kind's series run; scores of every detector go through [alert]."""
+
+    kinds: dict[str, DetectorChoice] = Field(
+        {}, description='per kind or kind.metric, e.g. [detect.kinds.freezer] detector = "river.anomaly.HalfSpaceTrees"'
+    )
+
 
 
 class AggregateSettings(Section):
@@ -502,6 +528,7 @@ class Settings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     select: SelectSettings = SelectSettings()
     alert: AlertSettings = AlertSettings()
+    detect: DetectSettings = DetectSettings()
     aggregate: AggregateSettings = AggregateSettings()
     uplink: UplinkSettings = UplinkSettings()
     cloud: CloudSettings = CloudSettings()
@@ -601,6 +628,10 @@ def check_catalog_references(settings: Settings) -> None:
         kind, _, metric = key.partition(".")
         if catalog.metric(kind, metric) is None:
             raise ConfigError("select.tolerances", key, "not a kind.metric of the catalogue")
+    for key in settings.detect.kinds:  # [kinds.NAME] count: a configured kind may choose its detector
+        kind, dot, metric = key.partition(".")
+        if kind not in catalog.kinds or (dot and catalog.metric(kind, metric) is None):
+            raise ConfigError("detect.kinds", key, "not a kind or kind.metric of the catalogue")
     for i, entry in enumerate(settings.ingest):
         if entry.kind and entry.kind not in catalog.kinds:
             raise ConfigError(f"ingest.{i}.kind", entry.kind, f"unknown kind; known: {', '.join(sorted(catalog.kinds))}")

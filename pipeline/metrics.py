@@ -249,6 +249,10 @@ EDGE = Exposition(
         "models_warm_started": _counter(
             "edgepipe_models_warm_started", "detectors started from a merged model"
         ),
+        "models_warm_start_skipped": _counter(
+            "edgepipe_models_warm_start_skipped",
+            "new detectors with a merged model they cannot use (river models: nothing to merge into)",
+        ),
         "selection_ratio.*": _gauge(
             "edgepipe_selection_ratio", "points shipped / points in, by metric", "metric"
         ),

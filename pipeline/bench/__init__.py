@@ -63,6 +63,8 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "quality.nab.standard",
         "quality.nab.low_fp",
         "quality.nab.low_fn",
+        "quality.sim.f1_river_hst",
+        "quality.nab.standard_river_hst",
         "detect.us_per_reading",
     ),
     "analyst": (

@@ -45,7 +45,7 @@ import msgspec
 from pipeline.config import AlertSettings
 from pipeline.detect.base import ValueDetector
 from pipeline.detect.detection import ALL_STAGES, Detection, build
-from pipeline.detect.registry import default_detector
+from pipeline.detect.registry import DETECTORS, default_detector
 from pipeline.detect.zscore import ZScoreDetector
 from pipeline.learn.sync_stats import (
     PRIOR_WARMUP,
@@ -313,6 +313,12 @@ def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float =
     return {key: p for key, p in priors.items() if p is not None}
 
 
+def river_hst(site: str) -> Pipeline:
+    """The node's path with river's HalfSpaceTrees in place of the edge detector (preset
+    ``river_hst``, as a user gets it with ``[detect.kinds.KIND] detector = "river_hst"``)."""
+    return _pipeline(site, detector="river_hst")
+
+
 def zscore(site: str) -> Pipeline:
     """The baseline: z-score detector only."""
     return _pipeline(site, detector="zscore", stages=(), silence=False)
@@ -397,8 +403,8 @@ def run_sim(plan: SimQualityPlan, variants: dict[str, Variant]) -> dict[str, dic
 
 
 def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
-    """``quality.sim.*`` (ours and ``*_zscore``) and ``detect.us_per_reading``."""
-    variants: dict[str, Variant] = {"ours": ours, "zscore": zscore}
+    """``quality.sim.*`` (ours, ``*_zscore`` and ``*_river_hst``) and ``detect.us_per_reading``."""
+    variants: dict[str, Variant] = {"ours": ours, "zscore": zscore, "river_hst": river_hst}
     if plan.relations:
         variants["relations"] = with_relations
     result = run_sim(plan, variants)
@@ -406,11 +412,14 @@ def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
     for key in ("f1", "precision", "recall", "median_delay_readings", "false_alarms_per_device_day"):
         figures[f"quality.sim.{key}"] = result["ours"][key]
         figures[f"quality.sim.{key}_zscore"] = result["zscore"][key]
+    for key in ("f1", "precision", "recall", "false_alarms_per_device_day"):
+        figures[f"quality.sim.{key}_river_hst"] = result["river_hst"][key]
     if plan.relations:
         for key in ("f1", "precision", "recall", "false_alarms_per_device_day"):
             figures[f"quality.sim.{key}_with_relations"] = result["relations"][key]
     figures["detect.us_per_reading"] = result["ours"]["us_per_reading"]
     figures["detect.us_per_reading_zscore"] = result["zscore"]["us_per_reading"]
+    figures["detect.us_per_reading_river_hst"] = result["river_hst"]["us_per_reading"]
     first_plan = plan.first_day()
     first = run_sim(first_plan, {"cold": ours, "warm": warm(learn_priors(plan))})
     for key in ("f1", "false_alarms_per_device_day"):
@@ -422,6 +431,7 @@ def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
         "warmup_readings": plan.warmup,
         "ours": result["ours"]["details"],
         "zscore": result["zscore"]["details"],
+        "river_hst": result["river_hst"]["details"],
         "with_relations": result["relations"]["details"] if plan.relations else None,
         "first_day": {
             "run": first["_run"],
@@ -434,14 +444,15 @@ def bench_quality_sim(plan: SimQualityPlan) -> dict[str, Any]:
 
 
 def bench_quality_nab(nab_dir: str | Path | None, detector: ValueDetector | None = None) -> dict[str, Any]:
-    """``quality.nab.*`` for the default detector and ``*_zscore`` beside it (None: no NAB folder)."""
+    """``quality.nab.*`` for the default detector, ``*_zscore`` and ``*_river_hst`` beside it (None: no NAB folder)."""
     from pipeline.bench.nab import detect_and_score
 
     if nab_dir is None or not Path(nab_dir).is_dir():
         return {}
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgepipe-nab-") as tmp:
-        for suffix, det in (("", detector or default_detector()), ("_zscore", ZScoreDetector())):
+        baselines = (("_zscore", ZScoreDetector()), ("_river_hst", DETECTORS["river_hst"]()))
+        for suffix, det in (("", detector or default_detector()), *baselines):
             scored = detect_and_score(nab_dir, Path(tmp) / (suffix or "ours"), det)
             for profile in ("standard", "low_fp", "low_fn"):
                 figures[f"quality.nab.{profile}{suffix}"] = scored[profile]
@@ -472,7 +483,7 @@ def bench_quality(bench_plan: str, nab_dir: str | Path | None, echo: Callable[[s
     if nab_dir is None or not Path(nab_dir).is_dir():
         reason = "no NAB folder (--nab-dir PATH; ../shared/nab by default)" if nab_dir is None else f"no NAB folder at {nab_dir}"
         figures["_not_measured"] = {
-            f"quality.nab.{p}{s}": reason for p in ("standard", "low_fp", "low_fn") for s in ("", "_zscore")
+            f"quality.nab.{p}{s}": reason for p in ("standard", "low_fp", "low_fn") for s in ("", "_zscore", "_river_hst")
         }
         return figures
     started = time.perf_counter()

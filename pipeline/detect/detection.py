@@ -18,15 +18,16 @@ in its outbox; the bench counts them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.detect.alerts import AlertPolicy, AlertRules
 from pipeline.detect.base import ValueDetector
 from pipeline.detect.irrigation import IrrigationZones
 from pipeline.detect.linked import LinkedMetrics
 from pipeline.detect.point import Point
-from pipeline.detect.registry import EDGE_DETECTOR, detector_factory
-from pipeline.detect.scorer import DetectorFactory, PriorLookup, ReadingScorer
+from pipeline.detect.registry import EDGE_DETECTOR, choose_detectors, detector_factory
+from pipeline.detect.river_model import ModelChoice
+from pipeline.detect.scorer import PriorLookup, ReadingScorer
 from pipeline.detect.silence import SilenceWatch, dropout_alerts, heard_again
 from pipeline.detect.stages import ScoreStage
 from pipeline.detect.stuck import StuckWatch
@@ -135,6 +136,7 @@ def build(
     alert: AlertRules,
     *,
     detector: str = EDGE_DETECTOR,
+    choices: Mapping[str, ModelChoice] | None = None,
     stages: Sequence[str] = NODE_STAGES,
     silence: bool = True,
     prior: PriorLookup | None = None,
@@ -144,15 +146,12 @@ def build(
     """The detection of one site: what the node runs, and what the quality bench measures.
 
     ``alert`` is the ``alert`` settings section (``AlertRules``); ``detector`` a name in
-    ``DETECTORS`` (one template, cloned per series); ``stages`` names from ``ALL_STAGES``,
-    in order. ``prior(kind, metric)`` warm-starts new detectors (model sync).
+    ``DETECTORS`` (one template, cloned per series), ``choices`` the ``[detect.kinds]``
+    entries that replace it for a kind or a kind.metric (``choose_detectors``); ``stages``
+    names from ``ALL_STAGES``, in order. ``prior(kind, metric)`` warm-starts new detectors (model sync).
     """
-    factory = detector_factory(detector)
-    template = factory()
-    # A per-kind (or per-metric) choice of detector plugs in here: a factory of (kind, metric).
-    # The registry's factory, not river's clone(): clone reads the signature and deep-copies
-    # every parameter (49 µs against 2.5 µs), and a node meets thousands of new series at once.
-    new_detector: DetectorFactory = lambda kind, metric: factory()  # noqa: E731
+    template = detector_factory(detector)()
+    new_detector = choose_detectors(detector, choices or {})
     scorer = ReadingScorer(new_detector, [make_stage(name, alert) for name in stages], prior=prior)
     policy = AlertPolicy.from_settings(site, alert, model_version=type(template).__name__)
     return Detection(scorer, policy, SilenceWatch() if silence else None, event_check_ms, timer)

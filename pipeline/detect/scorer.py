@@ -49,6 +49,7 @@ class ReadingScorer:
         self.stages = tuple(stages)
         self.detectors: dict[tuple[str, str], ValueDetector] = {} if detectors is None else detectors
         self.prior = prior
+        self.warm_starts_skipped = 0  # new series with a prior whose detector cannot use it
         self._ctx = StageContext()
 
     @property
@@ -69,8 +70,11 @@ class ReadingScorer:
         if detector is None:
             detector = self.detectors[key] = self.new_detector(kind, metric)
             prior = None if self.prior is None else self.prior(kind, metric)
-            if prior is not None and isinstance(detector, WarmStartable):
-                detector.warm_start(prior)
+            if prior is not None:
+                if isinstance(detector, WarmStartable):
+                    detector.warm_start(prior)
+                else:
+                    self.warm_starts_skipped += 1  # e.g. a river model: nothing to merge into
         return detector
 
     def score_one(self, reading: Reading) -> list[Scored]:

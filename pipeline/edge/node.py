@@ -181,7 +181,13 @@ class EdgeNode:
         )
         # Detection (pipeline.detect): detectors, stuck runs, irrigation zones, switch contexts,
         # dropouts and the alert policy; the same build() the quality bench measures.
-        self.detection = build(self.site, settings.alert, prior=self._prior, event_check_ms=SILENCE_CHECK_MS)
+        self.detection = build(
+            self.site,
+            settings.alert,
+            choices=settings.detect.kinds,
+            prior=self._prior,
+            event_check_ms=SILENCE_CHECK_MS,
+        )
         self.alerts = self.detection.policy
         self.codec = codec_for(uplink.codec, self.catalog.resolutions)
         self.counters = NodeCounters()
@@ -675,7 +681,8 @@ class EdgeNode:
             "connected": 1.0 if self.client.connected else 0.0,
             "paho_thread_alive": 1.0 if self.client.network_thread_alive else 0.0,
             "model_deltas_shipped": float(self.model_sync.deltas_shipped),
-            "models_warm_started": float(self.model_sync.warm_started),
+            "models_warm_started": float(self.model_sync.warm_started - self.detection.scorer.warm_starts_skipped),
+            "models_warm_start_skipped": float(self.detection.scorer.warm_starts_skipped),
         }
         for metric, n in dict(self.points_in).items():  # a copy: /metrics reads from its thread
             gauges[f"selection_ratio.{metric}"] = self.points_selected[metric] / n

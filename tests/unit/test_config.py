@@ -76,6 +76,19 @@ def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
             id="ingest-bad-pointer",
         ),
         pytest.param("[kinds.k.metrics.m]\nresolution = -1\nlow = 0\nhigh = 1\n", "kinds.k.metrics.m.resolution", id="kind-resolution"),
+        pytest.param(
+            '[detect.kinds.fridge]\ndetector = "river.anomaly.HalfSpaceTree"\n', "detect.kinds.fridge", id="river-class-missing"
+        ),
+        pytest.param(
+            '[detect.kinds.fridge]\ndetector = "river.anomaly.HalfSpaceTrees"\nparams = { trees = 3 }\n',
+            "detect.kinds.fridge",
+            id="river-bad-param",
+        ),
+        pytest.param(
+            '[detect.kinds.fridge]\ndetector = "river.preprocessing.StandardScaler"\n', "detect.kinds.fridge", id="not-a-detector"
+        ),
+        pytest.param('[detect.kinds.fridgee]\ndetector = "edge"\n', "detect.kinds", id="unknown-kind"),
+        pytest.param('[detect.kinds."fridge.pwr"]\ndetector = "edge"\n', "detect.kinds", id="unknown-metric"),
     ],
 )
 def test_a_bad_value_names_the_key_and_the_value(tmp_path: Path, text: str, key: str) -> None:
@@ -83,6 +96,25 @@ def test_a_bad_value_names_the_key_and_the_value(tmp_path: Path, text: str, key:
         load_settings(write(tmp_path, text))
     assert info.value.key == key
     assert str(info.value).startswith(f"config error: {key} = ")
+
+
+def test_a_kind_may_run_a_river_detector_and_a_metric_another(tmp_path: Path) -> None:
+    text = (
+        '[detect.kinds.fridge]\ndetector = "river.anomaly.HalfSpaceTrees"\nparams = { n_trees = 5 }\n'
+        'preprocess = "river.preprocessing.StandardScaler"\n'
+        '[detect.kinds."fridge.power"]\ndetector = "zscore"\n'
+    )
+    kinds = load_settings(write(tmp_path, text)).detect.kinds
+    assert kinds["fridge"].params == {"n_trees": 5}
+    assert kinds["fridge.power"].detector == "zscore"
+
+
+def test_a_configured_kind_may_choose_its_detector(tmp_path: Path) -> None:
+    text = (
+        '[kinds.cold_room.metrics.temp]\nresolution = 0.1\nlow = -40.0\nhigh = 30.0\n'
+        '[detect.kinds."cold_room.temp"]\ndetector = "river_hst"\n'
+    )
+    assert load_settings(write(tmp_path, text)).detect.kinds["cold_room.temp"].detector == "river_hst"
 
 
 def test_a_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
