@@ -33,6 +33,7 @@ from pipeline.detect.stages import ScoreStage
 from pipeline.detect.stuck import StuckWatch
 from pipeline.detect.switching import SwitchContext
 from pipeline.protocol import Alert, Reading
+from pipeline.protocol.catalog import BUILTIN, Catalog
 from pipeline.protocol.causes import Cause
 
 # One metric of an observed reading: (the point with its score, the cause, what the alert
@@ -118,14 +119,14 @@ NODE_STAGES = ("stuck", "irrigation", "switching")  # the node's, in order
 ALL_STAGES = (*NODE_STAGES, "linked")  # "linked": the multivariate view, a bench experiment
 
 
-def make_stage(name: str, alert: AlertRules) -> ScoreStage:
-    """A fresh score stage by name (``ALL_STAGES``), with the alert rules it depends on."""
+def make_stage(name: str, alert: AlertRules, catalog: Catalog = BUILTIN) -> ScoreStage:
+    """A fresh score stage by name (``ALL_STAGES``), with the alert rules and kinds it depends on."""
     if name == "stuck":
         return StuckWatch()
     if name == "irrigation":
         return IrrigationZones(valve_score=alert.raise_score)
     if name == "switching":
-        return SwitchContext(raise_score=alert.raise_score)
+        return SwitchContext(raise_score=alert.raise_score, catalog=catalog)
     if name == "linked":
         return LinkedMetrics()
     raise KeyError(f"no score stage {name!r}; known: {', '.join(ALL_STAGES)}")
@@ -137,6 +138,7 @@ def build(
     *,
     detector: str = EDGE_DETECTOR,
     choices: Mapping[str, ModelChoice] | None = None,
+    catalog: Catalog = BUILTIN,
     stages: Sequence[str] = NODE_STAGES,
     silence: bool = True,
     prior: PriorLookup | None = None,
@@ -148,10 +150,11 @@ def build(
     ``alert`` is the ``alert`` settings section (``AlertRules``); ``detector`` a name in
     ``DETECTORS`` (one template, cloned per series), ``choices`` the ``[detect.kinds]``
     entries that replace it for a kind or a kind.metric (``choose_detectors``); ``stages``
-    names from ``ALL_STAGES``, in order. ``prior(kind, metric)`` warm-starts new detectors (model sync).
+    names from ``ALL_STAGES``, in order; ``catalog`` the site's kinds (switch contexts read
+    their metrics and resolutions). ``prior(kind, metric)`` warm-starts new detectors (model sync).
     """
     template = detector_factory(detector)()
     new_detector = choose_detectors(detector, choices or {})
-    scorer = ReadingScorer(new_detector, [make_stage(name, alert) for name in stages], prior=prior)
+    scorer = ReadingScorer(new_detector, [make_stage(name, alert, catalog) for name in stages], prior=prior)
     policy = AlertPolicy.from_settings(site, alert, model_version=type(template).__name__)
     return Detection(scorer, policy, SilenceWatch() if silence else None, event_check_ms, timer)

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 
 from pipeline.detect.stages import ScoreStage, StageContext
 from pipeline.protocol import Reading
-from pipeline.protocol.catalog import KINDS, RESOLUTIONS
+from pipeline.protocol.catalog import BUILTIN, Catalog
 from pipeline.protocol.causes import Cause
 
 _LOW, _HIGH, _PREVIOUS = 0, 1, 2  # per metric, in the device's array
@@ -84,6 +84,7 @@ class SwitchContext(ScoreStage):
         agree: int = 2,
         steps: float = 2.0,
         share: float = 0.02,
+        catalog: Catalog = BUILTIN,
     ) -> None:
         if agree < 1 or remember < agree:
             raise ValueError(f"need 1 <= agree <= remember, got agree={agree}, remember={remember}")
@@ -95,9 +96,11 @@ class SwitchContext(ScoreStage):
         self.agree = agree
         self.steps = steps
         self.share = share
+        self.catalog = catalog  # the site's kinds (built-ins and [kinds.NAME]): metrics and resolutions
+        self._resolutions = catalog.resolutions
         self._devices: dict[str, _Device] = {}
         self._indexes: dict[str, dict[str, int]] = {
-            name: {m: i for i, m in enumerate(kind.metrics)} for name, kind in KINDS.items() if len(kind.metrics) > 1
+            name: {m: i for i, m in enumerate(kind.metrics)} for name, kind in catalog.kinds.items() if len(kind.metrics) > 1
         }
         self.explained = 0  # switch-ons whose score was capped
 
@@ -159,7 +162,7 @@ class SwitchContext(ScoreStage):
 
     def _agrees(self, kind: str, contexts: deque[dict[str, float]], others: Mapping[str, float]) -> bool:
         for metric, value in others.items():
-            tolerance = max(self.steps * RESOLUTIONS.get((kind, metric), 0.0), self.share * abs(value))
+            tolerance = max(self.steps * self._resolutions.get((kind, metric), 0.0), self.share * abs(value))
             near = sum(1 for c in contexts if abs(c.get(metric, math.inf) - value) <= tolerance)
             if near < self.agree:
                 return False

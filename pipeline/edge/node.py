@@ -185,6 +185,7 @@ class EdgeNode:
             self.site,
             settings.alert,
             choices=settings.detect.kinds,
+            catalog=self.catalog,
             prior=self._prior,
             event_check_ms=SILENCE_CHECK_MS,
         )
