@@ -40,6 +40,11 @@ class NodeCounters:
     handler_errors: int = 0  # readings whose processing raised (a bug: logged, the node goes on)
     json_bytes_in: int = 0  # payload bytes of accepted readings: what forwarding them would cost
     uplink_bytes: Counter[str] = field(default_factory=Counter)  # put in the outbox, by priority
+    snapshots_written: int = 0  # snapshots of the learned state written by this process
+    snapshot_write_errors: int = 0  # snapshot writes that failed (disk): the previous one stays
+    snapshots_refused: Counter[str] = field(default_factory=Counter)  # at start, by reason
+    snapshot_replay_gap: int = 0  # journal entries after the snapshot's watermark already trimmed
+    alerts_replay_suppressed: int = 0  # alerts a replay re-derived: already in the outbox before the stop
 
     @property
     def dead_lettered(self) -> int:
@@ -72,8 +77,9 @@ class NodeCounters:
         counters = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped")
+            if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped", "snapshots_refused")
         }
+        counters.update({f"snapshots_refused.{why}": n for why, n in dict(self.snapshots_refused).items()})
         counters.update({f"uplink_bytes.{what}": n for what, n in dict(self.uplink_bytes).items()})
         counters.update({f"alerts.{state}": n for state, n in dict(self.alerts).items()})
         counters["dead_lettered"] = sum(dead_letters.values())
