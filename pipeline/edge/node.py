@@ -389,8 +389,8 @@ class EdgeNode:
             "selector": Stage(self.selector, skip=("_tolerances", "scale", "_held_limit")),
             "aggregator.open": PerDevice(self.aggregator._open),
             "aggregator.event_time": PerDevice(self.aggregator._event_time),
-            "aggregator.arrived": PerDevice(self.aggregator._arrived),
-            "aggregator": Stage(self.aggregator, skip=("late",)),
+            # Arrival times are the node clock's: a restart restamps them (see restore).
+            "aggregator": Stage(self.aggregator, skip=("late", "_arrived", "_last_arrival")),
             "window_first_id": PerDevice(self._window_first_id),
             "node": {
                 "batch": self._batch,
@@ -417,6 +417,12 @@ class EdgeNode:
         for key in [k for k in self.aggregator._open if k[2] < closed.get((k[0], k[1]), -(2**62))]:
             del self.aggregator._open[key]
             self._window_first_id.pop(key, None)
+        # Open windows count as just arrived, as a replay would stamp them: a window must not
+        # look quiet (and close) only because the node was down.
+        now = self.clock.now_ms()
+        for device, _metric, _start in self.aggregator._open:
+            self.aggregator._arrived[device] = now
+        self.aggregator._last_arrival = max(self.aggregator._last_arrival, now)
         keep = [i for i, jid in enumerate(self._batch_ids) if jid > self._batch_upto]
         self._batch = [self._batch[i] for i in keep]
         self._batch_ids = [self._batch_ids[i] for i in keep]
