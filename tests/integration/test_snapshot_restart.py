@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,9 +83,8 @@ class HealthWatch:
         self.client.subscribe(TOPICS.edge(site, "health"), qos=1)
         self.latest: Health | None = None
 
-    def wait(self, condition: str, check: object, timeout: float = WAIT_S) -> Health:
+    def wait(self, condition: str, check: Callable[[Health], bool], timeout: float = WAIT_S) -> Health:
         """Wait (bounded) until an online health message satisfies ``check``."""
-        assert callable(check)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -151,13 +150,14 @@ def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     assert proc.wait(60) in (0, -sig), f"exit {proc.returncode} after {sig.name}"
 
 
-def outbox_alerts(tmp_path: Path, site: str) -> list[tuple[str, str]]:
-    """(id with the site taken out, state) of every alert in the node's outbox, in seq order."""
+def outbox_alerts(tmp_path: Path, site: str) -> tuple[list[tuple[str, str]], int]:
+    """(id with the site taken out, state) of every alert in the node's outbox, in seq order,
+    and the journal's last id (how many readings were ever journaled)."""
     with UplinkQueue.in_state_dir(tmp_path / site / f"edge-{site}") as q:
         items = q.next_batch(1_000_000)
         journaled = q.last_journal_id
     alerts = [decode(i.payload, Alert) for i in items if i.priority == Priority.ALERT]
-    return [(a.id.replace(site, "SITE"), a.data.state) for a in alerts], journaled  # type: ignore[return-value]
+    return [(a.id.replace(site, "SITE"), a.data.state) for a in alerts], journaled
 
 
 def straight(tmp_path: Path, url: str, stream: list[tuple[str, bytes]]) -> tuple[list[tuple[str, str]], int]:
@@ -172,7 +172,7 @@ def straight(tmp_path: Path, url: str, stream: list[tuple[str, bytes]]) -> tuple
     finally:
         watch.close()
         feeder.close()
-    return outbox_alerts(tmp_path, site)  # type: ignore[return-value]
+    return outbox_alerts(tmp_path, site)
 
 
 def assert_same_alerts(a: list[tuple[str, str]], b: list[tuple[str, str]], after_ms: int, note: str) -> None:
@@ -209,7 +209,7 @@ def test_sigterm_restart_raises_the_alerts_of_an_uninterrupted_node(
     finally:
         watch.close()
         feeder.close()
-    b_alerts, b_journaled = outbox_alerts(tmp_path, site)  # type: ignore[misc]
+    b_alerts, b_journaled = outbox_alerts(tmp_path, site)
     assert restarted.gauges["snapshot_restored"] == 1.0 and restarted.counters["replayed"] == 0
     assert restarted.gauges["snapshot_bytes"] > 0
     for h in (first, second):
@@ -249,7 +249,7 @@ def test_sigkill_restart_restores_then_replays_to_the_alerts_of_an_uninterrupted
     finally:
         watch.close()
         feeder.close()
-    b_alerts, b_journaled = outbox_alerts(tmp_path, site)  # type: ignore[misc]
+    b_alerts, b_journaled = outbox_alerts(tmp_path, site)
     assert restarted.gauges["snapshot_restored"] == 1.0
     replayed = restarted.counters["replayed"]
     assert replayed > 0, "the journal after the snapshot must be replayed"
