@@ -385,8 +385,9 @@ class EdgeNode:
             "model_sync": self.model_sync,
             # selection, aggregation and the batch: the output side at the same watermark
             "validator.seen": PerDevice(self.validator._seen),
-            "selector.series": PerDevice(selector_series),
-            "selector": Stage(self.selector, skip=("_tolerances", "scale", "_held_limit")),
+            # Named for the method: after a change of select.method the selector starts afresh.
+            f"selector.{type(self.selector).__name__}.series": PerDevice(selector_series),
+            f"selector.{type(self.selector).__name__}": Stage(self.selector, skip=("_tolerances", "scale", "_held_limit")),
             "aggregator.open": PerDevice(self.aggregator._open),
             "aggregator.event_time": PerDevice(self.aggregator._event_time),
             # Arrival times are the node clock's: a restart restamps them (see restore).
