@@ -7,6 +7,7 @@ import pickle
 import struct
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,73 @@ def test_a_stage_skips_named_caches(tmp_path: Path) -> None:
     loaded = store.load()
     assert loaded is not None
     assert "seen" not in loaded.parts["learner"] and "callback" not in loaded.parts["learner"]  # type: ignore[operator]
+
+
+# -- the node: a refused snapshot is logged once, counted, and the node starts cold ------------
+
+
+def _node_settings(tmp_path: Path) -> Any:
+    from pipeline.config import load_settings
+
+    return load_settings(
+        overrides={
+            "edge.site": "retail-snap",
+            "edge.state_dir": str(tmp_path),
+            "edge.max_age_s": 1e10,
+            "mqtt.url": "mqtt://127.0.0.1:1",  # never connected: the node is fed in-process
+        }
+    )
+
+
+def _fed_node(tmp_path: Path) -> Any:
+    from pipeline.edge.node import EdgeNode
+    from pipeline.protocol import Reading, Topics, encode
+
+    node = EdgeNode(_node_settings(tmp_path))
+    node.recover()
+    topics = Topics()
+    for i in range(50):
+        for d in range(4):
+            reading = Reading(v=1, device=f"fridge-{d}", kind="fridge", ts=1_793_577_600_000 + i * 60_000, seq=i, metrics={"temp": 4.0 + (i % 3) / 10})
+            node.handle(topics.reading("retail-snap", f"fridge-{d}"), encode(reading))
+    node.write_snapshot()
+    node.queue.close()
+    return node
+
+
+def test_the_node_restores_its_snapshot(tmp_path: Path) -> None:
+    from pipeline.edge.node import EdgeNode
+
+    before = _fed_node(tmp_path)
+    node = EdgeNode(_node_settings(tmp_path))
+    assert node.recover() == 0, "the snapshot's watermark is the journal's end: nothing to replay"
+    health = node.health()
+    assert health.gauges["snapshot_restored"] == 1.0 and health.gauges["snapshot_restore.restored"] == 1.0
+    assert sorted(node.detectors) == sorted(before.detectors)
+    assert node.alerts._series == before.alerts._series and node.alerts._series
+    node.queue.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_the_node_refuses_a_damaged_snapshot_counts_it_and_starts_cold(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.edge.node import SNAPSHOT_DIR, EdgeNode
+
+    _fed_node(tmp_path)
+    part = sorted((tmp_path / "edge-retail-snap" / SNAPSHOT_DIR).glob("shard-*.part"))[0]
+    data = bytearray(part.read_bytes())
+    if damage == "truncate":
+        del data[-7:]
+    else:
+        data[-3] ^= 0x01
+    part.write_bytes(bytes(data))
+    node = EdgeNode(_node_settings(tmp_path))
+    with caplog.at_level("WARNING", logger="pipeline.edge.node"):
+        node.recover()
+    refusals = [r for r in caplog.records if r.getMessage().startswith("snapshot refused, starting cold")]
+    assert len(refusals) == 1 and "reason=corrupt" in refusals[0].getMessage()
+    health = node.health()
+    assert health.counters["snapshots_refused.corrupt"] == 1
+    assert health.gauges["snapshot_restored"] == 0.0 and health.gauges["snapshot_restore.corrupt"] == 1.0
+    node.queue.close()
