@@ -728,7 +728,8 @@ class EdgeNode:
         watermark = min(firsts) - 1 if firsts else self.queue.last_journal_id
         self.queue.set_meta("watermark", str(watermark).encode())
         keep_from = watermark
-        if self.snapshots is not None:
+        h = self.snapshot_health
+        if self.snapshots is not None and (h.restored or h.writes):  # none yet: a restart is cold anyway
             # Keep the replay after the newest snapshot too, up to snapshot_journal_mb: past it
             # the oldest go, and a restore from that snapshot counts them as its replay gap.
             keep_from = min(watermark, self._snapshot_jid)
