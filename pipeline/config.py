@@ -124,6 +124,19 @@ class EdgeSettings(Section):
     )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port of the node; 0: off")
     metrics_host: str = Field("127.0.0.1", description="address /metrics listens on (0.0.0.0 in a container)")
+    snapshot_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="seconds between snapshots of the learned state (and one at a clean stop); 0: off, every start is cold",
+    )
+    snapshot_shards: int = Field(
+        1024, ge=1, le=65536, description="files per-device state is spread over; only changed ones are rewritten"
+    )
+    snapshot_journal_mb: float = Field(
+        256.0,
+        gt=0,
+        description="journal kept for the replay after the newest snapshot, at most; past it the oldest entries go (a gap, counted)",
+    )
 
     @field_validator("site")
     @classmethod

@@ -212,6 +212,24 @@ EDGE = Exposition(
         "uplink_bytes.*": _counter(
             "edgepipe_uplink_bytes", "bytes put in the outbox, by priority", "priority"
         ),
+        "snapshots_written": _counter("edgepipe_snapshots_written", "snapshots of the learned state written"),
+        "snapshot_write_errors": _counter("edgepipe_snapshot_write_errors", "snapshot writes that failed"),
+        "snapshots_refused.*": _counter(
+            "edgepipe_snapshots_refused", "snapshots refused at start (the node started cold), by reason", "reason"
+        ),
+        "snapshot_replay_gap": _counter(
+            "edgepipe_snapshot_replay_gap", "journal entries after the snapshot watermark lost to the journal bound"
+        ),
+        "alerts_replay_suppressed": _counter(
+            "edgepipe_alerts_replay_suppressed", "alerts re-derived by the replay, already sent before the stop"
+        ),
+        "snapshot_bytes": _gauge("edgepipe_snapshot_bytes", "size of the newest snapshot on disk"),
+        "snapshot_write_ms": _gauge("edgepipe_snapshot_write_milliseconds", "time the last snapshot write took"),
+        "snapshot_age_s": _gauge("edgepipe_snapshot_age_seconds", "node-clock age of the newest snapshot"),
+        "snapshot_restored": _gauge("edgepipe_snapshot_restored", "1 if this start restored a snapshot"),
+        "snapshot_restore.*": _gauge(
+            "edgepipe_snapshot_restore", "1 for how this start began: restored, none, disabled or a refusal", "reason"
+        ),
         "acked_seq": _gauge("edgepipe_uplink_acked_seq", "highest uplink seq the cloud stored"),
         "handler_errors": _counter(
             "edgepipe_handler_errors", "readings whose processing raised (bugs)"

@@ -46,6 +46,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
     "latency": ("latency.alert_p50_ms", "latency.alert_p99_ms"),
     "latency_nodelay": ("latency.alert_p50_ms_tcp_nodelay", "latency.alert_p99_ms_tcp_nodelay"),
     "rss": ("edge.rss_mb_10k_devices",),
+    "snapshot": ("edge.bytes_per_series_state",),
     "uplink": (
         "uplink.json_bytes_per_reading",
         "uplink.shipped_bytes_per_reading",
@@ -100,6 +101,8 @@ class Plan:
     cloud_ticks: int
     variants: bool = False  # also: alert latency on a broker with set_tcp_nodelay true
     dashboard_points: int = 1_000_000
+    snapshot_devices: int = 10_000  # learned-state snapshot figures: keys are named for the count
+    snapshot_repeats: int = 3
 
     @classmethod
     def quick(cls) -> Plan:
@@ -107,12 +110,12 @@ class Plan:
 
     @classmethod
     def full(cls) -> Plan:
-        return cls("full", 5, 100_000, 1000, 60, 5000.0, 120, 2000, 50, variants=True)
+        return cls("full", 5, 100_000, 1000, 60, 5000.0, 120, 2000, 50, variants=True, snapshot_devices=100_000)
 
     @classmethod
     def tiny(cls) -> Plan:
         """Every code path with a few hundred readings: for the unit test, not for figures."""
-        return cls("tiny", 1, 500, 20, 3, 400.0, 3, 50, 4, dashboard_points=5_000)
+        return cls("tiny", 1, 500, 20, 3, 400.0, 3, 50, 4, dashboard_points=5_000, snapshot_devices=200, snapshot_repeats=1)
 
     def edge(self) -> EdgePlan:
         from pipeline.bench.edge import EdgePlan
@@ -271,6 +274,11 @@ def run_bench(
     part("codec", "reading decode vs json.loads", lambda: bench_reading_decode(plan.decode_n, plan.repeats))
     part("ingest", "ingest adapters: decode cost per format, node rate vs native", lambda: _ingest(plan))
     part("warm_start", "readings to the first correct alert, warm vs cold", _warm_start)
+    part(
+        "snapshot",
+        f"learned-state snapshot of {plan.snapshot_devices:,} devices: write, restore, size",
+        lambda: _snapshot(plan, echo),
+    )
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
         workdir = Path(tmp)
         # Slow subscribers must not make the broker drop QoS 0 readings (its limit is per client).
@@ -354,6 +362,12 @@ def _ingest(plan: Plan) -> dict[str, Any]:
     from pipeline.bench.ingest import bench_ingest
 
     return bench_ingest(min(plan.decode_n, 20_000), plan.repeats)
+
+
+def _snapshot(plan: Plan, echo: Callable[[str], object]) -> dict[str, Any]:
+    from pipeline.bench.snapshot import bench_snapshot
+
+    return bench_snapshot(plan.snapshot_devices, 8, plan.snapshot_repeats, echo)
 
 
 def _warm_start() -> dict[str, Any]:

@@ -42,6 +42,11 @@ class NodeCounters:
     uplink_bytes: Counter[str] = field(default_factory=Counter)  # put in the outbox, by priority
     ingest_readings: Counter[str] = field(default_factory=Counter)  # adapted from foreign formats, by format
     ingest_extra_fields: int = 0  # foreign fields neither mapped to a metric nor ignored by config
+    snapshots_written: int = 0  # snapshots of the learned state written by this process
+    snapshot_write_errors: int = 0  # snapshot writes that failed (disk): the previous one stays
+    snapshots_refused: Counter[str] = field(default_factory=Counter)  # at start, by reason
+    snapshot_replay_gap: int = 0  # journal entries after the snapshot's watermark already trimmed
+    alerts_replay_suppressed: int = 0  # alerts a replay re-derived: already in the outbox before the stop
 
     @property
     def dead_lettered(self) -> int:
@@ -74,9 +79,10 @@ class NodeCounters:
         counters = {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped", "ingest_readings")
+            if f.name not in ("dead_letters", "alerts", "uplink_bytes", "dropped", "ingest_readings", "snapshots_refused")
         }
         counters.update({f"ingest_readings.{fmt}": n for fmt, n in dict(self.ingest_readings).items()})
+        counters.update({f"snapshots_refused.{why}": n for why, n in dict(self.snapshots_refused).items()})
         counters.update({f"uplink_bytes.{what}": n for what, n in dict(self.uplink_bytes).items()})
         counters.update({f"alerts.{state}": n for state, n in dict(self.alerts).items()})
         counters["dead_lettered"] = sum(dead_letters.values())

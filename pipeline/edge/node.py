@@ -46,12 +46,24 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.config import Settings, catalog_of
 from pipeline.detect.base import ValueDetector
 from pipeline.detect.detection import build
+from pipeline.detect.irrigation import IrrigationZones
 from pipeline.detect.point import Point
+from pipeline.detect.stuck import StuckWatch
+from pipeline.detect.switching import SwitchContext
 from pipeline.edge.aggregate import WindowAggregator
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
 from pipeline.edge.model_sync import ModelSync
 from pipeline.edge.select import Deadband, SwingingDoor
+from pipeline.edge.snapshot import (
+    Loaded,
+    PerDevice,
+    SnapshotHealth,
+    SnapshotRefused,
+    SnapshotStore,
+    Stage,
+)
+from pipeline.edge.snapshot import apply as apply_snapshot
 from pipeline.edge.uplink import Priority, UplinkQueue, UplinkStats
 from pipeline.edge.validate import Validator
 from pipeline.errors import ProtocolError
@@ -95,6 +107,8 @@ ACK_BACKOFF_MAX = 8  # the ack timeout grows to at most this many times uplink.a
 ALERT_BURST = 16  # alerts sent per pump beyond uplink.max_inflight (alerts skip the window)
 COMMIT_BATCH = 2000  # commit early when this many readings wait for their PUBACK
 KIND_META = "kind/"  # queue metadata key prefix: kind/{device} -> the device's kind
+BATCH_UPTO_META = "batch_upto"  # journal id of the newest reading whose selected points shipped
+SNAPSHOT_DIR = "snapshot"  # under the node's state dir
 _reading_decoder = msgspec.json.Decoder(Reading)
 _closed_encoder = msgspec.json.Encoder()
 _closed_decoder = msgspec.json.Decoder(list[tuple[str, str, int]])
@@ -198,6 +212,22 @@ class EdgeNode:
         self._batch_first_id: int | None = None
         self._batch_started_ms = 0
         self._window_first_id: dict[tuple[str, str, int], int] = {}
+        self._batch_ids: list[int] = []  # journal id of the reading that selected each batch point
+        # Learned-state snapshots (issue 16): "snapshots" below.
+        self._batch_upto = int(self.queue.get_meta(BATCH_UPTO_META) or b"0")
+        self._processed_jid = 0  # journal id of the newest reading processed
+        self._replaying_upto = 0  # while > 0, replayed readings up to it had their alerts sent
+        self._dirty_devices: set[str] = set()  # devices whose per-device state changed since the snapshot
+        self._snapshot_jid = 0  # watermark of the newest snapshot on disk (the journal keeps what follows)
+        self.snapshot_health = SnapshotHealth()
+        self.snapshots: SnapshotStore | None = None
+        if edge.snapshot_interval_s > 0:
+            self.snapshots = SnapshotStore(
+                Path(edge.state_dir) / self.name / SNAPSHOT_DIR, self.site, shards=edge.snapshot_shards
+            )
+        else:
+            self.snapshot_health.restore_reason = "disabled"
+        self._next_snapshot = time.monotonic() + edge.snapshot_interval_s
         self._unacked: list[Message] = []  # device messages waiting for the journal commit
         self._last_commit = time.monotonic()
         self._dirty = False  # outbox or metadata changed since the last commit
@@ -265,6 +295,7 @@ class EdgeNode:
             node=self.name,
             broker=str(self.client.broker),
             replayed=self.counters.replayed,
+            snapshot=self.snapshot_health.restore_reason,
             known_devices=len(self.validator.kinds),
             uplink_backlog_items=stats.items,
             metrics=self.metrics.url if self.metrics else "off",
@@ -295,6 +326,7 @@ class EdgeNode:
         self.ship_batch()
         self.commit()
         self.pump()
+        self.write_snapshot()
         self.client.flush(timeout)
         self.publish_health(status="offline")
         self.client.close(timeout)
@@ -305,8 +337,24 @@ class EdgeNode:
         self.queue.close()
 
     def recover(self) -> int:
-        """Replay journaled readings past the watermark through the stages (not re-journaled)."""
+        """Restore the newest snapshot, then replay the journal after its watermark.
+
+        Without a (valid) snapshot, replay from the output watermark as before: the oldest
+        reading whose contribution is not in the outbox yet. With one, the snapshot holds the
+        state after its watermark's reading, so the replay starts there and nothing is learned
+        twice; every replayed reading was committed with its alerts, so alerts the replay
+        re-derives are not sent again.
+        """
         watermark = int(self.queue.get_meta("watermark") or b"0")
+        loaded = self.load_snapshot()
+        if loaded is not None:
+            watermark = loaded.watermark
+            self._snapshot_jid = loaded.watermark
+            first = self.queue.first_journal_id()
+            if first is not None and first > watermark + 1:
+                self.counters.snapshot_replay_gap = first - watermark - 1
+                self.snapshot_health.replay_gap = first - watermark - 1
+            self._replaying_upto = self.queue.last_journal_id
         replayed = 0
         for journal_id, _device, payload in self.queue.journal_since(watermark):
             try:
@@ -316,9 +364,169 @@ class EdgeNode:
             self.validator.remember(reading)
             self.process(reading, journal_id)
             replayed += 1
+        self._replaying_upto = 0
         self.queue.requeue_inflight()
         self.counters.replayed = replayed
         return replayed
+
+    # -- snapshots of the learned state (issue 16) ---------------------------------------
+
+    def learned_state(self) -> dict[str, object]:
+        """Every stateful object of detection and selection, by name: what a snapshot saves.
+
+        The one place that knows where learned state lives. ``PerDevice`` dicts (keyed by
+        device or ``(device, ...)``) are saved in device-hash shards, rewritten only when one
+        of their devices changed; other parts are whole-site stages whose non-configuration
+        attributes are saved (see ``pipeline.edge.snapshot``).
+        """
+        selector_series = getattr(self.selector, "_doors", None)
+        if selector_series is None:
+            selector_series = getattr(self.selector, "_series", {})
+        detection = self.detection
+        parts: dict[str, object] = {"detectors": PerDevice(self.detectors)}
+        # The score stages build() made, by what they are (pipeline.detect: stuck, irrigation,
+        # switching); their constructor arguments are configuration and come from the settings.
+        for stage in detection.scorer.stages:
+            if isinstance(stage, StuckWatch):
+                parts["stuck.runs"] = PerDevice(stage.runs)
+                parts["stuck"] = stage
+            elif isinstance(stage, IrrigationZones):
+                parts["zones"] = stage
+            elif isinstance(stage, SwitchContext):
+                parts["switches.devices"] = PerDevice(stage._devices)
+                # derived from the catalogue: the running node's, not the snapshot's
+                parts["switches"] = Stage(stage, skip=("_resolutions", "_indexes"))
+        if detection.silence is not None:
+            parts["silence.devices"] = PerDevice(detection.silence._devices)
+            parts["silence"] = detection.silence
+        return parts | {
+            "alerts.series": PerDevice(self.alerts._series),
+            "alerts": self.alerts,
+            "model_sync.previous": PerDevice(self.model_sync.previous),
+            "model_sync": self.model_sync,
+            # selection, aggregation and the batch: the output side at the same watermark
+            "validator.seen": PerDevice(self.validator._seen),
+            # Named for the method: after a change of select.method the selector starts afresh.
+            f"selector.{type(self.selector).__name__}.series": PerDevice(selector_series),
+            f"selector.{type(self.selector).__name__}": Stage(self.selector, skip=("_tolerances", "scale", "_held_limit")),
+            "aggregator.open": PerDevice(self.aggregator._open),
+            "aggregator.event_time": PerDevice(self.aggregator._event_time),
+            # Arrival times are the node clock's: a restart restamps them (see restore).
+            "aggregator": Stage(self.aggregator, skip=("late", "_arrived", "_last_arrival")),
+            "window_first_id": PerDevice(self._window_first_id),
+            "node": {
+                "batch": self._batch,
+                "batch_ids": self._batch_ids,
+                "batch_first_id": self._batch_first_id,
+                "batch_started_ms": self._batch_started_ms,
+                "next_silence_check_ms": detection._next_check_ms,
+            },
+        }
+
+    def restore_learned_state(self, parts: dict[str, object]) -> None:
+        """Put a snapshot's parts into the live objects, then drop what shipped since it."""
+        apply_snapshot(self.learned_state(), parts)
+        node = parts.get("node")
+        if isinstance(node, dict):
+            saved = node["__dict__"]
+            self._batch, self._batch_ids = list(saved["batch"]), list(saved["batch_ids"])
+            self._batch_first_id = saved["batch_first_id"]
+            self._batch_started_ms = saved["batch_started_ms"]
+            self.detection._next_check_ms = saved["next_silence_check_ms"]
+        # The outbox is newer than the snapshot: windows closed and batches shipped after it
+        # are not emitted again (closed_until and batch_upto are committed with them).
+        closed = self.aggregator.closed_until
+        for key in [k for k in self.aggregator._open if k[2] < closed.get((k[0], k[1]), -(2**62))]:
+            del self.aggregator._open[key]
+            self._window_first_id.pop(key, None)
+        # Open windows count as just arrived, as a replay would stamp them: a window must not
+        # look quiet (and close) only because the node was down.
+        now = self.clock.now_ms()
+        for device, _metric, _start in self.aggregator._open:
+            self.aggregator._arrived[device] = now
+        self.aggregator._last_arrival = max(self.aggregator._last_arrival, now)
+        keep = [i for i, jid in enumerate(self._batch_ids) if jid > self._batch_upto]
+        self._batch = [self._batch[i] for i in keep]
+        self._batch_ids = [self._batch_ids[i] for i in keep]
+        self._batch_first_id = self._batch_ids[0] if self._batch_ids else None
+
+    def load_snapshot(self) -> Loaded | None:
+        """The newest snapshot restored into the node, or None (cold start, reason logged)."""
+        if self.snapshots is None:
+            return None
+        health = self.snapshot_health
+        started = time.perf_counter()
+        try:
+            loaded = self.snapshots.load()
+            if loaded is not None:
+                self.restore_learned_state(loaded.parts)
+        except SnapshotRefused as refused:
+            self.counters.snapshots_refused[refused.reason] += 1
+            health.restore_reason = refused.reason
+            event(
+                log,
+                logging.WARNING,
+                "snapshot refused, starting cold",
+                reason=refused.reason,
+                detail=refused.detail,
+                folder=str(self.snapshots.folder),
+            )
+            self._reset_learned_state()
+            return None
+        if loaded is None:
+            health.restore_reason = "none"
+            return None
+        health.restored, health.restore_reason = True, "restored"
+        health.bytes, health.generation = loaded.bytes_total, loaded.generation
+        health.written_at_ms = loaded.created_ms
+        event(
+            log,
+            logging.INFO,
+            "snapshot restored",
+            generation=loaded.generation,
+            watermark=loaded.watermark,
+            bytes=loaded.bytes_total,
+            series=len(self.detectors),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return loaded
+
+    def _reset_learned_state(self) -> None:
+        """Empty every per-device part (a refused snapshot may have been half applied)."""
+        for part in self.learned_state().values():
+            if isinstance(part, PerDevice):
+                part.mapping.clear()
+        self._batch, self._batch_ids, self._batch_first_id = [], [], None
+
+    def write_snapshot(self) -> None:
+        """Commit, then save the learned state as of the newest journal entry (its watermark)."""
+        self._next_snapshot = time.monotonic() + self.settings.edge.snapshot_interval_s
+        if self.snapshots is None:
+            return
+        self.commit()  # every processed reading is durable: the watermark names committed ones
+        watermark = self.queue.last_journal_id
+        first = self.snapshot_health.writes == 0 and not self.snapshot_health.restored
+        try:
+            stats = self.snapshots.write(
+                self.learned_state(),
+                watermark,
+                None if first else self._dirty_devices,
+                created_ms=self.clock.now_ms(),
+            )
+        except OSError as exc:
+            self.counters.snapshot_write_errors += 1
+            event(log, logging.WARNING, "snapshot write failed, the previous one stays", error=str(exc))
+            return
+        self._dirty_devices = set()
+        self._snapshot_jid = watermark
+        health = self.snapshot_health
+        health.bytes, health.write_ms = stats.bytes_total, stats.seconds * 1000
+        health.written_at_ms, health.generation = self.clock.now_ms(), stats.generation
+        health.writes += 1
+        self.counters.snapshots_written += 1
+        log.debug("snapshot %d written: %d parts, %d bytes", stats.generation, stats.parts_written, stats.bytes_written)
+        self._checkpoint()  # the journal before the new watermark may go now
+        self.queue.commit()
 
     # -- the flow -------------------------------------------------------------------------
 
@@ -396,6 +604,8 @@ class EdgeNode:
         """Detect, aggregate and select every metric of an accepted reading."""
         now = self.clock.now_ms()
         detect = self.settings.edge.detect
+        self._processed_jid = journal_id
+        self._dirty_devices.add(reading.device)
         if detect:
             points, alerts = self.detection.observe(reading)
             for alert in alerts:
@@ -413,10 +623,11 @@ class EdgeNode:
             if self.aggregator.add_one(point, now):
                 window = (reading.device, metric, self.aggregator.window_start(reading.ts))
                 self._window_first_id.setdefault(window, journal_id)
-            else:
+            elif journal_id > self._replaying_upto or not self._replaying_upto:
                 self.counters.late += 1
             for selected in self.selector.select_one(point):
-                self._add_to_batch(selected, journal_id)
+                if journal_id > self._batch_upto:  # else a replay: it shipped before the stop
+                    self._add_to_batch(selected, journal_id)
 
     def check_silence(self) -> None:
         """Raise a dropout alert for every device that has gone silent (site event time)."""
@@ -425,6 +636,11 @@ class EdgeNode:
 
     def raise_alert(self, alert: Alert) -> None:
         """Alerts go through the outbox at the highest priority: first out, durable, acknowledged."""
+        self._dirty_devices.add(alert.data.device)
+        if self._replaying_upto and self._processed_jid <= self._replaying_upto:
+            # Committed with its reading before the stop: in the outbox (or shipped) already.
+            self.counters.alerts_replay_suppressed += 1
+            return
         self._put(
             Priority.ALERT,
             self.topics.alert(self.site, alert.data.device),
@@ -438,6 +654,7 @@ class EdgeNode:
             self._batch_started_ms = self.clock.now_ms()
             self._batch_first_id = journal_id
         self._batch.append(point)
+        self._batch_ids.append(journal_id)
         self.points_selected[point.metric] += 1
         if len(self._batch) >= self.settings.edge.batch_max_readings:
             self.ship_batch()
@@ -501,6 +718,8 @@ class EdgeNode:
             self.commit()
         if self.model_sync.due(now):
             self.ship_model_deltas(now)
+        if self.snapshots is not None and time.monotonic() >= self._next_snapshot:
+            self.write_snapshot()
         self.pump()
         if now >= self._next_health_ms:
             self.publish_health()
@@ -533,7 +752,10 @@ class EdgeNode:
         )
         self.counters.readings_shipped += len(self._batch)
         self.counters.batches_shipped += 1
+        self._batch_upto = max(self._batch_upto, self._batch_ids[-1] if self._batch_ids else 0)
+        self.queue.set_meta(BATCH_UPTO_META, str(self._batch_upto).encode())
         self._batch = []
+        self._batch_ids = []
         self._batch_first_id = None
         self._checkpoint()
 
@@ -549,6 +771,7 @@ class EdgeNode:
             self._put(Priority.AGGREGATE, topic, _aggregate_payload(self.site, chunk, codec, self.catalog.resolutions))
         for a in aggregates:
             self._window_first_id.pop((a.device, a.metric, a.start), None)
+            self._dirty_devices.add(a.device)
         self.counters.aggregates += len(aggregates)
         self._save_closed_until()
         self._checkpoint()
@@ -560,7 +783,16 @@ class EdgeNode:
             firsts.append(self._batch_first_id)
         watermark = min(firsts) - 1 if firsts else self.queue.last_journal_id
         self.queue.set_meta("watermark", str(watermark).encode())
-        self.queue.trim_journal(watermark)
+        keep_from = watermark
+        h = self.snapshot_health
+        if self.snapshots is not None and (h.restored or h.writes):  # none yet: a restart is cold anyway
+            # Keep the replay after the newest snapshot too, up to snapshot_journal_mb: past it
+            # the oldest go, and a restore from that snapshot counts them as its replay gap.
+            keep_from = min(watermark, self._snapshot_jid)
+            budget_bytes = self.settings.edge.snapshot_journal_mb * 1024 * 1024
+            if keep_from < watermark and self.queue.stats().journal_bytes > budget_bytes:
+                keep_from = watermark
+        self.queue.trim_journal(keep_from)
         self._dirty = True
 
     # -- model sync (issue 5): kind-level deltas up, the cloud's merged model down ----------
@@ -684,10 +916,23 @@ class EdgeNode:
             "model_deltas_shipped": float(self.model_sync.deltas_shipped),
             "models_warm_started": float(self.model_sync.warm_started - self.detection.scorer.warm_starts_skipped),
             "models_warm_start_skipped": float(self.detection.scorer.warm_starts_skipped),
+            **self._snapshot_gauges(),
         }
         for metric, n in dict(self.points_in).items():  # a copy: /metrics reads from its thread
             gauges[f"selection_ratio.{metric}"] = self.points_selected[metric] / n
         return gauges
+
+    def _snapshot_gauges(self) -> dict[str, float]:
+        h = self.snapshot_health
+        age_s = (self.clock.now_ms() - h.written_at_ms) / 1000 if h.written_at_ms else -1.0
+        return {
+            "snapshot_bytes": float(h.bytes),
+            "snapshot_write_ms": round(h.write_ms, 3),
+            "snapshot_age_s": round(age_s, 3),
+            "snapshot_restored": 1.0 if h.restored else 0.0,
+            "snapshot_generation": float(h.generation),
+            f"snapshot_restore.{h.restore_reason}": 1.0,
+        }
 
     def health(self, status: str = "online") -> Health:
         """Counters and gauges now; safe from another thread (the /metrics scrape)."""

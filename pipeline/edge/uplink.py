@@ -497,6 +497,12 @@ class UplinkQueue:
                 return
             last = rows[-1][0]
 
+    def first_journal_id(self) -> int | None:
+        """The oldest committed entry's id (None when the journal is empty): where a replay can start."""
+        with self._lock:
+            row = self._db().execute("SELECT min(id) FROM journal").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
     def trim_journal(self, upto_id: int) -> int:
         """Delete entries with id <= ``upto_id`` (covered by durable outputs). Returns how many."""
         with self._lock:
