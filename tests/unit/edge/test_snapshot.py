@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline.edge.alert import AlertPolicy
-from pipeline.edge.scoring import SilenceWatch
 
+from pipeline.detect.alerts import AlertPolicy
+from pipeline.detect.silence import SilenceWatch
 from pipeline.edge import snapshot as snap
 from pipeline.edge.snapshot import (
     MANIFEST,
