@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from bisect import insort
 from collections.abc import Callable, Mapping
 
 from pipeline.errors import ProtocolError
@@ -45,18 +46,19 @@ class RecentTimestamps:
 
     def __init__(self, size: int = RECENT) -> None:
         self.newest = -(2**63)
-        self._ring = array("q", [-(2**63)]) * size
+        self._ring = array("q", [-(2**63)]) * size  # ascending: the lowest kept is [0]
 
     def accept(self, ts: int) -> bool:
         """True (and remembered) if ``ts`` has not been accepted before, as far as we know."""
         ring = self._ring
-        lowest = min(ring)
-        if ts <= self.newest:
-            if ts == self.newest or ts < lowest or ts in ring:
-                return False
-        else:
+        if ts > self.newest:
             self.newest = ts
-        ring[ring.index(lowest)] = ts  # the lowest leaves memory, never a higher one
+            ring.append(ts)
+        elif ts == self.newest or ts < ring[0] or ts in ring:
+            return False
+        else:
+            insort(ring, ts)
+        del ring[0]  # the lowest leaves memory, never a higher one
         return True
 
 
