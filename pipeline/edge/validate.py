@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from array import array
+from bisect import insort
 from collections.abc import Callable, Mapping
 
 from pipeline.errors import ProtocolError
@@ -22,34 +23,41 @@ RECENT = 16  # accepted timestamps remembered per device, beyond the newest
 
 
 class RecentTimestamps:
-    """One device's accepted timestamps: the newest, and the last ``size`` in arrival order.
+    """One device's accepted timestamps: the newest, and the ``size`` highest ones.
 
     Why both: ``ts > newest`` is new (the common case, one comparison). An older ``ts``
-    is a redelivery if it is the newest or among the recent ones, new if it is unknown but
-    no older than the oldest recent one (a reading that arrived out of order), and, beyond
+    is a redelivery if it is the newest or among the kept ones, new if it is unknown but
+    no older than the lowest kept one (a reading that arrived out of order), and, beyond
     that memory, counted as a duplicate: it cannot be told apart from an old redelivery.
+
+    The highest, not the last arrived: "unknown and not older than the lowest kept" means
+    "never accepted" only if every accepted ``ts`` above the lowest kept one is kept. Kept in
+    arrival order, a reading delivered ahead of its backlog (a broker resuming the node's
+    session sent a live reading before the queued ones) left memory while older ones stayed,
+    and its redelivery after a kill was accepted a second time: one reading counted twice.
 
     >>> r = RecentTimestamps(size=3)
     >>> [r.accept(ts) for ts in (10, 20, 30, 15, 20, 30, 5)]
     [True, True, True, True, False, False, False]
     """
 
-    __slots__ = ("newest", "_ring", "_next")
+    __slots__ = ("newest", "_ring")
 
     def __init__(self, size: int = RECENT) -> None:
         self.newest = -(2**63)
-        self._ring = array("q", [-(2**63)]) * size
-        self._next = 0
+        self._ring = array("q", [-(2**63)]) * size  # ascending: the lowest kept is [0]
 
     def accept(self, ts: int) -> bool:
         """True (and remembered) if ``ts`` has not been accepted before, as far as we know."""
-        if ts <= self.newest:
-            if ts == self.newest or ts in self._ring or ts < min(self._ring):
-                return False
-        else:
+        ring = self._ring
+        if ts > self.newest:
             self.newest = ts
-        self._ring[self._next] = ts
-        self._next = (self._next + 1) % len(self._ring)
+            ring.append(ts)
+        elif ts == self.newest or ts < ring[0] or ts in ring:
+            return False
+        else:
+            insort(ring, ts)
+        del ring[0]  # the lowest leaves memory, never a higher one
         return True
 
 

@@ -26,7 +26,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from edgekit import LedgerDevices, running, settings_for, stored_window_counts, verdict, wait_until
+from edgekit import (
+    LedgerDevices,
+    running,
+    settings_for,
+    stored_window_counts,
+    verdict,
+    wait_until,
+    window_counts,
+)
 
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import open_store
@@ -99,7 +107,8 @@ def mid_write_leftovers(folder: Path) -> bool:
 
 
 def kill_during_snapshots(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path, kills: int) -> None:
-    seed = int.from_bytes(os.urandom(4), "big")
+    # SNAPSHOT_KILLS_SEED=<int> repeats a run's kill moments (the kills' timing still varies).
+    seed = int(os.environ.get("SNAPSHOT_KILLS_SEED") or int.from_bytes(os.urandom(4), "big"))
     rng = random.Random(seed)
     broker = mosquitto_factory()
     site = f"retail-{uuid.uuid4().hex[:6]}"
@@ -125,6 +134,7 @@ def kill_during_snapshots(mosquitto_factory: Callable[..., Mosquitto], tmp_path:
     health.subscribe(TOPICS.edge(site, "health"), qos=1)
     mid_write = 0
     restores: list[str] = []
+    trace: list[str] = [f"seed {seed}"]
     try:
         with ExitStack() as cloud, edge_processes(config) as start_edge:
             worker.start(timeout=10)
@@ -139,8 +149,18 @@ def kill_during_snapshots(mosquitto_factory: Callable[..., Mosquitto], tmp_path:
                     assert node.wait(30) == -signal.SIGKILL, f"seed {seed}"
                     with UplinkQueue.in_state_dir(state) as q:
                         assert q.check(), f"integrity_check failed after kill {k}, seed {seed}"
+                        trace.append(
+                            f"kill {k} after {delay:.3f} s: journal {q.first_journal_id()}..{q.last_journal_id} "
+                            f"watermark {q.get_meta('watermark')!r} batch_upto {q.get_meta('batch_upto')!r}"
+                        )
                     had_snapshot = (folder / MANIFEST).exists()
                     if had_snapshot:
+                        manifest = SnapshotStore(folder, site, shards=4096).manifest() or {}
+                        trace.append(
+                            f"  manifest g{manifest.get('generation')} watermark {manifest.get('watermark')}; "
+                            f"files {sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and not p.name.startswith('shard'))} "
+                            f"mid-write {mid_write_leftovers(folder)}"
+                        )
                         mid_write += mid_write_leftovers(folder)
                         try:
                             loaded = SnapshotStore(folder, site, shards=4096).load()
@@ -164,6 +184,10 @@ def kill_during_snapshots(mosquitto_factory: Callable[..., Mosquitto], tmp_path:
             drain(health)
     finally:
         health.close(1)
+    # What a failure needs to be read: the kills (journal, manifest, leftovers) and the windows.
+    expected, got = window_counts(devices.acked()), stored_window_counts(store, site)
+    trace.append(f"wrong windows: {sorted((k, expected[k], got[k]) for k in expected.keys() | got.keys() if expected[k] != got[k])}")
+    (tmp_path / "kills.txt").write_text("\n".join(trace) + "\n")
     store.close()
     line = v.line(f"{kills} SIGKILLs during snapshot writes, seed {seed}") + f" | mid-write kills seen {mid_write}"
     print(line)

@@ -319,3 +319,57 @@ def test_the_node_refuses_a_damaged_snapshot_counts_it_and_starts_cold(
     assert health.counters["snapshots_refused.corrupt"] == 1
     assert health.gauges["snapshot_restored"] == 0.0 and health.gauges["snapshot_restore.corrupt"] == 1.0
     node.queue.close()
+
+
+def test_a_reading_delivered_ahead_of_its_backlog_is_not_counted_twice_after_a_kill(tmp_path: Path) -> None:
+    """The interleaving of the kill test's one reading counted twice, in-process, no timing.
+
+    After a restart the broker resumed the node's session and delivered one live reading
+    ahead of the queued backlog. The node accepted it, then the backlog (out of order, new),
+    then newer live readings; a snapshot was written (its commit acknowledged them all) and
+    the node was killed before the PUBACKs left. The restarted node restores the snapshot and
+    the broker redelivers the reading: it must be a duplicate, its window counting it once.
+    """
+    from pipeline.edge.node import EdgeNode
+    from pipeline.protocol import Reading, Topics, encode
+
+    t0 = 1_793_577_600_000
+    topic = Topics().reading("retail-snap", "fridge-1")
+
+    def payload(ts: int) -> bytes:
+        return encode(Reading(v=1, device="fridge-1", kind="fridge", ts=ts, seq=ts - t0, metrics={"temp": 4.0}))
+
+    node = EdgeNode(_node_settings(tmp_path))
+    node.recover()
+    for i in range(5):
+        node.handle(topic, payload(t0 + i * 20))
+    jumped = payload(t0 + 3_000)  # the live reading, ahead of the backlog
+    node.handle(topic, jumped)
+    backlog = 25  # more than the validator remembers, all older than the live reading
+    for i in range(5, 5 + backlog):
+        node.handle(topic, payload(t0 + i * 20))
+    node.handle(topic, payload(t0 + 3_020))  # live again
+    node.write_snapshot()
+    node.queue.close()  # the kill: the snapshot and the journal are durable, the PUBACKs are not
+
+    node = EdgeNode(_node_settings(tmp_path))
+    assert node.recover() == 0
+    assert node.snapshot_health.restored
+    node.handle(topic, jumped)  # redelivered by the broker
+    assert node.counters.accepted == 0 and node.counters.duplicates == 1
+    node.flush_windows(node.clock.now_ms(), everything=True)
+    counts = {a.start: a.count for a in _outbox_aggregates(node)}
+    assert counts[t0 + 3_000 - (t0 + 3_000) % 60_000] == 5 + backlog + 2
+    node.queue.close()
+
+
+def _outbox_aggregates(node: Any) -> list[Any]:
+    from pipeline.edge.uplink import Priority
+    from pipeline.protocol.agg_codec import decode_aggregate_message
+
+    node.queue.commit()
+    out = []
+    for item in node.queue.next_batch(1000):
+        if item.priority == Priority.AGGREGATE:
+            out.extend(decode_aggregate_message(item.payload).aggregates)
+    return out
