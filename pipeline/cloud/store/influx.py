@@ -373,6 +373,26 @@ def _alert_where(
     return _where(_eq("site", site) if site is not None else "", *any_of, _time(">=", since))
 
 
+def _aggregate(row: dict[str, Any]) -> Aggregate:
+    """One ``aggregates`` point as the ``Aggregate`` the edge shipped."""
+    return Aggregate(
+        v=SCHEMA_VERSION,
+        site=row["site"],
+        device=row["device"],
+        kind=row["kind"],
+        metric=row["metric"],
+        start=row["time"],
+        end=_end_ms(row),
+        count=int(row["count"]),
+        min=_float(row["min"]),
+        max=_float(row["max"]),
+        mean=_float(row["mean"]),
+        std=_float(row["std"]),
+        last=_float(row["last"]),
+        anomalies=int(row["anomalies"]),
+    )
+
+
 def _end_ms(row: dict[str, Any]) -> int:
     """A window end: ``end_ms``, or ``end`` in points an older edgepipe wrote.
 
@@ -776,22 +796,7 @@ class InfluxStore:
             _time("<", end),
         )
         return [
-            Aggregate(
-                v=SCHEMA_VERSION,
-                site=row["site"],
-                device=row["device"],
-                kind=row["kind"],
-                metric=row["metric"],
-                start=row["time"],
-                end=_end_ms(row),
-                count=int(row["count"]),
-                min=_float(row["min"]),
-                max=_float(row["max"]),
-                mean=_float(row["mean"]),
-                std=_float(row["std"]),
-                last=_float(row["last"]),
-                anomalies=int(row["anomalies"]),
-            )
+            _aggregate(row)
             for _, row in self._rows(f'SELECT * FROM "aggregates"{where}')
         ]
 
@@ -799,22 +804,7 @@ class InfluxStore:
         start, end = check_interval(start_ms, end_ms)
         where = _where(_eq("site", site), _time(">=", start), _time("<", end))
         rows = [
-            Aggregate(
-                v=SCHEMA_VERSION,
-                site=row["site"],
-                device=row["device"],
-                kind=row["kind"],
-                metric=row["metric"],
-                start=row["time"],
-                end=_end_ms(row),
-                count=int(row["count"]),
-                min=_float(row["min"]),
-                max=_float(row["max"]),
-                mean=_float(row["mean"]),
-                std=_float(row["std"]),
-                last=_float(row["last"]),
-                anomalies=int(row["anomalies"]),
-            )
+            _aggregate(row)
             for _, row in self._rows(f'SELECT * FROM "aggregates"{where} LIMIT {check_positive("limit", limit)}')
         ]
         rows.sort(key=lambda a: (a.start, a.device, a.metric))

@@ -535,22 +535,7 @@ class SQLiteStore:
         """
         params = (check_id("site", site), check_id("device", device), check_id("metric", metric))
         return [
-            Aggregate(
-                v=SCHEMA_VERSION,
-                site=row["site"],
-                device=row["device"],
-                kind=row["kind"],
-                metric=row["metric"],
-                start=row["start"],
-                end=row["end_ms"],
-                count=row["count"],
-                min=_float(row["min"]),
-                max=_float(row["max"]),
-                mean=_float(row["mean"]),
-                std=_float(row["std"]),
-                last=_float(row["last"]),
-                anomalies=row["anomalies"],
-            )
+            _aggregate(row)
             for row in self._fetch(sql, (*params, start, end))
         ]
 
@@ -565,22 +550,7 @@ class SQLiteStore:
         """
         rows = self._fetch(sql, (check_id("site", site), start, end, check_positive("limit", limit)))
         return [
-            Aggregate(
-                v=SCHEMA_VERSION,
-                site=row["site"],
-                device=row["device"],
-                kind=row["kind"],
-                metric=row["metric"],
-                start=row["start"],
-                end=row["end_ms"],
-                count=row["count"],
-                min=_float(row["min"]),
-                max=_float(row["max"]),
-                mean=_float(row["mean"]),
-                std=_float(row["std"]),
-                last=_float(row["last"]),
-                anomalies=row["anomalies"],
-            )
+            _aggregate(row)
             for row in rows
         ]
 
@@ -846,6 +816,26 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             table = statement.split()[2]
             if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
                 conn.execute(statement)  # a table the file never had is created by the schema script
+
+
+def _aggregate(row: sqlite3.Row) -> Aggregate:
+    """One ``aggregates`` row as the ``Aggregate`` the edge shipped."""
+    return Aggregate(
+        v=SCHEMA_VERSION,
+        site=row["site"],
+        device=row["device"],
+        kind=row["kind"],
+        metric=row["metric"],
+        start=row["start"],
+        end=row["end_ms"],
+        count=row["count"],
+        min=_float(row["min"]),
+        max=_float(row["max"]),
+        mean=_float(row["mean"]),
+        std=_float(row["std"]),
+        last=_float(row["last"]),
+        anomalies=row["anomalies"],
+    )
 
 
 def _float(value: float | None) -> float:
