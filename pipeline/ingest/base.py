@@ -68,6 +68,13 @@ class Adapter(Protocol):
     def decode_one(self, topic: str, payload: bytes, arrival_ms: int, retained: bool = False) -> Decoded: ...
 
 
+def as_object(message: Any) -> dict[str, Any]:
+    """``message`` if it is a JSON object, else a refusal: every mapped format starts from one."""
+    if not isinstance(message, dict):
+        raise Refusal(Reason.NOT_OBJECT, f"JSON {type(message).__name__}, expected an object")
+    return message
+
+
 def load_json(payload: bytes, max_bytes: int) -> Any:
     """The payload as JSON values, or a refusal naming what is wrong with it."""
     if not payload:

@@ -9,7 +9,7 @@ codec's output: only there when a codec is configured), ``rxInfo``.
 
 from __future__ import annotations
 
-from pipeline.ingest.base import Decoded, MappedAdapter, load_json
+from pipeline.ingest.base import Decoded, MappedAdapter, as_object, load_json
 from pipeline.ingest.fields import Refusal
 from pipeline.protocol.reasons import Reason
 
@@ -23,8 +23,7 @@ class ChirpStackAdapter(MappedAdapter):
     def decode(self, topic: str, payload: bytes, arrival_ms: int, retained: bool) -> Decoded:
         captured = self.pattern.match(topic) or {}
         message = load_json(payload, self.entry.max_bytes)
-        if not isinstance(message, dict):
-            raise Refusal(Reason.NOT_OBJECT, f"JSON {type(message).__name__}, expected an object")
+        message = as_object(message)
         values = message.get("object")
         if values is None:
             raise Refusal(Reason.MISSING_FIELD, "no object (no codec in the device profile?)")

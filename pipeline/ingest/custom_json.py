@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from pipeline.ingest.base import MAX_ITEMS, Decoded, MappedAdapter, Refused, load_json
+from pipeline.ingest.base import MAX_ITEMS, Decoded, MappedAdapter, Refused, as_object, load_json
 from pipeline.ingest.fields import Refusal
 from pipeline.protocol.reasons import Reason
 
@@ -38,8 +38,7 @@ class JsonAdapter(MappedAdapter):
         return out
 
     def _one(self, message: Any, captured: dict[str, str], arrival_ms: int, out: Decoded) -> Decoded:
-        if not isinstance(message, dict):
-            raise Refusal(Reason.NOT_OBJECT, f"JSON {type(message).__name__}, expected an object")
+        message = as_object(message)
         kind = self.kind_of(message, captured)
         device = self.device_of(message, captured)
         ts = self.ts_of(message, arrival_ms)

@@ -8,7 +8,7 @@ formatter's output: only there when one is configured), ``uplink_message.rx_meta
 
 from __future__ import annotations
 
-from pipeline.ingest.base import Decoded, MappedAdapter, load_json
+from pipeline.ingest.base import Decoded, MappedAdapter, as_object, load_json
 from pipeline.ingest.fields import Refusal
 from pipeline.protocol.reasons import Reason
 
@@ -22,8 +22,7 @@ class TtnAdapter(MappedAdapter):
     def decode(self, topic: str, payload: bytes, arrival_ms: int, retained: bool) -> Decoded:
         captured = self.pattern.match(topic) or {}
         message = load_json(payload, self.entry.max_bytes)
-        if not isinstance(message, dict):
-            raise Refusal(Reason.NOT_OBJECT, f"JSON {type(message).__name__}, expected an object")
+        message = as_object(message)
         uplink = message.get("uplink_message")
         if not isinstance(uplink, dict):
             raise Refusal(Reason.MISSING_FIELD, "no uplink_message")

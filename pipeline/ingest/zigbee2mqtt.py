@@ -13,9 +13,7 @@ timestamp in it the arrival time would date an old value as new.
 
 from __future__ import annotations
 
-from pipeline.ingest.base import Decoded, MappedAdapter, load_json
-from pipeline.ingest.fields import Refusal
-from pipeline.protocol.reasons import Reason
+from pipeline.ingest.base import Decoded, MappedAdapter, as_object, load_json
 
 COMMAND_LEVELS = frozenset({"availability", "set", "get"})
 
@@ -35,8 +33,7 @@ class Zigbee2MqttAdapter(MappedAdapter):
         if retained:
             return Decoded(ignored="retained")
         message = load_json(payload, self.entry.max_bytes)
-        if not isinstance(message, dict):
-            raise Refusal(Reason.NOT_OBJECT, f"JSON {type(message).__name__}, expected an object")
+        message = as_object(message)
         kind = self.kind_of(message, captured)
         device = self.device_of(message, captured)
         ts = self.ts_of(message, arrival_ms)
