@@ -137,7 +137,7 @@ def test_a_stuck_alert_says_how_long_the_value_has_not_changed() -> None:
     alert, stuck_since = stuck_alert(stuck_minutes=120)
     minutes = (alert.data.reading_ts - stuck_since) // MINUTE_MS
     assert alert.data.reason.startswith(f"{Cause.STUCK}: value 20 unchanged for {minutes} min (")
-    assert f"({minutes + 1} readings, usually at most " in alert.data.reason
+    assert f"({minutes + 1} readings; usually at most " in alert.data.reason
 
 
 def test_a_raised_reason_gives_the_threshold_not_the_score_again() -> None:

@@ -63,10 +63,10 @@ def test_a_run_at_the_lowest_value_seen_is_a_floor_not_a_stuck_sensor() -> None:
 def test_stuck_watch_names_the_cause_of_the_higher_score() -> None:
     watch = StuckWatch()
     key = ("d", "temp")
-    for x in noisy(2000):
-        watch.adjust_one(StageContext("d", "fridge", "temp", x, 0, {}, key), 0.1, Cause.ANOMALY)
-    stuck = StageContext("d", "fridge", "temp", 20.3, 0, {}, key)
-    causes = [watch.adjust_one(stuck, 0.1, Cause.ANOMALY)[1] for _ in range(30)]
+    for i, x in enumerate(noisy(2000)):
+        watch.adjust_one(StageContext("d", "fridge", "temp", x, T0 + i * MINUTE, {}, key), 0.1, Cause.ANOMALY)
+    stuck = [StageContext("d", "fridge", "temp", 20.3, T0 + (2000 + i) * MINUTE, {}, key) for i in range(30)]
+    causes = [watch.adjust_one(ctx, 0.1, Cause.ANOMALY)[1] for ctx in stuck]
     assert (causes[0], causes[-1]) == (Cause.ANOMALY, Cause.STUCK)
 
 
