@@ -21,7 +21,7 @@ import math
 from array import array
 
 from pipeline.learn.memory import DecayingTopK
-from pipeline.learn.periods import MS_PER_S
+from pipeline.learn.periods import DAY_S, MS_PER_S
 from pipeline.learn.sync_stats import PRIOR_EFFECTIVE_N
 
 _TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
@@ -50,6 +50,10 @@ class ResidualMemory:
     def calibrate(self, ratio: float) -> float:
         """The ratio after any correction for a young memory (none here)."""
         return ratio
+
+    def covered(self) -> bool:
+        """True once every time of day has been seen (always, for a memory counted in readings)."""
+        return True
 
     def remember(self, residual: float, rise: bool) -> None:
         memory = self.rises
@@ -96,6 +100,7 @@ class EdgeResidualMemory(ResidualMemory):
     """
 
     __slots__ = (
+        "_covered",
         "_growth_steps",
         "_last_ts",
         "_quantum",
@@ -135,6 +140,7 @@ class EdgeResidualMemory(ResidualMemory):
         self.drops = DecayingTopK(top_k)
         self._quantum = math.inf  # the smallest non-zero change between two readings
         self.memory_n = 0.0  # readings the memory stands for (counted up to the horizon)
+        self._covered = False  # a whole day remembered (or a prior's): see ``covered``
         # Time-based memory: with ``reference_interval_s``, a reading forgets and counts as
         # much as the event time since the last one, in reference intervals.
         self._last_ts: int | None = None
@@ -153,13 +159,24 @@ class EdgeResidualMemory(ResidualMemory):
                 self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
         return self._steps
 
+    def covered(self) -> bool:
+        """True once the memory stands for a whole day of event time (or a kind's prior): every
+        time of day has been seen before. Counted in readings (no reference interval): always."""
+        if self._covered:
+            return True
+        if self.reference_interval_s is None or self.memory_n * self.reference_interval_s >= DAY_S:
+            self._covered = True
+        return self._covered
+
     def reference(self, rise: bool) -> float:
         if not self.signed:
             return super().reference(rise)
         rises, drops = self.rises, self.drops
         side = rises.heap if rise else drops.heap
         top_k = self.top_k
-        if len(side) >= top_k:
+        if side and not self.covered():  # a first day: against the largest, not the top_k-th
+            reference = max(side)
+        elif len(side) >= top_k:
             reference = side[0]
         else:  # a young side: both memories together, unsigned
             both = rises.heap + drops.heap
@@ -202,3 +219,4 @@ class EdgeResidualMemory(ResidualMemory):
         super().warm_start(residuals)
         self.drops.reset(list(self.rises.heap))
         self.memory_n = PRIOR_EFFECTIVE_N
+        self._covered = True  # the kind's day profile covers every time of day

@@ -254,7 +254,7 @@ class SeasonalResidualDetector(ValueDetector):
             ratio = 0.0 if residual == 0.0 else NO_REFERENCE_RATIO
         span = self._high - self._low
         excess = max(x - self._high, self._low - x)
-        if excess > 0.0 and span > 0.0:
+        if excess > 0.0 and span > 0.0 and memory.covered():
             ratio = max(ratio, 1.0 + excess / (self.range_margin * span))
         ratio = memory.calibrate(ratio)
         self._cache = (x, ts_ms, residual, ratio)
