@@ -44,6 +44,12 @@ DURATIONS: dict[str, tuple[float, float]] = {
     "pollution_episode": (1 * HOUR, 4 * HOUR),
 }
 SPIKE_READINGS = (1, 3)
+# ... and at least this many readings, whatever the rate: what it takes for the anomaly to
+# exist in the data. One missing reading is a lost packet (LoRaWAN loses a few per cent of
+# uplinks by design), not a dropout; a value read twice by a 15-minute sensor is not a stuck
+# sensor; one noisy reading is a spike. At 1 Hz and one a minute the durations above are
+# longer than these floors (docs/decisions/0011-observable-anomalies.md).
+MIN_READINGS: dict[str, int] = {"dropout": 4, "stuck": 6, "noise_burst": 3}
 
 # Moisture rise in the leaking zone, in % per hour for each L/min of leak, and how fast the
 # extra water drains away afterwards.
@@ -478,7 +484,7 @@ class AnomalySchedule:
             length = int(rng.integers(SPIKE_READINGS[0], SPIKE_READINGS[1] + 1))
         else:
             low, high = DURATIONS[anomaly]
-            length = max(1, round(rng.uniform(low, high) / self.dt))
+            length = max(MIN_READINGS.get(anomaly, 1), round(rng.uniform(low, high) / self.dt))
         end = start + length - 1
         if anomaly in GENERIC:
             return self._generic(anomaly, i, start, end, row, rng)

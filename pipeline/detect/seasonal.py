@@ -91,6 +91,10 @@ class SeasonalResidualDetector(ValueDetector):
     True
     """
 
+    # The time-of-day bin of the last reading learned (-1: none). A class default, so that a
+    # detector restored from a snapshot written before it existed reads "none".
+    _previous_day_bin = -1
+
     def __init__(
         self,
         warmup: int = 100,
@@ -233,6 +237,12 @@ class SeasonalResidualDetector(ValueDetector):
                     p = day[j % bins]
                     if p == p and abs(x - p) < best:
                         best, closest = abs(x - p), p
+                last_bin = self._previous_day_bin
+                if previous is not None and last_bin >= 0 and last_bin != day_bin:
+                    # the day's usual step between the two readings' bins, from today's level
+                    p = previous + day[day_bin] - day[last_bin]
+                    if p == p and abs(x - p) < best:
+                        best, closest = abs(x - p), p
             if errors[2] is not None:
                 p = week[week_bin]
                 if p == p and abs(x - p) < best:
@@ -315,6 +325,7 @@ class SeasonalResidualDetector(ValueDetector):
             self._day = array("f", [math.nan]) * (DAY_S // self.day_bin_s)
             self._week = array("f", [math.nan]) * (WEEK_S // self.week_bin_s)
         day_bin, week_bin = self._bins(ts_ms)
+        self._previous_day_bin = day_bin
         for k, profile, index in ((1, self._day, day_bin), (2, self._week, week_bin)):
             predicted = profile[index]
             if predicted != predicted:  # first value of this bin
