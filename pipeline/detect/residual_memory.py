@@ -26,6 +26,7 @@ from pipeline.learn.sync_stats import PRIOR_EFFECTIVE_N
 
 _TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
 MAX_STEPS_PER_READING = 1440.0  # a gap forgets at most a day of reference intervals at once
+USUAL_ALPHA = 0.05  # weight of the newest gap in a series' usual reporting interval
 
 
 class ResidualMemory:
@@ -50,6 +51,10 @@ class ResidualMemory:
     def calibrate(self, ratio: float) -> float:
         """The ratio after any correction for a young memory (none here)."""
         return ratio
+
+    def unchanged(self) -> bool:
+        """True while the series has never changed between two readings (never, here: NAB as it was)."""
+        return False
 
     def covered(self) -> bool:
         """True once every time of day has been seen (always, for a memory counted in readings)."""
@@ -104,6 +109,8 @@ class EdgeResidualMemory(ResidualMemory):
         "_growth_steps",
         "_last_ts",
         "_quantum",
+        "_rank",
+        "_usual_steps",
         "_steps",
         "clamp_after",
         "drops",
@@ -146,6 +153,11 @@ class EdgeResidualMemory(ResidualMemory):
         self._last_ts: int | None = None
         self._steps = 1.0
         self._growth_steps = (1.0, self._growth)  # (steps, growth**steps) last computed
+        # The usual reference intervals per reading, and which largest residual is the
+        # reference at that rate (``rank``: top_k at one reading per reference interval or
+        # faster, fewer at slower rates; see ``reference``).
+        self._usual_steps = 0.0
+        self._rank = top_k
 
     def observe(self, x: float, previous: float | None, ts_ms: int | None) -> float:
         if previous is not None and x == x:
@@ -156,8 +168,17 @@ class EdgeResidualMemory(ResidualMemory):
             last, self._last_ts = self._last_ts, ts_ms
             if last is not None:
                 elapsed_s = (ts_ms - last) / MS_PER_S
-                self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
+                steps = self._steps = min(max(elapsed_s / self.reference_interval_s, 0.0), MAX_STEPS_PER_READING)
+                usual = self._usual_steps = steps if not self._usual_steps else self._usual_steps + USUAL_ALPHA * (steps - self._usual_steps)
+                if usual > 1.0:
+                    self._rank = max(1, min(self.top_k, round(self.top_k / math.sqrt(usual))))
+                else:
+                    self._rank = self.top_k
         return self._steps
+
+    def unchanged(self) -> bool:
+        """True while no two readings have differed: a first change is one resolution step, not an anomaly."""
+        return self._quantum == math.inf
 
     def covered(self) -> bool:
         """True once the memory stands for a whole day of event time (or a kind's prior): every
@@ -177,7 +198,8 @@ class EdgeResidualMemory(ResidualMemory):
         if side and not self.covered():  # a first day: against the largest, not the top_k-th
             reference = max(side)
         elif len(side) >= top_k:
-            reference = side[0]
+            rank = self._rank
+            reference = side[0] if rank == top_k else heapq.nlargest(rank, side)[-1]
         else:  # a young side: both memories together, unsigned
             both = rises.heap + drops.heap
             reference = heapq.nlargest(top_k, both)[-1] if len(both) >= top_k else min(both, default=0.0)

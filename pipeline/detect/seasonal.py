@@ -260,8 +260,10 @@ class SeasonalResidualDetector(ValueDetector):
         reference = memory.reference(self._rise)
         if reference > 0.0:
             ratio = residual / reference
+        elif residual == 0.0 or memory.unchanged():  # a first change: one step of the sensor
+            ratio = 0.0
         else:
-            ratio = 0.0 if residual == 0.0 else NO_REFERENCE_RATIO
+            ratio = NO_REFERENCE_RATIO
         span = self._high - self._low
         excess = max(x - self._high, self._low - x)
         if excess > 0.0 and span > 0.0 and memory.covered():
