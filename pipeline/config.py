@@ -184,7 +184,10 @@ class AlertSettings(Section):
     raise_score: float = Field(0.8, gt=0, le=1, description="raise at or above this score (0.8: a residual twice the usual largest)")
     clear_score: float = Field(0.5, gt=0, le=1, description="clear below this score")
     raise_after: int = Field(1, ge=1, description="consecutive readings at raise_score to raise")
-    clear_after: int = Field(5, ge=1, description="consecutive readings below clear_score to clear")
+    clear_after: int = Field(2, ge=1, description="consecutive readings below clear_score to clear (at least)")
+    clear_after_s: float = Field(
+        240.0, ge=0, description="... and this much event time from the first of them: the same hysteresis at 1 Hz and at 1/15 min"
+    )
     cooldown_s: float = Field(60.0, ge=0, description="no new raise this long after a clear")
     critical_score: float = Field(0.99, gt=0, le=1, description="severity critical from this score")
 

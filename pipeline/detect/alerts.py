@@ -38,6 +38,8 @@ class AlertRules(Protocol):
     @property
     def clear_after(self) -> int: ...
     @property
+    def clear_after_s(self) -> float: ...
+    @property
     def cooldown_s(self) -> float: ...
     @property
     def critical_score(self) -> float: ...
@@ -50,6 +52,7 @@ class _Series:
     peak: float = 0.0
     hot: int = 0  # consecutive points at or above raise_score
     cool: int = 0  # consecutive points below clear_score while open
+    cool_since: int = 0  # event time (ms) of the first of them
     quiet_until: int = -(2**62)  # cooldown after a clear
     cause: Cause = Cause.ANOMALY  # of the open alert
 
@@ -57,7 +60,7 @@ class _Series:
 class AlertPolicy:
     """Turns scored points into raise and clear events.
 
-    >>> policy = AlertPolicy("farm", raise_after=1, clear_after=2)
+    >>> policy = AlertPolicy("farm", raise_after=1, clear_after=2, clear_after_ms=0)
     >>> def p(ts, score): return Point("d1", "fridge", "temp", ts, ts, 9.5, score)
     >>> [a.data.state if a else None for a in map(policy.update_one, [p(1, 0.2), p(2, 0.999), p(3, 0.4), p(4, 0.4)])]
     [None, 'raised', None, 'cleared']
@@ -70,18 +73,20 @@ class AlertPolicy:
         raise_score: float = 0.8,
         clear_score: float = 0.5,
         raise_after: int = 1,
-        clear_after: int = 5,
+        clear_after: int = 2,
+        clear_after_ms: int = 240_000,
         cooldown_ms: int = 60_000,
         critical_score: float = 0.99,
         model_version: str = "zscore-1",
     ) -> None:
         if not 0.0 < clear_score < raise_score <= 1.0:
             raise ValueError(f"need 0 < clear_score < raise_score <= 1, got {clear_score}, {raise_score}")
-        if raise_after < 1 or clear_after < 1 or cooldown_ms < 0:
-            raise ValueError("raise_after and clear_after must be >= 1, cooldown_ms >= 0")
+        if raise_after < 1 or clear_after < 1 or cooldown_ms < 0 or clear_after_ms < 0:
+            raise ValueError("raise_after and clear_after must be >= 1, clear_after_ms and cooldown_ms >= 0")
         self.site = site
         self.raise_score, self.clear_score = raise_score, clear_score
         self.raise_after, self.clear_after = raise_after, clear_after
+        self.clear_after_ms = clear_after_ms
         self.cooldown_ms = cooldown_ms
         self.critical_score = critical_score
         self.model_version = model_version
@@ -96,6 +101,7 @@ class AlertPolicy:
             clear_score=alert.clear_score,
             raise_after=alert.raise_after,
             clear_after=alert.clear_after,
+            clear_after_ms=int(alert.clear_after_s * MS_PER_S),
             cooldown_ms=int(alert.cooldown_s * MS_PER_S),
             critical_score=alert.critical_score,
             model_version=model_version,
@@ -104,7 +110,8 @@ class AlertPolicy:
     def __repr__(self) -> str:
         return (
             f"AlertPolicy(raise_score={self.raise_score}, clear_score={self.clear_score}, "
-            f"raise_after={self.raise_after}, clear_after={self.clear_after}, cooldown_ms={self.cooldown_ms})"
+            f"raise_after={self.raise_after}, clear_after={self.clear_after}, clear_after_ms={self.clear_after_ms}, "
+            f"cooldown_ms={self.cooldown_ms})"
         )
 
     @property
@@ -134,8 +141,10 @@ class AlertPolicy:
             return self._event(point, s, "raised", f"{cause}: {detail or f'score >= {self.raise_score}'}")
         s.peak = max(s.peak, point.score)
         if point.score < self.clear_score:
+            if not s.cool:
+                s.cool_since = point.ts
             s.cool += 1
-            if s.cool >= self.clear_after:
+            if s.cool >= self.clear_after and point.ts - s.cool_since >= self.clear_after_ms:
                 alert = self._event(
                     point, s, "cleared", f"{s.cause}: score below {self.clear_score} for {s.cool} readings"
                 )

@@ -26,6 +26,7 @@ from pipeline.learn.sync_stats import PRIOR_EFFECTIVE_N
 
 _TABLE_MAX = 1 << 17  # longest divisor table kept (1 MB of doubles)
 MAX_STEPS_PER_READING = 1440.0  # a gap forgets at most a day of reference intervals at once
+FIRST_DAY_MAX_RATIO = 7.0  # score 0.98: below the default critical_score (0.99), WARNING at most
 USUAL_ALPHA = 0.05  # weight of the newest gap in a series' usual reporting interval
 
 
@@ -209,9 +210,13 @@ class EdgeResidualMemory(ResidualMemory):
         return reference
 
     def calibrate(self, ratio: float) -> float:
-        """Divide the ratio by ``young_divisor`` while the memory is younger than its horizon."""
+        """Divide the ratio by ``young_divisor`` while the memory is younger than its horizon;
+        on a first day (not ``covered``) at most ``FIRST_DAY_MAX_RATIO``: a series that has not
+        seen a whole day cannot be sure enough for a CRITICAL alert (docs/detection.md, severity)."""
         if self.young_calibration and self.memory_n * self.forget < 1.0:
             ratio /= young_divisor(int(self.memory_n), self.forget, self.top_k)
+            if not self._covered and not self.covered():
+                ratio = min(ratio, FIRST_DAY_MAX_RATIO)
         return ratio
 
     def remember(self, residual: float, rise: bool) -> None:

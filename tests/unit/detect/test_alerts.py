@@ -40,18 +40,18 @@ def test_a_lasting_anomaly_raises_exactly_once() -> None:
 
 
 def test_a_score_between_the_thresholds_neither_raises_nor_clears() -> None:
-    policy = AlertPolicy("s", raise_after=1, clear_after=2)
+    policy = AlertPolicy("s", raise_after=1, clear_after=2, clear_after_ms=0)
     assert states(policy, [0.9999, 0.97, 0.97, 0.97]) == ["raised", None, None, None]
 
 
 def test_it_clears_after_enough_calm_readings() -> None:
-    policy = AlertPolicy("s", raise_after=1, clear_after=3)
+    policy = AlertPolicy("s", raise_after=1, clear_after=3, clear_after_ms=0)
     assert states(policy, [0.9999, 0.1, 0.1, 0.1]) == ["raised", None, None, "cleared"]
     assert policy.open_alerts == 0
 
 
 def test_no_new_raise_during_cooldown() -> None:
-    policy = AlertPolicy("s", raise_after=1, clear_after=1, cooldown_ms=5000)
+    policy = AlertPolicy("s", raise_after=1, clear_after=1, clear_after_ms=0, cooldown_ms=5000)
     assert states(policy, [0.9999, 0.1, 0.9999, 0.9999, 0.9999, 0.9999, 0.9999, 0.9999]) == [
         "raised", "cleared", None, None, None, None, "raised", None,
     ]
@@ -99,10 +99,28 @@ def test_the_alert_policy_defaults_are_the_alert_settings_defaults() -> None:
         settings.raise_after,
         settings.clear_after,
     )
-    assert (policy.cooldown_ms, policy.critical_score) == (
+    assert (policy.cooldown_ms, policy.critical_score, policy.clear_after_ms) == (
         settings.cooldown_s * 1000,
         settings.critical_score,
+        settings.clear_after_s * 1000,
     )
+
+
+def test_an_alert_clears_after_the_same_quiet_time_at_any_reporting_rate() -> None:
+    """Hysteresis in event time: at 1 Hz five calm readings are five seconds, not an episode's end."""
+
+    def cleared_after_s(interval_s: float) -> float:
+        policy = AlertPolicy("s")  # the settings' defaults: 2 readings and 240 s
+        step_ms = round(interval_s * 1000)
+        policy.update_one(Point("d", "k", "m", 0, 0, 1.0, 0.9999))
+        for i in range(1, 10_000):
+            alert = policy.update_one(Point("d", "k", "m", i * step_ms, i, 1.0, 0.1))
+            if alert is not None:
+                return (i - 1) * interval_s  # from the first calm reading
+        raise AssertionError("never cleared")
+
+    assert cleared_after_s(1.0) == cleared_after_s(60.0) == 240.0
+    assert cleared_after_s(900.0) == 900.0  # two readings at the least
 
 
 MINUTE_MS = 60_000
