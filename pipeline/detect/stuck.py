@@ -182,8 +182,8 @@ class StuckRun:
             return 0.0
         held = self.held(ts_ms)
         ref = self.reference
-        if held > ref and self.daily(ts_ms):
-            ref = self._memory.largest()
+        if held > ref and (self.daily(ts_ms) or (ts_ms is not None and self._seen < DAY_S)):
+            ref = self._memory.largest()  # a usual daily run, or a first day: the longest seen
         return ratio_score(held / ref) if held > ref else 0.0
 
     def learn_one(self, x: float, ts_ms: int | None = None) -> None:
