@@ -56,7 +56,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
     "sim": ("sim.readings_per_s", "sim.null_readings_per_s"),
     "cloud": ("cloud.points_per_s", "cloud.raw_post_points_per_s", "cloud.worker_points_per_s"),
     "quality": (
-        "quality.sim.f1",
+        "quality.sim.f1_1min_plan",
         "quality.sim.precision",
         "quality.sim.recall",
         "quality.sim.median_delay_readings",
@@ -80,7 +80,15 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
         "quality.sim.escalation_bytes_per_reading",
         "quality.sim.f1_gain_per_escalated_kb",
     ),
-    "rates": ("quality.sim.f1_worst_rate", "quality.sim.newcomer.precision", "quality.sim.newcomer.recall"),
+    "rates": (
+        "quality.sim.f1",
+        "quality.sim.f1_worst_rate",
+        "quality.sim.rate_1hz.f1",
+        "quality.sim.rate_1min.f1",
+        "quality.sim.rate_15min.f1",
+        "quality.sim.newcomer.precision",
+        "quality.sim.newcomer.recall",
+    ),
     "warm_start": ("quality.warm_start_speedup",),
     "dashboard": ("dashboard.render_s_1m_points",),
 }
