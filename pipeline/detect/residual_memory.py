@@ -84,6 +84,18 @@ def _young_divisor(n: int, forget: float, top_k: int) -> float:
     return max(1.0, mature / young)
 
 
+def _readings_divisor(readings: int, forget_per_reading: float, top_k: int) -> float:
+    """``young_divisor`` with the horizon in readings at the series' own rate.
+
+    Why readings, not reference intervals: the ``top_k``-th largest of ``n`` residuals is the
+    ``1 - top_k/n`` quantile of the *readings* remembered: ten hours at 1 Hz are 36,000
+    residuals (a high quantile already), at 15 minutes forty. Counting minutes (600 either
+    way) over-tempered 1 Hz and under-tempered 15-minute series (docs/detection.md, eighth round).
+    """
+    horizon = 1.0 / forget_per_reading
+    return max(1.0, math.log(horizon / top_k) / math.log(max(readings, math.e * top_k) / top_k))
+
+
 def young_divisor(n: int, forget: float, top_k: int) -> float:
     """``log(H / k) / log(n / k)``, at least 1: how much a memory of ``n`` readings understates its horizon's quantile.
 
@@ -111,6 +123,7 @@ class EdgeResidualMemory(ResidualMemory):
         "_last_ts",
         "_quantum",
         "_rank",
+        "_readings",
         "_usual_steps",
         "_steps",
         "clamp_after",
@@ -159,6 +172,7 @@ class EdgeResidualMemory(ResidualMemory):
         # faster, fewer at slower rates; see ``reference``).
         self._usual_steps = 0.0
         self._rank = top_k
+        self._readings = 0
 
     def observe(self, x: float, previous: float | None, ts_ms: int | None) -> float:
         if previous is not None and x == x:
@@ -214,7 +228,10 @@ class EdgeResidualMemory(ResidualMemory):
         on a first day (not ``covered``) at most ``FIRST_DAY_MAX_RATIO``: a series that has not
         seen a whole day cannot be sure enough for a CRITICAL alert (docs/detection.md, severity)."""
         if self.young_calibration and self.memory_n * self.forget < 1.0:
-            ratio /= young_divisor(int(self.memory_n), self.forget, self.top_k)
+            if self._usual_steps > 0.0:  # timed: the quantile of the readings remembered so far
+                ratio /= _readings_divisor(self._readings, self.forget * self._usual_steps, self.top_k)
+            else:
+                ratio /= young_divisor(int(self.memory_n), self.forget, self.top_k)
             if not self._covered and not self.covered():
                 ratio = min(ratio, FIRST_DAY_MAX_RATIO)
         return ratio
@@ -231,6 +248,7 @@ class EdgeResidualMemory(ResidualMemory):
         steps = self._steps
         if self.memory_n * self.forget < 1.0:
             self.memory_n += steps
+            self._readings += 1
         if not self.signed:
             super().remember(residual, rise)  # unsigned: one reading, one step
             return
