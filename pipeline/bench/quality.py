@@ -75,6 +75,7 @@ class SimQualityPlan:
     grace_readings: int = 5
     warmup: int = 100
     relations: bool = True  # also the node's path with the multivariate view (full runs)
+    start_ms: int = MONDAY_MS  # the fleet's first reading (another date: a check on data nothing was tuned on)
 
     @classmethod
     def quick(cls) -> SimQualityPlan:
@@ -305,7 +306,7 @@ def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float =
         duration=days * 86_400,
         seed=plan.seed + 1000,
         anomaly_rate=plan.anomaly_rate,
-        start_ms=MONDAY_MS - round(days * 86_400_000),
+        start_ms=plan.start_ms - round(days * 86_400_000),
         realtime=False,
     )
     run_fleet(options, learn)
@@ -337,6 +338,8 @@ class FleetPlan(Protocol):
     def seed(self) -> int: ...
     @property
     def anomaly_rate(self) -> float: ...
+    @property
+    def start_ms(self) -> int: ...
 
 
 def fleet_options(plan: FleetPlan) -> SimOptions:
@@ -348,7 +351,7 @@ def fleet_options(plan: FleetPlan) -> SimOptions:
         duration=plan.days * 86_400,
         seed=plan.seed,
         anomaly_rate=plan.anomaly_rate,
-        start_ms=MONDAY_MS,
+        start_ms=plan.start_ms,
         realtime=False,
     )
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.bench.quality import (
+    MONDAY_MS,
     SITES,
     Event,
     Feed,
@@ -63,6 +64,7 @@ class RatePlan:
     learning_days: float = 1.0
     seed: int = 11
     anomaly_rate: float = 0.1  # per device per simulated hour, the simulators' default
+    start_ms: int = MONDAY_MS  # the fleet's first reading
 
 
 def rate_plans(bench_plan: str) -> list[RatePlan]:
