@@ -48,7 +48,7 @@ SPIKE_READINGS = (1, 3)
 # exist in the data. One missing reading is a lost packet (LoRaWAN loses a few per cent of
 # uplinks by design), not a dropout; a value read twice by a 15-minute sensor is not a stuck
 # sensor; one noisy reading is a spike. At 1 Hz and one a minute the durations above are
-# longer than these floors (docs/decisions/0011-observable-anomalies.md).
+# longer than these floors (docs/decisions/0012-observable-anomalies.md).
 MIN_READINGS: dict[str, int] = {"dropout": 4, "stuck": 6, "noise_burst": 3}
 
 # Moisture rise in the leaking zone, in % per hour for each L/min of leak, and how fast the
