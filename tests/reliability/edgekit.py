@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from waiting import wait_for, wait_until
+from waiting import GENEROUS_S, wait_for, wait_until
 
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import Store, open_store
@@ -285,24 +285,31 @@ def settle(
     node: Any, devices: LedgerDevices, store: Store, site: str, timeout: float = 60
 ) -> Verdict:
     """After the devices stopped: let the node take every acknowledged reading, close every
-    window, and wait until the store holds them and the outbox is empty. Then wait for a
-    sentinel, so that anything counted twice would show: a copy the node sent twice may
-    still be on its way to the store after the first one was acknowledged.
-
-    The sentinel is the node's own periodic health message, made after the outbox was empty:
-    it leaves on the same connection after every uplink copy, the broker hands a subscriber
-    its messages in order, and the worker commits in order, so once the store holds that
-    health every copy sent before it is in the store too (or never will be)."""
+    window, and wait until the store holds them; then wait for the sentinel of
+    ``wait_store_final``, so that anything counted twice would show."""
     acked = len(devices.acked())
     wait_until(lambda: node.counters.accepted >= acked, timeout)
     node.request_drain()
     wait_until(lambda: sum(stored_window_counts(store, site).values()) >= acked, timeout, step=0.25)
-    wait_until(lambda: node.queue.stats().items == 0, timeout, step=0.25)
-    emptied = now_ms()
-    wait_for(lambda: health_stored_after(store, site, emptied), "a health made after the outbox emptied, stored", timeout)
+    wait_store_final(store, site, timeout)
     return verdict(devices, store, site)
 
 
-def health_stored_after(store: Store, site: str, after_ms: int) -> bool:
-    """The store holds a health message of ``site`` made after ``after_ms`` (the node's clock)."""
-    return any(h.site == site and h.ts > after_ms for h in store.latest_health())
+def wait_store_final(store: Store, site: str, timeout: float = GENEROUS_S) -> None:
+    """Wait until the store holds all it ever will of what ``site``'s node sent so far: a copy
+    the node sent twice may still be on its way after the first was acknowledged.
+
+    The sentinel is the node's own periodic health: one made after this call began, saying
+    its outbox was empty (nothing left to send or to send again). It leaves on the same
+    connection after every uplink copy, the broker hands a subscriber its messages in order,
+    and the cloud worker commits in order, so once the store holds that health every copy
+    sent before it is in the store too. Works for a node in another process (health only).
+    """
+    since = now_ms()
+    wait_for(
+        lambda: any(
+            h.site == site and h.ts > since and h.gauges.get("queue_items") == 0 for h in store.latest_health()
+        ),
+        f"a health of {site} made after {since} with an empty outbox, in the store",
+        timeout,
+    )

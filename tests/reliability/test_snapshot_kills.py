@@ -32,6 +32,7 @@ from edgekit import (
     settings_for,
     stored_window_counts,
     verdict,
+    wait_store_final,
     wait_until,
     window_counts,
 )
@@ -177,7 +178,7 @@ def kill_during_snapshots(mosquitto_factory: Callable[..., Mosquitto], tmp_path:
                 devices.stop()
                 acked = len(devices.acked())
                 ok = wait_until(lambda: sum(stored_window_counts(store, site).values()) >= acked, 120, step=0.25)
-                time.sleep(2)  # anything extra would be double counting
+                wait_store_final(store, site)  # a positive sentinel: anything counted twice shows by then
                 v = verdict(devices, store, site)
             node.send_signal(signal.SIGTERM)
             assert node.wait(30) == 0, f"seed {seed}"
