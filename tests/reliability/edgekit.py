@@ -29,8 +29,6 @@ from pipeline.mqtt import Delivery, MqttClient
 from pipeline.protocol import Reading, Topics, encode
 from pipeline.services import Mosquitto
 
-__all__ = ["wait_for", "wait_until"]  # the one way to wait (tests/waiting.py), re-exported for the suites here
-
 TOPICS = Topics()
 WINDOW_MS = 1000
 KIND, METRIC = "fridge", "temp"
