@@ -26,7 +26,7 @@ from pipeline.cloud.store import Store, open_store
 from pipeline.config import Settings, load_settings
 from pipeline.edge.node import EdgeNode
 from pipeline.mqtt import Delivery, MqttClient
-from pipeline.protocol import Reading, Topics, encode
+from pipeline.protocol import Health, Reading, Topics, encode
 from pipeline.services import Mosquitto
 
 TOPICS = Topics()
@@ -293,7 +293,7 @@ def settle(
     return verdict(devices, store, site)
 
 
-def wait_store_final(store: Store, site: str, timeout: float = GENEROUS_S) -> None:
+def wait_store_final(store: Store, site: str, timeout: float = 3 * GENEROUS_S) -> None:
     """Wait until the store holds all it ever will of what ``site``'s node sent so far: a copy
     the node sent twice may still be on its way after the first was acknowledged.
 
@@ -302,12 +302,18 @@ def wait_store_final(store: Store, site: str, timeout: float = GENEROUS_S) -> No
     connection after every uplink copy, the broker hands a subscriber its messages in order,
     and the cloud worker commits in order, so once the store holds that health every copy
     sent before it is in the store too. Works for a node in another process (health only).
+    The outbox empties only as fast as acknowledgements come (resends back off to 8 ack
+    timeouts), hence the longer bound; a failure says what the last stored health showed.
     """
     since = now_ms()
-    wait_for(
-        lambda: any(
-            h.site == site and h.ts > since and h.gauges.get("queue_items") == 0 for h in store.latest_health()
-        ),
-        f"a health of {site} made after {since} with an empty outbox, in the store",
-        timeout,
-    )
+    last: list[Health] = []
+
+    def final() -> bool:
+        last[:] = [h for h in store.latest_health() if h.site == site]
+        return any(h.ts > since and h.gauges.get("queue_items") == 0 for h in last)
+
+    try:
+        wait_for(final, f"a health of {site} made after {since} with an empty outbox, in the store", timeout)
+    except AssertionError as failed:
+        seen = [(h.ts, h.gauges.get("queue_items"), h.gauges.get("queue_inflight")) for h in last]
+        raise AssertionError(f"{failed}; last stored (ts, queue_items, queue_inflight): {seen}") from None
