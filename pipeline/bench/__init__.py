@@ -45,6 +45,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
     "ingest": (),
     "latency": ("latency.alert_p50_ms", "latency.alert_p99_ms"),
     "latency_nodelay": ("latency.alert_p50_ms_tcp_nodelay", "latency.alert_p99_ms_tcp_nodelay"),
+    "latency_offline": ("latency.alert_p50_ms_offline", "latency.alert_p99_ms_offline"),
     "rss": ("edge.rss_mb_10k_devices",),
     "snapshot": ("edge.bytes_per_series_state",),
     "uplink": (
@@ -306,6 +307,13 @@ def run_bench(
                 f"alert latency at {plan.latency_load_per_s:,.0f} readings/s",
                 lambda: bench_alert_latency(h, edge_plan, plan.latency_load_per_s, plan.latency_probes, echo),
             )
+            part(
+                "latency_offline",
+                f"alert latency at {plan.latency_load_per_s:,.0f} readings/s with the cloud away (R9)",
+                lambda: bench_alert_latency(
+                    h, edge_plan, plan.latency_load_per_s, plan.latency_probes, echo, offline=True
+                ),
+            )
             part("rss", f"node memory with {edge_plan.rss_devices:,} devices", lambda: bench_rss(h, edge_plan, echo))
             part("uplink", "uplink bytes and error on simulator data", lambda: bench_uplink(h, edge_plan, echo))
             harness.close()
@@ -316,7 +324,7 @@ def run_bench(
                 lambda: bench_sim(broker.url, plan.sim_devices_per_site, plan.sim_ticks, plan.repeats, echo),
             )
         except Exception as exc:  # noqa: BLE001 - the broker or the harness did not start
-            for name in ("throughput", "latency", "rss", "uplink", "sim"):
+            for name in ("throughput", "latency", "latency_offline", "rss", "uplink", "sim"):
                 failed.setdefault(name, f"failed: {type(exc).__name__}: {exc}")
             echo(f"  FAILED: {type(exc).__name__}: {exc}")
         finally:

@@ -102,12 +102,17 @@ class UplinkTap:
 
     Bytes are payload bytes as the node sent them (topic and MQTT header not counted, as on
     the device side). Acknowledging matters: without it the node stops sending after
-    ``uplink.max_inflight`` messages, which is not how it runs. With ``keep_points`` every
+    ``uplink.max_inflight`` messages, which is not how it runs. With ``acknowledge=False``
+    it is how a node runs while the cloud is away (a partition: nothing acknowledged, the
+    window full), which the offline alert latency measures. With ``keep_points`` every
     shipped value is kept by (device, ts) for the error check.
     """
 
-    def __init__(self, url: str, site: str, *, keep_points: bool = False, lifetime_s: float = 900.0) -> None:
+    def __init__(
+        self, url: str, site: str, *, keep_points: bool = False, lifetime_s: float = 900.0, acknowledge: bool = True
+    ) -> None:
         self.site = site
+        self.acknowledge = acknowledge
         self.topics = Topics()
         self.keep_points = keep_points
         self.bytes: Counter[str] = Counter()
@@ -150,6 +155,8 @@ class UplinkTap:
                     self.errors.append(f"{message.topic}: {type(exc).__name__}: {exc}")
                     continue
                 pending.append(seq)
+            if pending and not self.acknowledge:
+                pending = []  # the cloud is away: what arrived is counted, never acknowledged
             if pending and time.monotonic() >= next_ack:
                 ack = Ack(v=SCHEMA_VERSION, site=self.site, seq=max(pending), ranges=seq_ranges(pending))
                 self.client.publish(self.topics.cloud_ack(self.site), encode(ack), qos=1)

@@ -11,6 +11,12 @@ acknowledges) takes the alert off its connection. Both clocks are this process's
 
 One probe per device: after a clear, a series may not raise again for
 ``alert.cooldown_s``, so probes on fresh devices do not wait on each other.
+
+``offline=True`` measures the same with the cloud away (RELIABILITY.md R9): the tap takes
+the uplink off the broker but acknowledges nothing, so the node's uplink window is full of
+unacknowledged batches for the whole run and an alert arrives only because alerts skip the
+window. Its keys end in ``_offline``. tests/reliability/test_offline_alerting.py asserts that
+every offline alert arrives and in order; how fast is this figure's job, on a quiet machine.
 """
 
 from __future__ import annotations
@@ -133,11 +139,15 @@ def bench_alert_latency(
     probes: int,
     echo: Any,
     suffix: str = "",
+    offline: bool = False,
 ) -> dict[str, Any]:
     """Alert latency with the node fed ``load_per_s`` readings/s of farm data meanwhile.
 
-    ``suffix`` names a variant (another broker configuration) in the result keys.
+    ``suffix`` names a variant (another broker configuration) in the result keys;
+    ``offline`` nobody acknowledges the uplink (the cloud is away), keys end in ``_offline``.
     """
+    if offline:
+        suffix += "_offline"
     # Enough load to outlast the probes: the paced warm-up, the settling, then one spike
     # per gap, plus start-up.
     seconds = 3.0 + SETTLE_S + probes * 0.06 + probes * 120 / WARMUP_PER_S
@@ -145,7 +155,7 @@ def bench_alert_latency(
     stream = sim_stream(plan.devices, ticks, boundary_at=0.5)
     harness.load(stream, "latency")
     site = f"farm-l0{suffix.replace('_', '-')}"
-    tap = UplinkTap(harness.url, site)
+    tap = UplinkTap(harness.url, site, acknowledge=not offline)
     probe = AlertProbe(harness.url, site, tap, probes)
     harness.progress.value = 0
     probe.start(lambda: harness.progress.value >= min(2000, stream.n // 4))
@@ -154,7 +164,7 @@ def bench_alert_latency(
             "edge",
             site,
             rate=load_per_s,
-            tap=tap,
+            tap=None if offline else tap,  # offline, the uplink never drains: no wait for it
             extra_readings=probe.readings,
             timeout=run_timeout(stream.n) + seconds,
         )
@@ -172,12 +182,15 @@ def bench_alert_latency(
     if achieved is not None and achieved < 0.9 * load_per_s:
         echo(f"  note: the load reached only {achieved:,.0f} readings/s")
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    echo(f"  {len(latencies)} alerts at {load_per_s:,.0f} readings/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    where = ", the cloud away" if offline else ""
+    echo(f"  {len(latencies)} alerts at {load_per_s:,.0f} readings/s{where}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     return {
         f"latency.alert_p50_ms{suffix}": p50,
         f"latency.alert_p99_ms{suffix}": p99,
         f"latency{suffix}.details": {
             "load_readings_per_s": load_per_s,
+            "cloud": "away: nothing acknowledged, the uplink window full" if offline else "acknowledging",
+            "uplink_messages_taken": sum(tap.messages.values()),
             "load_achieved_readings_per_s": achieved,
             "alerts": len(latencies),
             "probes": len(probe.spiked_at),

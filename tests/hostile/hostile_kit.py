@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from waiting import GENEROUS_S, wait_until
 
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import open_store
@@ -32,26 +35,22 @@ class HostileSite:
     dead_letters: MqttClient  # subscribed to the site's dead-letter topic
     attacker: MqttClient
 
-    def letters(self, expected: int, timeout: float = 30) -> list[DeadLetter]:
+    def letters(self, expected: int, timeout: float = GENEROUS_S) -> list[DeadLetter]:
         """Collect ``expected`` dead letters (fewer if ``timeout`` runs out)."""
         out: list[DeadLetter] = []
         deadline = time.monotonic() + timeout
         while len(out) < expected and time.monotonic() < deadline:
             try:
                 message = self.dead_letters.messages.get(timeout=0.2)
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 continue
-            out.append(decode(message.payload, DeadLetter))
+            if message.topic == TOPICS.deadletter(self.site):  # not the node's health (the probe)
+                out.append(decode(message.payload, DeadLetter))
         return out
 
-    def wait_received(self, n: int, timeout: float = 60) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.node.counters.received < n:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
+    def wait_received(self, n: int, timeout: float = GENEROUS_S) -> bool:
+        """True once the node has received ``n`` messages (any verdict), False after ``timeout``."""
+        return wait_until(lambda: self.node.counters.received >= n, timeout)
 
 
 def now_ms() -> int:
@@ -161,9 +160,16 @@ def hostile(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iter
     spy = MqttClient(broker.url)
     spy.connect(timeout=5)
     spy.subscribe(TOPICS.deadletter(site), qos=1)
+    # The probe that both subscriptions hold: the node sent its first health after its own
+    # SUBSCRIBEs, and the spy subscribes to that (retained) health after the dead letters, so
+    # once the health reaches the spy, the broker had taken all three in order.
+    spy.subscribe(TOPICS.edge(site, "health"), qos=1)
+    try:
+        spy.messages.get(timeout=GENEROUS_S)
+    except queue.Empty:
+        raise AssertionError(f"the node's health never reached the spy within {GENEROUS_S:g} s") from None
     attacker = MqttClient(broker.url, protocol="3.1.1", max_payload=32 * 2**20)
     attacker.connect(timeout=5)
-    time.sleep(0.3)  # the SUBACKs
     try:
         yield HostileSite(site, broker, node, thread, spy, attacker)
     finally:

@@ -13,21 +13,45 @@ import time
 import uuid
 from collections.abc import Callable
 
+from waiting import GENEROUS_S
+
 from pipeline.mqtt import MqttClient
 from pipeline.services import Mosquitto
 
 MESSAGES = 3000  # what the edges would publish while the writer is away (scaled down)
 TOPIC = "edgepipe/v1/r5/edge/agg"
 DROPPED = "$SYS/broker/publish/messages/dropped"
+UPTIME = "$SYS/broker/uptime"
+PROBE, SENTINEL = b"-1", b"-2"  # the subscriber's own messages (the ledger's are 0..n-1)
 
 
 def sys_dropped(broker: Mosquitto) -> int:
-    """The broker's own count of dropped publishes (``$SYS``, refreshed every second here)."""
+    """The broker's own count of dropped publishes (``$SYS``), as of a refresh made after this
+    call began: what was dropped before the call is in it, on a busy machine too.
+
+    Mosquitto refreshes ``$SYS`` every ``sys_interval`` (1 s here), the uptime at every
+    refresh, the dropped count when it changed. Two live uptimes after subscribing mean a
+    whole refresh ran after the call began, and every message of it, in order, has arrived.
+    """
     client = MqttClient(broker.url)
     client.connect(timeout=5)
     try:
         client.subscribe(DROPPED, qos=0)
-        return int(client.messages.get(timeout=5).payload)
+        client.subscribe(UPTIME, qos=0)
+        dropped: int | None = None
+        live_uptimes = 0
+        deadline = time.monotonic() + GENEROUS_S
+        while live_uptimes < 2 or dropped is None:
+            assert time.monotonic() < deadline, f"no $SYS refresh within {GENEROUS_S:g} s"
+            try:
+                message = client.messages.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if message.topic == DROPPED:
+                dropped = int(message.payload)
+            elif not message.retain:
+                live_uptimes += 1
+        return dropped
     finally:
         client.close(1)
 
@@ -37,13 +61,15 @@ def missing_after_offline(broker: Mosquitto, n: int, expect: int) -> tuple[int, 
     (acknowledged to the publisher, received by the subscriber, missing from the ledger).
 
     The subscriber takes its queued session until it holds ``expect`` messages (bounded), then
-    until a second of quiet, so a delivery that more than ``expect`` would still be seen."""
+    sends itself a sentinel and takes everything up to it: the broker queues the sentinel
+    behind whatever it still holds for the subscriber, so a delivery beyond ``expect`` would
+    be seen, on a busy machine too (no "quiet for a second" guess)."""
     sub_id = f"writer-{uuid.uuid4().hex[:6]}"
     subscriber = MqttClient(broker.url, client_id=sub_id, session_expiry=3600)
     subscriber.connect(timeout=5)
     subscriber.subscribe(TOPIC, qos=1)
-    subscriber.publish(TOPIC, b"-1", qos=1)  # its own probe comes back once the subscription holds
-    assert int(subscriber.messages.get(timeout=30).payload) == -1
+    subscriber.publish(TOPIC, PROBE, qos=1)  # its own probe comes back once the subscription holds
+    assert take(subscriber, until=lambda got: int(PROBE) in got) == {int(PROBE)}
     subscriber.close(1)
 
     publisher = MqttClient(broker.url)
@@ -55,16 +81,26 @@ def missing_after_offline(broker: Mosquitto, n: int, expect: int) -> tuple[int, 
 
     subscriber = MqttClient(broker.url, client_id=sub_id, session_expiry=3600)
     subscriber.connect(timeout=5)
+    received = take(subscriber, until=lambda got: len(got) >= expect)
+    subscriber.publish(TOPIC, SENTINEL, qos=1)
+    received |= take(subscriber, until=lambda got: int(SENTINEL) in got)
+    subscriber.close(1)
+    received -= {int(SENTINEL)}
+    return len(acked), len(received), len(acked - received)
+
+
+def take(subscriber: MqttClient, until: Callable[[set[int]], bool]) -> set[int]:
+    """The message numbers ``subscriber`` receives until ``until(received)`` holds; fails
+    after ``GENEROUS_S`` of no progress towards it (a queued session may take a while)."""
     received: set[int] = set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + GENEROUS_S
+    while not until(received):
         try:
             received.add(int(subscriber.messages.get(timeout=1.0).payload))
+            deadline = time.monotonic() + GENEROUS_S
         except queue.Empty:
-            if len(received) >= expect:
-                break  # what was expected, then a second of quiet
-    subscriber.close(1)
-    return len(acked), len(received), len(acked - received)
+            assert time.monotonic() < deadline, f"stuck at {len(received)} messages for {GENEROUS_S:g} s"
+    return received
 
 
 def test_a_broker_sized_for_the_backlog_drops_nothing_for_an_offline_writer(
@@ -73,8 +109,7 @@ def test_a_broker_sized_for_the_backlog_drops_nothing_for_an_offline_writer(
     broker = mosquitto_factory(max_queued_messages=2 * MESSAGES, extra_config="sys_interval 1")
     before = sys_dropped(broker)
     acked, received, missing = missing_after_offline(broker, MESSAGES, expect=MESSAGES)
-    time.sleep(1.2)  # one $SYS refresh: a drop would show by then (a false pass at worst, never a false failure)
-    after = sys_dropped(broker)
+    after = sys_dropped(broker)  # a refresh after every publish: any drop is in it
     print(f"R5 sized queue: published={MESSAGES} acked={acked} received={received} missing={missing} "
           f"$SYS dropped {before}->{after}")
     assert acked == MESSAGES
@@ -87,9 +122,7 @@ def test_the_ledger_check_detects_loss_from_an_undersized_broker_queue(
 ) -> None:
     broker = mosquitto_factory(max_queued_messages=1000, extra_config="sys_interval 1")
     acked, received, missing = missing_after_offline(broker, MESSAGES, expect=1000)
-    deadline = time.monotonic() + 30  # $SYS refreshes every second; a busy machine may lag
-    while (dropped := sys_dropped(broker)) < missing and time.monotonic() < deadline:
-        time.sleep(0.5)
+    dropped = sys_dropped(broker)
     print(f"R5 negative control (max_queued_messages 1000): published={MESSAGES} acked={acked} "
           f"received={received} missing={missing} $SYS dropped={dropped}")
     assert acked == MESSAGES, "the broker PUBACKs what it then drops"

@@ -22,7 +22,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from edgekit import LedgerDevices, running, settings_for, stored_window_counts, verdict, wait_until
+from edgekit import (
+    LedgerDevices,
+    running,
+    settings_for,
+    stored_window_counts,
+    verdict,
+    wait_store_final,
+    wait_until,
+)
 
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import open_store
@@ -116,7 +124,7 @@ def test_an_edge_killed_twice_with_a_full_outbox_loses_nothing_and_counts_nothin
             devices.stop()
             acked = len(devices.acked())
             ok = wait_until(lambda: sum(stored_window_counts(store, site).values()) >= acked, 60, step=0.25)
-            time.sleep(2)  # anything extra would be double counting
+            wait_store_final(store, site)  # a positive sentinel: anything counted twice shows by then
             v = verdict(devices, store, site)
         health = edge_health(broker.url, site)
     store.close()

@@ -1,6 +1,11 @@
 """S10: a device flooding at 20x the others' rate does not starve them: every reading of every
 other device is processed and stored, exactly once.
 
+The flood is defined by counts, not by what a machine managed in a few seconds: each device
+sends a fixed total at its rate (``LedgerDevices`` keeps rates on average, catching up when
+a busy machine delays it), so the flooder's 20x share of the traffic holds however loaded
+the machine is, and the test asserts that every reading of the flood was acknowledged.
+
 What the node does with the flooder: nothing special. It has no per-device rate limit; a
 flooder's readings are valid, so they are accepted, journaled and aggregated like any other,
 and the node's throughput (thousands of readings a second) absorbs a 20x device. Load
@@ -12,13 +17,12 @@ mistaken for a flood.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from edgekit import LedgerDevices, Stack, running, settle, stacks, stored_window_counts
+from edgekit import LedgerDevices, Stack, running, settle, stacks, stored_window_counts, wait_for
 
 from pipeline.services import Mosquitto
 
@@ -31,16 +35,24 @@ def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterat
 NOMINAL_HZ = 10.0
 FLOODER = "fridge-flood"
 OTHERS = ("fridge-1", "fridge-2", "fridge-3", "fridge-4")
-FLOOD_SEEN_RATIO = 5
+FLOOD_FACTOR = 20
+NOMINAL_READINGS = 60  # each other device: 6 s at 10 Hz
+FLOOD_READINGS = FLOOD_FACTOR * NOMINAL_READINGS
 
 
 def test_a_device_flooding_at_20x_does_not_starve_the_others(stack: Callable[..., Stack]) -> None:
     s = stack()
     devices = (FLOODER, *OTHERS)
     with running(s.worker), running(s.node), LedgerDevices(
-        s.broker.url, s.site, devices=devices, rate_hz=NOMINAL_HZ, rates={FLOODER: 20 * NOMINAL_HZ}
+        s.broker.url,
+        s.site,
+        devices=devices,
+        rate_hz=NOMINAL_HZ,
+        rates={FLOODER: FLOOD_FACTOR * NOMINAL_HZ},
+        max_per_device=NOMINAL_READINGS,
+        counts={FLOODER: FLOOD_READINGS},
     ) as ledger:
-        time.sleep(6)
+        wait_for(lambda: ledger.finished, "every device sent its readings, the flooder its 20x")
         ledger.stop()
         v = settle(s.node, ledger, s.store, s.site)
         acked = Counter(e.device for e in ledger.acked())
@@ -49,14 +61,13 @@ def test_a_device_flooding_at_20x_does_not_starve_the_others(stack: Callable[...
             stored[device] += n
         c = s.node.counters
         print(
-            f"S10 flooder {20 * NOMINAL_HZ:g}/s vs {NOMINAL_HZ:g}/s: acked={dict(acked)} stored={dict(stored)} | "
+            f"S10 flooder {FLOOD_FACTOR * NOMINAL_HZ:g}/s vs {NOMINAL_HZ:g}/s: acked={dict(acked)} stored={dict(stored)} | "
             f"{v.line('all')} | node accepted={c.accepted} dead_lettered={c.dead_lettered} "
             f"selection_scale={s.node.selector.scale} unaccounted={c.unaccounted}"
         )
+        # the precondition: the flood happened, all of it (the broker took every reading)
+        assert acked == {FLOODER: FLOOD_READINGS, **dict.fromkeys(OTHERS, NOMINAL_READINGS)}
         for device in OTHERS:
-            assert stored[device] == acked[device] > 0
-        # a precondition, not the property: the flood happened (a busy machine's publisher may
-        # not reach the full 20x, and a few times the others' rate is already a flood)
-        assert acked[FLOODER] >= FLOOD_SEEN_RATIO * acked[OTHERS[0]]
+            assert stored[device] == acked[device]
         assert (v.lost, v.double) == (0, 0)
         assert c.unaccounted == 0

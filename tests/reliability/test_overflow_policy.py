@@ -9,12 +9,12 @@ publishes both in its health (``uplink_dropped.overflow``, ``uplink_dropped.<pri
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from edgekit import LedgerDevices, Stack, running, stacks, wait_until
+from waiting import GENEROUS_S
 
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.edge.uplink import Priority, UplinkQueue
@@ -65,13 +65,12 @@ def test_a_tiny_uplink_budget_drops_counted_items_and_delivers_the_rest(stack: C
         assert wait_until(lambda: s.node.queue.stats().dropped["overflow"] >= 20, 30), s.node.queue.stats()
         devices.stop()
         s.node.request_drain()
-        time.sleep(1)
+        assert s.node.wait_drained(GENEROUS_S), "the node never closed its windows"
         overflow = s.node.counters.health(s.site, s.node.name, 0, uplink=s.node.queue.stats()).counters
         worker = IngestWorker(s.cloud_settings, s.store)
         worker.start(timeout=5)
         with running(worker):
             assert wait_until(lambda: s.node.queue.stats().items == 0, 60, step=0.25), s.node.queue.stats()
-            time.sleep(1)
         stats = s.node.queue.stats()
         c = s.node.counters
         by_priority = {k: v for k, v in overflow.items() if k.startswith("uplink_dropped.")}

@@ -11,16 +11,19 @@ seq or UUID used as a tag).
 from __future__ import annotations
 
 import hashlib
+import queue
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from edgekit import METRIC, LedgerDevices, Stack, now_ms, running, settle, stacks, wait_until
+from edgekit import METRIC, LedgerDevices, Stack, now_ms, running, settle, stacks, wait_for
+from waiting import GENEROUS_S
 
+from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import Store
 from pipeline.mqtt import Message, MqttClient
-from pipeline.protocol import Topics
+from pipeline.protocol import Health, Topics, decode
 from pipeline.services import Influxd, Mosquitto
 
 
@@ -30,6 +33,32 @@ def stack(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> Iterat
         yield make
 
 TOPICS = Topics()
+READINGS = 150  # per device: 3 s at the devices' 50 Hz
+
+
+def uplink_history(spy: MqttClient, after_ms: int) -> list[Message]:
+    """Every uplink message the spy received, up to the node's first health made after
+    ``after_ms`` (the last one, sent as the node stops): the node sends that health after all
+    its uplink on one connection and the broker keeps the order, so the history is whole."""
+    history: list[Message] = []
+    deadline = time.monotonic() + GENEROUS_S
+    while time.monotonic() < deadline:
+        try:
+            message = spy.messages.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if not message.topic.endswith("/health"):
+            history.append(message)
+        elif decode(message.payload, Health).ts > after_ms:
+            return history
+    raise AssertionError(f"no health after the first pass reached the spy within {GENEROUS_S:g} s")
+
+
+def committed(worker: IngestWorker) -> bool:
+    """Everything the worker has handled is written (or durably buffered) and acknowledged,
+    and its disk buffer is drained into the store: the store shows all it ever will."""
+    gauges = worker.health().gauges
+    return gauges["pending_messages"] == 0 and gauges["buffer_items"] == 0
 
 
 def snapshot(store: Store, site: str) -> tuple[str, int]:
@@ -72,15 +101,15 @@ def test_replaying_every_uplink_message_twice_changes_nothing_in_the_store(
     for what in ("batch", "agg", "model"):
         spy.subscribe(TOPICS.edge(s.site, what), qos=1)
     spy.subscribe(TOPICS.alerts(s.site), qos=1)
+    spy.subscribe(TOPICS.edge(s.site, "health"), qos=1)  # the sentinel that ends the history
     with running(s.worker):
-        with running(s.node), LedgerDevices(s.broker.url, s.site) as devices:
-            time.sleep(3)
+        with running(s.node), LedgerDevices(s.broker.url, s.site, max_per_device=READINGS) as devices:
+            wait_for(lambda: devices.finished, f"{READINGS} readings from each device")
             devices.stop()
             v = settle(s.node, devices, s.store, s.site)
+            settled = now_ms()
         assert (v.lost, v.double) == (0, 0), v.line("R8 first pass")
-        history: list[Message] = []
-        while not spy.messages.empty():
-            history.append(spy.messages.get_nowait())
+        history = uplink_history(spy, after_ms=settled)
         spy.close(1)
         before, rows = snapshot(s.store, s.site)
         series_before = cardinality(request, store_url)
@@ -93,8 +122,11 @@ def test_replaying_every_uplink_message_twice_changes_nothing_in_the_store(
                 publisher.publish(m.topic, m.payload, qos=1)
         assert publisher.flush(30)
         publisher.close(1)
-        assert wait_until(lambda: s.worker.counters.messages >= handled + 2 * len(history), 30)
-        time.sleep(1.5)  # past the worker's flush interval
+        # Positive, not a pause: every replayed message handled, and none left unwritten.
+        wait_for(
+            lambda: s.worker.counters.messages >= handled + 2 * len(history) and committed(s.worker),
+            "the worker handled and committed every replayed message",
+        )
         after, rows_after = snapshot(s.store, s.site)
         series_after = cardinality(request, store_url)
     kind = store_url.split(":", 1)[0]

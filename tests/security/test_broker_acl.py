@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from mqttprobe import Probe, wait_until
+from waiting import wait_for
 
 from pipeline.errors import ServiceError
 from pipeline.services import Mosquitto
@@ -25,10 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ACL = (ROOT / "deploy" / "acl").read_text()
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 
-# The spy reads and writes everything. It exists only in the tests' copy of the ACL.
+# The spy reads and writes everything. It exists only in the tests' copy of the ACL, as
+# does each account's sentinel topic, which only that account may read (outside edgepipe/v1).
 SPY = "admin.test"
-SPY_ACL = f"\n# test only\nuser {SPY}\ntopic readwrite #\n"
-QUIET_S = 0.5  # after the expected deliveries, how long unexpected ones may take to show up
+SENTINEL_TOPIC = "edgepipe-test/sentinel/{}"
+SENTINEL = b"sentinel"
+SPY_ACL = f"\n# test only\nuser {SPY}\ntopic readwrite #\npattern read {SENTINEL_TOPIC.format('%u')}\n"
 NOT_AUTHORIZED = 0x87
 
 
@@ -131,7 +134,7 @@ def test_every_publish_cell_is_delivered_exactly_as_specified(
     assert wait_until(
         lambda: all(spy.count(t, _payload("pub", protocol, a, t)) for a, t in allowed)
     )
-    wait_until(lambda: False, QUIET_S)
+    through_sentinels(spy, {SPY: spy})  # every PUBACK is in: what was routed is routed
     delivered = {key: spy.count(key[1], _payload("pub", protocol, *key)) for key in sent}
     wrong = {key: n for key, n in delivered.items() if n != (1 if key in allowed else 0)}
     print(
@@ -168,7 +171,7 @@ def test_every_subscribe_cell_is_delivered_exactly_as_specified(
     cells = [(a, t) for a in ACCOUNTS for t in MATRIX]
     allowed = {(a, t) for a, t in cells if "sub" in MATRIX[t][a]}
     assert wait_until(lambda: all(received(a, t) for a, t in allowed))
-    wait_until(lambda: False, QUIET_S)
+    through_sentinels(publisher, readers)
     wrong = {
         (a, t): n for a, t in cells if (n := received(a, t)) != (1 if (a, t) in allowed else 0)
     }
@@ -210,11 +213,13 @@ def test_the_real_subscriptions_and_wide_filters_get_only_what_the_role_may_read
     spy.wait_pubacks([spy.publish(t, b"wide") for t in topics])
     everyone = [cloud, edge, nosy_edge, dashboard, device]
     assert wait_until(lambda: all(p.count(t, b"wide") for t, ps in topics.items() for p in ps))
-    wait_until(lambda: False, QUIET_S)
+    through_sentinels(
+        spy, {"cloud.1": cloud, "edge.farm": edge, "edge.retail": nosy_edge, "dashboard.1": dashboard, "d2": device}
+    )
     for topic, readers in topics.items():
         for probe in everyone:
             assert probe.count(topic, b"wide") == (1 if probe in readers else 0), (topic, probe)
-    assert device.total() == 0
+    assert device.total() == device.count(SENTINEL_TOPIC.format("d2"), SENTINEL)  # "#" got it nothing else
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
@@ -301,6 +306,21 @@ def test_without_username_as_clientid_the_same_takeover_succeeds(
         victim.close()
     finally:
         broker.stop()
+
+
+def through_sentinels(spy: Probe, readers: dict[str, Probe]) -> None:
+    """Wait until every reader has what the broker routed to it before now: the spy sends
+    each account a sentinel on its own topic and every one arrives. The broker routes a
+    publish before it acknowledges it and each reader's messages keep their order, so a
+    message a reader was wrongly sent before this call is in its counts by then (where a
+    pause would only make it likely). Readers subscribe to their sentinel here first."""
+    for account, probe in readers.items():
+        probe.subscribe([SENTINEL_TOPIC.format(account)])
+    spy.wait_pubacks([spy.publish(SENTINEL_TOPIC.format(account), SENTINEL) for account in readers])
+    wait_for(
+        lambda: all(probe.count(SENTINEL_TOPIC.format(a), SENTINEL) for a, probe in readers.items()),
+        "every reader's sentinel",
+    )
 
 
 def _payload(*parts: str) -> bytes:

@@ -36,6 +36,8 @@ PLAIN = [
     "edge.readings_per_s_detect_ratio_to_ceiling",
     "latency.alert_p50_ms",
     "latency.alert_p99_ms",
+    "latency.alert_p50_ms_offline",
+    "latency.alert_p99_ms_offline",
     "uplink.json_bytes_per_reading",
     "uplink.shipped_bytes_per_reading",
     "uplink.reduction_factor",
