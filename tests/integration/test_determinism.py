@@ -38,7 +38,7 @@ from pipeline.clock import OffsetClock
 from pipeline.config import load_settings
 from pipeline.edge.node import EdgeNode
 from pipeline.mqtt import MqttClient
-from pipeline.protocol import Alert, Topics, decode
+from pipeline.protocol import Alert, Reading, Topics, decode
 from pipeline.services import Mosquitto
 from simulators import SimOptions, run
 
@@ -77,8 +77,6 @@ class Recorder:
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         if "/dev/" not in topic:
             return  # labels: not part of the stream the node sees
-        from pipeline.protocol import Reading
-
         r = decode(payload, Reading)
         self.readings.append(Recorded(topic, payload, r.device, r.ts))
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipeline.detect.alerts import AlertPolicy
-from pipeline.detect.silence import SilenceWatch, dropout_alerts
+from pipeline.detect.silence import SilenceWatch, dropout_alerts, heard_again
+from pipeline.protocol import Reading
 from pipeline.protocol.causes import DEVICE_METRIC
 from pipeline.protocol.topics import is_valid_id
 
@@ -43,9 +44,6 @@ def _ticks(watch: SilenceWatch, devices: list[str], start_s: int, until_s: int) 
 
 def _dropouts_and_clears(device_back_first: bool) -> list[tuple[str, str, int, float]]:
     """d19 is silent from 600 s to 800 s; its readings from 800 s arrive before or after the others'."""
-    from pipeline.detect.silence import heard_again
-    from pipeline.protocol import Reading
-
     policy, watch = AlertPolicy("farm"), SilenceWatch(min_silence_ms=30_000)
     _fleet(watch, devices=20, until_s=600)
     events = []
