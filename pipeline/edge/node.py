@@ -621,7 +621,8 @@ class EdgeNode:
         if sequencer.hold(reading.kind):
             self._last_held_ms = now
             if sequencer.add_one(reading.device, reading.ts, journal_id, reading):
-                self.release_held()
+                if sequencer.due():
+                    self.release_held()
                 return
         self.process(reading, journal_id)
 

@@ -78,6 +78,11 @@ class EventTimeSequencer(Generic[T]):
         heapq.heappush(self._held, (ts, device, number, item))
         return True
 
+    def due(self) -> bool:
+        """True if the watermark has passed the oldest held item (``release`` would hand one on)."""
+        held = self._held
+        return bool(held) and held[0][0] <= self.newest - self.lateness_ms
+
     def release(self, everything: bool = False) -> Iterator[tuple[int, str, int, T]]:
         """``(ts, device, number, item)`` of every held item the watermark has passed, in ``(ts, device)`` order."""
         held = self._held
