@@ -12,16 +12,17 @@ than ``lateness_ms`` newer (docs/decisions/0011-event-time-watermark.md).
 
 Readings of other kinds pass straight through (``hold`` is False): per-series detectors,
 stuck runs and switch contexts read one device at a time, and their alerts must not wait
-(RELIABILITY R9, alert latency). A reading at or behind the released watermark is late: it
-is handed on at once, and counted (``late``).
+(RELIABILITY R9, alert latency). So do the related kinds until readings of two of them have
+arrived: soil probes without a valve relate to nothing, and must not wait either. A reading
+at or behind the released watermark is late: it is handed on at once, and counted (``late``).
 
 Pure: no clock, no I/O. The node releases everything on a drain, at shutdown and when the
 site has been quiet for ``aggregate.idle_s`` of wall time (a stream's last readings have
 nothing newer to release them).
 
 >>> s = EventTimeSequencer({"valve", "probe"}, lateness_ms=60_000)
->>> s.hold("fridge"), s.hold("probe")
-(False, True)
+>>> s.hold("fridge"), s.hold("probe"), s.hold("valve"), s.hold("probe")
+(False, False, True, True)
 >>> arrivals = [("p2", 0), ("p1", 0), ("v1", 60_000), ("p1", 60_000), ("v1", 120_000)]
 >>> for number, (device, ts) in enumerate(arrivals):
 ...     _ = s.add_one(device, ts, number, f"{device}@{ts // 1000}s")
@@ -53,6 +54,8 @@ class EventTimeSequencer(Generic[T]):
         self.newest = NEVER_MS  # newest ts held or released
         self.released_upto = NEVER_MS  # every ts up to here was handed on
         self.late = 0  # items that arrived behind the released watermark
+        self.seen_kinds: set[str] = set()  # related kinds seen while not yet active
+        self.active = False  # readings of two related kinds have arrived: hold them from now on
 
     def __repr__(self) -> str:
         return f"EventTimeSequencer(kinds={sorted(self.kinds)}, lateness_ms={self.lateness_ms})"
@@ -61,8 +64,14 @@ class EventTimeSequencer(Generic[T]):
         return len(self._held)
 
     def hold(self, kind: str) -> bool:
-        """True if readings of ``kind`` go through the sequencer."""
-        return kind in self.kinds
+        """True if this reading of ``kind`` goes through the sequencer (see the module docstring)."""
+        if self.active:
+            return kind in self.kinds
+        if kind not in self.kinds:
+            return False
+        self.seen_kinds.add(kind)
+        self.active = len(self.seen_kinds) >= 2
+        return self.active
 
     def add_one(self, device: str, ts: int, number: int, item: T) -> bool:
         """Hold ``item``, a reading of ``device`` at ``ts``; False if it is late (hand it on now).

@@ -31,6 +31,7 @@ def _shuffled_within(stream: list[tuple[str, int]], lateness_ms: int, seed: int)
 
 def _released(arrivals: list[tuple[str, int]], lateness_ms: int) -> list[tuple[str, int]]:
     s: EventTimeSequencer[None] = EventTimeSequencer({"soil_probe"}, lateness_ms)
+    s.active = True
     out = []
     for n, (device, ts) in enumerate(arrivals):
         assert s.add_one(device, ts, n, None)
@@ -50,6 +51,7 @@ def test_any_interleaving_within_the_lateness_is_released_in_the_same_order(seed
 
 def test_a_reading_behind_the_released_watermark_is_late_and_handed_on() -> None:
     s: EventTimeSequencer[str] = EventTimeSequencer({"soil_probe"}, lateness_ms=MINUTE_MS)
+    s.active = True
     s.add_one("a", 0, 1, "a0")
     s.add_one("a", 2 * MINUTE_MS, 2, "a2")
     assert [item for *_, item in s.release()] == ["a0"]
@@ -59,4 +61,5 @@ def test_a_reading_behind_the_released_watermark_is_late_and_handed_on() -> None
 
 def test_other_kinds_are_not_held() -> None:
     s: EventTimeSequencer[str] = EventTimeSequencer({"soil_probe", "irrigation_valve"}, lateness_ms=0)
-    assert s.hold("irrigation_valve") and not s.hold("fridge")
+    assert not s.hold("soil_probe")  # probes without a valve relate to nothing: they do not wait
+    assert s.hold("irrigation_valve") and s.hold("soil_probe") and not s.hold("fridge")
