@@ -28,7 +28,7 @@ from pipeline.detect.point import Point
 from pipeline.detect.registry import EDGE_DETECTOR, choose_detectors, detector_factory
 from pipeline.detect.river_model import ModelChoice
 from pipeline.detect.scorer import PriorLookup, ReadingScorer
-from pipeline.detect.silence import SilenceWatch, dropout_alerts, heard_again
+from pipeline.detect.silence import SILENCE_CHECK_MS, SilenceWatch, dropout_alerts, heard_again
 from pipeline.detect.stages import ScoreStage
 from pipeline.detect.stuck import StuckWatch
 from pipeline.detect.switching import SwitchContext
@@ -48,10 +48,11 @@ Observation = tuple[list[ScoredPoint], list[Alert]]
 class Detection:
     """Scorer, silence watch and alert policy of one site; see the module docstring.
 
-    ``event_check_ms``: also run ``tick()`` from ``observe`` every this much event time (the
-    node: a backlog replayed at thousands of readings a second spans hours of event time
-    between two wall-clock ticks); None: only when the caller ticks (the bench ticks on the
-    fleet's ticks). ``timer``, when given (``time.perf_counter``), times the scorer alone into
+    ``event_check_ms``: also run ``tick()`` from ``observe`` at every multiple of this much
+    event time a reading reaches (the node, which no longer checks on a wall-clock timer: a
+    backlog replayed at thousands of readings a second spans hours of event time between two
+    wall-clock ticks, and a slow node must not see silence where the stream has none); None:
+    only when the caller ticks (the bench ticks on the fleet's ticks). ``timer``, when given (``time.perf_counter``), times the scorer alone into
     ``score_seconds`` (``detect.us_per_reading``).
     """
 
@@ -83,11 +84,15 @@ class Detection:
         silence = self.silence
         if silence is not None:
             if silence.learn_one(reading.device, reading.ts, reading.kind):
+                if silence.missed:  # silent at a checkpoint the watermark had not reached
+                    alerts.extend(dropout_alerts(self.policy, silence, silence.missed))
+                    silence.missed.clear()
                 back = heard_again(self.policy, reading)
                 if back is not None:
                     alerts.append(back)
-            if self.event_check_ms is not None and reading.ts >= self._next_check_ms:
-                self._next_check_ms = reading.ts + self.event_check_ms
+            check = self.event_check_ms
+            if check is not None and reading.ts >= self._next_check_ms:
+                self._next_check_ms = (reading.ts // check + 1) * check
                 alerts.extend(self.tick())
         timer = self.timer
         if timer is None:
@@ -109,7 +114,11 @@ class Detection:
         return points, alerts
 
     def tick(self) -> list[Alert]:
-        """Time-driven checks: a dropout alert per device that has just gone silent."""
+        """A dropout alert per device silent at a checkpoint behind the site's watermark.
+
+        When it is called changes when the alerts come out, never which: the watermark is
+        event time (``SilenceWatch``), so calling it more often only finds them sooner.
+        """
         if self.silence is None:
             return []
         return dropout_alerts(self.policy, self.silence)
@@ -143,6 +152,7 @@ def build(
     silence: bool = True,
     prior: PriorLookup | None = None,
     event_check_ms: int | None = None,
+    lateness_ms: int = 0,
     timer: Callable[[], float] | None = None,
 ) -> Detection:
     """The detection of one site: what the node runs, and what the quality bench measures.
@@ -152,9 +162,12 @@ def build(
     entries that replace it for a kind or a kind.metric (``choose_detectors``); ``stages``
     names from ``ALL_STAGES``, in order; ``catalog`` the site's kinds (switch contexts read
     their metrics and resolutions). ``prior(kind, metric)`` warm-starts new detectors (model sync).
+    ``lateness_ms``: how late (event time) a reading may arrive; dropouts are judged that far
+    behind the site's event time (the node: ``aggregate.lateness_s``).
     """
     template = detector_factory(detector)()
     new_detector = choose_detectors(detector, choices or {})
     scorer = ReadingScorer(new_detector, [make_stage(name, alert, catalog) for name in stages], prior=prior)
     policy = AlertPolicy.from_settings(site, alert, model_version=type(template).__name__)
-    return Detection(scorer, policy, SilenceWatch() if silence else None, event_check_ms, timer)
+    watch = SilenceWatch(check_ms=event_check_ms or SILENCE_CHECK_MS, lateness_ms=lateness_ms) if silence else None
+    return Detection(scorer, policy, watch, event_check_ms, timer)

@@ -188,6 +188,11 @@ class IrrigationZones(ScoreStage):
         self._recent: deque[tuple[int, str]] = deque()  # (ts, valve): unflagged openings, newest last
         self._openings: list[_Opening] = []  # unscheduled openings of mature valves, within the horizon
 
+    def ordered_kinds(self) -> tuple[str, ...]:
+        """Valves and probes: a valve's opening anchors its probes, a probe's rise links the
+        valves that just opened; both read the other devices' state as of the reading's time."""
+        return (self.valve_kind, self.probe_kind)
+
     # -- per reading ---------------------------------------------------------------------
 
     def adjust_one(self, ctx: StageContext, score: float, cause: Cause) -> tuple[float, Cause]:

@@ -54,6 +54,13 @@ class ScoreStage:
     finds by comparing with these defaults.
     """
 
+    def ordered_kinds(self) -> tuple[str, ...]:
+        """Kinds whose readings this stage relates *across* devices: they must reach it in
+        event-time order, whatever order they arrived in (the node sequences them behind a
+        watermark, ``pipeline.edge.sequencer``). A stage that reads one device at a time
+        (stuck runs, switch contexts) needs none: its devices' own order is enough."""
+        return ()
+
     def begin_one(self, reading: Reading) -> None:
         """Called once per reading before its metrics are adjusted."""
 

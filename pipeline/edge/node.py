@@ -48,6 +48,7 @@ from pipeline.detect.base import ValueDetector
 from pipeline.detect.detection import build
 from pipeline.detect.irrigation import IrrigationZones
 from pipeline.detect.point import Point
+from pipeline.detect.silence import SILENCE_CHECK_MS
 from pipeline.detect.stuck import StuckWatch
 from pipeline.detect.switching import SwitchContext
 from pipeline.edge.aggregate import WindowAggregator
@@ -55,6 +56,7 @@ from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
 from pipeline.edge.model_sync import ModelSync
 from pipeline.edge.select import Deadband, SwingingDoor
+from pipeline.edge.sequencer import EventTimeSequencer
 from pipeline.edge.snapshot import (
     Loaded,
     PerDevice,
@@ -99,7 +101,6 @@ from pipeline.protocol.model_codec import MetricStats, encode_model
 
 log = logging.getLogger(__name__)
 
-SILENCE_CHECK_MS = 15_000  # event time between dropout checks (half the shortest silence, 30 s)
 
 # Aggregates per uplink message: ~25 KB as JSON, ~10 KB as agg-zstd (a few bytes each).
 AGGREGATES_PER_MESSAGE = {"json": 100, "agg-zstd": 2000}
@@ -202,8 +203,18 @@ class EdgeNode:
             catalog=self.catalog,
             prior=self._prior,
             event_check_ms=SILENCE_CHECK_MS,
+            lateness_ms=int(agg.lateness_s * 1000),
         )
         self.alerts = self.detection.policy
+        # Cross-device stages (irrigation zones) see their kinds' readings in event-time order,
+        # released behind the watermark (newest - aggregate.lateness_s): the same alerts
+        # whatever the arrival interleaving (docs/decisions/0011-event-time-watermark.md).
+        self.sequencer: EventTimeSequencer[Reading] = EventTimeSequencer(
+            {kind for stage in self.detection.scorer.stages for kind in stage.ordered_kinds()},
+            lateness_ms=int(agg.lateness_s * 1000),
+        )
+        self._sequencer_idle_ms = int(agg.idle_s * 1000)
+        self._last_held_ms = 0  # node clock at the newest reading the sequencer held
         self.codec = codec_for(uplink.codec, self.catalog.resolutions)
         self.counters = NodeCounters()
         self.points_in: Counter[str] = Counter()  # by metric
@@ -323,6 +334,7 @@ class EdgeNode:
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop cleanly: ship the current batch; open windows stay in the journal for the restart."""
         event(log, logging.INFO, "edge node stopping", unacked=len(self._unacked), batch=len(self._batch))
+        self.release_held(everything=True)
         self.ship_batch()
         self.commit()
         self.pump()
@@ -362,7 +374,7 @@ class EdgeNode:
             except msgspec.MsgspecError:
                 continue  # cannot happen: only validated readings are journaled
             self.validator.remember(reading)
-            self.process(reading, journal_id)
+            self.accept(reading, journal_id, self.clock.now_ms())
             replayed += 1
         self._replaying_upto = 0
         self.queue.requeue_inflight()
@@ -414,6 +426,8 @@ class EdgeNode:
             # Arrival times are the node clock's: a restart restamps them (see restore).
             "aggregator": Stage(self.aggregator, skip=("late", "_arrived", "_last_arrival")),
             "window_first_id": PerDevice(self._window_first_id),
+            # readings journaled but held for event-time order (the snapshot's watermark is past them)
+            "sequencer": self.sequencer,
             "node": {
                 "batch": self._batch,
                 "batch_ids": self._batch_ids,
@@ -559,7 +573,7 @@ class EdgeNode:
         journal_id = self.queue.append_journal(verdict.device, payload)
         self.counters.accepted += 1
         self.counters.json_bytes_in += len(payload)
-        self.process(verdict, journal_id)
+        self.accept(verdict, journal_id, now)
 
     def handle_foreign(self, topic: str, payload: bytes, retained: bool) -> None:
         """A message in an [[ingest]] format: adapt, then validate and journal as native.
@@ -598,7 +612,28 @@ class EdgeNode:
             journal_id = self.queue.append_journal(verdict.device, native)
             self.counters.accepted += 1
             self.counters.json_bytes_in += len(native)
-            self.process(verdict, journal_id)
+            self.accept(verdict, journal_id, now)
+
+    def accept(self, reading: Reading, journal_id: int, now: int) -> None:
+        """Process a journaled reading now, or, for a kind a cross-device stage relates, once
+        the event-time watermark has passed it (in ``(ts, device)`` order; late: now)."""
+        sequencer = self.sequencer
+        if sequencer.hold(reading.kind):
+            self._last_held_ms = now
+            if sequencer.add_one(reading.device, reading.ts, journal_id, reading):
+                if sequencer.due():
+                    self.release_held()
+                return
+        self.process(reading, journal_id)
+
+    def release_held(self, everything: bool = False) -> None:
+        """Process the held readings the watermark has passed (``everything``: all of them)."""
+        for _, _, journal_id, reading in self.sequencer.release(everything):
+            try:
+                self.process(reading, journal_id)
+            except Exception:  # noqa: BLE001 - R11: as in dispatch, per reading
+                log.exception("processing a held reading of %s failed", reading.device)
+                self.counters.handler_errors += 1
 
     def process(self, reading: Reading, journal_id: int) -> None:
         """Detect, aggregate and select every metric of an accepted reading."""
@@ -628,11 +663,6 @@ class EdgeNode:
             for selected in self.selector.select_one(point):
                 if journal_id > self._batch_upto:  # else a replay: it shipped before the stop
                     self._add_to_batch(selected, journal_id)
-
-    def check_silence(self) -> None:
-        """Raise a dropout alert for every device that has gone silent (site event time)."""
-        for alert in self.detection.tick():
-            self.raise_alert(alert)
 
     def raise_alert(self, alert: Alert) -> None:
         """Alerts go through the outbox at the highest priority: first out, durable, acknowledged."""
@@ -699,19 +729,26 @@ class EdgeNode:
         return self._drained.wait(timeout)
 
     def tick(self) -> None:
-        """Time-driven work: commit, ship due batches and windows, pump the uplink, health."""
+        """Time-driven work: commit, ship due batches and windows, pump the uplink, health.
+
+        Nothing here decides an alert: dropouts are judged on event time in ``process``. The
+        wall clock only releases the readings held for event-time order once the site has
+        been quiet for ``aggregate.idle_s`` (nothing newer is coming to release them).
+        """
         now = self.clock.now_ms()
         if self._drain_requested.is_set():
             self._drain_requested.clear()
+            self.release_held(everything=True)
             self.ship_batch()
             self.flush_windows(now, everything=True)
             self._drained.set()
         if self._batch and now - self._batch_started_ms >= self.settings.edge.batch_interval_s * 1000:
             self.ship_batch()
         if now >= self._next_flush_ms:
+            if len(self.sequencer) and now - self._last_held_ms >= self._sequencer_idle_ms:
+                self.release_held(everything=True)  # a quiet site: nothing newer will release them
             self.flush_windows(now)
             self._next_flush_ms = now + 1000
-            self.check_silence()
             self.selector.scale = self.governor.update_one(self.client.messages.qsize(), now)
         interval_s = self.settings.uplink.commit_interval_ms / 1000
         if (self._unacked or self._dirty) and time.monotonic() - self._last_commit >= interval_s:

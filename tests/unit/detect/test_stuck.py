@@ -12,7 +12,7 @@ import random
 from pipeline.detect.alerts import AlertPolicy
 from pipeline.detect.point import Point
 from pipeline.detect.registry import edge_detector
-from pipeline.detect.silence import SilenceWatch, dropout_alerts, heard_again
+from pipeline.detect.silence import SILENCE_CHECK_MS, SilenceWatch, dropout_alerts, heard_again
 from pipeline.detect.stages import StageContext
 from pipeline.detect.stuck import StuckRun, StuckWatch
 from pipeline.protocol import Reading
@@ -80,7 +80,10 @@ def test_a_device_silent_for_three_usual_intervals_is_reported_once() -> None:
     _every_minute(watch, "quiet", T0 + 60 * MINUTE)
     _every_minute(watch, "busy", T0 + 70 * MINUTE)
     silent = watch.due(T0 + 70 * MINUTE)
-    assert [(s.device, s.silent_ms) for s in silent] == [("quiet", 10 * MINUTE)]
+    # judged at the first checkpoint (a multiple of 15 s of event time) past three usual intervals
+    last = T0 + 60 * MINUTE
+    at = (last + 3 * MINUTE) // SILENCE_CHECK_MS * SILENCE_CHECK_MS + SILENCE_CHECK_MS
+    assert [(s.device, s.at, s.silent_ms) for s in silent] == [("quiet", at, at - last)]
     assert watch.due(T0 + 71 * MINUTE) == []
 
 
@@ -96,7 +99,9 @@ def test_a_dropout_raises_with_its_reason_and_clears_when_heard_again() -> None:
     _every_minute(watch, "fridge-0002", T0 + 70 * MINUTE)
     [raised] = dropout_alerts(policy, watch)
     assert (raised.data.device, raised.data.metric, raised.data.state) == ("fridge-0001", "_device", "raised")
-    assert raised.data.reason.startswith("dropout: silent for 600 s")
+    at = (T0 + 63 * MINUTE) // SILENCE_CHECK_MS * SILENCE_CHECK_MS + SILENCE_CHECK_MS
+    assert raised.data.reading_ts == at  # the checkpoint it was silent at, not when it was found out
+    assert raised.data.reason.startswith(f"dropout: silent for {(at - T0 - 60 * MINUTE) // 1000} s")
     back = Reading(1, "fridge-0001", "fridge", T0 + 71 * MINUTE, 71, {"temp": 4.0})
     assert watch.learn_one(back.device, back.ts, back.kind)
     cleared = heard_again(policy, back)
