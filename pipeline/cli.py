@@ -53,6 +53,7 @@ FLAG_OF_KEY = {
     "sim.replay": "--replay",
     "sim.site": "--site",
     "sim.device": "--device",
+    "sim.inject": "--inject",
 }
 
 
@@ -425,6 +426,13 @@ def analyst(
     type=click.Choice(["edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line"]),
     help="Publish as that system would (default: sim.format, edgepipe); the edge needs the matching [[ingest]].",
 )
+@click.option(
+    "--inject",
+    multiple=True,
+    help="An anomaly at a given time, beside the random ones: ANOMALY@SECONDS:DEVICE[.METRIC] in"
+    " simulated seconds from the start (spike, dip, level_shift, drift, stuck, noise_burst),"
+    " e.g. spike@12:soil_probe-0001.moisture; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def sim(
     config_file: str | None,
@@ -444,6 +452,7 @@ def sim(
     replay_site: str,
     replay_device: str,
     payload_format: str | None,
+    inject: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Simulate farm, retail and city devices publishing readings.
@@ -467,6 +476,7 @@ def sim(
         "sim.qos": qos,
         "sim.bad_rate": bad_rate,
         "sim.format": payload_format,
+        "sim.inject": list(inject) if inject else None,
     }
     settings = _settings(config_file, overrides)
     if broker is None and out is None:
