@@ -648,6 +648,41 @@ def demo(
         sys.exit(1)
 
 
+@cli.group()
+def priors() -> None:
+    """The priors of the built-in kinds that new detectors start from (docs/detection.md).
+
+    Example: edgepipe priors learn --out pipeline/learn/priors/builtin.json
+    """
+
+
+@priors.command("learn")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the priors file here (the package's: pipeline/learn/priors/builtin.json).",
+)
+def priors_learn(out: str) -> None:
+    """Learn the built-in kinds' priors from the simulators, at 1 Hz, 1/min and 1/15 min.
+
+    A fleet the quality bench never sees (its own seed, twelve windows of 2025), through the
+    statistics model sync learns; deterministic: the same code writes the same file.
+
+    Example: edgepipe priors learn --out pipeline/learn/priors/builtin.json
+    """
+    from pipeline.bench.priors import how_learned, learn_kind_priors
+    from pipeline.learn.kind_priors import encode_priors
+
+    learned = learn_kind_priors(echo=lambda line: click.echo(line, err=True))
+    data = encode_priors(learned, how_learned())
+    try:
+        Path(out).write_bytes(data)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: {exc.strerror}") from None
+    click.echo(f"{len(learned)} kind metrics, {len(data)} bytes -> {out}")
+
+
 def _configured_broker(config_file: str | None) -> bool:
     """True when the user chose a broker through the file or environment."""
     return _settings(config_file).mqtt.url != Settings().mqtt.url

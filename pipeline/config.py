@@ -211,6 +211,11 @@ class DetectSettings(Section):
     kinds: dict[str, DetectorChoice] = Field(
         {}, description='per kind or kind.metric, e.g. [detect.kinds.freezer] detector = "river.anomaly.HalfSpaceTrees"'
     )
+    builtin_priors: bool = Field(
+        True,
+        description="warm-start a new series of a built-in kind from the package's priors (at its"
+        " reporting rate) while model sync has none for its kind: it scores after 10 readings, not 100",
+    )
 
 
 

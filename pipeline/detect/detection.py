@@ -27,7 +27,7 @@ from pipeline.detect.linked import LinkedMetrics
 from pipeline.detect.point import Point
 from pipeline.detect.registry import EDGE_DETECTOR, choose_detectors, detector_factory
 from pipeline.detect.river_model import ModelChoice
-from pipeline.detect.scorer import PriorLookup, ReadingScorer
+from pipeline.detect.scorer import PriorLookup, RatePriorLookup, ReadingScorer
 from pipeline.detect.silence import SilenceWatch, dropout_alerts, heard_again
 from pipeline.detect.stages import ScoreStage
 from pipeline.detect.stuck import StuckWatch
@@ -142,6 +142,7 @@ def build(
     stages: Sequence[str] = NODE_STAGES,
     silence: bool = True,
     prior: PriorLookup | None = None,
+    rate_prior: RatePriorLookup | None = None,
     event_check_ms: int | None = None,
     timer: Callable[[], float] | None = None,
 ) -> Detection:
@@ -151,10 +152,12 @@ def build(
     ``DETECTORS`` (one template, cloned per series), ``choices`` the ``[detect.kinds]``
     entries that replace it for a kind or a kind.metric (``choose_detectors``); ``stages``
     names from ``ALL_STAGES``, in order; ``catalog`` the site's kinds (switch contexts read
-    their metrics and resolutions). ``prior(kind, metric)`` warm-starts new detectors (model sync).
+    their metrics and resolutions). ``prior(kind, metric)`` warm-starts new detectors (model sync);
+    ``rate_prior(kind, metric, interval_s)`` those ``prior`` had nothing for, at their second
+    reading (the node's built-in priors, kept per reporting rate: ``ReadingScorer``).
     """
     template = detector_factory(detector)()
     new_detector = choose_detectors(detector, choices or {})
-    scorer = ReadingScorer(new_detector, [make_stage(name, alert, catalog) for name in stages], prior=prior)
+    scorer = ReadingScorer(new_detector, [make_stage(name, alert, catalog) for name in stages], prior=prior, rate_prior=rate_prior)
     policy = AlertPolicy.from_settings(site, alert, model_version=type(template).__name__)
     return Detection(scorer, policy, SilenceWatch() if silence else None, event_check_ms, timer)
