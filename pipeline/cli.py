@@ -768,7 +768,11 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
         return
     width = max(len(k) for k in report)
     for key, value in report.items():
-        click.echo(f"{key:<{width}}  {value}")
+        if isinstance(value, list):  # one item a line (the demo's matched alerts); none: "none"
+            items = [str(v) for v in value] or ["none"]
+            click.echo(f"{key:<{width}}  " + f"\n{'':<{width}}  ".join(items))
+        else:
+            click.echo(f"{key:<{width}}  {value}")
 
 
 def main(argv: list[str] | None = None) -> None:
