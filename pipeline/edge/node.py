@@ -918,6 +918,7 @@ class EdgeNode:
             "model_deltas_shipped": float(self.model_sync.deltas_shipped),
             "models_warm_started": float(self.model_sync.warm_started - self.detection.scorer.warm_starts_skipped),
             "models_warm_start_skipped": float(self.detection.scorer.warm_starts_skipped),
+            "models_warm_started_builtin": float(self.model_sync.builtin_used),
             **self._snapshot_gauges(),
         }
         for metric, n in dict(self.points_in).items():  # a copy: /metrics reads from its thread
