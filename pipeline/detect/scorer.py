@@ -12,7 +12,6 @@ Why the value API here (not river's dict API): see ``pipeline.detect.base``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 from pipeline.detect.base import ValueDetector, WarmStartable
@@ -62,8 +61,9 @@ class ReadingScorer:
         self.rate_prior = rate_prior
         self.warm_starts_skipped = 0  # new series with a prior whose detector cannot use it
         self.rate_warm_starts = 0  # new series warm-started from ``rate_prior``
-        # Series seen once, waiting for their interval: (device, metric) -> (value, ts)
-        self._first: dict[tuple[str, str], tuple[float, int]] = {}
+        # Series seen once, waiting for their interval: (device, metric) -> (value, ts) of the
+        # first reading (None until score_one has it)
+        self._first: dict[tuple[str, str], tuple[float, int] | None] = {}
         self._ctx = StageContext()
 
     @property
@@ -90,14 +90,15 @@ class ReadingScorer:
                 else:
                     self.warm_starts_skipped += 1  # e.g. a river model: nothing to merge into
             elif self.rate_prior is not None and isinstance(detector, WarmStartable):
-                self._first[key] = (math.nan, 0)  # score_one fills in the first reading
+                self._first[key] = None  # score_one fills in the first reading
         return detector
 
     def _second_reading(self, key: tuple[str, str], kind: str, ts: int) -> ValueDetector | None:
         """A series' second reading: its detector remade from a prior at its rate, if there is one."""
-        first_value, first_ts = self._first.pop(key)
-        if self.rate_prior is None or ts <= first_ts:
+        first = self._first.pop(key)
+        if first is None or self.rate_prior is None or ts <= first[1]:
             return None
+        first_value, first_ts = first
         prior = self.rate_prior(kind, key[1], (ts - first_ts) / 1000.0)
         if prior is None:
             return None
