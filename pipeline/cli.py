@@ -53,6 +53,7 @@ FLAG_OF_KEY = {
     "sim.replay": "--replay",
     "sim.site": "--site",
     "sim.device": "--device",
+    "sim.inject": "--inject",
 }
 
 
@@ -425,6 +426,13 @@ def analyst(
     type=click.Choice(["edgepipe", "json", "ttn", "chirpstack", "zigbee2mqtt", "influx-line"]),
     help="Publish as that system would (default: sim.format, edgepipe); the edge needs the matching [[ingest]].",
 )
+@click.option(
+    "--inject",
+    multiple=True,
+    help="An anomaly at a given time, beside the random ones: ANOMALY@SECONDS:DEVICE[.METRIC] in"
+    " simulated seconds from the start (spike, dip, level_shift, drift, stuck, noise_burst),"
+    " e.g. spike@12:soil_probe-0001.moisture; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def sim(
     config_file: str | None,
@@ -444,6 +452,7 @@ def sim(
     replay_site: str,
     replay_device: str,
     payload_format: str | None,
+    inject: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Simulate farm, retail and city devices publishing readings.
@@ -467,6 +476,7 @@ def sim(
         "sim.qos": qos,
         "sim.bad_rate": bad_rate,
         "sim.format": payload_format,
+        "sim.inject": list(inject) if inject else None,
     }
     settings = _settings(config_file, overrides)
     if broker is None and out is None:
@@ -638,6 +648,41 @@ def demo(
         sys.exit(1)
 
 
+@cli.group()
+def priors() -> None:
+    """The priors of the built-in kinds that new detectors start from (docs/detection.md).
+
+    Example: edgepipe priors learn --out pipeline/learn/priors/builtin.json
+    """
+
+
+@priors.command("learn")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the priors file here (the package's: pipeline/learn/priors/builtin.json).",
+)
+def priors_learn(out: str) -> None:
+    """Learn the built-in kinds' priors from the simulators, at 1 Hz, 1/min and 1/15 min.
+
+    A fleet the quality bench never sees (its own seed, twelve windows of 2025), through the
+    statistics model sync learns; deterministic: the same code writes the same file.
+
+    Example: edgepipe priors learn --out pipeline/learn/priors/builtin.json
+    """
+    from pipeline.bench.priors import how_learned, learn_kind_priors
+    from pipeline.learn.kind_priors import encode_priors
+
+    learned = learn_kind_priors(echo=lambda line: click.echo(line, err=True))
+    data = encode_priors(learned, how_learned())
+    try:
+        Path(out).write_bytes(data)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: {exc.strerror}") from None
+    click.echo(f"{len(learned)} kind metrics, {len(data)} bytes -> {out}")
+
+
 def _configured_broker(config_file: str | None) -> bool:
     """True when the user chose a broker through the file or environment."""
     return _settings(config_file).mqtt.url != Settings().mqtt.url
@@ -723,7 +768,11 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
         return
     width = max(len(k) for k in report)
     for key, value in report.items():
-        click.echo(f"{key:<{width}}  {value}")
+        if isinstance(value, list):  # one item a line (the demo's matched alerts); none: "none"
+            items = [str(v) for v in value] or ["none"]
+            click.echo(f"{key:<{width}}  " + f"\n{'':<{width}}  ".join(items))
+        else:
+            click.echo(f"{key:<{width}}  {value}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -214,6 +214,11 @@ class DetectSettings(Section):
     kinds: dict[str, DetectorChoice] = Field(
         {}, description='per kind or kind.metric, e.g. [detect.kinds.freezer] detector = "river.anomaly.HalfSpaceTrees"'
     )
+    builtin_priors: bool = Field(
+        True,
+        description="warm-start a new series of a built-in kind from the package's priors (at its"
+        " reporting rate) while model sync has none for its kind: it scores after 10 readings, not 100",
+    )
 
 
 
@@ -364,6 +369,24 @@ class SimSettings(Section):
     format: IngestFormat = Field(
         "edgepipe", description="payload format the devices publish in (a matching [[ingest]]: simulators/formats.py)"
     )
+    inject: list[str] = Field(
+        [],
+        description='anomalies at given times, beside the random ones: "ANOMALY@SECONDS:DEVICE[.METRIC]",'
+        ' e.g. ["spike@12:soil_probe-0001.moisture"] (seconds of simulated time from the start)',
+    )
+
+    @field_validator("inject")
+    @classmethod
+    def _inject(cls, value: list[str]) -> list[str]:
+        """The form is checked at load; whether the run has the device, by the simulator."""
+        from simulators.fleet import parse_inject
+
+        for text in value:
+            try:
+                parse_inject(text)
+            except ConfigError as exc:
+                raise ValueError(f"{text!r}: {exc.allowed}") from None
+        return value
 
     @field_validator("sites")
     @classmethod

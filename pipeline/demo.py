@@ -8,6 +8,8 @@ Every count it prints is defined in docs/summaries.md, with the identities betwe
 
 from __future__ import annotations
 
+import io
+import json
 import secrets
 import shutil
 import tempfile
@@ -21,13 +23,31 @@ from typing import Any
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import Store, open_store
 from pipeline.config import Settings
+from pipeline.detect.labels import Event, Raised, grace_ms, match_alerts
 from pipeline.edge.node import EdgeNode
 from pipeline.errors import ServiceError
-from pipeline.protocol.catalog import KINDS
+from pipeline.protocol.catalog import KINDS, domain_of_site
+from pipeline.protocol.messages import AlertData
 from pipeline.simulate import run_sim
+from simulators import Inject
+from simulators.domains import DOMAINS, MODELS
 
 DEMO_RATE = 2.0  # readings per second per device
 DEMO_BAD_RATE = 0.02
+# The anomaly the demo injects, so that it has one to show: a spike (a user recognises it at
+# once) this long after the start, once the detectors score (the built-in priors: 10
+# readings, 5 s at 2 Hz), on the first of these it finds in the site (else on any metric
+# that can spike).
+DEMO_ANOMALY = "spike"
+DEMO_ANOMALY_AT_S = 12.0
+DEMO_ANOMALY_SHARE = 0.6  # of a shorter --duration
+DEMO_TARGETS = (
+    ("soil_probe", "moisture"),
+    ("fridge", "temp"),
+    ("freezer", "temp"),
+    ("air_quality", "pm25"),
+    ("noise_meter", "noise"),
+)
 
 
 def run_demo(
@@ -52,6 +72,8 @@ def run_demo(
         settings.edge = settings.edge.model_copy(update={"state_dir": str(workdir / "edge")})
         settings.cloud = settings.cloud.model_copy(update={"buffer_dir": str(workdir / "cloud")})
         _with_model_keys(settings, site)
+        injected = demo_anomaly(site, devices, duration)
+        inject = [*settings.sim.inject, *([str(injected)] if injected is not None else [])]
         settings.sim = settings.sim.model_copy(
             update={
                 "sites": [site],
@@ -60,6 +82,7 @@ def run_demo(
                 "qos": 1,
                 "bad_rate": DEMO_BAD_RATE,
                 "speed": 1.0,
+                "inject": inject,
             }
         )
         store = open_store(settings.store.url)
@@ -84,7 +107,11 @@ def run_demo(
             if role is worker:
                 stack.callback(time.sleep, 0.5)  # let the node's last messages reach the worker
 
-        report = run_sim(settings, publish=True, duration=duration, stop=stop)
+        labels_out = io.StringIO()
+        sim_start_ms = time.time_ns() // 1_000_000  # not on a whole minute: only this run's alerts
+        report = run_sim(
+            settings, publish=True, duration=duration, start_ms=sim_start_ms, stop=stop, labels_out=labels_out
+        )
         sent = report["payloads_published"]
         _wait_until(lambda: node.counters.received >= sent, settle_timeout, stop)
         node.request_drain()
@@ -101,8 +128,15 @@ def run_demo(
             settle_timeout,
             stop,
         )
+        raised_by_node = node.counters.alerts["raised"]  # raises and escalations
+        _wait_until(
+            lambda: len(alert_records(store, site, sim_start_ms, "raised")) >= raised_by_node, settle_timeout, stop
+        )
         stored = stored_now()
         alerts = store.count_alerts(site, since_ms=0) - alerts_before
+        events = labelled_events(labels_out.getvalue())
+        raised = first_raises(store, site, sim_start_ms)
+        matching = alerts_matching(events, raised)
         counters = node.counters
         return {
             "site": site,
@@ -127,10 +161,73 @@ def run_demo(
             "points_shipped": counters.readings_shipped,
             "points_stored": points_now(),
             "alerts": alerts,
+            "alerts_raised": len(raised),
+            "alerts_matching_labels": len(matching),
+            "injected": "none" if injected is None else describe_injected(injected, events),
+            "matched": [describe_alert(a, sim_start_ms) for a in matching],
             "seconds": round(time.monotonic() - started, 2),
             "dashboard": f"edgepipe dashboard --store {settings.store.url}",
         }
     raise AssertionError("unreachable")
+
+
+def demo_anomaly(site: str, devices: int, duration: float) -> Inject | None:
+    """The spike the demo injects: on the first ``DEMO_TARGETS`` metric of the site's devices."""
+    domain = DOMAINS[domain_of_site(site)]
+    kinds = [domain.kind_at(i) for i in range(devices)]
+    candidates = [*DEMO_TARGETS]
+    for kind in dict.fromkeys(kinds):  # any metric that can spike, in the site's order
+        candidates += [(kind, m) for m, allowed in MODELS[kind].generic.items() if DEMO_ANOMALY in allowed]
+    for kind, metric in candidates:
+        if kind in kinds and DEMO_ANOMALY in MODELS[kind].generic.get(metric, ()):
+            at_s = min(DEMO_ANOMALY_AT_S, DEMO_ANOMALY_SHARE * duration)
+            return Inject(DEMO_ANOMALY, at_s, f"{kind}-0001", metric)
+    return None
+
+
+def labelled_events(labels_jsonl: str) -> list[Event]:
+    """The ground-truth windows the simulator published (its ``--labels-out`` lines)."""
+    events = []
+    for line in labels_jsonl.splitlines():
+        d = json.loads(line)
+        events.append(Event(d["device"], tuple(d["metrics"]), d["anomaly"], d["start"], d["end"]))
+    return events
+
+
+def alert_records(store: Store, site: str, since_ms: int, state: str) -> list[AlertData]:
+    """The site's alert records of one state (raised: raises and escalations) since ``since_ms``."""
+    return [a for a in store.query_alerts(site, since_ms, limit=100_000) if a.state == state]
+
+
+def first_raises(store: Store, site: str, since_ms: int) -> list[AlertData]:
+    """The alerts of the run as users count them: each one's first raise (not its escalations)."""
+    return [a for a in alert_records(store, site, since_ms, "raised") if a.alert_id.endswith(f".{a.reading_ts}")]
+
+
+def alerts_matching(events: list[Event], raised: list[AlertData]) -> list[AlertData]:
+    """The raised alerts inside a label window of their device and metric (the bench's rules)."""
+    interval_ms = 1000.0 / DEMO_RATE
+    grace = grace_ms(interval_ms)
+    return [
+        a
+        for a in raised
+        if match_alerts(events, [Raised(a.device, a.metric, a.reading_ts, "")], interval_ms, 0, grace_ms=grace).detected
+    ]
+
+
+def describe_injected(injected: Inject, events: list[Event]) -> str:
+    """What was injected, and when its label window was (from the simulator's label)."""
+    text = f"{injected.anomaly} on {injected.device} {injected.metric} at {injected.at_s:g} s"
+    for e in events:
+        if (e.device, e.anomaly) == (injected.device, injected.anomaly):
+            return f"{text} ({e.end - e.start + round(1000 / DEMO_RATE)} ms long)"
+    return text
+
+
+def describe_alert(a: AlertData, start_ms: int) -> str:
+    """One matched alert as the summary shows it: when, where, how severe, and why."""
+    at_s = (a.reading_ts - start_ms) / 1000
+    return f"{a.device} {a.metric} {a.severity} at {at_s:.1f} s (score {a.score:.2f}, value {a.value:g}): {a.reason}"
 
 
 def readings_in_aggregates(store: Store, site: str, since_ms: int) -> int:

@@ -271,6 +271,10 @@ EDGE = Exposition(
             "edgepipe_models_warm_start_skipped",
             "new detectors with a merged model they cannot use (river models: nothing to merge into)",
         ),
+        "models_warm_started_builtin": _counter(
+            "edgepipe_models_warm_started_builtin",
+            "new detectors started from the package's built-in prior (no merged model of their kind yet)",
+        ),
         "selection_ratio.*": _gauge(
             "edgepipe_selection_ratio", "points shipped / points in, by metric", "metric"
         ),

@@ -67,6 +67,7 @@ def run_sim(
             topic_root=settings.mqtt.topic_root,
             realtime=realtime,
             format=sim.format,
+            inject=tuple(simulators.parse_inject(text) for text in sim.inject),
         )
         if start_ms is None:
             # Start early enough that no reading is ever ahead of the wall clock,

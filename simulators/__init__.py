@@ -10,7 +10,14 @@ from __future__ import annotations
 from simulators.anomalies import ANOMALIES, DOMAIN_EVENTS
 from simulators.bad import BAD_KINDS, EXPECTED_REASONS
 from simulators.devices import GENERIC
-from simulators.fleet import SimOptions, default_start_ms, parse_anomaly_rates, run
+from simulators.fleet import (
+    Inject,
+    SimOptions,
+    default_start_ms,
+    parse_anomaly_rates,
+    parse_inject,
+    run,
+)
 from simulators.output import Publisher, SimReport
 from simulators.replay import nab_windows, replay
 
@@ -20,12 +27,14 @@ __all__ = [
     "DOMAIN_EVENTS",
     "EXPECTED_REASONS",
     "GENERIC",
+    "Inject",
     "Publisher",
     "SimOptions",
     "SimReport",
     "default_start_ms",
     "nab_windows",
     "parse_anomaly_rates",
+    "parse_inject",
     "replay",
     "run",
 ]

@@ -402,6 +402,17 @@ class AnomalySchedule:
         self.lows = [m.low for m in metrics]
         self.highs = [m.high for m in metrics]
         self.names = [m.name for m in metrics]
+        # Injections asked for by time (``SimOptions.inject``): (tick, device, anomaly, metric)
+        self.planned: list[tuple[int, int, str, str | None, np.random.Generator]] = []
+
+    def plan(self, tick: int, i: int, anomaly: str, metric: str | None, rng: np.random.Generator) -> None:
+        """Start ``anomaly`` on device ``i`` at ``tick`` (on ``metric``, or one it may show on).
+
+        Its size and length are drawn from ``rng`` as for a random one of its kind; it starts
+        whatever else the device shows, and the random anomalies of the device wait for its end.
+        """
+        self.planned.append((tick, i, anomaly, metric, rng))
+        self.planned.sort(key=lambda p: p[0])
 
     def _gap(self, rng: np.random.Generator, after: int) -> int:
         """The next start: at least one tick after ``after``, then an exponential wait."""
@@ -413,6 +424,13 @@ class AnomalySchedule:
         """Start every anomaly due in the block [b0, b0 + len(raw)); ``raw`` is the clean block."""
         started: list[Injection] = []
         b1 = b0 + len(raw)
+        while self.planned and self.planned[0][0] < b1:
+            start, i, anomaly, metric, planned_rng = self.planned.pop(0)
+            injection = self._draw(i, start, raw[start - b0, i], planned_rng, anomaly, metric)
+            self.active[i].append(injection)
+            self.unlabelled.append(injection)
+            started.append(injection)
+            self.next_start[i] = max(self.next_start[i], injection.end + 1)
         for i, rng in enumerate(self.rngs):
             while self.next_start[i] < b1:
                 start = self.next_start[i]
@@ -477,9 +495,19 @@ class AnomalySchedule:
 
     # --- drawing one anomaly ------------------------------------------------------------
 
-    def _draw(self, i: int, start: int, row: np.ndarray, rng: np.random.Generator) -> Injection:
-        assert self.weights is not None
-        anomaly = self.kinds[int(rng.choice(len(self.kinds), p=self.weights))]
+    def _draw(
+        self,
+        i: int,
+        start: int,
+        row: np.ndarray,
+        rng: np.random.Generator,
+        anomaly: str | None = None,
+        metric: str | None = None,
+    ) -> Injection:
+        """One anomaly of a kind drawn by rate (or ``anomaly``; generic ones on ``metric`` if given)."""
+        if anomaly is None:
+            assert self.weights is not None
+            anomaly = self.kinds[int(rng.choice(len(self.kinds), p=self.weights))]
         if anomaly in ("spike", "dip"):
             length = int(rng.integers(SPIKE_READINGS[0], SPIKE_READINGS[1] + 1))
         else:
@@ -487,7 +515,7 @@ class AnomalySchedule:
             length = max(MIN_READINGS.get(anomaly, 1), round(rng.uniform(low, high) / self.dt))
         end = start + length - 1
         if anomaly in GENERIC:
-            return self._generic(anomaly, i, start, end, row, rng)
+            return self._generic(anomaly, i, start, end, row, rng, metric)
         every = tuple(range(len(self.names)))
         model = self.model
         match anomaly:
@@ -517,10 +545,17 @@ class AnomalySchedule:
         raise ValueError(f"no injector for anomaly {anomaly!r}")
 
     def _generic(
-        self, anomaly: str, i: int, start: int, end: int, row: np.ndarray, rng: np.random.Generator
+        self,
+        anomaly: str,
+        i: int,
+        start: int,
+        end: int,
+        row: np.ndarray,
+        rng: np.random.Generator,
+        metric: str | None = None,
     ) -> Injection:
         names = [n for n, allowed in self.model.generic.items() if anomaly in allowed]
-        name = names[int(rng.integers(len(names)))]
+        name = names[int(rng.integers(len(names)))] if metric is None else metric
         column = self.names.index(name)
         scale = self.model.scales[name]
         step = self.steps[column]

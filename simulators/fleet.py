@@ -36,16 +36,50 @@ from pipeline.protocol.messages import SCHEMA_VERSION, Label, Reading
 from pipeline.protocol.topics import DEFAULT_ROOT, Topics, is_valid_id
 from simulators.anomalies import ANOMALIES, AnomalySchedule, Injection, Leak, rates_for, soak_for
 from simulators.bad import BAD_KINDS, malformed
-from simulators.devices import DeviceModel
+from simulators.devices import GENERIC, DeviceModel
 from simulators.domains import DOMAINS, MODELS
 from simulators.formats import FORMATS, foreign_message
 from simulators.output import Publisher, SimReport, Sink, wait_until
-from simulators.signals import ANOMALY, BAD, ENVIRONMENT, SIGNAL, generator, quantise
+from simulators.signals import ANOMALY, BAD, ENVIRONMENT, PLANNED, SIGNAL, generator, quantise
 
 BLOCK = 32  # ticks generated at once; fixed, because the random streams are drawn per block
 MAX_RATE = 1000.0  # readings per second per device: timestamps are whole milliseconds
 MAX_SIM_SECONDS = 10 * 365.25 * 86400  # simulated span of one run: keeps a default start after 1970
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time a reading may carry
+
+
+@dataclass(frozen=True, slots=True)
+class Inject:
+    """An anomaly asked for by time: ``anomaly`` on ``device`` (at every site that has it), on
+    ``metric`` (None: one the anomaly may show on), ``at_s`` simulated seconds after the start.
+
+    Written ``ANOMALY@SECONDS:DEVICE[.METRIC]`` (``parse_inject``); generic anomalies only
+    (``simulators.GENERIC``): a domain event needs more of the site than one device.
+    """
+
+    anomaly: str
+    at_s: float
+    device: str
+    metric: str | None = None
+
+    def __str__(self) -> str:
+        metric = "" if self.metric is None else f".{self.metric}"
+        return f"{self.anomaly}@{self.at_s:g}:{self.device}{metric}"
+
+
+def parse_inject(text: str) -> Inject:
+    """Parse ``spike@12:soil_probe-0001.moisture`` (``ConfigError`` naming ``sim.inject`` if bad)."""
+    form = "ANOMALY@SECONDS:DEVICE[.METRIC], e.g. spike@12:soil_probe-0001.moisture"
+    anomaly, at, rest = text.strip().partition("@")
+    seconds, colon, target = rest.partition(":")
+    device, _, metric = target.partition(".")
+    if not anomaly.strip() or not at or not colon or not device:
+        raise ConfigError("sim.inject", text, form)
+    try:
+        at_s = float(seconds)
+    except ValueError:
+        raise ConfigError("sim.inject", text, form) from None
+    return Inject(anomaly.strip(), at_s, device.strip(), metric.strip() or None)
 
 
 @dataclass(frozen=True)
@@ -59,7 +93,8 @@ class SimOptions:
     reproducible: pass it explicitly for identical runs. ``anomaly_rate`` is anomalies per
     device per simulated hour, shared evenly between the kinds a device can show;
     ``anomaly_rates`` sets single kinds outright (``{"spike": 2, "dropout": 0}``).
-    ``bad_rate`` is the fraction of readings replaced by malformed payloads.
+    ``bad_rate`` is the fraction of readings replaced by malformed payloads. ``inject`` adds
+    anomalies at given times (``Inject``), beside the random ones.
     """
 
     sites: tuple[str, ...] = ("farm", "retail", "city")
@@ -77,9 +112,11 @@ class SimOptions:
     realtime: bool = False
     latitude: float = 45.0
     format: str = "edgepipe"  # the payload format devices publish in (simulators/formats.py)
+    inject: tuple[Inject, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sites", tuple(self.sites))
+        object.__setattr__(self, "inject", tuple(self.inject))
         object.__setattr__(self, "anomaly_rates", dict(self.anomaly_rates))
         _check(bool(self.sites), "sites", self.sites, "at least one site")
         for site in self.sites:
@@ -113,6 +150,25 @@ class SimOptions:
         _check(root_ok, "topic_root", self.topic_root, "a topic without wildcards")
         _check(-90 <= self.latitude <= 90, "latitude", self.latitude, "between -90 and 90")
         _check(self.format in FORMATS, "format", self.format, f"one of {', '.join(FORMATS)}")
+        for planned in self.inject:
+            _check(planned.anomaly in GENERIC, "inject", str(planned), f"an anomaly of {', '.join(GENERIC)}")
+            within = 0 <= planned.at_s < self.sim_seconds
+            _check(within, "inject", str(planned), f"a time from 0 to below {self.sim_seconds:g} simulated s")
+            _check(self._has_device(planned), "inject", str(planned), "a device (and metric) the sites have")
+
+    def _has_device(self, planned: Inject) -> bool:
+        """True when a site of this run has the device, and its kind the metric for the anomaly."""
+        kind, _, number = planned.device.rpartition("-")
+        if not number.isdigit() or int(number) < 1:
+            return False
+        for site in self.sites:
+            domain = DOMAINS[domain_of_site(site)]
+            kinds = [domain.kind_at(i) for i in range(self.devices_per_site)]
+            if kinds.count(kind) >= int(number):
+                allowed = MODELS[kind].generic
+                if any(planned.anomaly in allowed.get(m, ()) for m in allowed if planned.metric in (None, m)):
+                    return True
+        return False
 
     @property
     def sim_seconds(self) -> float:
@@ -212,6 +268,12 @@ class DeviceGroup:
             rates_for(model_type, options.anomaly_rate, options.anomaly_rates),
             timeline.dt,
         )
+        for planned in options.inject:
+            if planned.device in self.ids:
+                i = self.ids.index(planned.device)
+                tick = round(planned.at_s * 1e6 / timeline.period_us)
+                rng = generator(seed, site, PLANNED, indices[i])
+                self.schedule.plan(tick, i, planned.anomaly, planned.metric, rng)
         self.bad_rate = options.bad_rate
         self.bad_rngs = [generator(seed, site, BAD, i) for i in indices] if self.bad_rate else []
         metrics = list(self.model.kind.metrics.values())

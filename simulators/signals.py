@@ -22,7 +22,7 @@ WEEK = 7 * DAY
 
 # Keys of the random streams; every key has the same length because numpy's SeedSequence
 # treats trailing zero words as absent ([1, 2] and [1, 2, 0] give the same stream).
-SIGNAL, ANOMALY, BAD, ENVIRONMENT = 0, 1, 2, 3
+SIGNAL, ANOMALY, BAD, ENVIRONMENT, PLANNED = 0, 1, 2, 3, 4  # PLANNED: SimOptions.inject
 
 
 def generator(seed: int, site: str, stream: int, index: int = 0) -> np.random.Generator:

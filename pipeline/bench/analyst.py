@@ -7,7 +7,7 @@ every raise and clear to the analyst, and whose readings also go through the edg
 node does). The aggregates and the edge's alerts feed one ``FleetAnalyst`` with the
 production defaults, in event-time order, as the ``edgepipe analyst`` role sees them.
 
-Both are matched to the same labels with the same rules (``quality.match_alerts``): the
+Both are matched to the same labels with the same rules (``pipeline.detect.labels.match_alerts``): the
 edge's raises alone (``quality.sim.f1_edge``), and the edge's plus the cloud's
 (``quality.sim.f1_edge_cloud``). A cloud alert is stamped with the end of the window that
 raised it; the delay figures (``quality.sim.median_delay_min_by_anomaly_edge_cloud``) count
@@ -22,18 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.analyst.fleet import FleetAnalyst
-from pipeline.bench.quality import (
-    Event,
-    Pipeline,
-    Raised,
-    SimQualityPlan,
-    match_alerts,
-    ours,
-    run_sim,
-    sim_plan_for,
-)
+from pipeline.bench.quality import Pipeline, SimQualityPlan, ours, run_sim, sim_plan_for
 from pipeline.config import AggregateSettings, AlertSettings
 from pipeline.detect.alerts import AlertPolicy
+from pipeline.detect.labels import Event, Raised, match_alerts
 from pipeline.edge.aggregate import WindowAggregator
 from pipeline.edge.escalate import EscalationPicker
 from pipeline.edge.stages import Point

@@ -5,7 +5,8 @@ they can, with their ground-truth labels of injected anomalies. Every reading go
 the node's own detection, made by the node's own ``build`` (``pipeline.detect.detection``:
 detectors, stuck runs, irrigation zones, switch contexts, ``SilenceWatch``, ``AlertPolicy``)
 with the default ``alert`` settings, and the
-**alerts** (raises, what users see), not raw scores, are matched to the labels:
+**alerts** (raises, what users see), not raw scores, are matched to the labels
+(``pipeline.detect.labels``, the rules shared with ``edgepipe demo``):
 
 * an alert of a device inside one of its label windows ``[start, end + grace]`` on a labelled
   metric (a dropout alert, metric ``_device``, matches any) detects that event;
@@ -31,12 +32,10 @@ dropout stages, same alert policy).
 
 from __future__ import annotations
 
-import bisect
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +44,7 @@ import msgspec
 from pipeline.config import AlertSettings
 from pipeline.detect.base import ValueDetector
 from pipeline.detect.detection import ALL_STAGES, Detection, build
+from pipeline.detect.labels import Event, Raised, match_alerts
 from pipeline.detect.registry import DETECTORS, default_detector
 from pipeline.detect.zscore import ZScoreDetector
 from pipeline.learn.sync_stats import (
@@ -55,6 +55,7 @@ from pipeline.learn.sync_stats import (
 )
 from pipeline.protocol import Reading
 from pipeline.protocol.causes import DEVICE_METRIC, Cause
+from pipeline.protocol.model_codec import MetricStats
 from simulators import SimOptions
 from simulators import run as run_fleet
 
@@ -88,95 +89,6 @@ class SimQualityPlan:
     def first_day(self) -> SimQualityPlan:
         """The same fleet's first day, counted from the warm-up of a warm-started detector."""
         return replace(self, days=min(self.days, 1.0), burn_in_days=0.0, warmup=PRIOR_WARMUP)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One labelled anomaly: device, metrics, kind and window (ms, inclusive)."""
-
-    device: str
-    metrics: tuple[str, ...]
-    anomaly: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class Raised:
-    """One alert as users see it: its first raise."""
-
-    device: str
-    metric: str
-    ts: int
-    cause: str
-
-
-@dataclass
-class Matched:
-    """The outcome of matching alerts to events."""
-
-    events: int = 0
-    detected: int = 0
-    false_alarms: int = 0
-    delays: list[int] = field(default_factory=list)
-    by_anomaly: dict[str, list[int]] = field(default_factory=dict)  # anomaly -> [events, detected]
-    false_by_cause: dict[str, int] = field(default_factory=dict)
-
-    def figures(self, device_days: float) -> dict[str, float | None]:
-        precision = self.detected / (self.detected + self.false_alarms) if self.detected + self.false_alarms else 0.0
-        recall = self.detected / self.events if self.events else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {
-            "f1": f1,
-            "precision": precision,
-            "recall": recall,
-            "median_delay_readings": statistics.median(self.delays) if self.delays else None,
-            "false_alarms_per_device_day": self.false_alarms / device_days if device_days else None,
-        }
-
-
-def match_alerts(
-    events: Sequence[Event],
-    alerts: Iterable[Raised],
-    interval_ms: float,
-    grace_readings: int,
-    grace_ms: float | None = None,
-) -> Matched:
-    """Match alerts to label windows (the rules in the module docstring).
-
-    ``grace_ms``, when given, replaces ``grace_readings`` intervals (plans that compare
-    reporting rates state their grace in time, not in readings).
-
-    >>> e = [Event("d", ("t",), "spike", 1000, 2000), Event("d", ("t",), "dip", 9000, 9000)]
-    >>> m = match_alerts(e, [Raised("d", "t", 1500, "anomaly"), Raised("d", "t", 5000, "anomaly")], 100, 2)
-    >>> m.detected, m.events, m.false_alarms, m.delays
-    (1, 2, 1, [5])
-    """
-    grace = grace_readings * interval_ms if grace_ms is None else grace_ms
-    by_device: dict[str, list[Event]] = {}
-    for e in sorted(events, key=lambda e: e.start):
-        by_device.setdefault(e.device, []).append(e)
-    starts = {d: [e.start for e in es] for d, es in by_device.items()}
-    first: dict[int, int] = {}  # id(event) -> ts of its first alert
-    result = Matched(events=len(events))
-    for a in sorted(alerts, key=lambda a: a.ts):
-        candidates = by_device.get(a.device, [])
-        hit = False
-        for e in candidates[: bisect.bisect_right(starts.get(a.device, []), a.ts)]:
-            if a.ts <= e.end + grace and (a.metric == DEVICE_METRIC or a.metric in e.metrics):
-                hit = True
-                first.setdefault(id(e), a.ts)
-        if not hit:
-            result.false_alarms += 1
-            result.false_by_cause[a.cause] = result.false_by_cause.get(a.cause, 0) + 1
-    for e in events:
-        counts = result.by_anomaly.setdefault(e.anomaly, [0, 0])
-        counts[0] += 1
-        if id(e) in first:
-            counts[1] += 1
-            result.detected += 1
-            result.delays.append(round((first[id(e)] - e.start) / interval_ms))
-    return result
 
 
 _reading = msgspec.json.Decoder(Reading)
@@ -298,7 +210,6 @@ class _Learn:
 
 def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float = 1.0) -> dict[tuple[str, str], DetectorPrior]:
     """Kind priors (what model sync merges) from another fleet: another seed, the day before."""
-    learn = _Learn()
     options = SimOptions(
         sites=SITES,
         devices_per_site=devices_per_site,
@@ -309,9 +220,15 @@ def learn_priors(plan: SimQualityPlan, devices_per_site: int = 10, days: float =
         start_ms=plan.start_ms - round(days * 86_400_000),
         realtime=False,
     )
-    run_fleet(options, learn)
-    priors = {key: prior_from_stats(acc.to_stats(), version=1) for key, acc in learn.stats.items()}
+    priors = {key: prior_from_stats(stats, version=1) for key, stats in learn_stats(options).items()}
     return {key: p for key, p in priors.items() if p is not None}
+
+
+def learn_stats(options: SimOptions) -> dict[tuple[str, str], MetricStats]:
+    """What model sync would merge from a simulated fleet: the statistics of every kind metric."""
+    learn = _Learn()
+    run_fleet(options, learn)
+    return {key: acc.to_stats() for key, acc in learn.stats.items()}
 
 
 def river_hst(site: str) -> Pipeline:

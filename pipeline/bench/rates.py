@@ -11,9 +11,9 @@ settings) at each rate, and counts in seconds, not readings, so that the rates c
   a new user sees on day one;
 * an alert detects an event when it falls in ``[start, end + grace]`` of one of its device's
   label windows on a labelled metric (a dropout, metric ``_device``, matches any), with
-  ``grace = max(GRACE_S, GRACE_INTERVALS * interval)``: two minutes where the rate allows,
-  at least two readings at slow rates (the first chance to see an anomaly is the next
-  reading);
+  ``grace_ms(interval)`` (``pipeline.detect.labels``, shared with ``edgepipe demo``): two
+  minutes where the rate allows, at least two readings at slow rates (the first chance to
+  see an anomaly is the next reading);
 * ``alerts_per_device_day`` counts every opened alert; ``anomalies_per_device_day`` the
   injected events, so "alerts at most twice the anomalies" reads off the two;
 * ``critical_precision``: the share of CRITICAL raises (an alert's first or an escalation)
@@ -33,23 +33,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.bench.quality import (
-    MONDAY_MS,
-    SITES,
-    Event,
-    Feed,
-    Pipeline,
-    Raised,
-    fleet_options,
-    match_alerts,
-    ours,
-)
+from pipeline.bench.quality import MONDAY_MS, SITES, Feed, Pipeline, fleet_options, ours
+from pipeline.detect.labels import Event, Raised, grace_ms, match_alerts
 from simulators import run as run_fleet
 
 DAY_MS = 86_400_000
 HOUR_S = 3600.0
-GRACE_S = 120.0  # an alert within two minutes after a window still detects it
-GRACE_INTERVALS = 2  # ... and at slow rates, within the next two readings
 RATE_INTERVALS_S = {"1hz": 1.0, "1min": 60.0, "15min": 900.0}
 
 
@@ -118,7 +107,7 @@ def figures(run: SimRun, from_day: float, until_day: float) -> dict[str, float |
     """The figures of the alerts and events between two simulated days of each device."""
     plan = run.plan
     interval_ms = plan.interval_s * 1000
-    grace_ms = max(GRACE_S * 1000, GRACE_INTERVALS * interval_ms)
+    grace = grace_ms(interval_ms)
     span = {d: (t + from_day * DAY_MS, t + until_day * DAY_MS) for d, t in run.first_ts.items()}
 
     def inside(device: str, ts: int) -> bool:
@@ -128,22 +117,22 @@ def figures(run: SimRun, from_day: float, until_day: float) -> dict[str, float |
     events = [e for e in run.events if inside(e.device, e.start)]
     opened = [a for p in run.pipes for a in p.raised if inside(a.device, a.ts)]
     critical = [a for p in run.pipes for a in p.critical if inside(a.device, a.ts)]
-    matched = match_alerts(events, opened, interval_ms, 0, grace_ms=grace_ms)
+    matched = match_alerts(events, opened, interval_ms, 0, grace_ms=grace)
     device_days = len(run.first_ts) * (until_day - from_day)
     out: dict[str, float | None] = dict(matched.figures(device_days))
     delay = out.pop("median_delay_readings")
     out["median_delay_s"] = None if delay is None else delay * plan.interval_s
     out["alerts_per_device_day"] = len(opened) / device_days if device_days else None
     out["anomalies_per_device_day"] = len(events) / device_days if device_days else None
-    out["critical_precision"] = _precision(events, critical, interval_ms, grace_ms)
+    out["critical_precision"] = _precision(events, critical, interval_ms, grace)
     out["critical_alerts"] = float(len(critical))
     return out
 
 
-def _precision(events: Sequence[Event], alerts: Sequence[Raised], interval_ms: float, grace_ms: float) -> float | None:
+def _precision(events: Sequence[Event], alerts: Sequence[Raised], interval_ms: float, grace: float) -> float | None:
     if not alerts:
         return None
-    matched = match_alerts(events, alerts, interval_ms, 0, grace_ms=grace_ms)
+    matched = match_alerts(events, alerts, interval_ms, 0, grace_ms=grace)
     return (len(alerts) - matched.false_alarms) / len(alerts)
 
 

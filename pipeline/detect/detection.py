@@ -27,7 +27,7 @@ from pipeline.detect.linked import LinkedMetrics
 from pipeline.detect.point import Point
 from pipeline.detect.registry import EDGE_DETECTOR, choose_detectors, detector_factory
 from pipeline.detect.river_model import ModelChoice
-from pipeline.detect.scorer import PriorLookup, ReadingScorer
+from pipeline.detect.scorer import PriorLookup, RatePriorLookup, ReadingScorer
 from pipeline.detect.silence import SILENCE_CHECK_MS, SilenceWatch, dropout_alerts, heard_again
 from pipeline.detect.stages import ScoreStage
 from pipeline.detect.stuck import StuckWatch
@@ -151,6 +151,7 @@ def build(
     stages: Sequence[str] = NODE_STAGES,
     silence: bool = True,
     prior: PriorLookup | None = None,
+    rate_prior: RatePriorLookup | None = None,
     event_check_ms: int | None = None,
     lateness_ms: int = 0,
     timer: Callable[[], float] | None = None,
@@ -161,13 +162,15 @@ def build(
     ``DETECTORS`` (one template, cloned per series), ``choices`` the ``[detect.kinds]``
     entries that replace it for a kind or a kind.metric (``choose_detectors``); ``stages``
     names from ``ALL_STAGES``, in order; ``catalog`` the site's kinds (switch contexts read
-    their metrics and resolutions). ``prior(kind, metric)`` warm-starts new detectors (model sync).
+    their metrics and resolutions). ``prior(kind, metric)`` warm-starts new detectors (model sync);
+    ``rate_prior(kind, metric, interval_s)`` those ``prior`` had nothing for, at their second
+    reading (the node's built-in priors, kept per reporting rate: ``ReadingScorer``).
     ``lateness_ms``: how late (event time) a reading may arrive; dropouts are judged that far
     behind the site's event time (the node: ``aggregate.lateness_s``).
     """
     template = detector_factory(detector)()
     new_detector = choose_detectors(detector, choices or {})
-    scorer = ReadingScorer(new_detector, [make_stage(name, alert, catalog) for name in stages], prior=prior)
+    scorer = ReadingScorer(new_detector, [make_stage(name, alert, catalog) for name in stages], prior=prior, rate_prior=rate_prior)
     policy = AlertPolicy.from_settings(site, alert, model_version=type(template).__name__)
     watch = SilenceWatch(check_ms=event_check_ms or SILENCE_CHECK_MS, lateness_ms=lateness_ms) if silence else None
     return Detection(scorer, policy, watch, event_check_ms, timer)

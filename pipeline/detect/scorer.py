@@ -23,6 +23,9 @@ from pipeline.protocol.causes import Cause
 # (kind, metric) -> a fresh detector for a new series: the seam where a per-kind choice plugs in.
 DetectorFactory = Callable[[str, str], ValueDetector]
 PriorLookup = Callable[[str, str], DetectorPrior | None]
+# (kind, metric, seconds between the series' first two readings) -> a prior learned at about
+# that rate (the package's built-in priors: residual sizes depend on the reporting rate).
+RatePriorLookup = Callable[[str, str, float], DetectorPrior | None]
 
 
 # One metric of a reading after detection: (metric, value, score, cause, detail of the
@@ -36,6 +39,11 @@ class ReadingScorer:
 
     ``detectors`` may be shared with the caller (the node looks into it). ``prior(kind,
     metric)``, when given, is the kind's merged model for a new detector.
+
+    ``rate_prior(kind, metric, interval_s)``, when given, is asked for a new series that
+    ``prior`` had nothing for, at its second reading, once its interval is known: with a
+    prior, the series' detector is made again, warm-started, and taught the first reading
+    (``warm_start`` is for a fresh detector), so that it scores after the prior's warm-up.
     """
 
     def __init__(
@@ -44,12 +52,18 @@ class ReadingScorer:
         stages: Sequence[ScoreStage] = (),
         detectors: dict[tuple[str, str], ValueDetector] | None = None,
         prior: PriorLookup | None = None,
+        rate_prior: RatePriorLookup | None = None,
     ) -> None:
         self.new_detector = new_detector
         self.stages = tuple(stages)
         self.detectors: dict[tuple[str, str], ValueDetector] = {} if detectors is None else detectors
         self.prior = prior
+        self.rate_prior = rate_prior
         self.warm_starts_skipped = 0  # new series with a prior whose detector cannot use it
+        self.rate_warm_starts = 0  # new series warm-started from ``rate_prior``
+        # Series seen once, waiting for their interval: (device, metric) -> (value, ts) of the
+        # first reading (None until score_one has it)
+        self._first: dict[tuple[str, str], tuple[float, int] | None] = {}
         self._ctx = StageContext()
 
     @property
@@ -75,6 +89,25 @@ class ReadingScorer:
                     detector.warm_start(prior)
                 else:
                     self.warm_starts_skipped += 1  # e.g. a river model: nothing to merge into
+            elif self.rate_prior is not None and isinstance(detector, WarmStartable):
+                self._first[key] = None  # score_one fills in the first reading
+        return detector
+
+    def _second_reading(self, key: tuple[str, str], kind: str, ts: int) -> ValueDetector | None:
+        """A series' second reading: its detector remade from a prior at its rate, if there is one."""
+        first = self._first.pop(key)
+        if first is None or self.rate_prior is None or ts <= first[1]:
+            return None
+        first_value, first_ts = first
+        prior = self.rate_prior(kind, key[1], (ts - first_ts) / 1000.0)
+        if prior is None:
+            return None
+        detector = self.new_detector(kind, key[1])
+        assert isinstance(detector, WarmStartable)
+        detector.warm_start(prior)
+        detector.learn_value(first_value, first_ts)
+        self.detectors[key] = detector
+        self.rate_warm_starts += 1
         return detector
 
     def score_one(self, reading: Reading) -> list[Scored]:
@@ -92,6 +125,10 @@ class ReadingScorer:
             detector = detectors.get(key)
             if detector is None:
                 detector = self.detector_for(device, reading.kind, metric)
+                if key in self._first:
+                    self._first[key] = (value, ts)
+            elif self._first and key in self._first:
+                detector = self._second_reading(key, reading.kind, ts) or detector
             score = detector.score_value(value, ts)
             detector.learn_value(value, ts)
             cause = Cause.ANOMALY

@@ -7,10 +7,14 @@ verifying and remembering the cloud's merged models.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from importlib import resources
 
 from pipeline.errors import ProtocolError
+from pipeline.learn.kind_priors import KindPriors, decode_priors
 from pipeline.learn.sync_stats import DetectorPrior, StatsAccumulator, prior_from_stats
+from pipeline.protocol.catalog import BUILTIN, Catalog
 from pipeline.protocol.messages import SCHEMA_VERSION
 from pipeline.protocol.model_codec import (
     MergedModel,
@@ -23,6 +27,25 @@ from pipeline.protocol.model_codec import (
 )
 from pipeline.protocol.reasons import Reason
 
+BUILTIN_PRIORS = ("pipeline.learn.priors", "builtin.json")  # package, file: edgepipe priors learn
+
+
+@functools.cache
+def builtin_priors() -> KindPriors:
+    """The package's priors of the built-in kinds (``pipeline/learn/priors/builtin.json``), read once."""
+    package, name = BUILTIN_PRIORS
+    return decode_priors(resources.files(package).joinpath(name).read_bytes())[0]
+
+
+def builtin_priors_for(catalog: Catalog) -> KindPriors:
+    """The built-in priors of the kinds ``catalog`` keeps as built in (a ``[kinds.NAME]`` that
+    replaces a built-in kind is another sensor: its prior would be wrong)."""
+    return {
+        (kind, metric): p
+        for (kind, metric), p in builtin_priors().items()
+        if kind in BUILTIN.kinds and catalog.kinds.get(kind) == BUILTIN.kinds[kind]
+    }
+
 
 @dataclass
 class ModelSync:
@@ -30,6 +53,9 @@ class ModelSync:
 
     ``key`` signs this site's deltas (empty: no deltas are shipped); ``cloud_key`` verifies
     merged models (empty: none is used). Counters say what was refused and why.
+
+    ``builtin``: the package's priors (``builtin_priors_for``), used for a new series only
+    while model sync has no merged model of its kind and metric (``prior_at``).
     """
 
     site: str
@@ -44,6 +70,8 @@ class ModelSync:
     deltas_shipped: int = 0
     warm_started: int = 0
     next_due_ms: int = 0
+    builtin: KindPriors = field(default_factory=dict)
+    builtin_used: int = 0
 
     @property
     def shipping(self) -> bool:
@@ -117,3 +145,15 @@ class ModelSync:
         if model is None or metric not in model.metrics:
             return None
         return prior_from_stats(model.metrics[metric], model.version, top_k)
+
+    def prior_at(self, kind: str, metric: str, interval_s: float) -> DetectorPrior | None:
+        """Model sync's prior of a kind metric if it has one, else the built-in one at ``interval_s``."""
+        merged = self.prior(kind, metric)
+        if merged is not None:
+            self.warm_started += 1
+            return merged
+        builtin = self.builtin.get((kind, metric))
+        if builtin is None:
+            return None
+        self.builtin_used += 1
+        return builtin.at(interval_s)

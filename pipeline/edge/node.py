@@ -54,7 +54,7 @@ from pipeline.detect.switching import SwitchContext
 from pipeline.edge.aggregate import WindowAggregator
 from pipeline.edge.health import NodeCounters
 from pipeline.edge.load import LoadGovernor
-from pipeline.edge.model_sync import ModelSync
+from pipeline.edge.model_sync import ModelSync, builtin_priors_for
 from pipeline.edge.select import Deadband, SwingingDoor
 from pipeline.edge.sequencer import EventTimeSequencer
 from pipeline.edge.snapshot import (
@@ -193,6 +193,7 @@ class EdgeNode:
             key=edge.model_key.encode(),
             cloud_key=edge.cloud_model_key.encode() if edge.warm_start else b"",
             interval_ms=int(edge.model_interval_s * 1000),
+            builtin=builtin_priors_for(self.catalog) if settings.detect.builtin_priors else {},
         )
         # Detection (pipeline.detect): detectors, stuck runs, irrigation zones, switch contexts,
         # dropouts and the alert policy; the same build() the quality bench measures.
@@ -202,6 +203,7 @@ class EdgeNode:
             choices=settings.detect.kinds,
             catalog=self.catalog,
             prior=self._prior,
+            rate_prior=self.model_sync.prior_at if self.model_sync.builtin else None,
             event_check_ms=SILENCE_CHECK_MS,
             lateness_ms=int(agg.lateness_s * 1000),
         )
@@ -953,6 +955,7 @@ class EdgeNode:
             "model_deltas_shipped": float(self.model_sync.deltas_shipped),
             "models_warm_started": float(self.model_sync.warm_started - self.detection.scorer.warm_starts_skipped),
             "models_warm_start_skipped": float(self.detection.scorer.warm_starts_skipped),
+            "models_warm_started_builtin": float(self.model_sync.builtin_used),
             **self._snapshot_gauges(),
         }
         for metric, n in dict(self.points_in).items():  # a copy: /metrics reads from its thread

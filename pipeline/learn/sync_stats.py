@@ -174,8 +174,15 @@ class DetectorPrior:
     warmup: int = PRIOR_WARMUP
 
 
-def prior_from_stats(s: MetricStats, version: int, top_k: int = 8) -> DetectorPrior | None:
-    """A :class:`DetectorPrior` from a merged model's metric, or None if it saw too little."""
+def prior_from_stats(
+    s: MetricStats, version: int, top_k: int = 8, effective_n: int = PRIOR_EFFECTIVE_N
+) -> DetectorPrior | None:
+    """A :class:`DetectorPrior` from a merged model's metric, or None if it saw too little.
+
+    ``residual_top`` holds the largest of ``effective_n`` readings: the readings the warm
+    memory stands for (``PRIOR_EFFECTIVE_N`` of a memory counting readings; more at fast rates
+    for one counting time, ``pipeline.bench.priors``).
+    """
     if s.n < MIN_PRIOR_READINGS or sum(s.res) < MIN_PRIOR_READINGS:
         return None
     profile = [m if n > 0 else math.nan for n, m in zip(s.day_n, s.day_mean, strict=True)]
@@ -186,6 +193,6 @@ def prior_from_stats(s: MetricStats, version: int, top_k: int = 8) -> DetectorPr
     total = sum(s.res)
     previous_error = sum(c * residual_bin_value(i) for i, c in enumerate(s.res)) / total
     top = [
-        residual_quantile(s.res, 1.0 - (i + 1) / PRIOR_EFFECTIVE_N) for i in range(top_k)
+        residual_quantile(s.res, 1.0 - (i + 1) / effective_n) for i in range(top_k)
     ]
     return DetectorPrior(version, profile, day_error, previous_error, top, s.low, s.high)

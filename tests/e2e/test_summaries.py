@@ -79,3 +79,5 @@ def test_the_demo_summary_adds_up(tmp_path: Path) -> None:
     assert report["readings_stored"] == report["readings_accepted"] > 0
     assert report["lost"] == 0
     assert report["points_stored"] == report["points_shipped"] > 0
+    assert report["labels"] >= 1  # the demo's injected spike, labelled even in a short run
+    assert report["alerts_matching_labels"] == len(report["matched"]) <= report["alerts_raised"] <= report["alerts"]

@@ -6,7 +6,7 @@ bench flatter or harsher than the alerts users actually see.
 
 from __future__ import annotations
 
-from pipeline.bench.quality import Event, Raised, match_alerts
+from pipeline.detect.labels import Event, Raised, match_alerts
 
 INTERVAL = 60_000  # one reading a minute
 EVENTS = [

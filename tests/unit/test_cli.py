@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-COMMANDS = ["sim", "edge", "cloud", "analyst", "dashboard", "alerts", "deadletters", "detect", "bench", "demo", "config"]
+COMMANDS = ["sim", "edge", "cloud", "analyst", "dashboard", "alerts", "deadletters", "detect", "bench", "demo", "config", "priors"]
 
 
 def edgepipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ def test_help_lists_every_subcommand() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [*(c for c in COMMANDS if c != "config"), "config show", "config check", "config sample"],
+    [*(c for c in COMMANDS if c != "config"), "config show", "config check", "config sample", "priors learn"],
 )
 def test_every_subcommand_help_has_an_example(command: str) -> None:
     result = edgepipe(*command.split(), "--help")
@@ -123,6 +123,9 @@ HOSTILE = [
     ("--sites", ["sim", "--sites", "farm/1"]),
     ("--sites", ["sim", "--sites", "farm,#"]),
     ("--sites", ["sim", "--sites", "+"]),
+    ("--inject", ["sim", "--inject", "spike@99:soil_probe-0001", "--duration", "5"]),
+    ("--inject", ["sim", "--inject", "door_open@1:fridge-0001", "--duration", "5"]),
+    ("--inject", ["sim", "--inject", "spike", "--duration", "5"]),
     ("--sites", ["sim", "--sites", "farm x"]),
     ("--sites", ["sim", "--sites", ""]),
     ("--sites", ["sim", "--sites", "farm,farm"]),
@@ -205,6 +208,7 @@ HOSTILE = [
     ("--out", ["detect", "--csv", "{csv}", "--out", "{tmp}"]),
     ("--nab-dir", ["bench", "--nab-dir", "/no/such"]),
     ("--json", ["bench", "--json", "/no/such/dir/bench.json"]),
+    ("--out", ["priors", "learn", "--out", "{tmp}"]),
 ]
 
 
@@ -424,5 +428,5 @@ def test_every_command_is_in_the_hostile_flag_table() -> None:
         for name, command in cli.commands.items()
         for sub in (getattr(command, "commands", None) or [""])
     }
-    audited = {" ".join(args[:2]) if args[0] == "config" else args[0] for _, args in HOSTILE}
+    audited = {" ".join(args[:2]) if args[0] in ("config", "priors") else args[0] for _, args in HOSTILE}
     assert commands - {"config sample"} <= audited  # config sample takes no value to spoil

@@ -89,6 +89,8 @@ def test_an_unknown_section_is_an_error(tmp_path: Path) -> None:
         ),
         pytest.param('[detect.kinds.fridgee]\ndetector = "edge"\n', "detect.kinds", id="unknown-kind"),
         pytest.param('[detect.kinds."fridge.pwr"]\ndetector = "edge"\n', "detect.kinds", id="unknown-metric"),
+        pytest.param('[detect]\nbuiltin_priors = "maybe"\n', "detect.builtin_priors", id="builtin-priors-not-bool"),
+        pytest.param('[sim]\ninject = ["spike12:soil_probe-0001"]\n', "sim.inject", id="inject-form"),
     ],
 )
 def test_a_bad_value_names_the_key_and_the_value(tmp_path: Path, text: str, key: str) -> None:

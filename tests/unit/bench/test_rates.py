@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.bench.quality import Event, Pipeline, Raised, ours
-from pipeline.bench.rates import GRACE_S, RatePlan, SimRun, figures, rate_plans, simulate
+from pipeline.bench.quality import Pipeline, ours
+from pipeline.bench.rates import RatePlan, SimRun, figures, rate_plans, simulate
+from pipeline.detect.labels import GRACE_S, Event, Raised
 
 T0 = 1_719_792_000_000
 HOUR_MS = 3_600_000
