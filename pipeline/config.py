@@ -215,9 +215,10 @@ class DetectSettings(Section):
         {}, description='per kind or kind.metric, e.g. [detect.kinds.freezer] detector = "river.anomaly.HalfSpaceTrees"'
     )
     builtin_priors: bool = Field(
-        True,
+        False,
         description="warm-start a new series of a built-in kind from the package's priors (at its"
-        " reporting rate) while model sync has none for its kind: it scores after 10 readings, not 100",
+        " reporting rate) while model sync has none: it scores after 10 readings, not 100, but is"
+        " less sensitive for its first week (off by default; edgepipe demo turns it on)",
     )
 
 

@@ -72,6 +72,9 @@ def run_demo(
         settings.edge = settings.edge.model_copy(update={"state_dir": str(workdir / "edge")})
         settings.cloud = settings.cloud.model_copy(update={"buffer_dir": str(workdir / "cloud")})
         _with_model_keys(settings, site)
+        if "builtin_priors" not in settings.detect.model_fields_set:
+            # twenty seconds are 40 readings: only a prior lets a series score at all
+            settings.detect = settings.detect.model_copy(update={"builtin_priors": True})
         injected = demo_anomaly(site, devices, duration)
         inject = [*settings.sim.inject, *([str(injected)] if injected is not None else [])]
         settings.sim = settings.sim.model_copy(

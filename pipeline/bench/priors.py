@@ -163,7 +163,7 @@ def cold_start_experiment(
             if other != interval:
                 variants[f"forced_{other:g}s"] = _with_priors(priors, other)
         for label, variant in variants.items():
-            run = simulate(plan, variant)
+            [run] = simulate(plan, variant)
             hour = figures(run, 0.0, FIRST_HOURS / 24)
             day = figures(run, 0.0, days)
             devices_run = len(run.first_ts)

@@ -47,6 +47,7 @@ from pipeline.detect.detection import ALL_STAGES, Detection, build
 from pipeline.detect.labels import Event, Raised, match_alerts
 from pipeline.detect.registry import DETECTORS, default_detector
 from pipeline.detect.zscore import ZScoreDetector
+from pipeline.edge.model_sync import builtin_rate_prior
 from pipeline.learn.sync_stats import (
     PRIOR_WARMUP,
     DetectorPrior,
@@ -167,8 +168,15 @@ def _pipeline(site: str, **options: Any) -> Pipeline:
 
 
 def ours(site: str) -> Pipeline:
-    """The node's path: the edge detector, stuck runs, irrigation zones, switch contexts, silence watch."""
+    """The node's path with its defaults: the edge detector, stuck runs, irrigation zones, switch
+    contexts, silence watch; every series starts from nothing (no model sync, no built-in priors)."""
     return _pipeline(site)
+
+
+def builtin_priors(site: str) -> Pipeline:
+    """The node's path with ``detect.builtin_priors = true`` (as ``edgepipe demo`` runs): new series
+    of the built-in kinds start from the package's priors at their reporting rate."""
+    return _pipeline(site, rate_prior=builtin_rate_prior())
 
 
 def with_relations(site: str) -> Pipeline:

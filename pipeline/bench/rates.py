@@ -33,7 +33,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.bench.quality import MONDAY_MS, SITES, Feed, Pipeline, fleet_options, ours
+from pipeline.bench.quality import (
+    MONDAY_MS,
+    SITES,
+    Feed,
+    Pipeline,
+    builtin_priors,
+    fleet_options,
+    ours,
+)
 from pipeline.detect.labels import Event, Raised, grace_ms, match_alerts
 from simulators import run as run_fleet
 
@@ -87,20 +95,18 @@ class SimRun:
     seconds: float
 
 
-def simulate(plan: RatePlan, variant: Callable[[str], Pipeline] = ours) -> SimRun:
-    """Run the fleet of ``plan`` through one pipeline per site."""
-    pipelines = {site: [variant(site)] for site in SITES}
+def simulate(plan: RatePlan, *variants: Callable[[str], Pipeline]) -> list[SimRun]:
+    """Run the fleet of ``plan`` once, through one pipeline per site of each variant (default: ``ours``)."""
+    variants = variants or (ours,)
+    pipelines = {site: [variant(site) for variant in variants] for site in SITES}
     feed = Feed(pipelines, plan.interval_s * 1000)
     started = time.perf_counter()
     report = run_fleet(fleet_options(plan), feed)
-    return SimRun(
-        plan,
-        [pipelines[s][0] for s in SITES],
-        feed.events,
-        feed.first_ts,
-        report.readings_published,
-        time.perf_counter() - started,
-    )
+    seconds = time.perf_counter() - started
+    return [
+        SimRun(plan, [pipelines[s][i] for s in SITES], feed.events, feed.first_ts, report.readings_published, seconds)
+        for i in range(len(variants))
+    ]
 
 
 def figures(run: SimRun, from_day: float, until_day: float) -> dict[str, float | None]:
@@ -141,13 +147,17 @@ def bench_quality_rates(bench_plan: str, echo: Callable[[str], object] = print) 
     results: dict[str, Any] = {}
     details: dict[str, Any] = {}
     for plan in rate_plans(bench_plan):
-        sim_run = simulate(plan)
+        sim_run, primed_run = simulate(plan, ours, builtin_priors)
         learned = figures(sim_run, plan.learning_days, plan.days)
         cold = figures(sim_run, 0.0, min(1.0, plan.days))
         for key, value in learned.items():
             results[f"quality.sim.rate_{plan.name}.{key}"] = value
         for key, value in cold.items():
             results[f"quality.sim.rate_{plan.name}.{key}_cold"] = value
+        for key, value in figures(primed_run, 0.0, min(1.0, plan.days)).items():
+            results[f"quality.sim.rate_{plan.name}.{key}_cold_builtin_priors"] = value
+        for key, value in figures(primed_run, plan.learning_days, plan.days).items():
+            results[f"quality.sim.rate_{plan.name}.{key}_builtin_priors"] = value
         details[plan.name] = _describe(sim_run)
         echo(
             f"  rate {plan.name}: {details[plan.name]['devices']} devices x {plan.days:g} days, "
@@ -158,9 +168,11 @@ def bench_quality_rates(bench_plan: str, echo: Callable[[str], object] = print) 
     results["quality.sim.f1"] = results[f"quality.sim.rate_{worst.name}.f1"]  # the headline: the worst rate's
     results["quality.sim.f1_worst_rate"] = worst.name
     plan = newcomer_plan(bench_plan)
-    sim_run = simulate(plan)
+    sim_run, primed_run = simulate(plan, ours, builtin_priors)
     for key, value in figures(sim_run, 0.0, plan.days).items():
         results[f"quality.sim.newcomer.{key}"] = value
+    for key, value in figures(primed_run, 0.0, plan.days).items():
+        results[f"quality.sim.newcomer.{key}_builtin_priors"] = value
     details["newcomer"] = _describe(sim_run)
     echo(
         f"  newcomer: {details['newcomer']['devices']} devices x {plan.days * 24:g} h at 1 Hz, "

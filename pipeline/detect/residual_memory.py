@@ -172,7 +172,7 @@ class EdgeResidualMemory(ResidualMemory):
         # faster, fewer at slower rates; see ``reference``).
         self._usual_steps = 0.0
         self._rank = top_k
-        self._readings = 0
+        self._readings = 0  # residuals remembered while young (-1: started from a prior)
 
     def observe(self, x: float, previous: float | None, ts_ms: int | None) -> float:
         if previous is not None and x == x:
@@ -228,7 +228,7 @@ class EdgeResidualMemory(ResidualMemory):
         on a first day (not ``covered``) at most ``FIRST_DAY_MAX_RATIO``: a series that has not
         seen a whole day cannot be sure enough for a CRITICAL alert (docs/detection.md, severity)."""
         if self.young_calibration and self.memory_n * self.forget < 1.0:
-            if self._usual_steps > 0.0:  # timed: the quantile of the readings remembered so far
+            if self._usual_steps > 0.0 and self._readings >= 0:  # timed: the quantile of the readings remembered so far
                 ratio /= _readings_divisor(self._readings, self.forget * self._usual_steps, self.top_k)
             else:
                 ratio /= young_divisor(int(self.memory_n), self.forget, self.top_k)
@@ -248,7 +248,8 @@ class EdgeResidualMemory(ResidualMemory):
         steps = self._steps
         if self.memory_n * self.forget < 1.0:
             self.memory_n += steps
-            self._readings += 1
+            if self._readings >= 0:
+                self._readings += 1
         if not self.signed:
             super().remember(residual, rise)  # unsigned: one reading, one step
             return
@@ -265,3 +266,4 @@ class EdgeResidualMemory(ResidualMemory):
         self.drops.reset(list(self.rises.heap))
         self.memory_n = PRIOR_EFFECTIVE_N
         self._covered = True  # the kind's day profile covers every time of day
+        self._readings = -1  # a prior stands for its minutes, not for readings: tempered by memory_n

@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from importlib import resources
 
+from pipeline.detect.scorer import RatePriorLookup
 from pipeline.errors import ProtocolError
 from pipeline.learn.kind_priors import KindPriors, decode_priors
 from pipeline.learn.sync_stats import DetectorPrior, StatsAccumulator, prior_from_stats
@@ -45,6 +46,19 @@ def builtin_priors_for(catalog: Catalog) -> KindPriors:
         for (kind, metric), p in builtin_priors().items()
         if kind in BUILTIN.kinds and catalog.kinds.get(kind) == BUILTIN.kinds[kind]
     }
+
+
+def builtin_rate_prior(catalog: Catalog = BUILTIN) -> RatePriorLookup:
+    """The built-in priors as a ``rate_prior`` lookup, without model sync: what a node without
+    model keys starts new series from (``ModelSync.prior_at`` falls back to the same), and what
+    the quality bench measures the node's defaults with."""
+    priors = builtin_priors_for(catalog)
+
+    def at(kind: str, metric: str, interval_s: float) -> DetectorPrior | None:
+        prior = priors.get((kind, metric))
+        return None if prior is None else prior.at(interval_s)
+
+    return at
 
 
 @dataclass

@@ -59,6 +59,6 @@ def test_critical_precision_is_the_share_of_critical_raises_in_a_label_window() 
 def test_every_rate_is_planned_and_a_tiny_fleet_runs_through_the_nodes_path() -> None:
     assert [p.name for p in rate_plans("full")] == ["1hz", "1min", "15min"]
     plan = RatePlan("1hz", 1.0, 1, 0.02, learning_days=0.01)
-    run = simulate(plan)
+    [run] = simulate(plan)
     assert len(run.first_ts) == 3 and run.readings >= 3 * 0.02 * 86_400 * 0.9
     assert isinstance(run.pipes[0], Pipeline)

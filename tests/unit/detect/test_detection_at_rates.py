@@ -20,7 +20,8 @@ import random
 
 import pytest
 
-from pipeline.bench.rates import RatePlan, figures, simulate
+from pipeline.bench.quality import builtin_priors, ours
+from pipeline.bench.rates import RatePlan, SimRun, figures, simulate
 from pipeline.config import AlertSettings
 from pipeline.detect.detection import build
 from pipeline.protocol import Alert, Reading
@@ -32,12 +33,22 @@ COLD_ALARMS_PER_DEVICE = 1.0
 PLANS = [("1hz", 1.0, 1, 1.25), ("1min", 60.0, 6, 3.0), ("15min", 900.0, 15, 6.0)]
 
 
+VARIANTS = {"defaults": ours, "builtin_priors": builtin_priors}  # the node's defaults; edgepipe demo's priors
+
+
 @pytest.fixture(scope="module", params=PLANS, ids=[p[0] for p in PLANS])
-def clean_run(request: pytest.FixtureRequest) -> tuple[RatePlan, dict[str, float | None], dict[str, float | None]]:
+def clean_runs(request: pytest.FixtureRequest) -> dict[str, SimRun]:
     name, interval_s, devices, days = request.param
     plan = RatePlan(name, interval_s, devices, days, seed=5, anomaly_rate=0.0)
-    run = simulate(plan)
-    assert run.events == []  # clean data: every alert is a false alarm
+    runs = dict(zip(VARIANTS, simulate(plan, *VARIANTS.values()), strict=True))
+    assert runs["defaults"].events == []  # clean data: every alert is a false alarm
+    return runs
+
+
+@pytest.fixture(params=list(VARIANTS))
+def clean_run(request: pytest.FixtureRequest, clean_runs: dict[str, SimRun]) -> tuple[RatePlan, dict[str, float | None], dict[str, float | None]]:
+    run = clean_runs[request.param]
+    plan = run.plan
     return plan, figures(run, plan.learning_days, plan.days), figures(run, 0.0, 1.0)
 
 
