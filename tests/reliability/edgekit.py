@@ -121,7 +121,7 @@ class Entry:
     sent_at: float  # time.monotonic() when handed to the client
 
 
-CATCH_UP = 100  # readings one device may publish in one pass of the loop when behind schedule
+CATCH_UP = 100  # rounds of readings the devices may publish in one pass of the loop when behind schedule
 
 
 @dataclass
@@ -137,6 +137,10 @@ class LedgerDevices:
     schedule publishes what is due at once (up to ``CATCH_UP`` a pass), so after a while
     each device has sent its rate times the time elapsed, and the devices' shares of the
     traffic (a flooder's 20x) are what the test asked for, not what the scheduler allowed.
+    Catching up goes in rounds of one reading per device, so devices stay interleaved as
+    they are on a quiet machine: a burst of one device's readings would make the others
+    look quiet to the node's aggregator (its idle rule is relative to other devices'
+    arrivals) and close their windows early, a loss the tests would then report.
     """
 
     url: str
@@ -167,12 +171,12 @@ class LedgerDevices:
         due = dict.fromkeys(self.devices, time.monotonic())
         while not self._stop.is_set():
             now = time.monotonic()
-            for device in self.devices:
-                period = 1.0 / self.rates.get(device, self.rate_hz)
-                for _ in range(CATCH_UP):
+            for _ in range(CATCH_UP):  # rounds: one due reading per device each, interleaved
+                sent = False
+                for device in self.devices:
                     if now < due[device] or seqs[device] >= self.total(device) or self._stop.is_set():
-                        break
-                    due[device] += period
+                        continue
+                    due[device] += 1.0 / self.rates.get(device, self.rate_hz)
                     seq = seqs[device]
                     ts = max(last_ts[device] + 1, now_ms())
                     value = SPIKE_VALUE if self.spike is not None and self.spike(device, seq) else value_of(seq)
@@ -182,6 +186,9 @@ class LedgerDevices:
                     with self._lock:
                         self.ledger.append(Entry(device, seq, ts, value, delivery, sent_at))
                     seqs[device], last_ts[device] = seq + 1, ts
+                    sent = True
+                if not sent:
+                    break
             if all(seqs[d] >= self.total(d) for d in self.devices):
                 break
             time.sleep(tick)
