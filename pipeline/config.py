@@ -214,11 +214,11 @@ class DetectSettings(Section):
     kinds: dict[str, DetectorChoice] = Field(
         {}, description='per kind or kind.metric, e.g. [detect.kinds.freezer] detector = "river.anomaly.HalfSpaceTrees"'
     )
-    builtin_priors: bool = Field(
-        False,
+    builtin_priors: bool | None = Field(
+        None,
         description="warm-start a new series of a built-in kind from the package's priors (at its"
         " reporting rate) while model sync has none: it scores after 10 readings, not 100, but is"
-        " less sensitive for its first week (off by default; edgepipe demo turns it on)",
+        " less sensitive for its first week. Unset: off for the node, on for edgepipe demo",
     )
 
 

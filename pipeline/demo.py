@@ -72,7 +72,7 @@ def run_demo(
         settings.edge = settings.edge.model_copy(update={"state_dir": str(workdir / "edge")})
         settings.cloud = settings.cloud.model_copy(update={"buffer_dir": str(workdir / "cloud")})
         _with_model_keys(settings, site)
-        if "builtin_priors" not in settings.detect.model_fields_set:
+        if settings.detect.builtin_priors is None:
             # twenty seconds are 40 readings: only a prior lets a series score at all
             settings.detect = settings.detect.model_copy(update={"builtin_priors": True})
         injected = demo_anomaly(site, devices, duration)

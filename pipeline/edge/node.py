@@ -193,7 +193,7 @@ class EdgeNode:
             key=edge.model_key.encode(),
             cloud_key=edge.cloud_model_key.encode() if edge.warm_start else b"",
             interval_ms=int(edge.model_interval_s * 1000),
-            builtin=builtin_priors_for(self.catalog) if settings.detect.builtin_priors else {},
+            builtin=builtin_priors_for(self.catalog) if settings.detect.builtin_priors is True else {},
         )
         # Detection (pipeline.detect): detectors, stuck runs, irrigation zones, switch contexts,
         # dropouts and the alert policy; the same build() the quality bench measures.
