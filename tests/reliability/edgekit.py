@@ -151,7 +151,7 @@ class LedgerDevices:
     protocol: str = "5"
     max_per_device: int = 20_000
     counts: dict[str, int] = field(default_factory=dict)  # device -> its total, if not max_per_device
-    spike: Callable[[str, int], bool] | None = None  # (device, seq) -> send SPIKE_VALUE instead
+    spike: Callable[[str, int], float | None] | None = None  # (device, seq) -> a value to send instead, or None
     ledger: list[Entry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -179,7 +179,8 @@ class LedgerDevices:
                     due[device] += 1.0 / self.rates.get(device, self.rate_hz)
                     seq = seqs[device]
                     ts = max(last_ts[device] + 1, now_ms())
-                    value = SPIKE_VALUE if self.spike is not None and self.spike(device, seq) else value_of(seq)
+                    odd = None if self.spike is None else self.spike(device, seq)
+                    value = value_of(seq) if odd is None else odd
                     reading = Reading(v=1, device=device, kind=KIND, ts=ts, seq=seq, metrics={METRIC: value})
                     sent_at = time.monotonic()
                     delivery = self.client.publish_tracked(TOPICS.reading(self.site, device), encode(reading))
