@@ -227,7 +227,7 @@ class AggregateSettings(Section):
     """Tumbling windows per device and metric, on event time."""
 
     window_s: float = Field(60.0, gt=0, description="window length")
-    lateness_s: float = Field(5.0, ge=0, description="allowed lateness before a window closes")
+    lateness_s: float = Field(5.0, ge=0, description="allowed lateness (event time): windows close, dropouts are judged and irrigation zones are sequenced this far behind the site's newest readings")
     idle_s: float = Field(30.0, ge=0, description="close a quiet device's window this long after")
 
 

@@ -39,13 +39,16 @@ for files this node wrote into its own state dir, which the digests and the magi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import hashlib
+import importlib
 import inspect
 import io
 import json
 import os
 import pickle
+import pkgutil
 import struct
 import time
 import zlib
@@ -85,6 +88,34 @@ ALLOWED_MODULES = frozenset(
 _BUILTINS_ALLOWED = frozenset(
     {"set", "frozenset", "dict", "list", "tuple", "bytearray", "bytes", "complex", "float", "int", "str", "bool", "slice", "range", "object", "getattr"}
 )
+
+
+# The packages whose classes hold learned state: their attributes are the snapshot's schema.
+STATE_PACKAGES = ("pipeline.detect", "pipeline.learn", "pipeline.edge")
+
+
+@functools.cache
+def state_schema() -> str:
+    """A fingerprint of the attributes of every slotted class (and slots dataclass) holding state.
+
+    Why: a snapshot pickles objects by their attributes; one written before a class gained a
+    slot (``StuckRun`` and ``EdgeResidualMemory`` did in session 7) would restore objects
+    missing it, and the node would fail at its first reading. A snapshot of another schema is
+    refused (``state_schema``) and the node starts cold, as for any snapshot it cannot trust.
+    Classes with an instance dict keep new attributes readable by giving them a class default.
+    """
+    entries: list[str] = []
+    for package_name in STATE_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.walk_packages(package.__path__, package_name + "."):
+            module = importlib.import_module(info.name)
+            for name, cls in sorted(vars(module).items()):
+                if not isinstance(cls, type) or cls.__module__ != info.name:
+                    continue
+                slots = [s for klass in cls.__mro__ for s in klass.__dict__.get("__slots__", ())]
+                if slots:
+                    entries.append(f"{info.name}.{name}:{','.join(sorted(slots))}")
+    return hashlib.blake2b("\n".join(entries).encode(), digest_size=8).hexdigest()
 
 
 class SnapshotRefused(Exception):
@@ -396,6 +427,11 @@ class SnapshotStore:
             raise SnapshotRefused("corrupt", f"{MANIFEST}: unreadable body") from None
         if header.get("site") != self.site or manifest.get("site") != self.site:
             raise SnapshotRefused("other_site", f"{MANIFEST}: site {header.get('site')!r}, this node serves {self.site!r}")
+        if manifest.get("state_schema") != state_schema():
+            raise SnapshotRefused(
+                "state_schema",
+                f"{MANIFEST}: written by edgepipe {manifest.get('edgepipe')} whose learned-state classes differ from this one's",
+            )
         return dict(manifest)
 
     def load(self) -> Loaded | None:
@@ -512,6 +548,7 @@ class SnapshotStore:
         manifest = {
             "site": self.site,
             "edgepipe": __version__,
+            "state_schema": state_schema(),
             "generation": generation,
             "watermark": int(watermark),
             "created_ms": int(created_ms),

@@ -373,3 +373,28 @@ def _outbox_aggregates(node: Any) -> list[Any]:
         if item.priority == Priority.AGGREGATE:
             out.extend(decode_aggregate_message(item.payload).aggregates)
     return out
+
+
+def test_a_snapshot_of_other_learned_state_classes_is_refused_and_overwritten_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade that gave a stateful class a new slot: restoring would leave it unset."""
+    _written(tmp_path)
+    monkeypatch.setattr(snap, "state_schema", lambda: "another-release")
+    assert _refusal(tmp_path) == "state_schema"
+    learner, sums = fed()
+    stats = SnapshotStore(tmp_path, "farm", shards=4).write(parts_of(learner, sums), watermark=6, dirty_devices=set())
+    assert stats.parts_written > 1  # every shard again, not only the dirty ones
+    assert SnapshotStore(tmp_path, "farm", shards=4).load() is not None
+
+
+def test_the_state_schema_changes_when_a_stateful_class_gains_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.detect.stuck import StuckRun
+
+    before = snap.state_schema()
+    snap.state_schema.cache_clear()
+    monkeypatch.setattr(StuckRun, "__slots__", (*StuckRun.__slots__, "_a_new_memory"))
+    try:
+        assert snap.state_schema() != before
+    finally:
+        snap.state_schema.cache_clear()
