@@ -46,7 +46,7 @@ def test_a_simulated_fleet_in_each_format_is_taken_whole(mosquitto: Mosquitto, t
             [
                 sys.executable, "-m", "pipeline", "sim", "--broker", mosquitto.url, "--format", fmt,
                 "--sites", site, "--devices-per-site", "6", "--rate", "2", "--duration", "3",
-                "--bad-rate", "0.1", "--seed", "7", "--json",
+                "--bad-rate", "0.3", "--seed", "7", "--json",
             ],
             capture_output=True,
             text=True,

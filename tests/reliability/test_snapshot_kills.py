@@ -98,6 +98,14 @@ def drain(health: MqttClient) -> None:
             return
 
 
+def _listing(folder: Path) -> list[Path]:
+    """The folder's entries now, or none while it does not exist yet."""
+    try:
+        return list(folder.iterdir())
+    except FileNotFoundError:
+        return []
+
+
 def mid_write_leftovers(folder: Path) -> bool:
     """A kill inside a write leaves a temporary file or a part no manifest names."""
     if any(p.suffix == ".tmp" for p in folder.iterdir()):
@@ -145,6 +153,10 @@ def kill_during_snapshots(mosquitto_factory: Callable[..., Mosquitto], tmp_path:
                 for k in range(kills):
                     delay = rng.uniform(0.3, 1.5)
                     time.sleep(delay)  # a random moment, not a wait for a condition
+                    if k % 2:
+                        # Every other kill aims at a write: at the first temporary file seen
+                        # (bounded), so that a loaded machine cannot make every kill miss them.
+                        wait_until(lambda: any(p.suffix == ".tmp" for p in _listing(folder)), 3, step=0.001)
                     os.kill(node.pid, signal.SIGKILL)
                     assert node.wait(30) == -signal.SIGKILL, f"seed {seed}"
                     with UplinkQueue.in_state_dir(state) as q:
