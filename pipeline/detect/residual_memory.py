@@ -121,6 +121,8 @@ class EdgeResidualMemory(ResidualMemory):
         "_covered",
         "_growth_steps",
         "_last_ts",
+        "_pending",
+        "_pending_steps",
         "_quantum",
         "_rank",
         "_readings",
@@ -173,6 +175,10 @@ class EdgeResidualMemory(ResidualMemory):
         self._usual_steps = 0.0
         self._rank = top_k
         self._readings = 0  # residuals remembered while young (-1: started from a prior)
+        # Faster than one reading per reference interval, the memory learns each interval's
+        # largest rise and largest drop, not every reading (see ``remember``).
+        self._pending = [-1.0, -1.0]  # largest rise, largest drop of the interval so far (-1: none)
+        self._pending_steps = 0.0  # reference intervals the pending residuals stand for
 
     def observe(self, x: float, previous: float | None, ts_ms: int | None) -> float:
         if previous is not None and x == x:
@@ -242,23 +248,56 @@ class EdgeResidualMemory(ResidualMemory):
         Once the memory stands for ``clamp_after`` readings, a residual counts for at most
         ``memory_clamp`` times its side's reference (bounded teaching).
         """
-        side = self.rises if rise or not self.signed else self.drops
-        if self.memory_n >= self.clamp_after and len(side) >= self.top_k:
-            residual = min(residual, self.memory_clamp * side.heap[0] / side.scale)
         steps = self._steps
         if self.memory_n * self.forget < 1.0:
             self.memory_n += steps
             if self._readings >= 0:
                 self._readings += 1
         if not self.signed:
-            super().remember(residual, rise)  # unsigned: one reading, one step
+            super().remember(self._clamped(residual, self.rises), rise)  # unsigned: one reading, one step
             return
         if steps != self._growth_steps[0]:  # a steady rate computes its power once
             self._growth_steps = (steps, self._growth**steps)
         growth = self._growth_steps[1]
         self.rises.decay(growth)
         self.drops.decay(growth)
-        side.add(residual)
+        if steps < 1.0 and self.memory_n >= self.clamp_after:  # bounded, faster than the interval
+            self._learn_interval(residual, rise, steps)
+            return
+        side = self.rises if rise else self.drops
+        side.add(self._clamped(residual, side))
+
+    def _clamped(self, residual: float, side: DecayingTopK) -> float:
+        """Bounded teaching: at most ``memory_clamp`` times the side's reference, once mature."""
+        if self.memory_n >= self.clamp_after and len(side) >= self.top_k:
+            return min(residual, self.memory_clamp * side.heap[0] / side.scale)
+        return residual
+
+    def _learn_interval(self, residual: float, rise: bool, steps: float) -> None:
+        """Keep the interval's largest rise and drop; remember them once it is over.
+
+        Why: bounded teaching lets each remembered residual raise the memory by at most
+        ``memory_clamp``, so it bounds what an anomaly teaches *per residual*. At 1 Hz a
+        15-minute noise burst is 900 residuals, enough to teach the memory the burst's own
+        size (a second burst on a later day then scored 0.3-0.6: missed; the level shift
+        after it scored 0). Learning one residual per reference interval (the largest: the
+        memory holds large residuals) teaches what a one-a-minute series learns from the
+        same minutes, at any faster rate (docs/detection.md, ninth round). Only once teaching
+        is bounded (``clamp_after``): a young memory learns every reading, so that a new regime
+        (a valve's first opening, a node's first minute) is known from its second reading.
+        """
+        pending = self._pending
+        i = 0 if rise else 1
+        if residual > pending[i]:
+            pending[i] = residual
+        self._pending_steps += steps
+        if self._pending_steps < 1.0:
+            return
+        self._pending_steps -= 1.0  # the remainder: a device a little faster than the interval commits nearly every reading
+        for k, side in ((0, self.rises), (1, self.drops)):
+            if pending[k] >= 0.0:
+                side.add(self._clamped(pending[k], side))
+                pending[k] = -1.0
 
     def warm_start(self, residuals: list[float]) -> None:
         """The kind's residuals stand for rises and drops alike, and for ``PRIOR_EFFECTIVE_N`` readings."""

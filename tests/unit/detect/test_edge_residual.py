@@ -313,3 +313,19 @@ def test_a_level_jump_is_found_at_every_rate(interval_s: float) -> None:
         scores.append(detector.score_value(x, ts))
         detector.learn_value(x, ts)
     assert max(scores[steps:]) >= RAISE_SCORE
+
+
+def test_a_burst_at_one_hertz_teaches_the_memory_per_minute_not_per_reading() -> None:
+    """Bounded teaching counts reference intervals: 900 noisy readings of a 15-minute burst at
+    1 Hz teach what its 15 minutes teach, so a spike an hour later still stands out (with
+    every reading taught, the memory grew to the burst's size and the spike scored 0.69)."""
+    rng = random.Random(3)
+    d = edge_detector()
+    second = 1000
+    calm = [20.0 + rng.gauss(0.0, 0.5) for _ in range(12 * 3600)]
+    burst = [20.0 + rng.gauss(0.0, 3.0) for _ in range(15 * 60)]
+    after = [20.0 + rng.gauss(0.0, 0.5) for _ in range(3600)]
+    for i, x in enumerate(calm + burst + after):
+        d.score_value(x, i * second)
+        d.learn_value(x, i * second)
+    assert d.score_value(36.0, (len(calm) + len(burst) + len(after)) * second) >= 0.8
