@@ -23,6 +23,7 @@ from pipeline.cloud.store import (
     HEALTH_RETENTION_MS,
     AggregateBucket,
     AlertCount,
+    DeviceBucket,
     HealthPoint,
     InfluxStore,
     MetricTotals,
@@ -272,6 +273,31 @@ def test_aggregate_buckets_merge_windows_in_the_database(store: Store) -> None:
         AggregateBucket(T0 + 2 * every, 600, 3.5, 4.5, pytest.approx(5.0), 2),
     ]
     assert store.query_aggregate_buckets("shop1", "fridge9", "temp", T0, T0 + HOUR, 1000) == []
+
+
+def test_kind_buckets_merge_each_devices_windows_of_the_kind_in_one_query(store: Store) -> None:
+    every = 200_000  # T0 is a multiple of it
+    store.write_aggregates(
+        [
+            aggregate("fridge1", T0, mean=4.0),  # count 600
+            msgspec.structs.replace(aggregate("fridge1", T0 + 60_000, mean=6.0), count=200),
+            aggregate("fridge2", T0 + 120_000, mean=5.0),
+            aggregate("fridge2", T0 + every, mean=3.0),
+            aggregate("fridge1", T0, metric="power", mean=99.0),  # another metric
+            msgspec.structs.replace(aggregate("oven1", T0, mean=200.0), kind="oven"),  # another kind
+            msgspec.structs.replace(aggregate("fridge3", T0, mean=7.0), site="shop2"),  # another site
+            aggregate("fridge1", T0 + HOUR),  # outside the range
+        ]
+    )  # fmt: skip
+
+    buckets = store.query_kind_buckets("shop1", "fridge", "temp", T0, T0 + HOUR, every)
+
+    assert buckets == [
+        DeviceBucket(T0, "fridge1", pytest.approx(4.5), 800),  # (600·4 + 200·6) / 800
+        DeviceBucket(T0, "fridge2", pytest.approx(5.0), 600),
+        DeviceBucket(T0 + every, "fridge2", pytest.approx(3.0), 600),
+    ]
+    assert store.query_kind_buckets("shop1", "freezer", "temp", T0, T0 + HOUR, every) == []
 
 
 def test_alerts_come_newest_first_up_to_the_limit(store: Store) -> None:
@@ -675,6 +701,7 @@ QUERIES: dict[str, Callable[[Store, str], object]] = {
     "aggregate_buckets.device": lambda s, bad: s.query_aggregate_buckets(
         "shop1", bad, "temp", 0, T0, 1000
     ),
+    "kind_buckets.kind": lambda s, bad: s.query_kind_buckets("shop1", bad, "temp", 0, T0, 1000),
     "alerts.site": lambda s, bad: s.query_alerts(bad, 0),
     "dead_letters.site": lambda s, bad: s.query_dead_letters(bad, 0),
     "labels.device": lambda s, bad: s.query_labels("farm1", bad, 0, T0),

@@ -74,6 +74,7 @@ __all__ = [
     "HEALTH_RETENTION_MS",
     "AggregateBucket",
     "AlertCount",
+    "DeviceBucket",
     "HealthPoint",
     "MergedModelRecord",
     "MetricTotals",
@@ -179,6 +180,20 @@ class AggregateBucket:
     max: float
     mean: float
     anomalies: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBucket:
+    """One device's aggregate windows merged per time bucket: a point of a kind's spread.
+
+    ``ts`` is the bucket start (as in :class:`AggregateBucket`), ``mean`` the count-weighted
+    mean of the device's window means in it (NaN if none was finite), ``count`` the readings.
+    """
+
+    ts: int
+    device: str
+    mean: float
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +378,15 @@ class Store(Protocol):
         Buckets are aligned to multiples of ``every_ms`` since the epoch, oldest first;
         empty ones are left out. The database merges them: a week of 1-minute windows is
         10,080 rows, past InfluxDB's default ``max-row-limit`` of 10,000.
+        """
+        ...
+
+    def query_kind_buckets(
+        self, site: str, kind: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[DeviceBucket]:
+        """Every device of ``kind`` at ``site``: its windows starting in ``[start_ms, end_ms)``
+        merged per bucket of ``every_ms`` (aligned as in ``query_aggregate_buckets``), by
+        (bucket, device). One query for a whole kind: the dashboard's peer band.
         """
         ...
 

@@ -97,6 +97,7 @@ from pipeline.cloud.store.base import (
     CLOUD_SITE,
     AggregateBucket,
     AlertCount,
+    DeviceBucket,
     HealthPoint,
     MergedModelRecord,
     MetricTotals,
@@ -841,6 +842,29 @@ class InfluxStore:
             )
             for _, row in self._rows(q)
         ]
+
+    def query_kind_buckets(
+        self, site: str, kind: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[DeviceBucket]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        inner_where = _where(
+            _eq("site", site), _eq("kind", kind), _eq("metric", metric), _time(">=", start), _time("<", end)
+        )
+        # As in query_aggregate_buckets; the inner GROUP BY keeps the device tag for the outer one.
+        q = (
+            'SELECT SUM("weighted") / SUM("count") AS "mean", SUM("count") AS "count" '
+            'FROM (SELECT "mean" * "count" AS "weighted", "count" '
+            f'FROM "aggregates"{inner_where} GROUP BY "device")'
+            f'{_where(_time(">=", start), _time("<", end))} '
+            f'GROUP BY time({every}ms), "device" fill(none)'
+        )
+        found = [
+            DeviceBucket(row["time"], tags["device"], _float(row["mean"]), int(row["count"] or 0))
+            for tags, row in self._rows(q)
+        ]
+        found.sort(key=lambda b: (b.ts, b.device))
+        return found
 
     def query_alerts(
         self,

@@ -62,6 +62,7 @@ from pipeline.cloud.store.base import (
     HEALTH_RETENTION_MS,
     AggregateBucket,
     AlertCount,
+    DeviceBucket,
     HealthPoint,
     MergedModelRecord,
     MetricTotals,
@@ -577,6 +578,31 @@ class SQLiteStore:
         return [
             AggregateBucket(ts, int(count), _float(lo), _float(hi), _float(mean), int(anomalies))
             for ts, count, lo, hi, mean, anomalies in self._fetch(sql, params)
+        ]
+
+    def query_kind_buckets(
+        self, site: str, kind: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[DeviceBucket]:
+        start, end = check_interval(start_ms, end_ms)
+        params = {
+            "site": check_id("site", site),
+            "kind": check_id("kind", kind),
+            "metric": check_id("metric", metric),
+            "start": start,
+            "end": end,
+            "every": check_positive("every_ms", every_ms),
+        }
+        sql = """
+            SELECT start - ((start % :every) + :every) % :every AS bucket, device,
+                   SUM(mean * count) * 1.0 / SUM(count), SUM(count)
+            FROM aggregates
+            WHERE site = :site AND kind = :kind AND metric = :metric
+              AND start >= :start AND start < :end
+            GROUP BY bucket, device ORDER BY bucket, device
+        """
+        return [
+            DeviceBucket(ts, device, _float(mean), int(count or 0))
+            for ts, device, mean, count in self._fetch(sql, params)
         ]
 
     def query_alerts(
