@@ -276,6 +276,7 @@ def explorer_link(site: str, device: str, metric: str, at_ms: int | None = None)
     return "explorer?" + urlencode(params)
 
 
+ALERT_SOURCES = ("edge", "cloud")  # who raised an alert: the site's node, the fleet analyst
 LIVE_ALERT_ROWS = (200, 1000, 5000)  # rows the live table may show; 5,000: InfluxDB's budget
 
 
@@ -300,8 +301,11 @@ def live_alerts(
     kinds: Sequence[str],
     since_ms: int,
     limit: int = LIVE_ALERT_ROWS[0],
+    sources: Sequence[str] = (),
 ) -> AlertPage:
     """Alert records newest first, filtered in the database, with ``open`` and a link per row.
+
+    ``sources`` (empty: any): ``edge`` (the site's node) or ``cloud`` (the fleet analyst).
 
     ``open``: a raise whose alert has no clear among the records shown; a clear is never
     older than its raise and sorts before it at one instant, so when a raise is shown its
@@ -311,8 +315,9 @@ def live_alerts(
         require_id("site", site)
     wanted_severities = sorted({require_id("severity", s) for s in severities})
     wanted_kinds = sorted({require_id("kind", k) for k in kinds})
-    records = store.query_alerts(site, since_ms, limit, wanted_severities, wanted_kinds)
-    total = store.count_alerts(site, since_ms, wanted_severities, wanted_kinds)
+    wanted_sources = sorted({require_id("source", s) for s in sources})
+    records = store.query_alerts(site, since_ms, limit, wanted_severities, wanted_kinds, wanted_sources)
+    total = store.count_alerts(site, since_ms, wanted_severities, wanted_kinds, wanted_sources)
     latest = latest_states(records)
     frame = alerts_frame(records)
     frame.insert(

@@ -329,6 +329,22 @@ def test_alerts_can_be_filtered_by_site(store: Store) -> None:
     assert [a.alert_id for a in store.query_alerts(None, T0)] == ["a2", "a1"]
 
 
+def test_alerts_filter_by_source_in_the_database(store: Store) -> None:
+    def cloud(a: Alert) -> Alert:
+        return msgspec.structs.replace(a, data=msgspec.structs.replace(a.data, source="cloud"))
+
+    store.write_alerts(
+        [alert(f"e{i}", T0 + i) for i in range(20)] + [cloud(alert("c1", T0 - 5)), cloud(alert("c2", T0 - 6))]
+    )
+
+    found = store.query_alerts(None, 0, limit=5, sources=["cloud"])
+    assert [(a.alert_id, a.source) for a in found] == [("c1", "cloud"), ("c2", "cloud")]  # not hidden
+    assert {a.source for a in store.query_alerts(None, 0, 100, sources=["edge"])} == {"edge"}
+    assert store.count_alerts(None, 0, sources=["cloud"]) == 2
+    assert store.count_alerts(None, 0, sources=["edge"]) == 20
+    assert store.count_alerts(None, 0, sources=["edge", "cloud"]) == store.count_alerts(None, 0) == 22
+
+
 def test_latest_health_is_the_newest_report_of_each_node(store: Store) -> None:
     old = Health(v=1, site="farm1", node="edge1", ts=T0, status="online", counters={"received": 5})
     new = Health(
@@ -710,6 +726,7 @@ QUERIES: dict[str, Callable[[Store, str], object]] = {
     "last_seen.site": lambda s, bad: s.last_seen(bad),
     "metric_totals.site": lambda s, bad: s.metric_totals(bad, 0, T0),
     "alerts.severity": lambda s, bad: s.query_alerts(None, 0, 10, [bad]),
+    "alerts.source": lambda s, bad: s.query_alerts(None, 0, 10, sources=["edge", bad]),
     "count_alerts.kind": lambda s, bad: s.count_alerts(None, 0, [], ["fridge", bad]),
     "alert_counts.site": lambda s, bad: s.alert_counts(0, T0, 1000, bad),
     "health_history.site": lambda s, bad: s.health_history(0, T0, 1000, [], bad),
@@ -796,6 +813,25 @@ def test_influx_unreachable_server_raises_store_unavailable() -> None:
         store.write_readings("shop1", [reading("fridge1", T0, 1)])
     with pytest.raises(StoreUnavailable):
         store.count_readings()
+
+
+def test_influx_alerts_stored_before_the_source_tag_are_the_edges_when_filtered(
+    influxdb: Influxd, influx_db: str
+) -> None:
+    # an alert point as written before alerts carried a source: no ``source`` tag
+    influxdb.write(
+        influx_db,
+        "alerts,device=fridge1,kind=fridge,metric=temp,severity=warning,site=shop1,state=raised "
+        f'alert_id="old1",score=0.9,value=11.5,reason="old",model_version="hst-3" {T0}',
+    )
+    store = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    cloud = alert("c1", T0 + 1)
+    store.write_alerts([msgspec.structs.replace(cloud, data=msgspec.structs.replace(cloud.data, source="cloud"))])
+
+    assert [(a.alert_id, a.source) for a in store.query_alerts(None, 0, sources=["edge"])] == [("old1", "edge")]
+    assert store.count_alerts(None, 0, sources=["cloud"]) == 1
+    assert store.count_alerts(None, 0, sources=["edge", "cloud"]) == 2
+    store.close()
 
 
 def test_influx_partial_write_raises_and_keeps_the_good_points(

@@ -313,6 +313,14 @@ def test_live_alerts_say_whether_the_edge_or_the_cloud_raised_them(
     assert dict(zip(shown["device"], shown["source"], strict=True)) == {"p1": "edge", "p2": "cloud"}
     assert "source" in column_config(app, "severity")
 
+    source = next(box for box in app.multiselect if box.label == "Source")
+    source.set_value(["cloud"]).run()
+    assert not app.exception
+    assert list(table(app, "severity")["device"]) == ["p2"]
+    assert any("All 1 matching alert records" in m.value for m in app.markdown)
+    source.set_value(["edge"]).run()
+    assert list(table(app, "severity")["device"]) == ["p1"]
+
 
 def test_the_explorer_opened_from_an_alert_charts_readings_band_alerts_and_labels(
     filled: Filled, monkeypatch: pytest.MonkeyPatch

@@ -397,10 +397,12 @@ class Store(Protocol):
         limit: int = 100,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> list[AlertData]:
         """Alerts with ``reading_ts >= since_ms``, newest first, at most ``limit``.
 
-        ``severities`` and ``kinds`` (empty: any) filter in the database, so the newest
+        ``severities``, ``kinds`` and ``sources`` (``edge``, ``cloud``; records stored before
+        the source was, are ``edge``) (empty: any) filter in the database, so the newest
         ``limit`` of a rare severity are found under a flood of others. At one instant a
         ``cleared`` record comes before its ``raised`` one (ties by site, alert_id, state).
         """
@@ -412,6 +414,7 @@ class Store(Protocol):
         since_ms: int,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> int:
         """How many records :meth:`query_alerts` would return with no limit."""
         ...

@@ -364,13 +364,22 @@ def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
 
 
 def _alert_where(
-    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str], sources: Sequence[str] = ()
 ) -> str:
-    """``WHERE`` over alerts by site, time, and any of ``severities`` and of ``kinds``."""
+    """``WHERE`` over alerts by site, time, and any of ``severities``, ``kinds`` and ``sources``.
+
+    Points written before alerts carried a source have no ``source`` tag (``= ''`` in
+    InfluxQL) and are the edge's.
+    """
     any_of = [
         "(" + " OR ".join(_eq(tag, v) for v in values) + ")" if values else ""
         for tag, values in (("severity", severities), ("kind", kinds))
     ]
+    if sources:
+        terms = [_eq("source", v) for v in sources]
+        if "edge" in sources:
+            terms.append(f"{quote_ident('source')} = ''")
+        any_of.append("(" + " OR ".join(terms) + ")")
     return _where(_eq("site", site) if site is not None else "", *any_of, _time(">=", since))
 
 
@@ -873,10 +882,11 @@ class InfluxStore:
         limit: int = 100,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> list[AlertData]:
         since = check_ms("since_ms", since_ms)
         n = check_positive("limit", limit)
-        where = _alert_where(site, since, severities, kinds)
+        where = _alert_where(site, since, severities, kinds, sources)
         q = f'SELECT * FROM "alerts"{where} ORDER BY time DESC LIMIT {n}'
         alerts = [
             AlertData(
@@ -906,8 +916,9 @@ class InfluxStore:
         since_ms: int,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> int:
-        where = _alert_where(site, check_ms("since_ms", since_ms), severities, kinds)
+        where = _alert_where(site, check_ms("since_ms", since_ms), severities, kinds, sources)
         rows = self._rows(f'SELECT COUNT("alert_id") AS "n" FROM "alerts"{where}')
         return sum(int(row["n"] or 0) for _, row in rows)
 

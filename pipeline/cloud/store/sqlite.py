@@ -612,9 +612,10 @@ class SQLiteStore:
         limit: int = 100,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> list[AlertData]:
         since, n = check_ms("since_ms", since_ms), check_positive("limit", limit)
-        where, params = _alert_filter(site, since, severities, kinds)
+        where, params = _alert_filter(site, since, severities, kinds, sources)
         sql = f"""
             SELECT alert_id, site, device, kind, metric, state, severity, score, value,
                    reading_ts, reason, model_version, source
@@ -647,8 +648,9 @@ class SQLiteStore:
         since_ms: int,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> int:
-        where, params = _alert_filter(site, check_ms("since_ms", since_ms), severities, kinds)
+        where, params = _alert_filter(site, check_ms("since_ms", since_ms), severities, kinds, sources)
         return int(self._fetch(f"SELECT COUNT(*) FROM alerts {where}", params)[0][0])
 
     def alert_counts(
@@ -870,11 +872,11 @@ def _float(value: float | None) -> float:
 
 
 def _alert_filter(
-    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str], sources: Sequence[str] = ()
 ) -> tuple[str, list[object]]:
-    """``WHERE`` over alerts by site, time, severities and kinds (each checked as an id)."""
+    """``WHERE`` over alerts by site, time, severities, kinds and sources (each checked as an id)."""
     where, params = _site_filter(site, "reading_ts", since)
-    for column, values in (("severity", severities), ("kind", kinds)):
+    for column, values in (("severity", severities), ("kind", kinds), ("source", sources)):
         if values:
             checked = [check_id(column, v) for v in values]
             where += f" AND {column} IN ({', '.join('?' * len(checked))})"
