@@ -145,20 +145,19 @@ class FleetAnalyst:
 
     @property
     def open_alerts(self) -> int:
-        return sum(p.open_alerts for p in list(self._policies.values()))
+        return sum(p.open_alerts for p in self._policies.values())
 
     @property
     def pending_windows(self) -> int:
         """(site, kind, metric, window) groups waiting for later windows before they are judged."""
-        return sum(len(ws) for ws in list(self._pending.values()))
+        return sum(len(ws) for ws in self._pending.values())
 
     def devices_by_site(self) -> dict[str, int]:
-        """Devices the detectors hold state for, per site (read from another thread by /metrics:
-        every view is a copy taken in one step)."""
+        """Devices the detectors hold state for, per site."""
         names: dict[str, set[str]] = {}
-        for (site, _kind, _metric), peers in list(self._peers.items()):
+        for (site, _kind, _metric), peers in self._peers.items():
             names.setdefault(site, set()).update(peers.device_names())
-        for site, device, _metric in list(self._horizon):
+        for site, device, _metric in self._horizon:
             names.setdefault(site, set()).add(device)
         return {site: len(devices) for site, devices in names.items()}
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 POLL_S = 0.05
+STATE_FIGURES_S = 5.0  # how often the loop refreshes the gauges of its state for /metrics (they walk every series)
 WARNINGS_PER_MINUTE = 10
 
 
@@ -101,6 +102,10 @@ class AnalystRole:
         self.published_by: Counter[tuple[str, str, str]] = Counter()  # (detector, severity, state)
         self.newest_end_ms: dict[str, int] = {}  # per site: the end of its newest aggregate (event time)
         self.metrics: MetricsServer | None = None  # /metrics, from start() when analyst.metrics_port
+        # Gauges of the detectors' state, computed by the loop's thread (walking the analyst's
+        # maps from the scrape's thread could meet them mid-change) and replaced whole.
+        self.state_figures: dict[str, float] = {}
+        self._next_state_figures = 0.0
         self._warnings = WarningBudget(WARNINGS_PER_MINUTE)
         self._next_summary = time.monotonic() + settings.log.summary_interval_s
         m = settings.mqtt
@@ -165,6 +170,7 @@ class AnalystRole:
         except BaseException:
             self._close_metrics()
             raise
+        self._refresh_state_figures()
         event(
             log,
             logging.INFO,
@@ -188,6 +194,8 @@ class AnalystRole:
                     message = None
                 if message is not None:
                     self.handle(message)
+                if time.monotonic() >= self._next_state_figures:
+                    self._refresh_state_figures()
                 if time.monotonic() >= self._next_summary:
                     self._next_summary = time.monotonic() + self.settings.log.summary_interval_s
                     event(log, logging.INFO, "summary", **self.summary())
@@ -259,8 +267,18 @@ class AnalystRole:
         if self._warnings.allow(str(reason), time.monotonic()):
             event(log, logging.WARNING, "payload refused", topic=topic, reason=str(reason), detail=detail[:200])
 
+    def _refresh_state_figures(self) -> None:
+        self._next_state_figures = time.monotonic() + STATE_FIGURES_S
+        self.state_figures = {
+            **{f"devices.{site}": n for site, n in self.analyst.devices_by_site().items()},
+            "series": self.analyst.series,
+            "pending_windows": self.analyst.pending_windows,
+            "open_alerts": self.analyst.open_alerts,
+        }
+
     def figures(self) -> Snapshot:
-        """Counters and gauges now, for /metrics; safe from its thread (every map is copied in one step)."""
+        """Counters and gauges now, for /metrics; safe from its thread (counters are copied in
+        one step; the state's gauges are the loop's, at most ``STATE_FIGURES_S`` old)."""
         c = self.analyst.counters
         now_ms = self._now_ms()
         started = self._restore_started
@@ -280,13 +298,10 @@ class AnalystRole:
             "other_shard": self.other_shard,
         }
         gauges: dict[str, float] = {
-            **{f"devices.{site}": n for site, n in self.analyst.devices_by_site().items()},
+            **self.state_figures,
             **{f"lag_seconds.{site}": (now_ms - end) / 1000 for site, end in dict(self.newest_end_ms).items()},
             "restoring": 0.0 if started is None else 1.0,
             "restore_seconds": self.restore_s if started is None else time.monotonic() - started,
-            "series": self.analyst.series,
-            "pending_windows": self.analyst.pending_windows,
-            "open_alerts": self.analyst.open_alerts,
             "backlog": self.client.messages.qsize(),
             "connected": float(self.client.connected),
         }

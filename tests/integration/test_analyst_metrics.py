@@ -100,6 +100,9 @@ def test_the_analyst_metrics_move_with_what_it_restored_read_suppressed_and_rais
             "the live aggregates, the other shard's batch and the bad payload in /metrics",
         )
         alerts = [a for a in drain(received, role.published + 1) if a.data.source == "cloud"]  # + the edge's
+        # the gauges of the detectors' state are the loop's, replaced whole every 5 s: wait for one more
+        stale = role.state_figures
+        wait_for(lambda: role.state_figures is not stale, "the loop to refresh the state's gauges")
         m = scrape(url)
 
     store.close()
