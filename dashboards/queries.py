@@ -25,7 +25,8 @@ from urllib.parse import urlencode
 import pandas as pd
 
 from pipeline.cloud.store import DeviceBucket, Store
-from pipeline.cloud.store.base import CLOUD_SITE
+from pipeline.cloud.store.base import CLOUD_SITE, StoreConfigError, StoreUnavailable
+from pipeline.errors import StoreError
 from pipeline.protocol.catalog import Catalog
 from pipeline.protocol.messages import AlertData, Health
 from pipeline.protocol.topics import is_valid_id
@@ -510,6 +511,7 @@ class SeriesView:
     start_ms: int
     end_ms: int
     peers: pd.DataFrame = field(default_factory=lambda: empty_peer_band())  # PEER_BAND_COLUMNS
+    peers_refused: str = ""  # why the store would not give the band (the rest is drawn)
 
     @property
     def empty(self) -> bool:
@@ -635,13 +637,18 @@ def series_view(
             "metrics": pd.Series([",".join(lab.metrics) for lab in labels], dtype="object"),
         }
     )
-    peers = empty_peer_band()
+    peers, refused = empty_peer_band(), ""
     if kind is not None and windows:
         # the aggregate windows' own width, or the buckets they were merged into
         width = every if every is not None and every >= WINDOW_BUCKET_MS else windows[0][1] - windows[0][0]
         if width > 0:
-            peers = peer_band(store, site, kind, metric, device, start_ms, end_ms, width)
-    return SeriesView(readings, aggregates, alerts, label_frame, every, start_ms, end_ms, peers)
+            try:
+                peers = peer_band(store, site, kind, metric, device, start_ms, end_ms, width)
+            except (StoreUnavailable, StoreConfigError):
+                raise
+            except StoreError as exc:  # e.g. an InfluxDB max-row-limit under a huge kind: the
+                refused = str(exc)  # device's own series is still worth drawing
+    return SeriesView(readings, aggregates, alerts, label_frame, every, start_ms, end_ms, peers, refused)
 
 
 # -- data reduction -----------------------------------------------------------------------------

@@ -102,7 +102,9 @@ def render(store: Store, sites: list[str]) -> None:
         )
         return
     st.altair_chart(charts.series_chart(view, metric, unit), width="stretch")
-    if not view.peers.empty:
+    if view.peers_refused:
+        st.caption(f"No peer band: the store refused its query ({view.peers_refused[:200]}).")
+    elif not view.peers.empty:
         st.caption(
             f"Grey band: the middle half (25–75 %) of the window means of the other {kind} "
             f"devices at {site} (up to {int(view.peers['peers'].max())}), dashed: their median; "

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from dashboards import queries
-from pipeline.cloud.store import Store
+from pipeline.cloud.store import Store, open_store
 from pipeline.protocol.messages import Aggregate
+from pipeline.services import Influxd
 
 T0 = 1_800_000_000_000  # a multiple of every bucket width used below
 MIN = 60_000
@@ -74,3 +77,20 @@ def test_without_a_kind_or_with_no_peer_there_is_no_band(any_store: Store) -> No
     assert queries.series_view(any_store, "farm", ME, "moisture", T0, T0 + 3 * MIN).peers.empty
     alone = queries.series_view(any_store, "farm", "p9", "moisture", T0, T0 + 3 * MIN, kind="weather_station")
     assert alone.peers.empty and not alone.aggregates.empty
+
+
+def test_a_band_past_influxdbs_row_limit_is_left_out_and_the_device_still_drawn(
+    influxd_factory: Callable[..., Influxd],
+) -> None:
+    server = influxd_factory(config_overrides={"http": {"max-row-limit": 8}})
+    server.create_database("peers")
+    store = open_store(f"influxdb://127.0.0.1:{server.port}/peers")
+    try:
+        write_fleet(store, 3)  # the device's own 3 windows fit; its 5 peers' 15 do not
+
+        view = queries.series_view(store, "farm", ME, "moisture", T0, T0 + 3 * MIN, kind="soil_probe")
+    finally:
+        store.close()
+
+    assert len(view.aggregates) == 3 and view.peers.empty
+    assert "max-row-limit" in view.peers_refused
