@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -22,7 +23,15 @@ from nodekit import edgepipe_process  # noqa: E402
 from pipeline.analyst.role import AnalystRole, shard_of
 from pipeline.cloud.store.sqlite import SQLiteStore
 from pipeline.mqtt import MqttClient
-from pipeline.protocol import SCHEMA_VERSION, AggregateBatch, Alert, AlertData, Topics, encode
+from pipeline.protocol import (
+    SCHEMA_VERSION,
+    Aggregate,
+    AggregateBatch,
+    Alert,
+    AlertData,
+    Topics,
+    encode,
+)
 from pipeline.services import Mosquitto, free_port
 
 RESTORED = 360  # six hours of one-minute windows in the store before the start
@@ -149,3 +158,54 @@ def test_a_metrics_port_in_use_names_the_setting_on_one_line_and_exits_2(
     (line,) = [line for line in text.splitlines() if "analyst.metrics_port" in line]
     assert line.startswith("edgepipe: config error: analyst.metrics_port") and "cannot listen" in line
     assert "Traceback" not in text
+
+
+class HeldStore(SQLiteStore):
+    """A real SQLite store whose replay of one site waits for the test: restore mid-way."""
+
+    def __init__(self, path: Path, held_site: str) -> None:
+        super().__init__(path)
+        self.held_site = held_site
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def query_site_aggregates(self, site: str, start_ms: int, end_ms: int, limit: int = 1_000_000) -> list[Aggregate]:
+        if site == self.held_site:
+            self.reached.set()
+            assert self.release.wait(DEADLINE_S), "the test never released the replay"
+        return super().query_site_aggregates(site, start_ms, end_ms, limit)
+
+
+def test_the_restore_shows_its_progress_while_it_runs(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "store.db", held_site="retail")  # sorted after farm: replayed second
+    for site, windows in (("farm", 30), ("retail", 20)):
+        for i in range(windows):
+            store.write_aggregates(window(i, site=site))
+    now = T0 + 30 * MINUTE_MS
+    role = AnalystRole(
+        settings(mosquitto.url, f"t-{uuid.uuid4().hex[:8]}", tmp_path, **{"analyst.metrics_port": free_port()}),
+        store,
+        now_ms=lambda: now,
+    )
+    starting = threading.Thread(target=role.start, kwargs={"timeout": 10}, daemon=True)
+    starting.start()
+    try:
+        assert store.reached.wait(DEADLINE_S), "the replay never reached the second site"
+        assert role.metrics is not None
+        during = scrape(role.metrics.url)
+        assert during["edgepipe_analyst_restoring"] == 1
+        assert during["edgepipe_analyst_restore_aggregates_total"] == PROBES * 30  # farm done, retail not
+        assert during["edgepipe_analyst_restore_seconds"] > 0
+        assert during['edgepipe_analyst_lag_seconds{site="farm"}'] == 0
+    finally:
+        store.release.set()
+        starting.join(DEADLINE_S)
+    assert not starting.is_alive()
+    after = scrape(role.metrics.url)
+    assert after["edgepipe_analyst_restoring"] == 0
+    assert after["edgepipe_analyst_restore_aggregates_total"] == PROBES * 50
+    assert after['edgepipe_analyst_lag_seconds{site="retail"}'] == 10 * 60  # its newest window ended 10 min before now
+    stop = threading.Event()
+    stop.set()
+    role.run(stop)  # closes the client and /metrics
+    store.close()
