@@ -51,7 +51,9 @@ def _publish(url: str, topics: Topics, site: str, first: int, last: int) -> int:
     try:
         for i in range(first, last):
             aggs = window(i, site=site, offset=drift("p3", DRIFT_AT, 0.1))
-            publisher.publish(topics.edge(site, "agg"), encode(AggregateBatch(1, site, i + 1, aggs)), qos=1)
+            publisher.publish(
+                topics.edge(site, "agg"), encode(AggregateBatch(1, site, i + 1, aggs)), qos=1
+            )
             sent += len(aggs)
         assert publisher.flush(DEADLINE_S), "the broker did not take every batch"
     finally:
@@ -65,7 +67,14 @@ def _edge_alert(ts: int) -> Alert:
         metric="moisture", state="raised", severity="warning", score=0.9, value=1.0, reading_ts=ts,
         reason="anomaly: test", model_version="edge-1",
     )  # fmt: skip
-    return Alert(id=data.alert_id, source=f"edgepipe/{SITE}/edge", type="edgepipe.alert", time="", subject="p5", data=data)
+    return Alert(
+        id=data.alert_id,
+        source=f"edgepipe/{SITE}/edge",
+        type="edgepipe.alert",
+        time="",
+        subject="p5",
+        data=data,
+    )
 
 
 def test_the_analyst_metrics_move_with_what_it_restored_read_suppressed_and_raised(
@@ -80,7 +89,12 @@ def test_the_analyst_metrics_move_with_what_it_restored_read_suppressed_and_rais
     newest_end = T0 + (RESTORED + LIVE) * MINUTE_MS
     now = newest_end + LAG_S * 1000
     role = AnalystRole(
-        settings(mosquitto.url, root, tmp_path, **{"analyst.shard": "1/2", "analyst.metrics_port": free_port()}),
+        settings(
+            mosquitto.url,
+            root,
+            tmp_path,
+            **{"analyst.shard": "1/2", "analyst.metrics_port": free_port()},
+        ),
         store,
         now_ms=lambda: now,
     )
@@ -89,13 +103,20 @@ def test_the_analyst_metrics_move_with_what_it_restored_read_suppressed_and_rais
         url = role.metrics.url
         before = scrape(url)
         assert before["edgepipe_analyst_restore_aggregates_total"] == PROBES * RESTORED
-        assert before["edgepipe_analyst_restoring"] == 0 and before["edgepipe_analyst_restore_seconds"] > 0
-        assert total(before, "edgepipe_analyst_aggregates_total") == 0  # restored ones are not live ones
+        assert (
+            before["edgepipe_analyst_restoring"] == 0
+            and before["edgepipe_analyst_restore_seconds"] > 0
+        )
+        assert (
+            total(before, "edgepipe_analyst_aggregates_total") == 0
+        )  # restored ones are not live ones
         open_before = before["edgepipe_analyst_open_alerts"]
 
         edge = MqttClient(mosquitto.url, client_id=f"edge-{uuid.uuid4().hex[:8]}")
         edge.connect(timeout=5)
-        edge.publish(topics.alert(SITE, "p5"), encode(_edge_alert(T0 + EDGE_ALERT_AT * MINUTE_MS)), qos=1)
+        edge.publish(
+            topics.alert(SITE, "p5"), encode(_edge_alert(T0 + EDGE_ALERT_AT * MINUTE_MS)), qos=1
+        )
         edge.publish(topics.edge(SITE, "agg"), b"\xff\x00 not an aggregate", qos=1)
         assert edge.flush(10)
         edge.close()
@@ -103,12 +124,16 @@ def test_the_analyst_metrics_move_with_what_it_restored_read_suppressed_and_rais
         sent = _publish(mosquitto.url, topics, SITE, RESTORED, RESTORED + LIVE)
         _publish(mosquitto.url, topics, OTHER, 0, 1)
         wait_for(
-            lambda: total(scrape(url), "edgepipe_analyst_aggregates_total") == sent
-            and scrape(url)["edgepipe_analyst_other_shard_messages_total"] == 1
-            and total(scrape(url), "edgepipe_analyst_refused_total") == 1,
+            lambda: (
+                total(scrape(url), "edgepipe_analyst_aggregates_total") == sent
+                and scrape(url)["edgepipe_analyst_other_shard_messages_total"] == 1
+                and total(scrape(url), "edgepipe_analyst_refused_total") == 1
+            ),
             "the live aggregates, the other shard's batch and the bad payload in /metrics",
         )
-        alerts = [a for a in drain(received, role.published + 1) if a.data.source == "cloud"]  # + the edge's
+        alerts = [
+            a for a in drain(received, role.published + 1) if a.data.source == "cloud"
+        ]  # + the edge's
         # the gauges of the detectors' state are the loop's, replaced whole every 5 s: wait for one more
         stale = role.state_figures
         wait_for(lambda: role.state_figures is not stale, "the loop to refresh the state's gauges")
@@ -130,7 +155,10 @@ def test_the_analyst_metrics_move_with_what_it_restored_read_suppressed_and_rais
     # before the edge's raise on; the last two windows wait for later ones (delay_windows 2).
     held_from = EDGE_ALERT_AT - 600_000 // MINUTE_MS - 1  # end + suppress_s reaches the raise
     judged_until = RESTORED + LIVE - 2  # windows up to newest - delay_windows are judged
-    assert m['edgepipe_analyst_device_windows_suppressed_total{reason="edge_alert"}'] == judged_until - held_from
+    assert (
+        m['edgepipe_analyst_device_windows_suppressed_total{reason="edge_alert"}']
+        == judged_until - held_from
+    )
     assert m['edgepipe_analyst_device_windows_suppressed_total{reason="site_offline"}'] == 0
     assert m["edgepipe_analyst_windows_judged_total"] == judged_until
     assert m["edgepipe_analyst_pending_windows"] == 2
@@ -156,7 +184,9 @@ def test_a_metrics_port_in_use_names_the_setting_on_one_line_and_exits_2(
             assert proc.wait(DEADLINE_S) == 2, log.read_text()
     text = log.read_text()
     (line,) = [line for line in text.splitlines() if "analyst.metrics_port" in line]
-    assert line.startswith("edgepipe: config error: analyst.metrics_port") and "cannot listen" in line
+    assert (
+        line.startswith("edgepipe: config error: analyst.metrics_port") and "cannot listen" in line
+    )
     assert "Traceback" not in text
 
 
@@ -169,7 +199,9 @@ class HeldStore(SQLiteStore):
         self.reached = threading.Event()
         self.release = threading.Event()
 
-    def query_site_aggregates(self, site: str, start_ms: int, end_ms: int, limit: int = 1_000_000) -> list[Aggregate]:
+    def query_site_aggregates(
+        self, site: str, start_ms: int, end_ms: int, limit: int = 1_000_000
+    ) -> list[Aggregate]:
         if site == self.held_site:
             self.reached.set()
             assert self.release.wait(DEADLINE_S), "the test never released the replay"
@@ -177,13 +209,20 @@ class HeldStore(SQLiteStore):
 
 
 def test_the_restore_shows_its_progress_while_it_runs(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    store = HeldStore(tmp_path / "store.db", held_site="retail")  # sorted after farm: replayed second
+    store = HeldStore(
+        tmp_path / "store.db", held_site="retail"
+    )  # sorted after farm: replayed second
     for site, windows in (("farm", 30), ("retail", 20)):
         for i in range(windows):
             store.write_aggregates(window(i, site=site))
     now = T0 + 30 * MINUTE_MS
     role = AnalystRole(
-        settings(mosquitto.url, f"t-{uuid.uuid4().hex[:8]}", tmp_path, **{"analyst.metrics_port": free_port()}),
+        settings(
+            mosquitto.url,
+            f"t-{uuid.uuid4().hex[:8]}",
+            tmp_path,
+            **{"analyst.metrics_port": free_port()},
+        ),
         store,
         now_ms=lambda: now,
     )
@@ -194,7 +233,9 @@ def test_the_restore_shows_its_progress_while_it_runs(mosquitto: Mosquitto, tmp_
         assert role.metrics is not None
         during = scrape(role.metrics.url)
         assert during["edgepipe_analyst_restoring"] == 1
-        assert during["edgepipe_analyst_restore_aggregates_total"] == PROBES * 30  # farm done, retail not
+        assert (
+            during["edgepipe_analyst_restore_aggregates_total"] == PROBES * 30
+        )  # farm done, retail not
         assert during["edgepipe_analyst_restore_seconds"] > 0
         assert during['edgepipe_analyst_lag_seconds{site="farm"}'] == 0
     finally:
@@ -204,7 +245,9 @@ def test_the_restore_shows_its_progress_while_it_runs(mosquitto: Mosquitto, tmp_
     after = scrape(role.metrics.url)
     assert after["edgepipe_analyst_restoring"] == 0
     assert after["edgepipe_analyst_restore_aggregates_total"] == PROBES * 50
-    assert after['edgepipe_analyst_lag_seconds{site="retail"}'] == 10 * 60  # its newest window ended 10 min before now
+    assert (
+        after['edgepipe_analyst_lag_seconds{site="retail"}'] == 10 * 60
+    )  # its newest window ended 10 min before now
     stop = threading.Event()
     stop.set()
     role.run(stop)  # closes the client and /metrics

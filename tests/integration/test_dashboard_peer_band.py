@@ -32,8 +32,12 @@ def probe_window(device: int, i: int, *, site: str = "farm", kind: str = "soil_p
 
 def write_fleet(store: Store, windows: int) -> None:
     store.write_aggregates([probe_window(d, i) for d in range(PROBES) for i in range(windows)])
-    store.write_aggregates([probe_window(9, i, kind="weather_station") for i in range(windows)])  # another kind
-    store.write_aggregates([probe_window(8, i, site="farm-2") for i in range(windows)])  # another site
+    store.write_aggregates(
+        [probe_window(9, i, kind="weather_station") for i in range(windows)]
+    )  # another kind
+    store.write_aggregates(
+        [probe_window(8, i, site="farm-2") for i in range(windows)]
+    )  # another site
 
 
 def expected(means: list[float]) -> tuple[float, float, float]:
@@ -44,7 +48,9 @@ def expected(means: list[float]) -> tuple[float, float, float]:
 def test_a_short_range_has_a_band_per_window_of_the_other_probes(any_store: Store) -> None:
     write_fleet(any_store, 10)
 
-    view = queries.series_view(any_store, "farm", ME, "moisture", T0, T0 + 10 * MIN, kind="soil_probe")
+    view = queries.series_view(
+        any_store, "farm", ME, "moisture", T0, T0 + 10 * MIN, kind="soil_probe"
+    )
 
     band = view.peers
     assert list(queries.to_ms(band["start"])) == [T0 + i * MIN for i in range(10)]
@@ -60,7 +66,9 @@ def test_a_short_range_has_a_band_per_window_of_the_other_probes(any_store: Stor
 def test_a_long_range_has_the_band_in_the_same_buckets_as_the_device(any_store: Store) -> None:
     write_fleet(any_store, 60)
 
-    view = queries.series_view(any_store, "farm", ME, "moisture", T0, T0 + 24 * HOUR, kind="soil_probe")
+    view = queries.series_view(
+        any_store, "farm", ME, "moisture", T0, T0 + 24 * HOUR, kind="soil_probe"
+    )
 
     assert view.every_ms == 300_000
     band = view.peers
@@ -75,7 +83,9 @@ def test_without_a_kind_or_with_no_peer_there_is_no_band(any_store: Store) -> No
     write_fleet(any_store, 3)
 
     assert queries.series_view(any_store, "farm", ME, "moisture", T0, T0 + 3 * MIN).peers.empty
-    alone = queries.series_view(any_store, "farm", "p9", "moisture", T0, T0 + 3 * MIN, kind="weather_station")
+    alone = queries.series_view(
+        any_store, "farm", "p9", "moisture", T0, T0 + 3 * MIN, kind="weather_station"
+    )
     assert alone.peers.empty and not alone.aggregates.empty
 
 
@@ -88,7 +98,9 @@ def test_a_band_past_influxdbs_row_limit_is_left_out_and_the_device_still_drawn(
     try:
         write_fleet(store, 3)  # the device's own 3 windows fit; its 5 peers' 15 do not
 
-        view = queries.series_view(store, "farm", ME, "moisture", T0, T0 + 3 * MIN, kind="soil_probe")
+        view = queries.series_view(
+            store, "farm", ME, "moisture", T0, T0 + 3 * MIN, kind="soil_probe"
+        )
     finally:
         store.close()
 

@@ -18,7 +18,9 @@ def buckets(ts: int, **means: float) -> list[DeviceBucket]:
 
 
 def test_the_band_is_the_other_devices_quartiles_and_median_per_window() -> None:
-    found = buckets(T0, me=100.0, a=1.0, b=2.0, c=3.0, d=4.0, e=5.0) + buckets(T0 + MIN, me=0.0, a=10.0, b=20.0)
+    found = buckets(T0, me=100.0, a=1.0, b=2.0, c=3.0, d=4.0, e=5.0) + buckets(
+        T0 + MIN, me=0.0, a=10.0, b=20.0
+    )
 
     band = peer_band_of(found, "me", MIN)
 
