@@ -17,7 +17,16 @@ READINGS = "stored readings"
 BAND = "aggregate min–max"
 ALERT = "alert"
 LABEL = "ground-truth window"
-LAYER_COLOURS = {READINGS: "#1f77b4", BAND: "#9ecae1", ALERT: "#d62728", LABEL: "#ff7f0e"}
+PEER_BAND = "peers' middle half (25–75 %)"
+PEER_MEDIAN = "peers' median"
+LAYER_COLOURS = {
+    READINGS: "#1f77b4",
+    BAND: "#9ecae1",
+    ALERT: "#d62728",
+    LABEL: "#ff7f0e",
+    PEER_BAND: "#d9d9d9",
+    PEER_MEDIAN: "#7f7f7f",
+}
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -68,7 +77,8 @@ def _time_axis(view: SeriesView, title: str | None = "time (UTC)") -> alt.Axis:
 
 
 def series_chart(view: SeriesView, metric: str, unit: str, height: int = 360) -> alt.LayerChart:
-    """Stored readings over the aggregate band, alerts as rules, label windows shaded."""
+    """Stored readings over the aggregate band, alerts as rules, label windows shaded, and
+    behind them all the peer band (the kind's other devices at the site) with its median."""
     time_scale = _time_scale(view)
     x_axis = _time_axis(view)
     present = [
@@ -78,6 +88,8 @@ def series_chart(view: SeriesView, metric: str, unit: str, height: int = 360) ->
             (BAND, view.aggregates.dropna(subset=["min", "max"])),
             (ALERT, view.alerts),
             (LABEL, view.labels),
+            (PEER_BAND, view.peers),
+            (PEER_MEDIAN, view.peers),
         )
         if not frame.empty
     ]
@@ -99,6 +111,36 @@ def series_chart(view: SeriesView, metric: str, unit: str, height: int = 360) ->
                     alt.Tooltip("start:T", format=_TIME_FORMAT),
                     alt.Tooltip("end:T", format=_TIME_FORMAT),
                 ],
+            )
+        )
+    if not view.peers.empty:
+        peer_tooltip = [
+            alt.Tooltip("start:T", format=_TIME_FORMAT, title="window start"),
+            alt.Tooltip("low:Q", format=".4g", title="peers' 25 %"),
+            alt.Tooltip("median:Q", format=".4g", title="peers' median"),
+            alt.Tooltip("high:Q", format=".4g", title="peers' 75 %"),
+            alt.Tooltip("peers:Q", title="peers"),
+        ]
+        layers.append(
+            alt.Chart(view.peers.assign(what=PEER_BAND))
+            .mark_rect(opacity=0.6, clip=True)
+            .encode(
+                x=alt.X("start:T", scale=time_scale, axis=x_axis),
+                x2="end:T",
+                y=alt.Y("low:Q", scale=value_scale, axis=value_axis),
+                y2="high:Q",
+                color=_legend(present),
+                tooltip=peer_tooltip,
+            )
+        )
+        layers.append(
+            alt.Chart(view.peers.assign(what=PEER_MEDIAN, middle=_middle(view.peers)))
+            .mark_line(strokeDash=[2, 2], strokeWidth=1.2, clip=True)
+            .encode(
+                x=alt.X("middle:T", scale=time_scale, axis=x_axis),
+                y=alt.Y("median:Q", scale=value_scale, axis=value_axis),
+                color=_legend(present),
+                tooltip=peer_tooltip,
             )
         )
     band = view.aggregates.dropna(subset=["min", "max"])
@@ -174,6 +216,11 @@ def series_chart(view: SeriesView, metric: str, unit: str, height: int = 360) ->
         )
         layers += [rule, marks]
     return alt.LayerChart(layer=layers).properties(height=height)
+
+
+def _middle(frame: pd.DataFrame) -> pd.Series:
+    """The middle of each window: a median drawn there lines up with the device's points."""
+    return frame["start"] + (frame["end"] - frame["start"]) / 2
 
 
 def anomaly_chart(view: SeriesView, height: int = 120) -> alt.Chart:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import pandas as pd
 
-from pipeline.cloud.store import Store
-from pipeline.cloud.store.base import CLOUD_SITE
+from pipeline.cloud.store import DeviceBucket, Store
+from pipeline.cloud.store.base import CLOUD_SITE, StoreConfigError, StoreUnavailable
+from pipeline.errors import StoreError
 from pipeline.protocol.catalog import Catalog
 from pipeline.protocol.messages import AlertData, Health
 from pipeline.protocol.topics import is_valid_id
@@ -276,6 +277,7 @@ def explorer_link(site: str, device: str, metric: str, at_ms: int | None = None)
     return "explorer?" + urlencode(params)
 
 
+ALERT_SOURCES = ("edge", "cloud")  # who raised an alert: the site's node, the fleet analyst
 LIVE_ALERT_ROWS = (200, 1000, 5000)  # rows the live table may show; 5,000: InfluxDB's budget
 
 
@@ -300,8 +302,11 @@ def live_alerts(
     kinds: Sequence[str],
     since_ms: int,
     limit: int = LIVE_ALERT_ROWS[0],
+    sources: Sequence[str] = (),
 ) -> AlertPage:
     """Alert records newest first, filtered in the database, with ``open`` and a link per row.
+
+    ``sources`` (empty: any): ``edge`` (the site's node) or ``cloud`` (the fleet analyst).
 
     ``open``: a raise whose alert has no clear among the records shown; a clear is never
     older than its raise and sorts before it at one instant, so when a raise is shown its
@@ -311,8 +316,9 @@ def live_alerts(
         require_id("site", site)
     wanted_severities = sorted({require_id("severity", s) for s in severities})
     wanted_kinds = sorted({require_id("kind", k) for k in kinds})
-    records = store.query_alerts(site, since_ms, limit, wanted_severities, wanted_kinds)
-    total = store.count_alerts(site, since_ms, wanted_severities, wanted_kinds)
+    wanted_sources = sorted({require_id("source", s) for s in sources})
+    records = store.query_alerts(site, since_ms, limit, wanted_severities, wanted_kinds, wanted_sources)
+    total = store.count_alerts(site, since_ms, wanted_severities, wanted_kinds, wanted_sources)
     latest = latest_states(records)
     frame = alerts_frame(records)
     frame.insert(
@@ -504,10 +510,65 @@ class SeriesView:
     every_ms: int | None
     start_ms: int
     end_ms: int
+    peers: pd.DataFrame = field(default_factory=lambda: empty_peer_band())  # PEER_BAND_COLUMNS
+    peers_refused: str = ""  # why the store would not give the band (the rest is drawn)
 
     @property
     def empty(self) -> bool:
         return self.readings.empty and self.aggregates.empty and self.alerts.empty
+
+
+PEER_BAND_COLUMNS = ["start", "end", "low", "median", "high", "peers"]
+PEER_QUANTILES = (0.25, 0.5, 0.75)  # the band: the peers' interquartile range, and their median
+MIN_PEERS = 2  # fewer peers in a bucket than this: no band there (one device is no spread)
+
+
+def empty_peer_band() -> pd.DataFrame:
+    return pd.DataFrame(
+        {name: pd.Series(dtype="float64") for name in PEER_BAND_COLUMNS}
+    ).astype({"start": "datetime64[ns, UTC]", "end": "datetime64[ns, UTC]", "peers": "int64"})
+
+
+def peer_band_of(
+    buckets: Sequence[DeviceBucket], device: str, every_ms: int, min_peers: int = MIN_PEERS
+) -> pd.DataFrame:
+    """Per bucket, the spread of the other devices' means: quartiles and median, and how many.
+
+    ``device`` itself is left out, so its own line is drawn against its peers, not against a
+    band it helps to make (the analyst compares each device with the others the same way).
+    Buckets with fewer than ``min_peers`` finite peer means have no band.
+    """
+    frame = pd.DataFrame(
+        {"ts": [b.ts for b in buckets if b.device != device],
+         "mean": [b.mean for b in buckets if b.device != device]},
+        columns=["ts", "mean"],
+    ).astype({"ts": "int64", "mean": "float64"}).dropna()  # fmt: skip
+    if frame.empty:
+        return empty_peer_band()
+    grouped = frame.groupby("ts")["mean"]
+    quantiles = grouped.quantile(list(PEER_QUANTILES)).unstack()
+    counts = grouped.count()
+    kept = counts[counts >= min_peers].index
+    if kept.empty:
+        return empty_peer_band()
+    quantiles, counts = quantiles.loc[kept], counts.loc[kept]
+    low, median, high = (quantiles[q].to_numpy() for q in PEER_QUANTILES)
+    starts = kept.to_numpy()
+    return pd.DataFrame(
+        {"start": to_time(starts), "end": to_time(starts + every_ms), "low": low,
+         "median": median, "high": high, "peers": counts.to_numpy().astype("int64")}
+    )  # fmt: skip
+
+
+def peer_band(
+    store: Store, site: str, kind: str, metric: str, device: str, start_ms: int, end_ms: int, every_ms: int
+) -> pd.DataFrame:
+    """The peer band of ``device``: its kind's other devices at its site, per bucket, in one
+    query (the store merges each device's windows per bucket; quartiles are taken here)."""
+    site, kind = require_id("site", site), require_id("kind", kind)
+    metric, device = require_id("metric", metric), require_id("device", device)
+    buckets = store.query_kind_buckets(site, kind, metric, start_ms, end_ms, every_ms)
+    return peer_band_of(buckets, device, every_ms)
 
 
 def series_view(
@@ -518,8 +579,10 @@ def series_view(
     start_ms: int,
     end_ms: int,
     max_points: int = MAX_CHART_POINTS,
+    kind: str | None = None,
 ) -> SeriesView:
-    """Stored readings (downsampled in the database), aggregate band, alerts and labels."""
+    """Stored readings (downsampled in the database), aggregate band, alerts and labels; with
+    ``kind``, the peer band too, in the same windows as the device's aggregates."""
     site, device = require_id("site", site), require_id("device", device)
     metric = require_id("metric", metric)
     every = bucket_ms(end_ms - start_ms, max_points)
@@ -574,7 +637,18 @@ def series_view(
             "metrics": pd.Series([",".join(lab.metrics) for lab in labels], dtype="object"),
         }
     )
-    return SeriesView(readings, aggregates, alerts, label_frame, every, start_ms, end_ms)
+    peers, refused = empty_peer_band(), ""
+    if kind is not None and windows:
+        # the aggregate windows' own width, or the buckets they were merged into
+        width = every if every is not None and every >= WINDOW_BUCKET_MS else windows[0][1] - windows[0][0]
+        if width > 0:
+            try:
+                peers = peer_band(store, site, kind, metric, device, start_ms, end_ms, width)
+            except (StoreUnavailable, StoreConfigError):
+                raise
+            except StoreError as exc:  # e.g. an InfluxDB max-row-limit under a huge kind: the
+                refused = str(exc)  # device's own series is still worth drawing
+    return SeriesView(readings, aggregates, alerts, label_frame, every, start_ms, end_ms, peers, refused)
 
 
 # -- data reduction -----------------------------------------------------------------------------

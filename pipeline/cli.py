@@ -326,7 +326,8 @@ def analyst(
     Compares each device with its kind's peers at its site and with its own previous days,
     and publishes alerts with source "cloud" on {site}/alerts/{device}; never what the edge
     already raised. On start it replays analyst.restore_hours of the store's aggregates.
-    Logs a summary every log.summary_interval_s (docs/analyst.md).
+    Logs a summary every log.summary_interval_s and serves Prometheus /metrics when
+    analyst.metrics_port is set (docs/analyst.md, docs/operations.md).
 
     Example: edgepipe analyst --store sqlite:///edgepipe.db --shard 0/2
     """

@@ -1,12 +1,14 @@
-"""Prometheus ``/metrics`` for the edge node and the cloud worker: their health, by scrape.
+"""Prometheus ``/metrics`` for the edge node, the cloud worker and the fleet analyst, by scrape.
 
-Why from health: the health message already holds every counter and gauge an operator
-needs, and a collector that turns one :class:`Health` into metric families at scrape time
+Why from figures read at scrape time: the edge's and the worker's health message already
+holds every counter and gauge an operator needs (the analyst builds the same two maps from
+its counters), and a collector that turns one snapshot into metric families at scrape time
 costs the hot path nothing (no prometheus objects are incremented per reading) and cannot
 drift from what health publishes. Names follow Prometheus conventions: counters end in
-``_total``, a health key ``name.label`` becomes one family with a label
-(``dead_letters.bad_json`` -> ``edgepipe_dead_letters_total{reason="bad_json"}``), and a
-key no table names is still exposed under a derived name. docs/operations.md lists them.
+``_total``, a key ``name.label`` becomes one family with a label
+(``dead_letters.bad_json`` -> ``edgepipe_dead_letters_total{reason="bad_json"}``; a family
+with several labels takes as many dotted parts), and a key no table names is still exposed
+under a derived name. docs/operations.md lists them.
 """
 
 from __future__ import annotations
@@ -15,27 +17,46 @@ import re
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pipeline.errors import ConfigError
-from pipeline.protocol import Health
 
 Kind = Literal["counter", "gauge"]
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
+class Figures(Protocol):
+    """What a role exposes: its counters and gauges by key (a :class:`Health` is one)."""
+
+    @property
+    def counters(self) -> Mapping[str, float]: ...
+
+    @property
+    def gauges(self) -> Mapping[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A role's figures at one instant, for a role with no health message of its own (the analyst)."""
+
+    counters: Mapping[str, float]
+    gauges: Mapping[str, float]
+
+
 @dataclass(frozen=True)
 class Family:
-    """How one health key (or ``key.*`` group) is exposed."""
+    """How one key (or ``key.*`` group) is exposed."""
 
     name: str  # without the ``_total`` of a counter
     kind: Kind
     help: str
-    label: str = ""  # for a ``key.*`` group: the label the part after the dot goes in
+    # for a ``key.*`` group: the labels the dotted parts after the key go in, in order
+    # (the last label takes whatever is left, dots included)
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,36 +67,38 @@ class Exposition:
     families: Mapping[str, Family]
     skip: frozenset[str] = frozenset()
 
-    def family_of(self, key: str, kind: Kind) -> tuple[Family, str | None]:
-        """The family of a health key and its label value (None for an unlabelled key)."""
+    def family_of(self, key: str, kind: Kind) -> tuple[Family, list[str]]:
+        """The family of a key and its label values (none for an unlabelled key)."""
         group, dot, rest = key.partition(".")
         if dot:
             known = self.families.get(f"{group}.*")
             if known is not None:
-                return known, rest
+                parts = rest.split(".", len(known.labels) - 1)
+                # too few parts for the labels: the missing ones are empty, not an error
+                return known, parts + [""] * (len(known.labels) - len(parts))
             derived = Family(
-                f"{self.prefix}{_UNSAFE.sub('_', group)}", kind, f"health {group}.*", "key"
+                f"{self.prefix}{_UNSAFE.sub('_', group)}", kind, f"health {group}.*", ("key",)
             )
-            return derived, rest
+            return derived, [rest]
         known = self.families.get(key)
         if known is not None:
-            return known, None
-        return Family(f"{self.prefix}{_UNSAFE.sub('_', key)}", kind, f"health {key}"), None
+            return known, []
+        return Family(f"{self.prefix}{_UNSAFE.sub('_', key)}", kind, f"health {key}"), []
 
-    def families_of(self, health: Health) -> Iterator[Metric]:
-        """Metric families of one health snapshot, labelled ones grouped."""
+    def families_of(self, figures: Figures) -> Iterator[Metric]:
+        """Metric families of one snapshot, labelled ones grouped."""
         built: dict[str, Metric] = {}
         values: list[tuple[str, float, Kind]] = [
-            *((k, float(v), "counter") for k, v in health.counters.items()),
-            *((k, float(v), "gauge") for k, v in health.gauges.items()),
+            *((k, float(v), "counter") for k, v in figures.counters.items()),
+            *((k, float(v), "gauge") for k, v in figures.gauges.items()),
         ]
         for key, value, kind in values:
             if key in self.skip or key.partition(".")[0] + ".*" in self.skip:
                 continue
-            family, label_value = self.family_of(key, kind)
+            family, label_values = self.family_of(key, kind)
             metric = built.get(family.name)
             if metric is None:
-                labels = [family.label] if family.label else []
+                labels = list(family.labels)
                 if family.kind == "counter":
                     metric = CounterMetricFamily(family.name, family.help, labels=labels)
                 else:
@@ -83,18 +106,18 @@ class Exposition:
                 built[family.name] = metric
             if family.kind == "counter":
                 assert isinstance(metric, CounterMetricFamily)
-                metric.add_metric([label_value] if label_value is not None else [], value)
+                metric.add_metric(label_values, value)
             else:
                 assert isinstance(metric, GaugeMetricFamily)
-                metric.add_metric([label_value] if label_value is not None else [], value)
+                metric.add_metric(label_values, value)
         yield from built.values()
 
 
-class HealthCollector(Collector):
+class FiguresCollector(Collector):
     """Reads ``snapshot()`` at every scrape and exposes it through ``exposition``."""
 
     def __init__(
-        self, snapshot: Callable[[], Health], exposition: Exposition, info: Mapping[str, str]
+        self, snapshot: Callable[[], Figures], exposition: Exposition, info: Mapping[str, str]
     ) -> None:
         self.snapshot = snapshot
         self.exposition = exposition
@@ -135,7 +158,7 @@ class MetricsServer:
 
 
 def serve_metrics(
-    snapshot: Callable[[], Health],
+    snapshot: Callable[[], Figures],
     exposition: Exposition,
     info: Mapping[str, str],
     host: str,
@@ -151,7 +174,7 @@ def serve_metrics(
     if port == 0:
         return None
     try:
-        return MetricsServer(HealthCollector(snapshot, exposition, info), host, port)
+        return MetricsServer(FiguresCollector(snapshot, exposition, info), host, port)
     except socket.gaierror as exc:  # before OSError: it is one
         raise ConfigError(f"{section}.metrics_host", host, f"not an address here: {exc}") from None
     except OSError as exc:
@@ -160,12 +183,12 @@ def serve_metrics(
         ) from None
 
 
-def _counter(name: str, help: str, label: str = "") -> Family:
-    return Family(name, "counter", help, label)
+def _counter(name: str, help: str, *labels: str) -> Family:
+    return Family(name, "counter", help, labels)
 
 
-def _gauge(name: str, help: str, label: str = "") -> Family:
-    return Family(name, "gauge", help, label)
+def _gauge(name: str, help: str, *labels: str) -> Family:
+    return Family(name, "gauge", help, labels)
 
 
 EDGE = Exposition(
@@ -336,12 +359,74 @@ CLOUD = Exposition(
     skip=frozenset({"cpu_s", "rss_mb", "pid"}),
 )
 
+ANALYST = Exposition(
+    prefix="edgepipe_analyst_",
+    families={
+        "aggregates.*": _counter(
+            "edgepipe_analyst_aggregates", "aggregates taken off the broker, by site (this shard's)", "site"
+        ),
+        "alerts_published.*": _counter(
+            "edgepipe_analyst_alerts_published", "cloud alerts published, by site", "site"
+        ),
+        "restore_aggregates": _counter(
+            "edgepipe_analyst_restore_aggregates", "aggregates replayed from the store at start"
+        ),
+        "windows": _counter("edgepipe_analyst_windows_judged", "(site, kind, metric) windows judged"),
+        "late": _counter(
+            "edgepipe_analyst_aggregates_late", "aggregates and escalations of a window already judged"
+        ),
+        "suppressed.*": _counter(
+            "edgepipe_analyst_device_windows_suppressed",
+            "device windows not judged: the edge alerted on the device near them, or the site was offline",
+            "reason",
+        ),
+        "alerts.*": _counter(
+            "edgepipe_analyst_alerts",
+            "alerts published (raised or cleared), by detector, severity and state",
+            "detector",
+            "severity",
+            "state",
+        ),
+        "edge_alerts": _counter("edgepipe_analyst_edge_alerts_seen", "edge alert events read"),
+        "escalations": _counter("edgepipe_analyst_escalations", "uncertain edge windows received"),
+        "escalations_raised": _counter(
+            "edgepipe_analyst_escalations_raised", "escalated windows the second opinion raised"
+        ),
+        "refused.*": _counter("edgepipe_analyst_refused", "payloads refused, by reason", "reason"),
+        "other_shard": _counter(
+            "edgepipe_analyst_other_shard_messages", "messages of sites another shard owns, dropped"
+        ),
+        "restore_seconds": _gauge(
+            "edgepipe_analyst_restore_seconds", "time the replay from the store took (so far, while restoring)"
+        ),
+        "restoring": _gauge("edgepipe_analyst_restoring", "1 while replaying the store at start"),
+        "devices.*": _gauge(
+            "edgepipe_analyst_devices", "devices the detectors hold state for, by site", "site"
+        ),
+        "series": _gauge("edgepipe_analyst_detector_series", "device series the detectors hold state for"),
+        "pending_windows": _gauge(
+            "edgepipe_analyst_pending_windows", "windows waiting for later ones before they are judged"
+        ),
+        "open_alerts": _gauge("edgepipe_analyst_open_alerts", "cloud alerts raised and not cleared"),
+        "lag_seconds.*": _gauge(
+            "edgepipe_analyst_lag_seconds",
+            "wall clock now minus the end of the newest aggregate (event time), by site",
+            "site",
+        ),
+        "backlog": _gauge("edgepipe_analyst_inbox_backlog_messages", "messages received, not yet handled"),
+        "connected": _gauge("edgepipe_analyst_mqtt_connected", "1 while connected to the broker"),
+    },
+)
+
 __all__ = [
     "CLOUD",
     "EDGE",
     "Exposition",
     "Family",
-    "HealthCollector",
+    "ANALYST",
+    "Figures",
+    "FiguresCollector",
+    "Snapshot",
     "MetricsServer",
     "serve_metrics",
 ]

@@ -1,4 +1,5 @@
-"""Live alerts: newest first, filtered by site, severity and device kind, refreshing itself.
+"""Live alerts: newest first, filtered by site, severity, device kind and source (edge or
+cloud), refreshing itself.
 
 The table is an ``st.fragment`` with ``run_every``, so only it reruns every few seconds;
 the filters stay put. Each row links to its device in the explorer, centred on the alert.
@@ -32,14 +33,18 @@ COLUMN_ORDER = ["time", "site", "device", "metric", "severity", "state", "open",
 
 def render(store: Store, sites: list[str]) -> None:
     kinds = sorted({kind for site in sites for _, kind in store.devices(site)})
-    cols = st.columns([1, 2, 2, 1, 1])
+    cols = st.columns([1, 2, 2, 1, 1, 1])
     site = cols[0].selectbox("Site", [ALL_SITES, *sites])
     severities = cols[1].multiselect(
         "Severity", list(queries.SEVERITIES), default=list(queries.SEVERITIES)
     )
     chosen_kinds = cols[2].multiselect("Device kind", kinds, placeholder="all kinds")
-    range_name = cols[3].selectbox("Time", list(RANGES_MS), index=len(RANGES_MS) - 1)
-    rows = cols[4].selectbox(
+    sources = cols[3].multiselect(
+        "Source", list(queries.ALERT_SOURCES), placeholder="edge and cloud",
+        help="edge: raised by the site's node; cloud: by the fleet analyst",
+    )  # fmt: skip
+    range_name = cols[4].selectbox("Time", list(RANGES_MS), index=len(RANGES_MS) - 1)
+    rows = cols[5].selectbox(
         "Rows", queries.LIVE_ALERT_ROWS, format_func=lambda n: f"newest {n:,}",
         help="how many of the matching records the table shows (5,000 at most)",
     )  # fmt: skip
@@ -47,13 +52,19 @@ def render(store: Store, sites: list[str]) -> None:
         st.info("Pick at least one severity.")
         return
     live_table(
-        None if site == ALL_SITES else site, severities, chosen_kinds, RANGES_MS[range_name], rows
-    )
+        None if site == ALL_SITES else site, severities, chosen_kinds, RANGES_MS[range_name], rows,
+        sources,
+    )  # fmt: skip
 
 
 @st.fragment(run_every=REFRESH_S)
 def live_table(
-    site: str | None, severities: list[str], kinds: list[str], range_ms: int | None, rows: int
+    site: str | None,
+    severities: list[str],
+    kinds: list[str],
+    range_ms: int | None,
+    rows: int,
+    sources: list[str] | None = None,
 ) -> None:
     """The alert table; reruns by itself, so it catches a store outage itself too."""
     try:
@@ -63,8 +74,9 @@ def live_table(
         store, _ = connected
         since = 0 if range_ms is None else common.now_ms() - range_ms
         found = queries.live_alerts(
-            store, site=site, severities=severities, kinds=kinds, since_ms=since, limit=rows
-        )
+            store, site=site, severities=severities, kinds=kinds, since_ms=since, limit=rows,
+            sources=sources or (),
+        )  # fmt: skip
     except (EdgepipeError, OSError) as exc:
         common.report_store_error(exc)
         return

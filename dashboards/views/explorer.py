@@ -1,8 +1,9 @@
 """Device explorer: one device's metric over time, with everything the store knows about it.
 
 Stored readings (downsampled in the database for long ranges), the aggregate min–max band
-(which covers every reading, shipped or not), alerts marked and the simulator's ground-truth
-windows shaded. A link from an alert (``?site=&device=&metric=&at=``) presets the choice;
+(which covers every reading, shipped or not), alerts marked, the simulator's ground-truth
+windows shaded, and behind them the peer band: the spread of the other devices of its kind
+at its site in the same windows. A link from an alert (``?site=&device=&metric=&at=``) presets the choice;
 without one the page opens on the device with the newest stored data.
 """
 
@@ -81,7 +82,7 @@ def render(store: Store, sites: list[str]) -> None:
         end_ms = last_ts + 1
         start_ms = end_ms - RANGES_MS[range_name]
         anchor = "ending at the device's newest stored data"
-    view = queries.series_view(store, site, device, metric, start_ms, end_ms)
+    view = queries.series_view(store, site, device, metric, start_ms, end_ms, kind=kind)
     unit = queries.unit_of(kind, metric, catalog)
     stamp = "%Y-%m-%d %H:%M:%S"
     st.caption(
@@ -101,6 +102,14 @@ def render(store: Store, sites: list[str]) -> None:
         )
         return
     st.altair_chart(charts.series_chart(view, metric, unit), width="stretch")
+    if view.peers_refused:
+        st.caption(f"No peer band: the store refused its query ({view.peers_refused[:200]}).")
+    elif not view.peers.empty:
+        st.caption(
+            f"Grey band: the middle half (25–75 %) of the window means of the other {kind} "
+            f"devices at {site} (up to {int(view.peers['peers'].max())}), dashed: their median; "
+            "the fleet analyst judges each device against the same peers (docs/analyst.md)."
+        )
     if (view.aggregates["anomalies"] > 0).any():
         st.markdown("**Anomalous readings per window** (the edge detector's count)")
         st.altair_chart(charts.anomaly_chart(view), width="stretch")

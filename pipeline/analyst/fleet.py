@@ -54,6 +54,8 @@ class AnalystCounters:
     windows: int = 0  # (site, kind, metric, start) groups judged
     late: int = 0  # aggregates of a window already judged
     held: int = 0  # device windows not scored: the edge had it, or it was offline
+    held_edge: int = 0  # of those, because the edge alerted on the device near the window
+    held_offline: int = 0  # of those, because the site's node was offline
     raised: int = 0
     cleared: int = 0
     edge_alerts: int = 0
@@ -145,6 +147,20 @@ class FleetAnalyst:
     def open_alerts(self) -> int:
         return sum(p.open_alerts for p in self._policies.values())
 
+    @property
+    def pending_windows(self) -> int:
+        """(site, kind, metric, window) groups waiting for later windows before they are judged."""
+        return sum(len(ws) for ws in self._pending.values())
+
+    def devices_by_site(self) -> dict[str, int]:
+        """Devices the detectors hold state for, per site."""
+        names: dict[str, set[str]] = {}
+        for (site, _kind, _metric), peers in self._peers.items():
+            names.setdefault(site, set()).update(peers.device_names())
+        for site, device, _metric in self._horizon:
+            names.setdefault(site, set()).add(device)
+        return {site: len(devices) for site, devices in names.items()}
+
     def add_alert(self, d: AlertData) -> None:
         """Remember an edge alert's interval (the cloud's own alerts, seen again, are ignored)."""
         if d.source != SOURCE_EDGE:
@@ -229,10 +245,12 @@ class FleetAnalyst:
             self.counters.windows += 1
             if site in self._offline:
                 self.counters.held += len(by_device)
+                self.counters.held_offline += len(by_device)
                 continue
             aggs = [by_device[d] for d in sorted(by_device)]
             hold = {a.device for a in aggs if self.edge_had(site, a.device, metric, a.start, a.end)}
             self.counters.held += len(hold)
+            self.counters.held_edge += len(hold)
             scores: dict[str, tuple[float, Cause, str]] = {}
             if self._make_peers is not None:
                 peers = self._peers.get(group)

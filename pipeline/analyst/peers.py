@@ -200,6 +200,10 @@ class PeerDetector:
     def devices(self) -> int:
         return len(self._devices)
 
+    def device_names(self) -> list[str]:
+        """The devices this detector holds state for."""
+        return list(self._devices)
+
     def _device(self, name: str) -> _Device:
         d = self._devices.get(name)
         if d is None:

@@ -6,6 +6,12 @@ switched to a 7-day range, over a SQLite store holding 1,000,000 readings of one
 and their 1-minute aggregates. The baseline, measured in the same run, is the same page
 over the same series cut to 10,000 points: the difference is what the million costs, which
 database-side downsampling should keep small.
+
+``dashboard.peer_band_ratio``: what the explorer's peer band costs, on a big site. The
+explorer's queries for one fridge over 7 days (``series_view``) with the peer band of its
+200 peers (one ``query_kind_buckets``, quartiles in pandas) against the same queries without
+it, interleaved in the same run, over a SQLite store holding a day of 1-minute windows of
+each fridge.
 """
 
 from __future__ import annotations
@@ -87,11 +93,73 @@ def bench_dashboard(workdir: Path, repeats: int, echo: Callable[[str], object], 
         runs["small"].append(render_explorer(f"sqlite:///{small}"))
     big_s, small_s = _summary(runs["big"]), _summary(runs["small"])
     echo(f"  explorer, 7 days: {big_s['median']:.2f} s over {points:,} points, {small_s['median']:.2f} s over 10,000")
+    small_plan = points < 1_000_000  # the tiny plan: every path, few rows
+    band = bench_peer_band(workdir, repeats, echo, *((5, 60) if small_plan else (PEERS, PEER_WINDOWS)))
     return {
         "dashboard.render_s_1m_points": big_s,
         "dashboard.render_s_10k_points": small_s,
         "dashboard.render_ratio_1m_to_10k": big_s["median"] / small_s["median"],
         "dashboard.details": {"store": "sqlite", "points": points, "page": "explorer, 7 days"},
+        **band,
+    }
+
+
+PEERS = 200
+PEER_WINDOWS = 1440  # a day of 1-minute windows each
+
+
+def fill_peers(url: str, peers: int, windows: int) -> None:
+    """``peers`` fridges at one site, ``windows`` 1-minute aggregates each."""
+    store = open_store(url)
+    try:
+        for d in range(peers):
+            store.write_aggregates(
+                [
+                    Aggregate(v=1, site=SITE, device=f"fridge{d}", kind=KIND, metric=METRIC,
+                              start=T0 + m * 60_000, end=T0 + (m + 1) * 60_000, count=60,
+                              min=3.0, max=5.0, mean=4.0 + d / peers, std=0.5, last=4.0, anomalies=0)
+                    for m in range(windows)
+                ]
+            )  # fmt: skip
+    finally:
+        store.close()
+
+
+def bench_peer_band(
+    workdir: Path, repeats: int, echo: Callable[[str], object], peers: int = PEERS, windows: int = PEER_WINDOWS
+) -> dict[str, Any]:
+    from dashboards.queries import series_view
+
+    url = f"sqlite:///{workdir / 'dashboard-peers.db'}"
+    started = time.perf_counter()
+    fill_peers(url, peers, windows)
+    echo(f"  filled {peers} fridges x {windows} windows in {time.perf_counter() - started:.1f} s")
+    store = open_store(url)
+    end = T0 + 7 * 86_400_000  # the explorer's 7-day range
+    runs: dict[str, list[float]] = {"with": [], "without": []}
+    bands = 0
+    try:
+        for _ in range(repeats):  # interleaved
+            t = time.perf_counter()
+            view = series_view(store, SITE, "fridge0", METRIC, T0, end, kind=KIND)
+            runs["with"].append(time.perf_counter() - t)
+            bands = len(view.peers)
+            t = time.perf_counter()
+            series_view(store, SITE, "fridge0", METRIC, T0, end)
+            runs["without"].append(time.perf_counter() - t)
+    finally:
+        store.close()
+    if not bands:
+        raise RuntimeError("the peer band came back empty")
+    with_s, without_s = _summary(runs["with"]), _summary(runs["without"])
+    echo(f"  explorer queries, 7 days: {with_s['median']:.3f} s with the band of {peers - 1} peers, "
+         f"{without_s['median']:.3f} s without")  # fmt: skip
+    return {
+        "dashboard.peer_band_s": with_s,
+        "dashboard.peer_band_baseline_s": without_s,
+        "dashboard.peer_band_ratio": with_s["median"] / without_s["median"],
+        "dashboard.peer_band_details": {"store": "sqlite", "peers": peers, "windows_each": windows,
+                                        "buckets": bands, "range": "7 days"},  # fmt: skip
     }
 
 

@@ -23,6 +23,7 @@ from pipeline.cloud.store import (
     HEALTH_RETENTION_MS,
     AggregateBucket,
     AlertCount,
+    DeviceBucket,
     HealthPoint,
     InfluxStore,
     MetricTotals,
@@ -274,6 +275,31 @@ def test_aggregate_buckets_merge_windows_in_the_database(store: Store) -> None:
     assert store.query_aggregate_buckets("shop1", "fridge9", "temp", T0, T0 + HOUR, 1000) == []
 
 
+def test_kind_buckets_merge_each_devices_windows_of_the_kind_in_one_query(store: Store) -> None:
+    every = 200_000  # T0 is a multiple of it
+    store.write_aggregates(
+        [
+            aggregate("fridge1", T0, mean=4.0),  # count 600
+            msgspec.structs.replace(aggregate("fridge1", T0 + 60_000, mean=6.0), count=200),
+            aggregate("fridge2", T0 + 120_000, mean=5.0),
+            aggregate("fridge2", T0 + every, mean=3.0),
+            aggregate("fridge1", T0, metric="power", mean=99.0),  # another metric
+            msgspec.structs.replace(aggregate("oven1", T0, mean=200.0), kind="oven"),  # another kind
+            msgspec.structs.replace(aggregate("fridge3", T0, mean=7.0), site="shop2"),  # another site
+            aggregate("fridge1", T0 + HOUR),  # outside the range
+        ]
+    )  # fmt: skip
+
+    buckets = store.query_kind_buckets("shop1", "fridge", "temp", T0, T0 + HOUR, every)
+
+    assert buckets == [
+        DeviceBucket(T0, "fridge1", pytest.approx(4.5), 800),  # (600·4 + 200·6) / 800
+        DeviceBucket(T0, "fridge2", pytest.approx(5.0), 600),
+        DeviceBucket(T0 + every, "fridge2", pytest.approx(3.0), 600),
+    ]
+    assert store.query_kind_buckets("shop1", "freezer", "temp", T0, T0 + HOUR, every) == []
+
+
 def test_alerts_come_newest_first_up_to_the_limit(store: Store) -> None:
     store.write_alerts([alert(f"a{i}", T0 + i * 1000) for i in range(5)])
 
@@ -301,6 +327,22 @@ def test_alerts_can_be_filtered_by_site(store: Store) -> None:
 
     assert [a.alert_id for a in store.query_alerts("shop2", T0)] == ["a2"]
     assert [a.alert_id for a in store.query_alerts(None, T0)] == ["a2", "a1"]
+
+
+def test_alerts_filter_by_source_in_the_database(store: Store) -> None:
+    def cloud(a: Alert) -> Alert:
+        return msgspec.structs.replace(a, data=msgspec.structs.replace(a.data, source="cloud"))
+
+    store.write_alerts(
+        [alert(f"e{i}", T0 + i) for i in range(20)] + [cloud(alert("c1", T0 - 5)), cloud(alert("c2", T0 - 6))]
+    )
+
+    found = store.query_alerts(None, 0, limit=5, sources=["cloud"])
+    assert [(a.alert_id, a.source) for a in found] == [("c1", "cloud"), ("c2", "cloud")]  # not hidden
+    assert {a.source for a in store.query_alerts(None, 0, 100, sources=["edge"])} == {"edge"}
+    assert store.count_alerts(None, 0, sources=["cloud"]) == 2
+    assert store.count_alerts(None, 0, sources=["edge"]) == 20
+    assert store.count_alerts(None, 0, sources=["edge", "cloud"]) == store.count_alerts(None, 0) == 22
 
 
 def test_latest_health_is_the_newest_report_of_each_node(store: Store) -> None:
@@ -675,6 +717,7 @@ QUERIES: dict[str, Callable[[Store, str], object]] = {
     "aggregate_buckets.device": lambda s, bad: s.query_aggregate_buckets(
         "shop1", bad, "temp", 0, T0, 1000
     ),
+    "kind_buckets.kind": lambda s, bad: s.query_kind_buckets("shop1", bad, "temp", 0, T0, 1000),
     "alerts.site": lambda s, bad: s.query_alerts(bad, 0),
     "dead_letters.site": lambda s, bad: s.query_dead_letters(bad, 0),
     "labels.device": lambda s, bad: s.query_labels("farm1", bad, 0, T0),
@@ -683,6 +726,7 @@ QUERIES: dict[str, Callable[[Store, str], object]] = {
     "last_seen.site": lambda s, bad: s.last_seen(bad),
     "metric_totals.site": lambda s, bad: s.metric_totals(bad, 0, T0),
     "alerts.severity": lambda s, bad: s.query_alerts(None, 0, 10, [bad]),
+    "alerts.source": lambda s, bad: s.query_alerts(None, 0, 10, sources=["edge", bad]),
     "count_alerts.kind": lambda s, bad: s.count_alerts(None, 0, [], ["fridge", bad]),
     "alert_counts.site": lambda s, bad: s.alert_counts(0, T0, 1000, bad),
     "health_history.site": lambda s, bad: s.health_history(0, T0, 1000, [], bad),
@@ -769,6 +813,25 @@ def test_influx_unreachable_server_raises_store_unavailable() -> None:
         store.write_readings("shop1", [reading("fridge1", T0, 1)])
     with pytest.raises(StoreUnavailable):
         store.count_readings()
+
+
+def test_influx_alerts_stored_before_the_source_tag_are_the_edges_when_filtered(
+    influxdb: Influxd, influx_db: str
+) -> None:
+    # an alert point as written before alerts carried a source: no ``source`` tag
+    influxdb.write(
+        influx_db,
+        "alerts,device=fridge1,kind=fridge,metric=temp,severity=warning,site=shop1,state=raised "
+        f'alert_id="old1",score=0.9,value=11.5,reason="old",model_version="hst-3" {T0}',
+    )
+    store = open_store(f"influxdb://127.0.0.1:{influxdb.port}/{influx_db}")
+    cloud = alert("c1", T0 + 1)
+    store.write_alerts([msgspec.structs.replace(cloud, data=msgspec.structs.replace(cloud.data, source="cloud"))])
+
+    assert [(a.alert_id, a.source) for a in store.query_alerts(None, 0, sources=["edge"])] == [("old1", "edge")]
+    assert store.count_alerts(None, 0, sources=["cloud"]) == 1
+    assert store.count_alerts(None, 0, sources=["edge", "cloud"]) == 2
+    store.close()
 
 
 def test_influx_partial_write_raises_and_keeps_the_good_points(

@@ -313,6 +313,14 @@ def test_live_alerts_say_whether_the_edge_or_the_cloud_raised_them(
     assert dict(zip(shown["device"], shown["source"], strict=True)) == {"p1": "edge", "p2": "cloud"}
     assert "source" in column_config(app, "severity")
 
+    source = next(box for box in app.multiselect if box.label == "Source")
+    source.set_value(["cloud"]).run()
+    assert not app.exception
+    assert list(table(app, "severity")["device"]) == ["p2"]
+    assert any("All 1 matching alert records" in m.value for m in app.markdown)
+    source.set_value(["edge"]).run()
+    assert list(table(app, "severity")["device"]) == ["p1"]
+
 
 def test_the_explorer_opened_from_an_alert_charts_readings_band_alerts_and_labels(
     filled: Filled, monkeypatch: pytest.MonkeyPatch
@@ -334,6 +342,36 @@ def test_the_explorer_opened_from_an_alert_charts_readings_band_alerts_and_label
         assert layer in spec, f"{layer!r} is not drawn"
     assert '"zero": false' in spec  # real value axis
     assert not app.warning
+
+
+def test_the_explorer_draws_the_device_against_its_kinds_peer_band(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.protocol.messages import Aggregate, Reading
+
+    url = f"sqlite:///{tmp_path / 'peers.db'}"
+    store = open_store(url)
+    t0, minute = 1_800_000_000_000, 60_000
+
+    def window(device: int, i: int) -> Aggregate:
+        mean = 30.0 + device + (0.5 * i if device == 3 else 0.0)  # p3 drifts away
+        return Aggregate(v=1, site=SITE, device=f"p{device}", kind="soil_probe", metric="moisture",
+                         start=t0 + i * minute, end=t0 + (i + 1) * minute, count=6, min=mean,
+                         max=mean, mean=mean, std=0.0, last=mean, anomalies=0)  # fmt: skip
+
+    store.write_aggregates([window(d, i) for d in range(5) for i in range(30)])
+    store.write_readings(
+        SITE, [Reading(v=1, device="p3", kind="soil_probe", ts=t0 + i * 10_000, seq=i,
+                       metrics={"moisture": 33.0 + i / 12}) for i in range(180)]
+    )  # fmt: skip
+    store.close()
+
+    app = open_page(monkeypatch, url, "views/explorer.py", site=SITE, device="p3", metric="moisture")
+
+    spec = app.get("vega_lite_chart")[0].proto.spec
+    assert "peers' middle half" in spec and "peers' median" in spec
+    captions = " ".join(c.value for c in app.caption)
+    assert "the other soil_probe devices at farm (up to 4)" in captions
 
 
 def test_the_explorer_ignores_invalid_link_parameters(

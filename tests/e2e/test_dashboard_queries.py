@@ -285,6 +285,22 @@ def test_the_explorer_chart_has_real_axes_and_every_layer(store: Store) -> None:
     assert charts.time_extent(view) == (T0, T0 + MIN)  # zoomed to the data, not the range
 
 
+def test_the_explorer_chart_draws_the_peer_band_behind_the_devices_own_layers(store: Store) -> None:
+    store.write_readings("shop1", [fridge_reading(T0 + i * 1000, 4 + i / 10) for i in range(30)])
+    store.write_aggregates([aggregate("fridge1", T0), aggregate("fridge2", T0, lo=2.0, hi=4.0),
+                            aggregate("fridge3", T0, lo=4.0, hi=6.0)])  # fmt: skip
+    view = queries.series_view(store, "shop1", "fridge1", "temp", T0, T0 + 10 * MIN, kind="fridge")
+
+    spec = charts.series_chart(view, "temp", "°C").to_dict()
+
+    whats = [spec["datasets"][layer["data"]["name"]][0]["what"] for layer in spec["layer"]]
+    assert view.peers.iloc[0][["low", "median", "high", "peers"]].tolist() == [3.5, 4.0, 4.5, 2]
+    assert whats[:2] == [charts.PEER_BAND, charts.PEER_MEDIAN]  # drawn first: behind the rest
+    assert whats[2:] == [charts.BAND, charts.READINGS]
+    legend = spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
+    assert charts.PEER_BAND in legend and charts.PEER_MEDIAN in legend  # named for the reader
+
+
 # -- data reduction and edge health ---------------------------------------------------------
 
 

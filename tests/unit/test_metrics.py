@@ -11,7 +11,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.edge.health import NodeCounters
 from pipeline.errors import ConfigError
-from pipeline.metrics import CLOUD, EDGE, Exposition, HealthCollector, serve_metrics
+from pipeline.metrics import (
+    ANALYST,
+    CLOUD,
+    EDGE,
+    Exposition,
+    Figures,
+    FiguresCollector,
+    Snapshot,
+    serve_metrics,
+)
 from pipeline.protocol import Health
 
 GAUGES = {"readings_per_s": 12.5, "queue_items": 3.0, "selection_ratio.moisture": 0.25, "cpu_s": 1.0}
@@ -24,9 +33,9 @@ def _node_health() -> Health:
     return c.health("farm", "edge-farm", 0, gauges=GAUGES)
 
 
-def _scrape(health: Health, exposition: Exposition) -> dict[str, float]:
+def _scrape(health: Figures, exposition: Exposition) -> dict[str, float]:
     registry = CollectorRegistry()
-    registry.register(HealthCollector(lambda: health, exposition, {"site": "farm"}))
+    registry.register(FiguresCollector(lambda: health, exposition, {"site": "farm"}))
     text = generate_latest(registry).decode()
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -70,12 +79,12 @@ def test_every_health_key_of_the_node_is_exposed_somewhere() -> None:
 
 
 def test_the_table_names_follow_the_conventions() -> None:
-    for exposition in (EDGE, CLOUD):
+    for exposition in (EDGE, CLOUD, ANALYST):
         for key, family in exposition.families.items():
             assert family.name.startswith(exposition.prefix), key
             assert not family.name.endswith("_total"), f"{key}: the client adds _total to counters"
             assert family.name == family.name.lower() and " " not in family.name
-            assert key.endswith(".*") == bool(family.label), key
+            assert key.endswith(".*") == bool(family.labels), key
 
 
 def test_metrics_are_off_when_the_port_is_zero() -> None:
@@ -94,3 +103,20 @@ def test_a_port_in_use_names_the_port_setting() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=r"^config error: edge\.metrics_port = .*cannot listen"):
             serve_metrics(_node_health, EDGE, {}, "127.0.0.1", port, "edge")
+
+
+def test_a_family_with_several_labels_takes_one_dotted_part_for_each() -> None:
+    snapshot = Snapshot(
+        counters={"alerts.peers.warning.raised": 2, "alerts.horizon.critical.cleared": 1, "aggregates.farm-2": 9},
+        gauges={"lag_seconds.farm-2": 4.5},
+    )
+    samples = _scrape(snapshot, ANALYST)
+    assert samples['edgepipe_analyst_alerts_total{detector="peers",severity="warning",state="raised"}'] == 2
+    assert samples['edgepipe_analyst_alerts_total{detector="horizon",severity="critical",state="cleared"}'] == 1
+    assert samples['edgepipe_analyst_aggregates_total{site="farm-2"}'] == 9
+    assert samples['edgepipe_analyst_lag_seconds{site="farm-2"}'] == 4.5
+
+
+def test_a_key_with_fewer_parts_than_labels_leaves_the_rest_empty() -> None:
+    samples = _scrape(Snapshot(counters={"alerts.peers": 1}, gauges={}), ANALYST)
+    assert samples['edgepipe_analyst_alerts_total{detector="peers",severity="",state=""}'] == 1

@@ -74,6 +74,7 @@ __all__ = [
     "HEALTH_RETENTION_MS",
     "AggregateBucket",
     "AlertCount",
+    "DeviceBucket",
     "HealthPoint",
     "MergedModelRecord",
     "MetricTotals",
@@ -179,6 +180,20 @@ class AggregateBucket:
     max: float
     mean: float
     anomalies: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBucket:
+    """One device's aggregate windows merged per time bucket: a point of a kind's spread.
+
+    ``ts`` is the bucket start (as in :class:`AggregateBucket`), ``mean`` the count-weighted
+    mean of the device's window means in it (NaN if none was finite), ``count`` the readings.
+    """
+
+    ts: int
+    device: str
+    mean: float
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +381,15 @@ class Store(Protocol):
         """
         ...
 
+    def query_kind_buckets(
+        self, site: str, kind: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[DeviceBucket]:
+        """Every device of ``kind`` at ``site``: its windows starting in ``[start_ms, end_ms)``
+        merged per bucket of ``every_ms`` (aligned as in ``query_aggregate_buckets``), by
+        (bucket, device). One query for a whole kind: the dashboard's peer band.
+        """
+        ...
+
     def query_alerts(
         self,
         site: str | None,
@@ -373,10 +397,12 @@ class Store(Protocol):
         limit: int = 100,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> list[AlertData]:
         """Alerts with ``reading_ts >= since_ms``, newest first, at most ``limit``.
 
-        ``severities`` and ``kinds`` (empty: any) filter in the database, so the newest
+        ``severities``, ``kinds`` and ``sources`` (``edge``, ``cloud``; records stored before
+        the source was, are ``edge``) (empty: any) filter in the database, so the newest
         ``limit`` of a rare severity are found under a flood of others. At one instant a
         ``cleared`` record comes before its ``raised`` one (ties by site, alert_id, state).
         """
@@ -388,6 +414,7 @@ class Store(Protocol):
         since_ms: int,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> int:
         """How many records :meth:`query_alerts` would return with no limit."""
         ...

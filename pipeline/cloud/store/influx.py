@@ -97,6 +97,7 @@ from pipeline.cloud.store.base import (
     CLOUD_SITE,
     AggregateBucket,
     AlertCount,
+    DeviceBucket,
     HealthPoint,
     MergedModelRecord,
     MetricTotals,
@@ -363,13 +364,22 @@ def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
 
 
 def _alert_where(
-    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str], sources: Sequence[str] = ()
 ) -> str:
-    """``WHERE`` over alerts by site, time, and any of ``severities`` and of ``kinds``."""
+    """``WHERE`` over alerts by site, time, and any of ``severities``, ``kinds`` and ``sources``.
+
+    Points written before alerts carried a source have no ``source`` tag (``= ''`` in
+    InfluxQL) and are the edge's.
+    """
     any_of = [
         "(" + " OR ".join(_eq(tag, v) for v in values) + ")" if values else ""
         for tag, values in (("severity", severities), ("kind", kinds))
     ]
+    if sources:
+        terms = [_eq("source", v) for v in sources]
+        if "edge" in sources:
+            terms.append(f"{quote_ident('source')} = ''")
+        any_of.append("(" + " OR ".join(terms) + ")")
     return _where(_eq("site", site) if site is not None else "", *any_of, _time(">=", since))
 
 
@@ -842,6 +852,29 @@ class InfluxStore:
             for _, row in self._rows(q)
         ]
 
+    def query_kind_buckets(
+        self, site: str, kind: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[DeviceBucket]:
+        start, end = check_interval(start_ms, end_ms)
+        every = check_positive("every_ms", every_ms)
+        inner_where = _where(
+            _eq("site", site), _eq("kind", kind), _eq("metric", metric), _time(">=", start), _time("<", end)
+        )
+        # As in query_aggregate_buckets; the inner GROUP BY keeps the device tag for the outer one.
+        q = (
+            'SELECT SUM("weighted") / SUM("count") AS "mean", SUM("count") AS "count" '
+            'FROM (SELECT "mean" * "count" AS "weighted", "count" '
+            f'FROM "aggregates"{inner_where} GROUP BY "device")'
+            f'{_where(_time(">=", start), _time("<", end))} '
+            f'GROUP BY time({every}ms), "device" fill(none)'
+        )
+        found = [
+            DeviceBucket(row["time"], tags["device"], _float(row["mean"]), int(row["count"] or 0))
+            for tags, row in self._rows(q)
+        ]
+        found.sort(key=lambda b: (b.ts, b.device))
+        return found
+
     def query_alerts(
         self,
         site: str | None,
@@ -849,10 +882,11 @@ class InfluxStore:
         limit: int = 100,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> list[AlertData]:
         since = check_ms("since_ms", since_ms)
         n = check_positive("limit", limit)
-        where = _alert_where(site, since, severities, kinds)
+        where = _alert_where(site, since, severities, kinds, sources)
         q = f'SELECT * FROM "alerts"{where} ORDER BY time DESC LIMIT {n}'
         alerts = [
             AlertData(
@@ -882,8 +916,9 @@ class InfluxStore:
         since_ms: int,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> int:
-        where = _alert_where(site, check_ms("since_ms", since_ms), severities, kinds)
+        where = _alert_where(site, check_ms("since_ms", since_ms), severities, kinds, sources)
         rows = self._rows(f'SELECT COUNT("alert_id") AS "n" FROM "alerts"{where}')
         return sum(int(row["n"] or 0) for _, row in rows)
 

@@ -62,6 +62,7 @@ from pipeline.cloud.store.base import (
     HEALTH_RETENTION_MS,
     AggregateBucket,
     AlertCount,
+    DeviceBucket,
     HealthPoint,
     MergedModelRecord,
     MetricTotals,
@@ -579,6 +580,31 @@ class SQLiteStore:
             for ts, count, lo, hi, mean, anomalies in self._fetch(sql, params)
         ]
 
+    def query_kind_buckets(
+        self, site: str, kind: str, metric: str, start_ms: int, end_ms: int, every_ms: int
+    ) -> list[DeviceBucket]:
+        start, end = check_interval(start_ms, end_ms)
+        params = {
+            "site": check_id("site", site),
+            "kind": check_id("kind", kind),
+            "metric": check_id("metric", metric),
+            "start": start,
+            "end": end,
+            "every": check_positive("every_ms", every_ms),
+        }
+        sql = """
+            SELECT start - ((start % :every) + :every) % :every AS bucket, device,
+                   SUM(mean * count) * 1.0 / SUM(count), SUM(count)
+            FROM aggregates
+            WHERE site = :site AND kind = :kind AND metric = :metric
+              AND start >= :start AND start < :end
+            GROUP BY bucket, device ORDER BY bucket, device
+        """
+        return [
+            DeviceBucket(ts, device, _float(mean), int(count or 0))
+            for ts, device, mean, count in self._fetch(sql, params)
+        ]
+
     def query_alerts(
         self,
         site: str | None,
@@ -586,9 +612,10 @@ class SQLiteStore:
         limit: int = 100,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> list[AlertData]:
         since, n = check_ms("since_ms", since_ms), check_positive("limit", limit)
-        where, params = _alert_filter(site, since, severities, kinds)
+        where, params = _alert_filter(site, since, severities, kinds, sources)
         sql = f"""
             SELECT alert_id, site, device, kind, metric, state, severity, score, value,
                    reading_ts, reason, model_version, source
@@ -621,8 +648,9 @@ class SQLiteStore:
         since_ms: int,
         severities: Sequence[str] = (),
         kinds: Sequence[str] = (),
+        sources: Sequence[str] = (),
     ) -> int:
-        where, params = _alert_filter(site, check_ms("since_ms", since_ms), severities, kinds)
+        where, params = _alert_filter(site, check_ms("since_ms", since_ms), severities, kinds, sources)
         return int(self._fetch(f"SELECT COUNT(*) FROM alerts {where}", params)[0][0])
 
     def alert_counts(
@@ -844,11 +872,11 @@ def _float(value: float | None) -> float:
 
 
 def _alert_filter(
-    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str]
+    site: str | None, since: int, severities: Sequence[str], kinds: Sequence[str], sources: Sequence[str] = ()
 ) -> tuple[str, list[object]]:
-    """``WHERE`` over alerts by site, time, severities and kinds (each checked as an id)."""
+    """``WHERE`` over alerts by site, time, severities, kinds and sources (each checked as an id)."""
     where, params = _site_filter(site, "reading_ts", since)
-    for column, values in (("severity", severities), ("kind", kinds)):
+    for column, values in (("severity", severities), ("kind", kinds), ("source", sources)):
         if values:
             checked = [check_id(column, v) for v in values]
             where += f" AND {column} IN ({', '.join('?' * len(checked))})"

@@ -179,3 +179,26 @@ def test_an_escalation_of_a_window_already_judged_is_late() -> None:
     a.add_escalation(escalation(window(2)[0]))
 
     assert (a.counters.late, a.counters.escalations) == (1, 0)
+
+
+def test_windows_held_for_the_edge_and_for_an_offline_site_are_counted_apart() -> None:
+    a = analyst()
+    a.add_alert(edge_alert("p3", T0 + 5 * MINUTE_MS))  # open from minute 5 on, never cleared
+    feed(a, 0, 20)  # windows 0..17 judged (delay 2), all within 10 minutes of the open alert
+    edge_held = a.counters.held_edge
+    a.add_health(Health(v=SCHEMA_VERSION, site="farm", node="edge-farm", ts=T0, status="offline"))
+    feed(a, 20, 30)
+
+    assert edge_held == 18  # p3's windows 0..17
+    assert a.counters.held_offline == 10 * 12  # windows 18..27: every device of the offline site
+    assert a.counters.held == a.counters.held_edge + a.counters.held_offline
+
+
+def test_devices_are_counted_per_site_once_over_their_metrics() -> None:
+    a = analyst()
+    feed(a, 0, 5)
+    feed(a, 0, 5, site="city", devices=4, metric="pm25")
+    feed(a, 0, 5, site="city", devices=4, metric="pm10")
+
+    assert a.devices_by_site() == {"farm": 12, "city": 4}
+    assert a.pending_windows == 2 + 2 + 2  # the last two windows of each group wait for later ones
