@@ -53,6 +53,27 @@ def _kind_v2(builtin: str) -> dict[str, Any]:
 KINDS_V2 = {new: _kind_v2(old) for old, new in KINDS.items()}
 
 
+def toml_v2(link: bool = True) -> str:
+    """A configuration file of ``[kinds.valve_v2]``, ``[kinds.probe_v2]`` and (``link``) their ``[[links]]``."""
+    lines = (
+        [
+            f'[[links]]\nrelation = "{LINK_V2["relation"]}"\nsource = "{LINK_V2["source"]}"\ntarget = "{LINK_V2["target"]}"\n'
+        ]
+        if link
+        else []
+    )
+    for name, kind in KINDS_V2.items():
+        lines.append(f'[kinds.{name}]\ndomain = "{kind["domain"]}"\n')
+        for metric, spec in kind["metrics"].items():
+            lines.append(f"[kinds.{name}.metrics.{metric}]")
+            lines += [
+                f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
+                for key, value in spec.items()
+            ]
+            lines.append("")
+    return "\n".join(lines)
+
+
 def farm_options(seed: int = SEED) -> SimOptions:
     """A farm block of 10 devices (two zones of probes and a valve), one reading a minute, leaks only."""
     return SimOptions(
