@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import (
     LINKS_EXAMPLE,
@@ -198,3 +200,29 @@ def test_config_check_of_a_bad_link_exits_2_naming_its_key_in_one_line(tmp_path:
     assert line.startswith(
         "edgepipe: config error: links.0.source = 'valve_v2.water_flow': unknown kind"
     )
+
+
+LINK_KEYS = ["relation", "source", "target", "x"]
+link_values = st.sampled_from(
+    ['"waters"', '"floods"', '"irrigation_valve.flow"', '"soil_probe.moisture"', '"valve_v2.water_flow"',
+     '"probe_v2.vwc"', '"soil_probe"', '"a.b.c"', '"."', '""', "1", "[]", "{}", '"soil_probe.soil_temp"']
+)  # fmt: skip
+link_tables = st.lists(st.tuples(st.sampled_from(LINK_KEYS), link_values), max_size=4).map(
+    lambda kv: "[[links]]\n" + "\n".join(f"{k} = {v}" for k, v in dict(kv).items())
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(tables=st.lists(link_tables, max_size=3), kinds=st.booleans())
+def test_any_links_table_is_settings_or_a_config_error(
+    tmp_path: Path, tables: list[str], kinds: bool
+) -> None:
+    path = write(tmp_path, "\n\n".join(tables) + "\n" + (KINDS_V2 if kinds else ""))
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc.key).startswith("links")
+    else:
+        assert len(links_of(settings)) == (len(tables) or 1)
