@@ -8,7 +8,9 @@ two days, leaks only) feeds several detections made by ``build``, each as the no
   with the built-ins' ranges), with a ``waters`` link between them: the same leak alerts;
 * the renamed readings with no link for them (the default one only): no leak alert at all,
   so the first comparison cannot pass by accident;
-* both farms at one site with both links (two farms' kinds side by side): each keeps its own.
+* both farms at one site with both links (two farms' kinds side by side): each keeps its own;
+* one of the farm's two valves renamed, both valve kinds linked to the same probes (two valve
+  kinds watering one probe kind): the built-in farm's leak alerts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pipeline.protocol.topics import TopicKind, Topics
 from simulators import run
 
 TOPICS = Topics()
+SECOND_VALVE = "irrigation_valve-0002"  # the valve of the farm's second zone
 Leak = tuple[str, str, int]  # (device, metric, reading ts) of a raised leak alert
 
 
@@ -64,6 +67,7 @@ class Farm:
     renamed_linked: Watched
     renamed_unlinked: Watched
     both: Watched
+    two_valve_kinds: Watched
 
 
 def _detection(links: Sequence[Link], catalog: Catalog | None = None) -> Watched:
@@ -86,10 +90,10 @@ class _Feed:
         self.farm.renamed_linked.observe(v2)
         self.farm.renamed_unlinked.observe(v2)
         self.farm.both.observe(reading)
-        if (
-            v2 is not reading
-        ):  # the second farm's valves and probes (its weather station is the first's)
+        # the second farm's valves and probes (its weather station is the first's)
+        if v2 is not reading:
             self.farm.both.observe(v2)
+        self.farm.two_valve_kinds.observe(v2 if reading.device == SECOND_VALVE else reading)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +104,13 @@ def farm() -> Farm:
         renamed_linked=_detection([_link_v2()], catalog),
         renamed_unlinked=_detection(DEFAULT_LINKS, catalog),
         both=_detection([*DEFAULT_LINKS, _link_v2()], catalog),
+        two_valve_kinds=_detection(
+            [
+                *DEFAULT_LINKS,
+                Link("waters", ("valve_v2", "water_flow"), ("soil_probe", "moisture")),
+            ],
+            catalog,
+        ),
     )
     run(farm_options(), _Feed(f))
     return f
@@ -127,6 +138,10 @@ def test_two_links_at_one_site_each_keep_their_farms_leak_alerts(farm: Farm) -> 
     assert sorted(farm.both.leaks, key=lambda leak: (leak[2], leak[0])) == sorted(
         expected, key=lambda leak: (leak[2], leak[0])
     )
+
+
+def test_two_valve_kinds_watering_one_probe_kind_keep_the_leak_alerts(farm: Farm) -> None:
+    assert farm.two_valve_kinds.leaks == farm.builtin.leaks
 
 
 def test_one_cross_device_stage_per_link_and_none_without_links() -> None:
