@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.detect.detection import DEFAULT_LINKS, RELATIONS, Link
 from pipeline.detect.registry import from_choice
 from pipeline.errors import ConfigError
 from pipeline.mqtt import parse_broker_url
@@ -553,6 +554,41 @@ class KindSettings(Section):
         return value
 
 
+class LinkSettings(Section):
+    """One ``[[links]]`` entry: a relation between two kinds' metrics that detection watches."""
+
+    relation: str = Field(description="what source does to target: " + ", ".join(RELATIONS))
+    source: str = Field(description="KIND.METRIC of the devices that act (waters: a flow, 0 when closed)")
+    target: str = Field(description="KIND.METRIC of the devices acted on (waters: a soil moisture)")
+
+    @field_validator("relation")
+    @classmethod
+    def _relation(cls, value: str) -> str:
+        if value not in RELATIONS:
+            raise ValueError(f"unknown relation {value[:80]!r}; known: {', '.join(RELATIONS)}")
+        return value
+
+    @field_validator("source", "target")
+    @classmethod
+    def _kind_metric(cls, value: str) -> str:
+        kind, dot, metric = value.partition(".")
+        if not (dot and is_valid_id(kind) and is_valid_id(metric)):
+            raise ValueError(f"{value[:80]!r} is not KIND.METRIC, e.g. irrigation_valve.flow")
+        return value
+
+    def link(self) -> Link:
+        source_kind, _, source_metric = self.source.partition(".")
+        target_kind, _, target_metric = self.target.partition(".")
+        return Link(self.relation, (source_kind, source_metric), (target_kind, target_metric))
+
+
+def _default_links() -> list[LinkSettings]:
+    return [
+        LinkSettings(relation=link.relation, source=".".join(link.source), target=".".join(link.target))
+        for link in DEFAULT_LINKS
+    ]
+
+
 class Settings(BaseSettings):
     """All of edgepipe's settings. Build with :func:`load_settings`."""
 
@@ -578,6 +614,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     ingest: list[IngestSettings] = []  # [[ingest]]: empty means one edgepipe entry
     kinds: dict[str, KindSettings] = {}  # [kinds.NAME]: added to (or replacing) the built-ins
+    links: list[LinkSettings] = Field(default_factory=_default_links)  # [[links]]: replace the built-in link
 
     @field_validator("kinds")
     @classmethod
@@ -638,8 +675,8 @@ def load_settings(
     return settings
 
 
-# Settings fields that are not one [section] of keys: [[ingest]] entries and [kinds.NAME].
-TABLE_FIELDS = ("ingest", "kinds")
+# Settings fields that are not one [section] of keys: [[ingest]], [kinds.NAME] and [[links]].
+TABLE_FIELDS = ("ingest", "kinds", "links")
 
 
 def section_names() -> list[str]:
@@ -661,6 +698,11 @@ def catalog_of(settings: Settings) -> Catalog:
     )
 
 
+def links_of(settings: Settings) -> list[Link]:
+    """The ``[[links]]`` detection watches (the built-in one when the file gives none)."""
+    return [entry.link() for entry in settings.links]
+
+
 def check_catalog_references(settings: Settings) -> None:
     """Every kind and metric a setting names exists in the catalogue (built-ins + [kinds])."""
     catalog = catalog_of(settings)
@@ -679,6 +721,19 @@ def check_catalog_references(settings: Settings) -> None:
             missing = sorted(set(entry.metrics) - set(catalog.kinds[entry.kind].metrics))
             if missing:
                 raise ConfigError(f"ingest.{i}.metrics", missing[0], f"not a metric of kind {entry.kind}")
+    seen: dict[Link, int] = {}
+    for i, link in enumerate(links_of(settings)):
+        for end, (kind, metric) in (("source", link.source), ("target", link.target)):
+            if kind not in catalog.kinds:
+                raise ConfigError(f"links.{i}.{end}", f"{kind}.{metric}", f"unknown kind; known: {', '.join(sorted(catalog.kinds))}")
+            if catalog.metric(kind, metric) is None:
+                metrics = ", ".join(catalog.kinds[kind].metrics)
+                raise ConfigError(f"links.{i}.{end}", f"{kind}.{metric}", f"not a metric of kind {kind}; its metrics: {metrics}")
+        if link.source[0] == link.target[0]:
+            raise ConfigError(f"links.{i}.target", ".".join(link.target), "the same kind as source: a link relates two kinds")
+        if link in seen:
+            raise ConfigError(f"links.{i}", str(link), f"the same link as links.{seen[link]}")
+        seen[link] = i
 
 
 def check_environment(other_env: Iterable[str] = ()) -> None:
@@ -772,7 +827,9 @@ def sample_config() -> str:
                 lines.append(f"# {name} = ")
             else:
                 lines.append(f"{name} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    lines += ["", "# Cross-device links (docs/detection.md); given ones replace these, links = [] drops them."]
+    lines += _links_as_toml(defaults.links)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _toml_value(value: Any) -> str:
@@ -792,7 +849,7 @@ def _toml_value(value: Any) -> str:
 
 def settings_as_toml(settings: Settings) -> str:
     """The effective settings as TOML (``edgepipe config show``)."""
-    lines: list[str] = []
+    lines: list[str] = [] if settings.links else ["links = []  # no cross-device links", ""]
     for section_name in section_names():
         section = getattr(settings, section_name)
         lines += [f"[{section_name}]"]
@@ -810,6 +867,7 @@ def settings_as_toml(settings: Settings) -> str:
             if name == "format" or value != info.default:
                 lines.append(f"{name} = {_toml_value(value)}")
         lines.append("")
+    lines += _links_as_toml(settings.links)
     for kind_name, kind in settings.kinds.items():
         lines += [f"[kinds.{kind_name}]", f"domain = {_toml_value(kind.domain)}", ""]
         for metric_name, metric in kind.metrics.items():
@@ -820,6 +878,16 @@ def settings_as_toml(settings: Settings) -> str:
                     lines.append(f"{name} = {_toml_value(value)}")
             lines.append("")
     return "\n".join(lines)
+
+
+def _links_as_toml(links: list[LinkSettings]) -> list[str]:
+    """``[[links]]`` entries; ``links = []`` (a top-level key, before any table) when there are none."""
+    if not links:
+        return []  # written first by the caller
+    lines: list[str] = []
+    for link in links:
+        lines += ["[[links]]", *(f"{name} = {_toml_value(getattr(link, name))}" for name in type(link).model_fields), ""]
+    return lines
 
 
 REFERENCE_INTRO = """# Configuration
@@ -870,6 +938,8 @@ def reference_markdown() -> str:
     out += _table_reference("kinds", "[kinds.NAME]", KindSettings, KINDS_INTRO)
     out += _table_reference("kinds.NAME.metrics", "[kinds.NAME.metrics.METRIC]", MetricSettings, "")
     out += ["```toml", KINDS_EXAMPLE.strip(), "```", ""]
+    out += _table_reference("links", "[[links]]", LinkSettings, LINKS_INTRO)
+    out += ["```toml", LINKS_EXAMPLE.strip(), "```", ""]
     return "\n".join(out)
 
 
@@ -971,4 +1041,29 @@ unit = "open"
 resolution = 1.0
 low = 0.0
 high = 1.0
+"""
+
+LINKS_INTRO = """
+Cross-device detection follows these links (docs/detection.md "Links from configuration").
+Relation `waters`: the source metric, a flow that is 0 while closed, waters the target metric, a
+soil moisture, of the devices each source device is learned to water; a leak (an unusual opening
+its detector flags, below half its usual flow) then raises alerts with cause `leak` on the
+target devices whose moisture climbs above their trend. One stage per link; its kinds' readings
+are put in event-time order (`aggregate.lateness_s`). Without `[[links]]` the built-in link below
+applies; entries given in the file replace it (list it too to keep it), and `links = []` (a
+top-level key, before any table) turns cross-device detection off. Source and target name kinds
+and metrics of the catalogue (built-ins and `[kinds.NAME]`); given whole, as JSON, in
+`EDGEPIPE_LINKS`.
+"""
+
+LINKS_EXAMPLE = """
+[[links]]                                  # the built-in link, the default
+relation = "waters"
+source = "irrigation_valve.flow"
+target = "soil_probe.moisture"
+
+[[links]]                                  # valves and probes of a kind of one's own
+relation = "waters"
+source = "valve_v2.water_flow"             # needs [kinds.valve_v2] with metric water_flow
+target = "probe_v2.vwc"
 """

@@ -7,7 +7,7 @@ The edge node (``EdgeNode.process`` and ``tick``) and the quality bench
     observe(reading)
         SilenceWatch.learn_one ──back──► heard_again: the dropout alert clears
         [every event_check_ms of event time: tick()]
-        ReadingScorer.score_one: per metric detector → stuck → zones → switches (→ linked)
+        ReadingScorer.score_one: per metric detector → stuck → links → switches (→ linked)
         AlertPolicy.update_one per metric ──► raise / escalate / clear
     tick()
         dropout_alerts: devices silent far longer than usual ──► raise
@@ -19,6 +19,7 @@ in its outbox; the bench counts them).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from pipeline.detect.alerts import AlertPolicy, AlertRules
 from pipeline.detect.base import ValueDetector
@@ -124,20 +125,51 @@ class Detection:
         return dropout_alerts(self.policy, self.silence)
 
 
-NODE_STAGES = ("stuck", "irrigation", "switching")  # the node's, in order
-ALL_STAGES = (*NODE_STAGES, "linked")  # "linked": the multivariate view, a bench experiment
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A relation between two kinds' metrics that a cross-device stage watches (``[[links]]``).
+
+    ``waters``: the ``source`` metric (a valve's flow, 0 when closed) waters the ``target``
+    metric (a soil probe's moisture) of devices learned to be in its zone (``IrrigationZones``).
+    """
+
+    relation: str
+    source: tuple[str, str]  # (kind, metric)
+    target: tuple[str, str]
+
+    def __str__(self) -> str:
+        return f"{'.'.join(self.source)} {self.relation} {'.'.join(self.target)}"
 
 
-def make_stage(name: str, alert: AlertRules, catalog: Catalog = BUILTIN) -> ScoreStage:
-    """A fresh score stage by name (``ALL_STAGES``), with the alert rules and kinds it depends on."""
+def _waters(link: Link, alert: AlertRules) -> ScoreStage:
+    return IrrigationZones(*link.source, *link.target, valve_score=alert.raise_score)
+
+
+# The relations a link may name, and the stage each one makes (one stage per link).
+RELATIONS: dict[str, Callable[[Link, AlertRules], ScoreStage]] = {"waters": _waters}
+# Without [[links]]: the built-in farm's valves water its soil probes (today's irrigation zones).
+DEFAULT_LINKS = (Link("waters", ("irrigation_valve", "flow"), ("soil_probe", "moisture")),)
+
+NODE_STAGES = ("stuck", "links", "switching")  # the node's, in order
+ALL_STAGES = (*NODE_STAGES, "linked")  # "linked": the multivariate view (LinkedMetrics), a bench experiment
+
+
+def make_stages(
+    name: str, alert: AlertRules, catalog: Catalog = BUILTIN, links: Sequence[Link] = DEFAULT_LINKS
+) -> list[ScoreStage]:
+    """Fresh score stages by name (``ALL_STAGES``), with the alert rules, kinds and links they depend on.
+
+    ``links`` makes one cross-device stage per link (none for an empty list); every other
+    name makes one stage.
+    """
+    if name == "links":
+        return [RELATIONS[link.relation](link, alert) for link in links]
     if name == "stuck":
-        return StuckWatch()
-    if name == "irrigation":
-        return IrrigationZones(valve_score=alert.raise_score)
+        return [StuckWatch()]
     if name == "switching":
-        return SwitchContext(raise_score=alert.raise_score, catalog=catalog)
+        return [SwitchContext(raise_score=alert.raise_score, catalog=catalog)]
     if name == "linked":
-        return LinkedMetrics()
+        return [LinkedMetrics()]
     raise KeyError(f"no score stage {name!r}; known: {', '.join(ALL_STAGES)}")
 
 
@@ -148,6 +180,7 @@ def build(
     detector: str = EDGE_DETECTOR,
     choices: Mapping[str, ModelChoice] | None = None,
     catalog: Catalog = BUILTIN,
+    links: Sequence[Link] = DEFAULT_LINKS,
     stages: Sequence[str] = NODE_STAGES,
     silence: bool = True,
     prior: PriorLookup | None = None,
@@ -162,7 +195,8 @@ def build(
     ``DETECTORS`` (one template, cloned per series), ``choices`` the ``[detect.kinds]``
     entries that replace it for a kind or a kind.metric (``choose_detectors``); ``stages``
     names from ``ALL_STAGES``, in order; ``catalog`` the site's kinds (switch contexts read
-    their metrics and resolutions). ``prior(kind, metric)`` warm-starts new detectors (model sync);
+    their metrics and resolutions); ``links`` the ``[[links]]`` (the node: ``links_of(settings)``),
+    one cross-device stage each at the ``links`` step. ``prior(kind, metric)`` warm-starts new detectors (model sync);
     ``rate_prior(kind, metric, interval_s)`` those ``prior`` had nothing for, at their second
     reading (the node's built-in priors, kept per reporting rate: ``ReadingScorer``).
     ``lateness_ms``: how late (event time) a reading may arrive; dropouts are judged that far
@@ -170,7 +204,8 @@ def build(
     """
     template = detector_factory(detector)()
     new_detector = choose_detectors(detector, choices or {})
-    scorer = ReadingScorer(new_detector, [make_stage(name, alert, catalog) for name in stages], prior=prior, rate_prior=rate_prior)
+    made = [stage for name in stages for stage in make_stages(name, alert, catalog, links)]
+    scorer = ReadingScorer(new_detector, made, prior=prior, rate_prior=rate_prior)
     policy = AlertPolicy.from_settings(site, alert, model_version=type(template).__name__)
     watch = SilenceWatch(check_ms=event_check_ms or SILENCE_CHECK_MS, lateness_ms=lateness_ms) if silence else None
     return Detection(scorer, policy, watch, event_check_ms, timer)

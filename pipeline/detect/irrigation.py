@@ -7,7 +7,10 @@ weather's day-to-day change of its drying: no per-series detector separated it
 flows where it never flows, and which probes usually respond to that valve. A probe whose
 moisture then climbs above the trend it had when the valve opened is soaking.
 
-What is learned, online and per site, with no configuration of zones:
+Which kinds are valves and probes is configuration: one stage per ``waters`` link of
+``[[links]]`` (``pipeline.detect.detection.RELATIONS``), the built-in ``irrigation_valve.flow``
+waters ``soil_probe.moisture`` by default, so a farm whose valves are a kind of its own keeps
+its leak alerts. What is learned, online and per site, with no configuration of zones:
 
 * **The valve's usual openings**: the times of day (5-minute buckets) at which it opened
   without an anomaly score on an earlier day (on its first day, every opening). An opening within ``usual_window_s`` of one is
@@ -123,7 +126,8 @@ class IrrigationZones(ScoreStage):
     Parameters
     ----------
     valve_kind, flow_metric, probe_kind, moisture_metric
-        The catalogue's names (docs/protocol.md, device kinds).
+        The catalogue's names (docs/protocol.md, device kinds): a link's source and target
+        (``[[links]]``); the flow is 0 while the valve is closed.
     valve_score
         The valve's own anomaly score from which an unusual opening is a leak (the alert
         policy's raise score).

@@ -43,9 +43,9 @@ from pathlib import Path
 import msgspec
 
 from pipeline.clock import Clock, SystemClock
-from pipeline.config import Settings, catalog_of
+from pipeline.config import Settings, catalog_of, links_of
 from pipeline.detect.base import ValueDetector
-from pipeline.detect.detection import build
+from pipeline.detect.detection import DEFAULT_LINKS, build
 from pipeline.detect.irrigation import IrrigationZones
 from pipeline.detect.point import Point
 from pipeline.detect.silence import SILENCE_CHECK_MS
@@ -195,20 +195,21 @@ class EdgeNode:
             interval_ms=int(edge.model_interval_s * 1000),
             builtin=builtin_priors_for(self.catalog) if settings.detect.builtin_priors is True else {},
         )
-        # Detection (pipeline.detect): detectors, stuck runs, irrigation zones, switch contexts,
+        # Detection (pipeline.detect): detectors, stuck runs, [[links]] (irrigation zones), switch contexts,
         # dropouts and the alert policy; the same build() the quality bench measures.
         self.detection = build(
             self.site,
             settings.alert,
             choices=settings.detect.kinds,
             catalog=self.catalog,
+            links=links_of(settings),
             prior=self._prior,
             rate_prior=self.model_sync.prior_at if self.model_sync.builtin else None,
             event_check_ms=SILENCE_CHECK_MS,
             lateness_ms=int(agg.lateness_s * 1000),
         )
         self.alerts = self.detection.policy
-        # Cross-device stages (irrigation zones) see their kinds' readings in event-time order,
+        # Cross-device stages (one per [[links]] entry) see their kinds' readings in event-time order,
         # released behind the watermark (newest - aggregate.lateness_s): the same alerts
         # whatever the arrival interleaving (docs/decisions/0011-event-time-watermark.md).
         self.sequencer: EventTimeSequencer[Reading] = EventTimeSequencer(
@@ -405,7 +406,7 @@ class EdgeNode:
                 parts["stuck.runs"] = PerDevice(stage.runs)
                 parts["stuck"] = stage
             elif isinstance(stage, IrrigationZones):
-                parts["zones"] = stage
+                parts[_zones_part(stage)] = stage
             elif isinstance(stage, SwitchContext):
                 parts["switches.devices"] = PerDevice(stage._devices)
                 # derived from the catalogue: the running node's, not the snapshot's
@@ -1020,6 +1021,15 @@ class EdgeNode:
     def _save_closed_until(self) -> None:
         rows = [(d, m, end) for (d, m), end in self.aggregator.closed_until.items()]
         self.queue.set_meta("closed_until", _closed_encoder.encode(rows))
+
+
+def _zones_part(zones: IrrigationZones) -> str:
+    """The snapshot part of one link's zones: ``zones`` for the built-in link (the name it has
+    always had), ``zones.SOURCE>TARGET`` for a configured one, so that each link restores its own."""
+    link = (zones.valve_kind, zones.flow_metric), (zones.probe_kind, zones.moisture_metric)
+    if any(link == (d.source, d.target) for d in DEFAULT_LINKS):
+        return "zones"
+    return f"zones.{zones.valve_kind}.{zones.flow_metric}>{zones.probe_kind}.{zones.moisture_metric}"
 
 
 def _aggregate_payload(

@@ -1,7 +1,8 @@
 """EventTimeSequencer: the readings of cross-device stages, handed on in event-time order.
 
-Why: a stage that relates devices (``IrrigationZones``: a valve's opening anchors its zone's
-probes, a probe's rise links the valves that just opened) decides on the order in which it
+Why: a stage that relates devices (``IrrigationZones``, one per ``[[links]]`` entry: a valve's
+opening anchors its zone's probes, a probe's rise links the valves that just opened; the node
+holds the kinds every such stage names, ``ordered_kinds()``) decides on the order in which it
 sees their readings. Arrival order is not the stream's: MQTT keeps one publisher's order,
 not the order across devices, and a broker restart, a reconnecting gateway or a busy node
 interleave them differently every run. The sequencer holds the readings of the kinds such

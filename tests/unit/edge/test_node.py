@@ -96,3 +96,47 @@ def test_a_backlog_replayed_without_ticks_still_raises_dropouts(tmp_path: Path) 
         assert node.alerts.open_alerts == 0  # the device's next reading cleared it
     finally:
         node.queue.close()
+
+
+# -- [[links]]: the cross-device stages the settings name ----------------------------------
+
+
+def _linked_node(tmp_path: Path, links: list[dict[str, str]]) -> EdgeNode:
+    config = tmp_path / "edgepipe.toml"
+    config.write_text(
+        ("links = []\n" if not links else "")
+        + "".join(f'[[links]]\nrelation = "{x["relation"]}"\nsource = "{x["source"]}"\ntarget = "{x["target"]}"\n' for x in links)
+        + "[kinds.valve_v2.metrics.water_flow]\nresolution = 0.1\nlow = 0.0\nhigh = 1000.0\n"
+        + "[kinds.probe_v2.metrics.vwc]\nresolution = 0.1\nlow = 0.0\nhigh = 100.0\n"
+    )
+    settings = load_settings(config, overrides={"edge.state_dir": str(tmp_path), "mqtt.url": "mqtt://127.0.0.1:1"})
+    return EdgeNode(settings)
+
+
+V2_LINK = {"relation": "waters", "source": "valve_v2.water_flow", "target": "probe_v2.vwc"}
+BUILTIN_LINK = {"relation": "waters", "source": "irrigation_valve.flow", "target": "soil_probe.moisture"}
+
+
+@pytest.mark.parametrize(
+    ("links", "held", "parts"),
+    [
+        pytest.param([BUILTIN_LINK], {"irrigation_valve", "soil_probe"}, ["zones"], id="built-in"),
+        pytest.param([V2_LINK], {"valve_v2", "probe_v2"}, ["zones.valve_v2.water_flow>probe_v2.vwc"], id="configured"),
+        pytest.param(
+            [BUILTIN_LINK, V2_LINK],
+            {"irrigation_valve", "soil_probe", "valve_v2", "probe_v2"},
+            ["zones", "zones.valve_v2.water_flow>probe_v2.vwc"],
+            id="both",
+        ),
+        pytest.param([], set(), [], id="none"),
+    ],
+)
+def test_the_node_sequences_and_snapshots_the_kinds_of_each_link(
+    tmp_path: Path, links: list[dict[str, str]], held: set[str], parts: list[str]
+) -> None:
+    node = _linked_node(tmp_path, links)
+    try:
+        assert node.sequencer.kinds == held
+        assert sorted(p for p in node.learned_state() if p.startswith("zones")) == parts
+    finally:
+        node.queue.close()
