@@ -65,12 +65,16 @@ class RatePlan:
 
 
 def rate_plans(bench_plan: str) -> list[RatePlan]:
-    """Fleets sized so that each rate costs about the same (readings, not devices)."""
+    """Fleets sized so that each rate's learned days hold enough labels to mean something.
+
+    The full 1 Hz plan costs the most readings (2 million): with 6 devices its learned day
+    held 12 labels, one alert moved F1 by 0.05, and two seeds read 0.92 and 0.74.
+    """
     if bench_plan == "tiny":
         return [RatePlan(name, interval, 1, 0.05, learning_days=0.02) for name, interval in RATE_INTERVALS_S.items()]
     quick = bench_plan == "quick"
     return [
-        RatePlan("1hz", 1.0, 1 if quick else 2, 1.5 if quick else 2.0),
+        RatePlan("1hz", 1.0, 1 if quick else 4, 1.5 if quick else 2.0),  # 12 devices: about 24 labels on day 2
         RatePlan("1min", 60.0, 10 if quick else 20, 2.0 if quick else 3.0),
         RatePlan("15min", 900.0, 30 if quick else 67, 4.0 if quick else 8.0),
     ]
