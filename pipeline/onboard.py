@@ -1,0 +1,96 @@
+"""``edgepipe discover``: listen to a broker for a bounded time, then propose the settings.
+
+The inference is pure (``pipeline/ingest/discover.py``); this module only listens and
+reports. It says "listening" on stderr once its subscription is in place: the SUBSCRIBE and a
+QoS 1 probe go out on one connection, and a broker handles a connection's packets in order,
+so the probe's PUBACK means the subscription is active (a test waits for that line before
+it publishes).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.config import Settings, catalog_of
+from pipeline.ingest.discover import Check, Discovery, Sample, discover, render, summary, verify
+from pipeline.mqtt import BrokerUnavailable, MqttClient
+
+PROBE_TIMEOUT_S = 10.0
+POLL_S = 0.1
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one listening produced: the proposal (empty when there is nothing to propose)."""
+
+    discovery: Discovery
+    check: Check | None
+    text: str
+    lines: list[str]
+
+
+class NothingHeard(Exception):
+    """No message in the whole listening time, or none that could be classified."""
+
+
+def listen(
+    settings: Settings,
+    topic_filter: str,
+    seconds: float,
+    max_messages: int,
+    stop: threading.Event,
+    announce: Callable[[str], object],
+) -> list[Sample]:
+    """Messages on ``topic_filter`` for ``seconds`` or until ``max_messages`` (or ``stop``)."""
+    client = MqttClient(
+        settings.mqtt.url,
+        protocol=settings.mqtt.protocol_for("client"),
+        tls_ca=settings.mqtt.tls_ca,
+    )
+    client.connect()
+    probe = f"{settings.mqtt.topic_root}/discover/{uuid.uuid4().hex[:12]}"
+    samples: list[Sample] = []
+    try:
+        client.subscribe(topic_filter, qos=1)
+        delivery = client.publish_tracked(probe, b"", qos=1)
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while not delivery.acknowledged and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.01)
+        if not delivery.acknowledged:
+            raise BrokerUnavailable(
+                f"{settings.mqtt.url} did not confirm the subscription within {PROBE_TIMEOUT_S:g} s"
+            )
+        announce(f"listening on {settings.mqtt.url} to {topic_filter!r} for {seconds:g} s")
+        end = time.monotonic() + seconds
+        while not stop.is_set() and len(samples) < max_messages and time.monotonic() < end:
+            try:
+                message = client.messages.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if message.topic == probe:
+                continue
+            samples.append(
+                Sample(message.topic, message.payload, time.time_ns() // 1_000_000, message.retain)
+            )
+        if len(samples) >= max_messages:
+            announce(f"stopped at {max_messages} messages (--max-messages)")
+    finally:
+        client.close(1.0)
+    return samples
+
+
+def propose(settings: Settings, samples: list[Sample], source: str, all_kinds: bool) -> Outcome:
+    """The proposal from ``samples``, checked against them; NothingHeard when there is none."""
+    root = settings.mqtt.topic_root
+    catalog = catalog_of(settings)
+    found = discover(samples, catalog, root)
+    if not found.entries:
+        raise NothingHeard("; ".join(summary(found, None)[1:]) or "nothing to classify")
+    text = render(found, source, all_kinds)
+    check = verify(text, samples, root, catalog)
+    return Outcome(found, check, text, summary(found, check, all_kinds))
