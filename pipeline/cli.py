@@ -698,7 +698,8 @@ def discover(
     Groups messages by topic shape and payload format (edgepipe, The Things Stack, ChirpStack,
     Zigbee2MQTT, InfluxDB line protocol, any JSON), prints the proposal (TOML) and a summary
     on stderr. Units and ranges cannot be heard: each guess has a `todo` line that config
-    check refuses until it is reviewed and deleted (docs/onboarding.md).
+    check refuses until it is reviewed and deleted (docs/onboarding.md). Ctrl-C ends the
+    listening early; the proposal is made from what was heard. Exit 1 when nothing was heard.
 
     Example: edgepipe discover --broker mqtt://127.0.0.1:1883 --seconds 60 --out devices.toml
     """

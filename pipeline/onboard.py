@@ -46,7 +46,8 @@ def listen(
     stop: threading.Event,
     announce: Callable[[str], object],
 ) -> list[Sample]:
-    """Messages on ``topic_filter`` for ``seconds`` or until ``max_messages`` (or ``stop``)."""
+    """Messages on ``topic_filter`` for ``seconds``, until ``max_messages``, or until ``stop``
+    (Ctrl-C: the proposal is then made from what was heard)."""
     client = MqttClient(
         settings.mqtt.url,
         protocol=settings.mqtt.protocol_for("client"),
@@ -77,8 +78,21 @@ def listen(
             samples.append(
                 Sample(message.topic, message.payload, time.time_ns() // 1_000_000, message.retain)
             )
+        while stop.is_set() and len(samples) < max_messages:  # what had arrived when stopped
+            try:
+                message = client.messages.get_nowait()
+            except queue.Empty:
+                break
+            if message.topic != probe:
+                samples.append(
+                    Sample(
+                        message.topic, message.payload, time.time_ns() // 1_000_000, message.retain
+                    )
+                )
         if len(samples) >= max_messages:
             announce(f"stopped at {max_messages} messages (--max-messages)")
+        elif stop.is_set():
+            announce(f"stopped early (signal): {len(samples)} messages heard")
     finally:
         client.close(1.0)
     return samples

@@ -59,7 +59,17 @@ TODO_TEXT = (
 
 # The formats' own fields that are not measurements (radio link quality of a Zigbee device).
 NOT_METRICS: dict[str, frozenset[str]] = {"zigbee2mqtt": frozenset({"linkquality"})}
-KIND_WORDS = re.compile(r"kind|type|model|profile|application|measurement|class|category", re.I)
+KIND_WORDS_RANKED = (
+    "kind",
+    "type",
+    "profile",
+    "model",
+    "class",
+    "category",
+    "measurement",
+    "application",
+)
+KIND_WORDS = re.compile("|".join(KIND_WORDS_RANKED), re.I)
 ID_WORDS = re.compile(r"(^|[_/-])(id|eui)$|Id$|Eui$|uuid", re.I)
 DEVICE_WORDS = re.compile(
     r"^(device|device_?id|dev_?id|dev_?eui|deveui|id|eui|sensor|sensor_?id|serial|mac|uid|node|node_?id|name)$",
@@ -126,6 +136,7 @@ class KindProposal:
     messages: int
     metrics: dict[str, MetricProposal]
     known: bool = False  # the catalogue has it: no table unless asked
+    replaces: str = ""  # why the catalogue's kind of this name does not take what was seen
 
 
 @dataclass(slots=True)
@@ -450,7 +461,9 @@ def _timestamp_path(records: Sequence[Record]) -> tuple[str, str] | None:
 
 def _candidate_score(name: str, values: int) -> tuple[int, int, int, str]:
     last = name.rsplit("/", 1)[-1].removeprefix("tag:")
-    return (0 if KIND_WORDS.search(last) else 1, 1 if ID_WORDS.search(last) else 0, values, name)
+    found = KIND_WORDS.search(last)
+    rank = KIND_WORDS_RANKED.index(found.group(0).lower()) if found else len(KIND_WORDS_RANKED)
+    return (rank, 1 if ID_WORDS.search(last) else 0, values, name)
 
 
 def _kind_candidate(
@@ -540,15 +553,18 @@ def _kind_name(text: str) -> str:
     return name or "devices"
 
 
-def _known(catalog: Catalog, kind: KindProposal) -> bool:
+def _unlike(catalog: Catalog, kind: KindProposal) -> str:
+    """Why the catalogue's kind of this name does not take what was seen ('' if it does)."""
     found = catalog.kinds.get(kind.name)
     if found is None:
-        return False
+        return "not in the catalogue"
     for name, m in kind.metrics.items():
         spec = found.metrics.get(name)
-        if spec is None or not (spec.low <= m.seen_low and m.seen_high <= spec.high):
-            return False
-    return True
+        if spec is None:
+            return f"it has no metric {name}"
+        if not (spec.low <= m.seen_low and m.seen_high <= spec.high):
+            return f"{name} seen {m.seen_low:g}..{m.seen_high:g}, outside its {spec.low:g}..{spec.high:g}"
+    return ""
 
 
 def _kind(
@@ -579,7 +595,9 @@ def _kind(
     kind = KindProposal(
         name, sorted(d.id for d in devices), sum(len(d.records) for d in devices), metrics
     )
-    kind.known = _known(catalog, kind)
+    unlike = _unlike(catalog, kind)
+    kind.known = not unlike
+    kind.replaces = unlike if name in catalog.kinds else ""
     return kind
 
 
@@ -745,7 +763,7 @@ def propose_family(family: Family, catalog: Catalog = BUILTIN) -> EntryProposal:
     if any(names[p] != p for p in all_paths) and fmt != "edgepipe":
         keys["metrics"] = {names[p]: p for p in all_paths}
     ignore = sorted(
-        {t for d in devices for r in d.records for t in r.top_level}
+        {t for d in devices for r in d.records if d.metrics & r.numbers.keys() for t in r.top_level}
         - {p.split("/")[1] if p.startswith("/") else p for p in all_paths}
         - {p.lstrip("/").split("/")[0] for p in structural}
         - {keys.get("kind_field", "").lstrip("/").split("/")[0]}
@@ -815,12 +833,18 @@ def merged_kinds(discovery: Discovery) -> dict[str, KindProposal]:
             have = kinds.get(kind.name)
             if have is None:
                 kinds[kind.name] = KindProposal(
-                    kind.name, list(kind.devices), kind.messages, dict(kind.metrics), kind.known
+                    kind.name,
+                    list(kind.devices),
+                    kind.messages,
+                    dict(kind.metrics),
+                    kind.known,
+                    kind.replaces,
                 )
                 continue
             have.devices = sorted({*have.devices, *kind.devices})
             have.messages += kind.messages
             have.known = have.known and kind.known
+            have.replaces = have.replaces or kind.replaces
             for name, m in kind.metrics.items():
                 old = have.metrics.get(name)
                 if old is None:
@@ -866,6 +890,8 @@ def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
             continue
         lines.append(f"[kinds.{kind.name}]")
         lines.append(f"# {_devices(kind.devices)}, {kind.messages} messages")
+        if kind.replaces:
+            lines.append(f"# NOTE: replaces the catalogue's kind {kind.name} ({kind.replaces})")
         lines.append('domain = "any"  # farm, retail, city or any')
         lines.append("")
         for m in kind.metrics.values():
