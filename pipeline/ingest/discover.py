@@ -102,6 +102,7 @@ class Record:
     top_level: set[str]  # top-level names of the values object (to list non-metrics in ignore)
     arrival_ms: int
     kind: str | None = None  # edgepipe readings carry it
+    stamp: int | None = None  # a line-protocol point's timestamp, in its unknown precision
 
 
 @dataclass(slots=True)
@@ -294,7 +295,9 @@ def _line_protocol(sample: Sample, levels: tuple[str, ...]) -> list[Record] | No
             "measurement": point.measurement,
             **{f"tag:{k}": v for k, v in point.tags.items()},
         }
-        records.append(_record(levels, point.fields, context, None, sample.arrival_ms))
+        record = _record(levels, point.fields, context, None, sample.arrival_ms)
+        record.stamp = point.timestamp
+        records.append(record)
     return records
 
 
@@ -431,6 +434,23 @@ def _metric_paths(
     )
 
 
+def _unit_near(value: float, arrival_ms: int) -> str:
+    """The unit (s, ms, us, ns) in which ``value`` is a time near ``arrival_ms``, else ''."""
+    for unit, ms_per in (("s", 1000.0), ("ms", 1.0), ("us", 1e-3), ("ns", 1e-6)):
+        if abs(value * ms_per - arrival_ms) < TIMESTAMP_WINDOW_MS:
+            return unit
+    return ""
+
+
+def _line_precision(records: Sequence[Record]) -> str:
+    """The precision of the line-protocol timestamps (Telegraf's ``precision``), if most have one."""
+    votes = Counter(_unit_near(r.stamp, r.arrival_ms) for r in records if r.stamp is not None)
+    if not votes:
+        return ""
+    unit, n = votes.most_common(1)[0]
+    return unit if n * 2 > len(records) else ""
+
+
 def _timestamp_path(records: Sequence[Record]) -> tuple[str, str] | None:
     """(path, unit) of a timestamp found in most records: ISO text or a number near arrival."""
     votes: Counter[tuple[str, str]] = Counter()
@@ -443,10 +463,9 @@ def _timestamp_path(records: Sequence[Record]) -> tuple[str, str] | None:
                 except Refusal:
                     pass
         for path, value in r.numbers.items():
-            for unit, ms_per in (("s", 1000.0), ("ms", 1.0), ("us", 1e-3), ("ns", 1e-6)):
-                if abs(value * ms_per - r.arrival_ms) < TIMESTAMP_WINDOW_MS:
-                    votes[(path, unit)] += 1
-                    break
+            unit = _unit_near(value, r.arrival_ms)
+            if unit:
+                votes[(path, unit)] += 1
     usable = [(k, n) for k, n in votes.items() if n * 2 > len(records)]
     if not usable:
         return None
@@ -647,6 +666,8 @@ def propose_family(family: Family, catalog: Catalog = BUILTIN) -> EntryProposal:
         if usable:
             device_field = max(usable, key=lambda p: (len({r.texts.get(p) for r in records}), p))
             structural.add(device_field)
+    if fmt == "influx-line" and _line_precision(records) not in ("", "ns"):
+        keys["timestamp_unit"] = _line_precision(records)
     if fmt == "influx-line":
         tags = Counter(p for r in records for p in r.texts if p.startswith("tag:"))
         device_field = "tag:device" if tags.get("tag:device", 0) * 2 > len(records) else ""

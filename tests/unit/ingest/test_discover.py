@@ -157,6 +157,14 @@ def test_line_protocol_kinds_are_the_measurements_and_known_ones_get_no_table() 
     assert verify(text, samples).readings == 6
 
 
+def test_line_protocol_timestamps_in_seconds_get_their_unit() -> None:
+    lines = [f"fridge,device=f{i % 2} temp=4.{i} {ARRIVAL_MS // 1000 + i}" for i in range(6)]
+    samples = _samples([("telegraf/shop/fridge", line.encode()) for line in lines])
+    found = discover(samples)
+    assert _entry(found)["timestamp_unit"] == "s"
+    assert verify(render(found, "test"), samples).readings == 6
+
+
 def test_a_vendors_own_json_gets_pointers_for_nested_metrics_and_its_timestamp() -> None:
     air = _json_fixture("custom_air.json")
     messages = []
