@@ -114,7 +114,6 @@ class Family:
     records: list[Record] = field(default_factory=list)
     messages: int = 0
     retained: int = 0
-    odd: Counter[str] = field(default_factory=Counter)  # messages of the shape that did not fit
 
 
 @dataclass(slots=True)
@@ -150,6 +149,7 @@ class EntryProposal:
     devices: int
     messages: int
     notes: list[str]
+    set_aside: Counter[str] = field(default_factory=Counter)  # records unlike their device's
 
 
 @dataclass(slots=True)
@@ -375,7 +375,6 @@ def families(
         else:
             unclassified[reason] += 1
             examples.setdefault(reason, sample.topic)
-            found.setdefault((fmt, key), Family(fmt, key)).odd[reason] += 1
 
     for key, group in open_shapes.items():
         parsed = [
@@ -697,12 +696,13 @@ def propose_family(family: Family, catalog: Catalog = BUILTIN) -> EntryProposal:
         by_device[device_of(r)].append(r)
     not_metrics = NOT_METRICS.get(fmt, frozenset())
     devices: list[Device] = []
+    set_aside: Counter[str] = Counter()
     for dev_id, recs in sorted(by_device.items()):
         d = Device(dev_id, recs, _metric_paths(recs, not_metrics, structural))
         if not d.metrics:
-            family.odd["device with no metric in most of its messages"] += len(recs)
+            set_aside["device with no metric in most of its messages"] += len(recs)
             continue
-        family.odd["message unlike the rest of its device's"] += sum(
+        set_aside["message unlike the rest of its device's"] += sum(
             1 for r in recs if not d.metrics & r.numbers.keys()
         )
         for i in others:
@@ -799,7 +799,12 @@ def propose_family(family: Family, catalog: Catalog = BUILTIN) -> EntryProposal:
     for kind_name, members in sorted(groups.items()):
         kinds.append(_kind(kind_name, members, names, catalog))
     entry_keys = {"format": fmt, **keys}
-    return EntryProposal(fmt, entry_keys, kinds, len(devices), family.messages, notes)
+    if family.retained:
+        notes.append(
+            f"{family.retained} of the messages were retained: the broker's last stored state, "
+            "perhaps old (zigbee2mqtt ignores retained states)"
+        )
+    return EntryProposal(fmt, entry_keys, kinds, len(devices), family.messages, notes, +set_aside)
 
 
 def _topic(fmt: str, levels: list[str]) -> str:
@@ -818,11 +823,10 @@ def discover(
     order = ["edgepipe", "ttn", "chirpstack", "zigbee2mqtt", "influx-line", "json"]
     found.sort(key=lambda f: (order.index(f.format), f.key))
     entries = [propose_family(f, catalog) for f in found]
-    for f in found:
-        for reason, n in f.odd.items():
-            if reason not in unclassified and n:
-                unclassified[reason] += n
-                examples.setdefault(reason, "/".join(f.key))
+    for entry in entries:
+        for reason, n in entry.set_aside.items():
+            unclassified[reason] += n
+            examples.setdefault(reason, entry.keys.get("topic") or f"the {entry.format} entry")
     entries = [e for e in entries if e.kinds]
     return Discovery(entries, len(samples), ignored, unclassified, examples)
 
@@ -904,7 +908,7 @@ def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
     for kind in merged_kinds(discovery).values():
         if kind.known and not all_kinds:
             lines.append(
-                f"# [kinds.{kind.name}]: known to the catalogue; its metrics ({', '.join(kind.metrics)}) cover "
+                f"# [kinds.{kind.name}]: known to the catalogue (built-in, or in --config); its metrics ({', '.join(kind.metrics)}) cover "
                 f"what {_devices(kind.devices)} sent, every value in range (--all-kinds proposes it anyway)"
             )
             lines.append("")

@@ -254,6 +254,25 @@ def test_a_few_malformed_payloads_change_nothing_but_are_counted(fmt: str) -> No
     assert sum(noisy.unclassified.values()) >= 8
 
 
+def test_messages_unlike_their_devices_are_counted_in_every_entry() -> None:
+    messages: list[tuple[str, object]] = []
+    for prefix in ("north", "south"):
+        messages += [(f"{prefix}/p{i % 2}/state", {"t": 20.0 + i}) for i in range(6)]
+        messages.append((f"{prefix}/p0/state", {"status": "rebooting", "uptime_s": 3}))
+    found = discover(_samples(messages))
+    assert len(found.entries) == 2
+    assert found.unclassified["message unlike the rest of its device's"] == 2
+
+
+def test_retained_messages_are_said_to_be_perhaps_old() -> None:
+    samples = [
+        Sample(f"zigbee2mqtt/room/{n}", b'{"temperature": 4.5}', ARRIVAL_MS, retained=True)
+        for n in "ab"
+    ]
+    (entry,) = discover(samples).entries
+    assert any("2 of the messages were retained" in note for note in entry.notes)
+
+
 def test_devices_of_different_metrics_with_nothing_naming_them_share_one_kind() -> None:
     messages = [
         (f"home/{d}/state", {"t": 20.0 + i} if d.startswith("th") else {"lux": 10.0 * i})
