@@ -638,40 +638,92 @@ def _topic_roles(family: Family, devices_by_topic: bool) -> tuple[list[str], int
     return levels, device_level, [i for i in varying if i != device_level]
 
 
+@dataclass(slots=True)
+class _Draft:
+    """One family's entry while it is worked out: its keys, topic levels and notes."""
+
+    family: Family
+    levels: list[str]
+    device_level: int | None
+    others: list[int]  # other topic levels that vary
+    keys: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    structural: set[str] = field(default_factory=set)  # paths read for time and device
+    device_field: str = ""  # a payload path ("tag:NAME" for line protocol) naming the device
+
+    @property
+    def format(self) -> str:
+        return self.family.format
+
+    def device_of(self, r: Record) -> str:
+        if r.device is not None and self.format != "zigbee2mqtt":
+            return r.device
+        if self.device_level is not None:
+            return r.levels[self.device_level]
+        if self.device_field:
+            return r.texts.get(self.device_field, "?")
+        return r.device or "/".join(self.levels)
+
+
 def propose_family(family: Family, catalog: Catalog = BUILTIN) -> EntryProposal:
     """The ``[[ingest]]`` entry and kinds for one family (see the module docstring)."""
     fmt = family.format
-    records = family.records
-    notes: list[str] = []
-    keys: dict[str, Any] = {}
-    arrays = fmt == "json" and len(records) > family.messages
-    levels, device_level, others = _topic_roles(
-        family, fmt in ("json", "zigbee2mqtt") and not arrays
-    )
+    arrays = fmt == "json" and len(family.records) > family.messages
+    draft = _Draft(family, *_topic_roles(family, fmt in ("json", "zigbee2mqtt") and not arrays))
     if fmt == "edgepipe":
-        others = []  # {root}/{site}/dev/{device}: nothing to say about its levels
-
-    timestamp = _timestamp_path(records) if fmt == "json" else None
-    structural: set[str] = {timestamp[0]} if timestamp else set()
-    device_field = ""
-    if fmt == "json" and device_level is None:
-        fields = Counter(
-            p
-            for r in records
-            for p, v in r.texts.items()
-            if DEVICE_WORDS.match(p.rsplit("/", 1)[-1])
+        draft.others = []  # {root}/{site}/dev/{device}: nothing to say about its levels
+    _find_time_and_device(draft)
+    devices, set_aside = _devices(draft)
+    kind_of_device = _name_kinds(draft, devices)
+    _place_device_and_topic(draft, kind_of_device)
+    names = _metric_names(draft, devices)
+    groups: dict[str, list[Device]] = defaultdict(list)
+    for d in devices:
+        groups[kind_of_device[d.id]].append(d)
+    kinds = [_kind(name, members, names, catalog) for name, members in sorted(groups.items())]
+    if family.retained:
+        draft.notes.append(
+            f"{family.retained} of the messages were retained: the broker's last stored state, "
+            "perhaps old (zigbee2mqtt ignores retained states)"
         )
-        usable = [p for p, n in fields.items() if n * 2 > len(records)]
-        if usable:
-            device_field = max(usable, key=lambda p: (len({r.texts.get(p) for r in records}), p))
-            structural.add(device_field)
-    if fmt == "influx-line" and _line_precision(records) not in ("", "ns"):
-        keys["timestamp_unit"] = _line_precision(records)
-    if fmt == "influx-line":
+    keys = {} if fmt == "edgepipe" else draft.keys
+    return EntryProposal(
+        fmt, {"format": fmt, **keys}, kinds, len(devices), family.messages, draft.notes, +set_aside
+    )
+
+
+def _find_time_and_device(draft: _Draft) -> None:
+    """The timestamp field (json), and the payload field naming the device where the topic
+    does not (json: a field named like an id; line protocol: the ``device`` tag or another)."""
+    records = draft.family.records
+    if draft.format == "json":
+        timestamp = _timestamp_path(records)
+        if timestamp:
+            draft.structural.add(timestamp[0])
+            draft.keys["timestamp_field"] = timestamp[0]
+            if timestamp[1]:
+                draft.keys["timestamp_unit"] = timestamp[1]
+        else:
+            draft.notes.append("no timestamp in the payload: the edge dates readings on arrival")
+        if draft.device_level is None:
+            named = Counter(
+                p for r in records for p in r.texts if DEVICE_WORDS.match(p.rsplit("/", 1)[-1])
+            )
+            usable = [p for p, n in named.items() if n * 2 > len(records)]
+            if usable:
+                draft.device_field = max(
+                    usable, key=lambda p: (len({r.texts.get(p) for r in records}), p)
+                )
+                draft.structural.add(draft.device_field)
+    if draft.format == "influx-line":
+        precision = _line_precision(records)
+        if precision not in ("", "ns"):
+            draft.keys["timestamp_unit"] = precision
         tags = Counter(p for r in records for p in r.texts if p.startswith("tag:"))
-        device_field = "tag:device" if tags.get("tag:device", 0) * 2 > len(records) else ""
-        if not device_field and tags:
-            device_field = max(
+        if tags.get("tag:device", 0) * 2 > len(records):
+            draft.device_field = "tag:device"  # the adapter's default
+        elif tags:
+            draft.device_field = max(
                 tags,
                 key=lambda p: (
                     not DEVICE_WORDS.match(p[4:]),
@@ -679,132 +731,132 @@ def propose_family(family: Family, catalog: Catalog = BUILTIN) -> EntryProposal:
                     p,
                 ),
             )
-            keys["device_field"] = device_field[4:]
-            notes.append(f"no 'device' tag: the device is the {device_field[4:]!r} tag")
+            draft.keys["device_field"] = draft.device_field[4:]
+            draft.notes.append(f"no 'device' tag: the device is the {draft.device_field[4:]!r} tag")
 
-    def device_of(r: Record) -> str:
-        if r.device is not None and fmt != "zigbee2mqtt":
-            return r.device
-        if device_level is not None:
-            return r.levels[device_level]
-        if device_field:
-            return r.texts.get(device_field, "?")
-        return r.device or "/".join(levels)
 
+def _devices(draft: _Draft) -> tuple[list[Device], Counter[str]]:
+    """The devices with their metrics and kind candidates, and the records set aside."""
     by_device: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
-        by_device[device_of(r)].append(r)
-    not_metrics = NOT_METRICS.get(fmt, frozenset())
+    for r in draft.family.records:
+        by_device[draft.device_of(r)].append(r)
+    not_metrics = NOT_METRICS.get(draft.format, frozenset())
     devices: list[Device] = []
     set_aside: Counter[str] = Counter()
     for dev_id, recs in sorted(by_device.items()):
-        d = Device(dev_id, recs, _metric_paths(recs, not_metrics, structural))
+        d = Device(dev_id, recs, _metric_paths(recs, not_metrics, draft.structural))
         if not d.metrics:
             set_aside["device with no metric in most of its messages"] += len(recs)
             continue
         set_aside["message unlike the rest of its device's"] += sum(
             1 for r in recs if not d.metrics & r.numbers.keys()
         )
-        for i in others:
+        if draft.format == "edgepipe":
+            value = _majority(r.kind or "" for r in recs)
+            d.candidates = {"kind": value} if value and is_valid_id(value) else {}
+            devices.append(d)
+            continue
+        for i in draft.others:
             value = _majority(r.levels[i] for r in recs)
             if value is not None and is_valid_id(value):
                 d.candidates[f"level:{i}"] = value
-        for path in {p for r in recs for p in r.texts} - structural - {device_field}:
+        for path in {p for r in recs for p in r.texts} - draft.structural - {draft.device_field}:
             value = _majority(r.texts.get(path, "") for r in recs)
             if value and is_valid_id(value) and value != dev_id:
                 d.candidates[path] = value
-        if fmt == "edgepipe":
-            value = _majority(r.kind or "" for r in recs)
-            d.candidates = {"kind": value} if value and is_valid_id(value) else {}
         devices.append(d)
+    return devices, set_aside
 
+
+def _name_kinds(draft: _Draft, devices: Sequence[Device]) -> dict[str, str]:
+    """Each device's kind, and the entry keys that say where the kind is read."""
     metric_sets = {d.metrics for d in devices}
+    if draft.format == "edgepipe":
+        return {d.id: d.candidates.get("kind", "") for d in devices}
     naming = _kind_candidate(devices, len(metric_sets))
-    if fmt == "edgepipe":
-        naming = ("kind", {d.id: d.candidates.get("kind", "") for d in devices})
-    kind_of_device: dict[str, str]
     if naming is not None:
         name, kind_of_device = naming
         if name.startswith("level:"):
-            levels[int(name[6:])] = "{kind}"
-        elif name == "measurement":
-            pass  # the adapter's default: the measurement names the kind
+            draft.levels[int(name.removeprefix("level:"))] = "{kind}"
         elif name.startswith("tag:"):
-            keys["kind_field"] = name[4:]
-        elif fmt != "edgepipe":
-            keys["kind_field"] = name
-    else:
-        literal = [lv for lv in levels if lv != "+" and not lv.startswith("{")]
-        single = _kind_name(
-            "_".join(literal[:3]) if fmt == "json" else literal[0] if literal else fmt
+            draft.keys["kind_field"] = name.removeprefix("tag:")
+        elif name != "measurement":  # the measurement: the line-protocol adapter's default
+            draft.keys["kind_field"] = name
+        return kind_of_device
+    literal = [lv for lv in draft.levels if lv != "+"]
+    single = _kind_name(
+        "_".join(literal[:3]) if draft.format == "json" else literal[0] if literal else draft.format
+    )
+    draft.keys["kind"] = single
+    if len(metric_sets) > 1:
+        draft.notes.append(
+            f"{len(metric_sets)} different metric sets and nothing in topic or payload names their kind: "
+            f"one kind {single!r} takes them all (each device sends the metrics it has)"
         )
-        kind_of_device = {d.id: single for d in devices}
-        keys["kind"] = single
-        if len(metric_sets) > 1:
-            notes.append(
-                f"{len(metric_sets)} different metric sets and nothing in topic or payload names their kind: "
-                f"one kind {single!r} takes them all (each device sends the metrics it has)"
-            )
+    return {d.id: single for d in devices}
 
-    if fmt == "edgepipe":
-        keys = {}
-    elif fmt in ("json", "zigbee2mqtt"):
-        if device_level is not None:
-            levels[device_level] = "{device}"
-        elif fmt == "json" and device_field:
-            keys["device_field"] = device_field
-        elif fmt == "json":
-            keys["device"] = map_id(devices[0].id if devices else "device", False)
-            notes.append("one device seen and no id in the payload: the device id is fixed")
-        if fmt == "zigbee2mqtt" and any(lv == "+" for lv in levels):
-            levels = [levels[0], "#"] if "{kind}" not in levels else levels
-        if timestamp:
-            keys["timestamp_field"] = timestamp[0]
-            if timestamp[1]:
-                keys["timestamp_unit"] = timestamp[1]
-        elif fmt == "json":
-            notes.append("no timestamp in the payload: the edge dates readings on arrival")
+
+def _place_device_and_topic(draft: _Draft, kind_of_device: dict[str, str]) -> None:
+    """``{device}`` in the topic (or ``device_field``/``device``), then the topic itself."""
+    fmt, levels = draft.format, draft.levels
+    if fmt == "json":
+        if draft.device_level is not None:
+            levels[draft.device_level] = "{device}"
+        elif draft.device_field:
+            draft.keys["device_field"] = draft.device_field
+        else:
+            draft.keys["device"] = map_id(draft.device_of(draft.family.records[0]), False)
+            draft.notes.append("one device seen and no id in the payload: the device id is fixed")
+    if fmt == "zigbee2mqtt":
+        others_vary = any(lv == "+" for i, lv in enumerate(levels) if i != draft.device_level)
+        if draft.device_level is not None and ("{kind}" in levels or not others_vary):
+            levels[draft.device_level] = "{device}"
+        else:  # one device heard, or levels that vary besides it: the whole friendly name
+            draft.levels = levels = [levels[0], "#"]
     topic = _topic(fmt, levels)
     if topic:
-        keys = {"topic": topic, **keys}
-    for i in others:
-        if levels[i] == "+" and any(
-            r.levels[i] != kind_of_device.get(device_of(r)) for r in records
+        draft.keys = {"topic": topic, **draft.keys}
+    for i in draft.others:
+        records = draft.family.records
+        if (
+            i < len(levels)
+            and levels[i] == "+"
+            and any(r.levels[i] != kind_of_device.get(draft.device_of(r)) for r in records)
         ):
             seen = sorted({r.levels[i] for r in records})
-            notes.append(
+            draft.notes.append(
                 f"topic level {i + 1} varies ({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}): "
                 "if it names the site, write {site} there so that each edge node takes only its own"
             )
 
-    all_paths = sorted({p for d in devices for p in d.metrics})
+
+def _metric_names(draft: _Draft, devices: Sequence[Device]) -> dict[str, str]:
+    """Metric names by path; ``metrics`` and ``ignore`` in the keys where names alone do not do."""
+    paths = sorted({p for d in devices for p in d.metrics})
     names: dict[str, str] = {}
-    for path in all_paths:
+    for path in paths:
         names[path] = metric_name(path, set(names.values()))
-    if any(names[p] != p for p in all_paths) and fmt != "edgepipe":
-        keys["metrics"] = {names[p]: p for p in all_paths}
+    if draft.format == "edgepipe":
+        return names
+    if any(names[p] != p for p in paths):
+        draft.keys["metrics"] = {names[p]: p for p in paths}
+    kind_field = draft.keys.get("kind_field", "")
     ignore = sorted(
         {t for d in devices for r in d.records if d.metrics & r.numbers.keys() for t in r.top_level}
-        - {p.split("/")[1] if p.startswith("/") else p for p in all_paths}
-        - {p.lstrip("/").split("/")[0] for p in structural}
-        - {keys.get("kind_field", "").lstrip("/").split("/")[0]}
+        - {_top(p) for p in paths}
+        - {_top(p) for p in draft.structural}
+        - ({_top(kind_field)} if kind_field else set())
     )
-    if ignore and fmt != "edgepipe":
-        keys["ignore"] = ignore
+    if ignore:
+        draft.keys["ignore"] = ignore
+    return names
 
-    kinds: list[KindProposal] = []
-    groups: dict[str, list[Device]] = defaultdict(list)
-    for d in devices:
-        groups[kind_of_device[d.id]].append(d)
-    for kind_name, members in sorted(groups.items()):
-        kinds.append(_kind(kind_name, members, names, catalog))
-    entry_keys = {"format": fmt, **keys}
-    if family.retained:
-        notes.append(
-            f"{family.retained} of the messages were retained: the broker's last stored state, "
-            "perhaps old (zigbee2mqtt ignores retained states)"
-        )
-    return EntryProposal(fmt, entry_keys, kinds, len(devices), family.messages, notes, +set_aside)
+
+def _top(path: str) -> str:
+    """The top-level field a path starts in (pointer tokens unescaped)."""
+    if not path.startswith("/"):
+        return path
+    return path[1:].split("/")[0].replace("~1", "/").replace("~0", "~")
 
 
 def _topic(fmt: str, levels: list[str]) -> str:
@@ -885,7 +937,7 @@ def merged_kinds(discovery: Discovery) -> dict[str, KindProposal]:
     return kinds
 
 
-def _devices(ids: Sequence[str]) -> str:
+def _device_list(ids: Sequence[str]) -> str:
     shown = ", ".join(ids[:3])
     return f"{len(ids)} device{'s' if len(ids) != 1 else ''} ({shown}{', ...' if len(ids) > 3 else ''})"
 
@@ -909,12 +961,12 @@ def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
         if kind.known and not all_kinds:
             lines.append(
                 f"# [kinds.{kind.name}]: known to the catalogue (built-in, or in --config); its metrics ({', '.join(kind.metrics)}) cover "
-                f"what {_devices(kind.devices)} sent, every value in range (--all-kinds proposes it anyway)"
+                f"what {_device_list(kind.devices)} sent, every value in range (--all-kinds proposes it anyway)"
             )
             lines.append("")
             continue
         lines.append(f"[kinds.{kind.name}]")
-        lines.append(f"# {_devices(kind.devices)}, {kind.messages} messages")
+        lines.append(f"# {_device_list(kind.devices)}, {kind.messages} messages")
         if kind.replaces:
             lines.append(f"# NOTE: replaces the catalogue's kind {kind.name} ({kind.replaces})")
         lines.append('domain = "any"  # farm, retail, city or any')
