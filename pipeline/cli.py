@@ -703,9 +703,11 @@ def discover(
 
     Example: edgepipe discover --broker mqtt://127.0.0.1:1883 --seconds 60 --out devices.toml
     """
+    from pipeline.mqtt import parse_broker_url
     from pipeline.onboard import NothingHeard, listen, propose
 
     settings = _settings(config_file, {"mqtt.url": broker})
+    shown = parse_broker_url(settings.mqtt.url)  # printed and written without its password
 
     def say(line: str) -> None:
         click.echo(f"discover: {line}", err=True)
@@ -713,10 +715,10 @@ def discover(
     samples = listen(settings, topic_filter, seconds, max_messages, _stop_on_signals(), say)
     if not samples:
         raise click.ClickException(
-            f"nothing heard on {topic_filter!r} from {settings.mqtt.url} in {seconds:g} s: no proposal"
+            f"nothing heard on {topic_filter!r} from {shown} in {seconds:g} s: no proposal"
             " (is anything publishing there? try a longer --seconds or another --topic)"
         )
-    source = f"{len(samples)} messages on {settings.mqtt.url}, topic filter {topic_filter!r}, {seconds:g} s"
+    source = f"{len(samples)} messages on {shown}, topic filter {topic_filter!r}, {seconds:g} s"
     try:
         outcome = propose(settings, samples, source, all_kinds)
     except NothingHeard as exc:

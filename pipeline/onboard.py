@@ -64,9 +64,9 @@ def listen(
             time.sleep(0.01)
         if not delivery.acknowledged:
             raise BrokerUnavailable(
-                f"{settings.mqtt.url} did not confirm the subscription within {PROBE_TIMEOUT_S:g} s"
+                f"{client.broker} did not confirm the subscription within {PROBE_TIMEOUT_S:g} s"
             )
-        announce(f"listening on {settings.mqtt.url} to {topic_filter!r} for {seconds:g} s")
+        announce(f"listening on {client.broker} to {topic_filter!r} for {seconds:g} s")
         end = time.monotonic() + seconds
         while not stop.is_set() and len(samples) < max_messages and time.monotonic() < end:
             try:

@@ -179,12 +179,16 @@ def test_nothing_heard_is_said_in_one_line_and_writes_no_file(
 ) -> None:
     out = tmp_path / "proposal.toml"
     quiet = f"quiet/{new_site()}/#"
+    url = mosquitto.url.replace("mqtt://", "mqtt://onboarder:s3cret@")  # anonymous broker: any user
     done = _edgepipe(
-        "discover", "--broker", mosquitto.url, "--topic", quiet, "--seconds", "1", "--out", str(out)
+        "discover", "--broker", url, "--topic", quiet, "--seconds", "1", "--out", str(out)
     )
     assert done.returncode == 1 and not out.exists()
     errors = [line for line in done.stderr.splitlines() if line.startswith("edgepipe: ")]
     assert len(errors) == 1 and "nothing heard" in errors[0] and "Traceback" not in done.stderr
+    assert (
+        "onboarder@" in done.stderr and "s3cret" not in done.stderr
+    )  # the broker, not its password
 
 
 def test_an_unreachable_broker_is_one_line_not_a_traceback(tmp_path: Path) -> None:
