@@ -937,9 +937,16 @@ def merged_kinds(discovery: Discovery) -> dict[str, KindProposal]:
     return kinds
 
 
+def _plural(n: int, word: str) -> str:
+    """``1 device``, ``2 devices``, ``2 ingest entries``."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
+
+
 def _device_list(ids: Sequence[str]) -> str:
     shown = ", ".join(ids[:3])
-    return f"{len(ids)} device{'s' if len(ids) != 1 else ''} ({shown}{', ...' if len(ids) > 3 else ''})"
+    return f"{_plural(len(ids), 'device')} ({shown}{', ...' if len(ids) > 3 else ''})"
 
 
 def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
@@ -953,7 +960,9 @@ def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
     ]
     for entry in discovery.entries:
         lines.append("[[ingest]]")
-        lines.append(f"# {entry.messages} messages from {entry.devices} devices")
+        lines.append(
+            f"# {_plural(entry.messages, 'message')} from {_plural(entry.devices, 'device')}"
+        )
         lines += [f"# NOTE: {note}" for note in entry.notes]
         lines += [f"{key} = {_toml(value)}" for key, value in entry.keys.items()]
         lines.append("")
@@ -1081,8 +1090,8 @@ def _refusal(catalog: Catalog, kind: Any, metrics: Any) -> str | None:
 def summary(discovery: Discovery, check: Check | None, all_kinds: bool = False) -> list[str]:
     """Short lines for a human (stderr): groups, devices, messages, and what was set aside."""
     out = [
-        f"{discovery.messages} messages; {len(discovery.entries)} ingest entries, "
-        f"{discovery.devices} devices, {len(merged_kinds(discovery))} kinds"
+        f"{_plural(discovery.messages, 'message')}; {_plural(len(discovery.entries), 'ingest entry')}, "
+        f"{_plural(discovery.devices, 'device')}, {_plural(len(merged_kinds(discovery)), 'kind')}"
     ]
     for entry in discovery.entries:
         where = entry.keys.get("topic", "(the format's default topic)")
@@ -1110,5 +1119,7 @@ def summary(discovery: Discovery, check: Check | None, all_kinds: bool = False) 
         if not m.boolean
     )
     if todos:
-        out.append(f"{todos} metrics to review (todo lines): units and ranges are guesses")
+        out.append(
+            f"{_plural(todos, 'metric')} to review (todo lines): units and ranges are guesses"
+        )
     return out
