@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 from pipeline.config import Settings, catalog_of
 from pipeline.ingest.discover import Check, Discovery, Sample, discover, render, summary, verify
-from pipeline.mqtt import BrokerUnavailable, MqttClient
+from pipeline.mqtt import BrokerUnavailable, Message, MqttClient
 
 PROBE_TIMEOUT_S = 10.0
 POLL_S = 0.1
+MAX_KEPT_PAYLOAD_BYTES = 1_048_576  # the largest max_bytes an [[ingest]] entry may set
+MAX_HEARD_BYTES = 256 * 2**20  # listening stops here, whatever --max-messages says
 
 
 @dataclass(slots=True)
@@ -46,8 +48,10 @@ def listen(
     stop: threading.Event,
     announce: Callable[[str], object],
 ) -> list[Sample]:
-    """Messages on ``topic_filter`` for ``seconds``, until ``max_messages``, or until ``stop``
-    (Ctrl-C: the proposal is then made from what was heard)."""
+    """Messages on ``topic_filter`` for ``seconds``, until ``max_messages`` (or
+    ``MAX_HEARD_BYTES`` of payloads), or until ``stop`` (Ctrl-C: the proposal is then made
+    from what was heard). A payload is kept up to ``MAX_KEPT_PAYLOAD_BYTES`` and one byte
+    more, so that one too large for the adapters is still known to be."""
     client = MqttClient(
         settings.mqtt.url,
         protocol=settings.mqtt.protocol_for("client"),
@@ -56,41 +60,47 @@ def listen(
     client.connect()
     probe = f"{settings.mqtt.topic_root}/discover/{uuid.uuid4().hex[:12]}"
     samples: list[Sample] = []
+    heard_bytes = 0
+
+    def keep(message: Message) -> None:
+        nonlocal heard_bytes
+        if message.topic == probe:
+            return
+        payload = message.payload[: MAX_KEPT_PAYLOAD_BYTES + 1]
+        heard_bytes += len(payload)
+        samples.append(Sample(message.topic, payload, time.time_ns() // 1_000_000, message.retain))
+
+    def room() -> bool:
+        return len(samples) < max_messages and heard_bytes < MAX_HEARD_BYTES
+
     try:
         client.subscribe(topic_filter, qos=1)
         delivery = client.publish_tracked(probe, b"", qos=1)
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         while not delivery.acknowledged and time.monotonic() < deadline and not stop.is_set():
             time.sleep(0.01)
+        if stop.is_set():
+            return samples
         if not delivery.acknowledged:
             raise BrokerUnavailable(
                 f"{client.broker} did not confirm the subscription within {PROBE_TIMEOUT_S:g} s"
             )
         announce(f"listening on {client.broker} to {topic_filter!r} for {seconds:g} s")
         end = time.monotonic() + seconds
-        while not stop.is_set() and len(samples) < max_messages and time.monotonic() < end:
+        while not stop.is_set() and room() and time.monotonic() < end:
             try:
-                message = client.messages.get(timeout=POLL_S)
+                keep(client.messages.get(timeout=POLL_S))
             except queue.Empty:
                 continue
-            if message.topic == probe:
-                continue
-            samples.append(
-                Sample(message.topic, message.payload, time.time_ns() // 1_000_000, message.retain)
-            )
-        while stop.is_set() and len(samples) < max_messages:  # what had arrived when stopped
+        while stop.is_set() and room():  # what had arrived when stopped
             try:
-                message = client.messages.get_nowait()
+                keep(client.messages.get_nowait())
             except queue.Empty:
                 break
-            if message.topic != probe:
-                samples.append(
-                    Sample(
-                        message.topic, message.payload, time.time_ns() // 1_000_000, message.retain
-                    )
-                )
         if len(samples) >= max_messages:
             announce(f"stopped at {max_messages} messages (--max-messages)")
+        elif heard_bytes >= MAX_HEARD_BYTES:
+            announce(f"stopped at {MAX_HEARD_BYTES // 2**20} MiB of payloads")
         elif stop.is_set():
             announce(f"stopped early (signal): {len(samples)} messages heard")
     finally:

@@ -42,12 +42,15 @@ from typing import Any
 
 import msgspec
 
+from pipeline.config import IngestSettings, Settings, catalog_of, check_catalog_references
 from pipeline.ingest.fields import Refusal, map_id, ts_from_iso
 from pipeline.ingest.influx_line import parse_line
+from pipeline.ingest.router import IngestRouter
 from pipeline.protocol.catalog import BUILTIN, Catalog
-from pipeline.protocol.topics import DEFAULT_ROOT, is_valid_id
+from pipeline.protocol.topics import DEFAULT_ROOT, Topics, is_valid_id
 
 MAX_RECORDS_PER_MESSAGE = 1000  # as the adapters: a JSON array or a line-protocol batch
+DEFAULT_MAX_BYTES: int = IngestSettings.model_fields["max_bytes"].default  # larger: too_large
 TIMESTAMP_WINDOW_MS = 400 * 86_400_000  # a number this close to arrival time is a timestamp
 WIDEN_SPAN_SHARE = 0.5  # low/high placeholders: the seen range widened by half its span ...
 WIDEN_MAGNITUDE_SHARE = 0.1  # ... or a tenth of the largest magnitude seen ...
@@ -348,6 +351,13 @@ def families(
 
     for sample in samples:
         levels = tuple(sample.topic.split("/"))
+        if len(sample.payload) > DEFAULT_MAX_BYTES:
+            reason = (
+                f"payload over {DEFAULT_MAX_BYTES} bytes: set max_bytes in its [[ingest]] entry"
+            )
+            unclassified[reason] += 1
+            examples.setdefault(reason, sample.topic)
+            continue
         known: tuple[str, tuple[str, ...], Any] | None = None
         if sample.topic.startswith(root + "/"):
             known = ("edgepipe", (root,), _edgepipe(sample, levels, root_levels))
@@ -1025,10 +1035,6 @@ def verify(
 
     A reading is refused here as the validator would for its kind, metric or range.
     """
-    from pipeline.config import Settings, catalog_of, check_catalog_references
-    from pipeline.ingest.router import IngestRouter
-    from pipeline.protocol.topics import Topics
-
     settings = Settings.model_validate(tomllib.loads(without_todos(text)))
     check_catalog_references(settings)
     catalog = catalog_of(settings).with_kinds(

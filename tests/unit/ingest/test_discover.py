@@ -304,11 +304,15 @@ def test_what_is_not_a_reading_is_counted_with_the_reason_never_proposed() -> No
             ("notes/p1", {"text": "hello"}),
         ]
     )
+    samples.append(
+        Sample("sensors/p1/state", b'{"t": 1, "pad": "' + b"x" * 70_000 + b'"}', ARRIVAL_MS)
+    )
     found = discover(samples)
     assert found.entries == []
     assert found.ignored == {"edgepipe's own traffic (alerts, health, batches)": 1}
     reasons = set(found.unclassified)
     assert {"JSON without a number in it"} <= reasons
+    assert any(r.startswith("payload over 65536 bytes") for r in reasons)
     assert any(r.startswith("binary payload") for r in reasons) and any(
         r.startswith("a bare value") for r in reasons
     )
