@@ -16,7 +16,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from pipeline.config import Settings, catalog_of
+from pipeline.errors import ConfigError
 from pipeline.ingest.discover import Check, Discovery, Sample, discover, render, summary, verify
 from pipeline.mqtt import BrokerUnavailable, Message, MqttClient
 
@@ -116,5 +119,13 @@ def propose(settings: Settings, samples: list[Sample], source: str, all_kinds: b
     if not found.entries:
         raise NothingHeard("; ".join(summary(found, None)[1:]) or "nothing to classify")
     text = render(found, source, all_kinds)
-    check = verify(text, samples, root, catalog)
+    try:
+        check: Check | None = verify(text, samples, root, catalog)
+    except (ValidationError, ConfigError) as exc:  # a proposal config check refuses: our bug
+        lines = summary(found, None, all_kinds)
+        first = " ".join(str(exc).split())[:300]
+        lines.append(
+            f"check: the proposal does not pass config check as it stands (a bug: please report it): {first}"
+        )
+        return Outcome(found, None, text, lines)
     return Outcome(found, check, text, summary(found, check, all_kinds))

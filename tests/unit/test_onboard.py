@@ -36,3 +36,17 @@ def test_a_proposal_comes_with_its_summary_and_its_check() -> None:
     assert outcome.check is not None and outcome.check.readings == 6
     assert outcome.lines[0] == "6 messages; 1 ingest entry, 2 devices, 1 kind"
     assert any(line.startswith("1 metric to review") for line in outcome.lines)
+
+
+def test_a_proposal_config_check_would_refuse_is_still_given_and_said_to_be_a_bug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.onboard
+
+    monkeypatch.setattr(pipeline.onboard, "render", lambda *a: '[[ingest]]\nformat = "nonsense"\n')
+    samples = [
+        Sample(f"sensors/site/p{i % 2}/state", b'{"t": 1}', ARRIVAL_MS + i) for i in range(4)
+    ]
+    outcome = propose(load_settings(), samples, "test", all_kinds=False)
+    assert outcome.check is None and "nonsense" in outcome.text
+    assert "does not pass config check" in outcome.lines[-1]
