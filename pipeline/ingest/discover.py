@@ -665,13 +665,14 @@ class _Draft:
     def format(self) -> str:
         return self.family.format
 
-    def device_of(self, r: Record) -> str:
+    def device_of(self, r: Record) -> str | None:
+        """The record's device id; None when the field that names it is missing."""
         if r.device is not None and self.format != "zigbee2mqtt":
             return r.device
         if self.device_level is not None:
             return r.levels[self.device_level]
         if self.device_field:
-            return r.texts.get(self.device_field, "?")
+            return r.texts.get(self.device_field)
         return r.device or "/".join(self.levels)
 
 
@@ -748,11 +749,17 @@ def _find_time_and_device(draft: _Draft) -> None:
 def _devices(draft: _Draft) -> tuple[list[Device], Counter[str]]:
     """The devices with their metrics and kind candidates, and the records set aside."""
     by_device: dict[str, list[Record]] = defaultdict(list)
+    set_aside: Counter[str] = Counter()
     for r in draft.family.records:
-        by_device[draft.device_of(r)].append(r)
+        device = draft.device_of(r)
+        if device is None:
+            set_aside[
+                f"no device id ({draft.device_field.removeprefix('tag:')}) in the message"
+            ] += 1
+        else:
+            by_device[device].append(r)
     not_metrics = NOT_METRICS.get(draft.format, frozenset())
     devices: list[Device] = []
-    set_aside: Counter[str] = Counter()
     for dev_id, recs in sorted(by_device.items()):
         d = Device(dev_id, recs, _metric_paths(recs, not_metrics, draft.structural))
         if not d.metrics:
@@ -815,7 +822,7 @@ def _place_device_and_topic(draft: _Draft, kind_of_device: dict[str, str]) -> No
         elif draft.device_field:
             draft.keys["device_field"] = draft.device_field
         else:
-            draft.keys["device"] = map_id(draft.device_of(draft.family.records[0]), False)
+            draft.keys["device"] = map_id("/".join(draft.levels), False)
             draft.notes.append("one device seen and no id in the payload: the device id is fixed")
     if fmt == "zigbee2mqtt":
         others_vary = any(lv == "+" for i, lv in enumerate(levels) if i != draft.device_level)
@@ -831,7 +838,7 @@ def _place_device_and_topic(draft: _Draft, kind_of_device: dict[str, str]) -> No
         if (
             i < len(levels)
             and levels[i] == "+"
-            and any(r.levels[i] != kind_of_device.get(draft.device_of(r)) for r in records)
+            and any(r.levels[i] != kind_of_device.get(draft.device_of(r) or "") for r in records)
         ):
             seen = sorted({r.levels[i] for r in records})
             draft.notes.append(

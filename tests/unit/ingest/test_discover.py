@@ -263,6 +263,16 @@ def test_a_few_malformed_payloads_change_nothing_but_are_counted(fmt: str) -> No
     assert sum(noisy.unclassified.values()) >= 8
 
 
+def test_a_line_without_the_device_tag_is_set_aside_not_a_device_of_its_own() -> None:
+    # a device's malformed payload that happens to parse as line protocol
+    samples = _sim("influx-line") + _samples(
+        [("telegraf/retail-1/fridge", b"moisture=26.3 soil_temp=2.2")]
+    )
+    found = discover(samples)
+    assert _entry(found) == _entry(discover(_sim("influx-line")))
+    assert found.unclassified["no device id (device) in the message"] == 1
+
+
 def test_messages_unlike_their_devices_are_counted_in_every_entry() -> None:
     messages: list[tuple[str, object]] = []
     for prefix in ("north", "south"):
