@@ -649,6 +649,103 @@ def demo(
         sys.exit(1)
 
 
+def _topic_filter(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An MQTT topic filter: '+' and '#' fill a whole level, '#' only as the last."""
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
+            raise click.BadParameter(f"{value!r}: '+' and '#' fill a whole level, '#' only the last")
+    if not value or "\x00" in value:
+        raise click.BadParameter(f"{value!r}: not an MQTT topic filter")
+    return value
+
+
+@cli.command()
+@_config_option
+@_broker_option
+@click.option("--topic", "topic_filter", default="#", show_default=True, callback=_topic_filter, help="MQTT topic filter to listen to.")
+@click.option(
+    "--seconds",
+    type=FiniteFloatRange(0, 3600, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="How long to listen.",
+)
+@click.option(
+    "--max-messages",
+    type=click.IntRange(1, 1_000_000),
+    default=50_000,
+    show_default=True,
+    help="Stop listening after this many messages.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    callback=lambda ctx, param, value: _absent_file(value),
+    help="Write the proposal to this new file (default: stdout).",
+)
+@click.option("--all-kinds", is_flag=True, help="Also propose [kinds.*] tables for kinds the catalogue already has.")
+def discover(
+    config_file: str | None,
+    broker: str | None,
+    topic_filter: str,
+    seconds: float,
+    max_messages: int,
+    out: str | None,
+    all_kinds: bool,
+) -> None:
+    """Listen to a broker and propose the [[ingest]] and [kinds.*] settings for what it carries.
+
+    Groups messages by topic shape and payload format (edgepipe, The Things Stack, ChirpStack,
+    Zigbee2MQTT, InfluxDB line protocol, any JSON), prints the proposal (TOML) and a summary
+    on stderr. Units and ranges cannot be heard: each guess has a `todo` line that config
+    check refuses until it is reviewed and deleted (docs/onboarding.md). Ctrl-C ends the
+    listening early; the proposal is made from what was heard. Exit 1 when nothing was heard.
+
+    Example: edgepipe discover --broker mqtt://127.0.0.1:1883 --seconds 60 --out devices.toml
+    """
+    from pipeline.mqtt import parse_broker_url
+    from pipeline.onboard import NothingHeard, listen, propose
+
+    settings = _settings(config_file, {"mqtt.url": broker})
+    shown = parse_broker_url(settings.mqtt.url)  # printed and written without its password
+
+    def say(line: str) -> None:
+        click.echo(f"discover: {line}", err=True)
+
+    samples = listen(settings, topic_filter, seconds, max_messages, _stop_on_signals(), say)
+    if not samples:
+        raise click.ClickException(
+            f"nothing heard on {topic_filter!r} from {shown} in {seconds:g} s: no proposal"
+            " (is anything publishing there? try a longer --seconds or another --topic)"
+        )
+    source = f"{len(samples)} messages on {shown}, topic filter {topic_filter!r}, {seconds:g} s"
+    try:
+        outcome = propose(settings, samples, source, all_kinds)
+    except NothingHeard as exc:
+        raise click.ClickException(f"{len(samples)} messages heard, none of them readings: {exc}") from None
+    for line in outcome.lines:
+        say(line)
+    if out is None:
+        click.echo(outcome.text, nl=False)
+        return
+    try:
+        with open(out, "x") as f:
+            f.write(outcome.text)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: {exc.strerror}") from None
+    say(f"proposal written to {out}; next: edit its todo lines, then edgepipe config check --config {out}")
+
+
+def _absent_file(value: str | None) -> str | None:
+    """Checked before listening: a new file in an existing folder (a proposal never overwrites)."""
+    if value is None:
+        return value
+    if Path(value).exists():
+        raise click.BadParameter(f"{value!r} exists; discover writes a new file", param_hint="'--out'")
+    return _new_file(value)
+
+
 @cli.group()
 def priors() -> None:
     """The priors of the built-in kinds that new detectors start from (docs/detection.md).

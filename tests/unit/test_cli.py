@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-COMMANDS = ["sim", "edge", "cloud", "analyst", "dashboard", "alerts", "deadletters", "detect", "bench", "demo", "config", "priors"]
+COMMANDS = ["sim", "edge", "cloud", "analyst", "dashboard", "alerts", "deadletters", "detect", "bench", "demo", "config", "priors", "discover"]
 
 
 def edgepipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -209,6 +209,14 @@ HOSTILE = [
     ("--nab-dir", ["bench", "--nab-dir", "/no/such"]),
     ("--json", ["bench", "--json", "/no/such/dir/bench.json"]),
     ("--out", ["priors", "learn", "--out", "{tmp}"]),
+    ("--topic", ["discover", "--topic", "a/#/b"]),
+    ("--topic", ["discover", "--topic", "a/b+"]),
+    ("--seconds", ["discover", "--seconds", "0"]),
+    ("--seconds", ["discover", "--seconds", "nan"]),
+    ("--max-messages", ["discover", "--max-messages", "0"]),
+    ("--out", ["discover", "--out", "{csv}"]),
+    ("--out", ["discover", "--out", "/no/such/dir/proposal.toml"]),
+    ("--broker", ["discover", "--broker", "http://x"]),
 ]
 
 
