@@ -2,9 +2,10 @@
 
 The layout is decided once, from the first lines, so that every row is read the same way:
 
-* delimiter: comma or semicolon, whichever splits the first lines into the same number (at
-  least two) of fields; with both, the one giving the header more fields. After a semicolon a
-  decimal comma is read as a point (``21,5``), as spreadsheets in many locales write it;
+* delimiter: comma or semicolon, whichever splits the header into two or more fields; with
+  both, the one splitting the first lines alike, then the one giving the header more fields.
+  After a semicolon a decimal comma is read as a point (``21,5``), as spreadsheets in many
+  locales write it;
 * timestamp: the column named timestamp, time, ts, date or datetime (any case), else the
   first; ISO 8601 (no offset: UTC) or a Unix number whose magnitude tells its unit (below
   1e11: seconds, 1e14: milliseconds, 1e17: microseconds, else nanoseconds);
@@ -302,19 +303,20 @@ def _first_lines(path: Path) -> list[str]:
 
 
 def _delimiter(path: Path, head: list[str]) -> str:
-    """Comma or semicolon: the one splitting every sniffed line into the same >= 2 fields."""
-    widths: dict[str, int] = {}
+    """Comma or semicolon: one that splits the header into >= 2 fields; with both, the one
+    that splits the sniffed lines alike, then the one giving the header more fields."""
+    scores: dict[str, tuple[bool, int, bool]] = {}
     for candidate in DELIMITERS:
-        counts = {len(cells) for cells in csv.reader(head, delimiter=candidate)}
-        if len(counts) == 1 and (width := counts.pop()) >= 2:
-            widths[candidate] = width
-    if not widths:
+        widths = [len(cells) for cells in csv.reader(head, delimiter=candidate)]
+        if widths[0] >= 2:
+            scores[candidate] = (len(set(widths)) == 1, widths[0], candidate == ",")
+    if not scores:
         raise csv_error(
             path,
-            "row 1: no delimiter splits the first lines into the same columns"
-            " (comma or semicolon; a timestamp column and at least one metric)",
+            "row 1: neither comma nor semicolon splits the header into columns"
+            " (a timestamp column and at least one metric)",
         )
-    return max(DELIMITERS, key=lambda d: (widths.get(d, 0), d == ","))
+    return max(scores, key=lambda d: scores[d])
 
 
 def _is_data(cells: list[str], delimiter: str) -> bool:
