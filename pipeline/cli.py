@@ -480,6 +480,8 @@ def sim(
 
     if replay_kind is not None and replay is None:
         raise click.UsageError("--kind names the kind of a --replay file; give --replay too.")
+    if replay is not None and payload_format not in (None, "edgepipe"):
+        raise click.BadParameter("a --replay is published in edgepipe's format only", param_hint="'--format'")
     overrides = {
         "mqtt.url": broker,
         "sim.sites": [s.strip() for s in sites.split(",")] if sites is not None else None,

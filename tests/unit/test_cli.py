@@ -151,6 +151,7 @@ HOSTILE = [
     ("--device", ["sim", "--replay", "{csv}", "--device", "x#"]),
     ("--kind", ["sim", "--replay", "{csv}", "--kind", "no_such_kind"]),
     ("--kind", ["sim", "--kind", "fridge"]),
+    ("--format", ["sim", "--replay", "{csv}", "--format", "ttn"]),
     ("--replay", ["sim", "--replay", "{csv}", "--kind", "fridge"]),
     ("--replay", ["sim", "--replay", "{fridge_csv}", "--kind", "fridge"]),
     ("--replay", ["sim", "--replay", "{fridge_csv}"]),
