@@ -54,17 +54,27 @@ def error_of(path: Path, kind: DeviceKind | None = FRIDGE) -> str:
     [
         pytest.param("timestamp,temp,door,power\n1700000000,4.5,0,120\n", id="comma"),
         pytest.param("timestamp;temp;door;power\n1700000000;4.5;0;120\n", id="semicolon"),
-        pytest.param("timestamp;temp;door;power\n1700000000;4,5;0;120\n", id="semicolon-decimal-comma"),
-        pytest.param('"timestamp","temp","door","power"\n"1700000000","4.5","0","120"\n', id="quoted"),
+        pytest.param(
+            "timestamp;temp;door;power\n1700000000;4,5;0;120\n", id="semicolon-decimal-comma"
+        ),
+        pytest.param(
+            '"timestamp","temp","door","power"\n"1700000000","4.5","0","120"\n', id="quoted"
+        ),
         pytest.param("\ufefftimestamp,temp,door,power\r\n1700000000,4.5,0,120\r\n", id="bom-crlf"),
     ],
 )
-def test_the_delimiter_is_comma_or_semicolon_whichever_the_file_uses(tmp_path: Path, text: str) -> None:
-    assert rows(write(tmp_path, text)) == [(T0_MS, {"temp": 4.5, "door": 0.0, "power": 120.0}, False)]
+def test_the_delimiter_is_comma_or_semicolon_whichever_the_file_uses(
+    tmp_path: Path, text: str
+) -> None:
+    assert rows(write(tmp_path, text)) == [
+        (T0_MS, {"temp": 4.5, "door": 0.0, "power": 120.0}, False)
+    ]
 
 
 def test_a_file_with_neither_delimiter_is_refused(tmp_path: Path) -> None:
-    assert "neither comma nor semicolon" in error_of(write(tmp_path, "timestamp\ttemp\n1700000000\t4.5\n"))
+    assert "neither comma nor semicolon" in error_of(
+        write(tmp_path, "timestamp\ttemp\n1700000000\t4.5\n")
+    )
 
 
 # -- timestamps -----------------------------------------------------------------------------------
@@ -85,7 +95,9 @@ def test_a_file_with_neither_delimiter_is_refused(tmp_path: Path) -> None:
         pytest.param("2023-11-14", T0_MS - (22 * 3600 + 13 * 60 + 20) * 1000, id="date-only"),
     ],
 )
-def test_timestamps_are_iso_8601_or_unix_numbers_whose_magnitude_gives_the_unit(cell: str, ms: int) -> None:
+def test_timestamps_are_iso_8601_or_unix_numbers_whose_magnitude_gives_the_unit(
+    cell: str, ms: int
+) -> None:
     assert parse_timestamp(cell) == ms
 
 
@@ -105,7 +117,9 @@ def test_without_a_named_timestamp_column_the_first_column_is_the_timestamp(tmp_
 
 @pytest.mark.parametrize("name", ["anomaly", "Anomaly", "LABEL", "label"])
 def test_a_label_column_marks_rows_and_is_never_a_metric(tmp_path: Path, name: str) -> None:
-    path = write(tmp_path, f"ts,temp,door,power,{name}\n1700000000,4.5,0,120,0\n1700000001,9.5,1,900,yes\n")
+    path = write(
+        tmp_path, f"ts,temp,door,power,{name}\n1700000000,4.5,0,120,0\n1700000001,9.5,1,900,yes\n"
+    )
     assert rows(path) == [
         (T0_MS, {"temp": 4.5, "door": 0.0, "power": 120.0}, False),
         (T0_MS + 1000, {"temp": 9.5, "door": 1.0, "power": 900.0}, True),
@@ -121,7 +135,9 @@ def test_label_values_are_truthy_or_falsy(cell: str, labelled: bool) -> None:
 
 
 def test_a_label_that_is_neither_names_its_row_and_column(tmp_path: Path) -> None:
-    path = write(tmp_path, "ts,temp,door,power,anomaly\n1700000000,4.5,0,120,0\n1700000001,4.5,0,120,maybe\n")
+    path = write(
+        tmp_path, "ts,temp,door,power,anomaly\n1700000000,4.5,0,120,0\n1700000001,4.5,0,120,maybe\n"
+    )
     message = error_of(path)
     assert "row 3, column 'anomaly'" in message and "'maybe'" in message
 
@@ -148,7 +164,10 @@ def test_without_a_kind_one_metric_column_is_the_value_of_kind_replay(tmp_path: 
 
 def test_without_a_kind_a_nab_file_without_header_still_replays(tmp_path: Path) -> None:
     path = write(tmp_path, "2023-11-14 22:13:20,73\n2023-11-14 22:18:20,62\n")
-    assert rows(path, None) == [(T0_MS, {"value": 73.0}, False), (T0_MS + 300_000, {"value": 62.0}, False)]
+    assert rows(path, None) == [
+        (T0_MS, {"value": 73.0}, False),
+        (T0_MS + 300_000, {"value": 62.0}, False),
+    ]
 
 
 def test_without_a_kind_several_metric_columns_ask_for_one(tmp_path: Path) -> None:
@@ -202,7 +221,9 @@ def _format_ts(ms: int, fmt: str) -> str:
     return str(ms if fmt == "ms" else ms * 1_000_000)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     names=METRIC_NAMES,
     data=st.data(),
@@ -225,7 +246,10 @@ def test_any_well_formed_csv_round_trips(
     kind = DeviceKind("k", "any", {n: Metric(n, "u", 1e-6, -1e300, 1e300) for n in names})
     count = data.draw(st.integers(min_value=1, max_value=20))
     first_ms = data.draw(st.integers(min_value=100_000_000_000, max_value=4_000_000_000_000))
-    stamps = [first_ms + i * data.draw(st.integers(min_value=1, max_value=3_600_000)) for i in range(count)]
+    stamps = [
+        first_ms + i * data.draw(st.integers(min_value=1, max_value=3_600_000))
+        for i in range(count)
+    ]
     table = [[data.draw(VALUES) for _ in names] for _ in range(count)]
     labels = [data.draw(st.booleans()) for _ in range(count)]
     header = [*names, *(["anomaly"] if with_labels else [])]
