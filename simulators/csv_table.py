@@ -144,8 +144,7 @@ class CsvTable:
         names = self.columns if self.has_header else ("timestamp", "value")
         with open(self.path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=self.delimiter)
-            if self.has_header:
-                next(reader, None)
+            header_due = self.has_header  # the first non-blank row, as _first_lines read it
             while True:
                 try:
                     cells = next(reader, None)
@@ -156,6 +155,9 @@ class CsvTable:
                 line = reader.line_num
                 if not cells or all(not c.strip() for c in cells):
                     continue  # a blank line
+                if header_due:
+                    header_due = False
+                    continue
                 if len(cells) != width:
                     raise csv_error(
                         self.path, f"row {line}: {len(cells)} fields, the header has {width}"

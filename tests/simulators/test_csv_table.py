@@ -61,6 +61,7 @@ def error_of(path: Path, kind: DeviceKind | None = FRIDGE) -> str:
             '"timestamp","temp","door","power"\n"1700000000","4.5","0","120"\n', id="quoted"
         ),
         pytest.param("\ufefftimestamp,temp,door,power\r\n1700000000,4.5,0,120\r\n", id="bom-crlf"),
+        pytest.param("\n\ntimestamp,temp,door,power\n\n1700000000,4.5,0,120\n\n", id="blank-lines"),
     ],
 )
 def test_the_delimiter_is_comma_or_semicolon_whichever_the_file_uses(
