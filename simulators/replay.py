@@ -132,7 +132,7 @@ def replay(
             _label(sink, labels_topic, site, device, metrics, CSV_ANOMALY, *marked)
             marked = []
         last_ts, seq = ts, seq + 1
-    if marked and not (stop is not None and stop.is_set()):  # labelled up to the last row
+    if marked:  # marked up to the last row published (the end, or a stop)
         _label(sink, labels_topic, site, device, metrics, CSV_ANOMALY, *marked)
     for start, end in pending:  # windows still open when the series ended
         if first is not None and start + shift <= last_ts:
