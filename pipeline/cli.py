@@ -53,6 +53,7 @@ FLAG_OF_KEY = {
     "sim.replay": "--replay",
     "sim.site": "--site",
     "sim.device": "--device",
+    "sim.kind": "--kind",
     "sim.inject": "--inject",
 }
 
@@ -418,7 +419,17 @@ def analyst(
     type=click.File("w", lazy=False),
     help="Write ground-truth labels here as JSON lines, each as it is published.",
 )
-@click.option("--replay", type=click.Path(exists=True, dir_okay=False), help="Publish a timestamp,value CSV as one device.")
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Publish a CSV as one device: a timestamp column, one column per metric of --kind"
+    " (without it: one value column), an optional anomaly/label column published as labels.",
+)
+@click.option(
+    "--kind",
+    "replay_kind",
+    help="Device kind of --replay's metric columns: a built-in kind or a [kinds.NAME] of --config.",
+)
 @click.option("--site", "replay_site", default="replay", show_default=True, callback=_id_option(), help="Site of --replay.")
 @click.option("--device", "replay_device", default="replay-1", show_default=True, callback=_id_option(), help="Device of --replay.")
 @click.option(
@@ -452,6 +463,7 @@ def sim(
     replay: str | None,
     replay_site: str,
     replay_device: str,
+    replay_kind: str | None,
     payload_format: str | None,
     inject: tuple[str, ...],
     as_json: bool,
@@ -467,6 +479,10 @@ def sim(
     """
     from pipeline.simulate import run_sim
 
+    if replay_kind is not None and replay is None:
+        raise click.UsageError("--kind names the kind of a --replay file; give --replay too.")
+    if replay is not None and payload_format not in (None, "edgepipe"):
+        raise click.BadParameter("a --replay is published in edgepipe's format only", param_hint="'--format'")
     overrides = {
         "mqtt.url": broker,
         "sim.sites": [s.strip() for s in sites.split(",")] if sites is not None else None,
@@ -483,7 +499,7 @@ def sim(
     if broker is None and out is None:
         broker = settings.mqtt.url
     given = {**overrides, "sim.duration": duration, "sim.start_ms": start_ms, "sim.replay": replay}
-    given.update({"sim.site": replay_site, "sim.device": replay_device})
+    given.update({"sim.site": replay_site, "sim.device": replay_device, "sim.kind": replay_kind})
     with _naming_flags(given):
         report = run_sim(
             settings,
@@ -495,6 +511,7 @@ def sim(
             replay=replay,
             replay_site=replay_site,
             replay_device=replay_device,
+            replay_kind=replay_kind,
             stop=_stop_on_signals(),
             announce=lambda line: click.echo(f"sim: {line}", err=True),
         )

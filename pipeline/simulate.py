@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import simulators
-from pipeline.config import Settings
+from pipeline.config import Settings, catalog_of
 from pipeline.errors import ConfigError
 from pipeline.mqtt import BrokerUnavailable, MqttClient
 from pipeline.protocol.topics import is_valid_id
-from simulators.replay import read_series
+from simulators.csv_table import CsvTable
 
 BROKER_HINT = (
     "start one (e.g. /usr/sbin/mosquitto -p 1883), pass --broker, or only write the stream"
@@ -40,11 +40,17 @@ def run_sim(
     replay: str | None = None,
     replay_site: str = "replay",
     replay_device: str = "replay-1",
+    replay_kind: str | None = None,
     stop: threading.Event | None = None,
     realtime: bool = True,
     announce: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
     """Run the simulated fleet (or a CSV replay) and return its report as a dict.
+
+    A replay's ``replay_kind`` is a kind of the settings' catalogue (built-in or
+    ``[kinds.NAME]``); without it the CSV is one ``value`` column. Without ``start_ms`` the
+    replay is shifted to end on the wall clock as its last row is published (at speed 1:
+    its first row is now), since edges refuse readings from the future.
 
     ``announce``, when given, gets one line on what the run will cover (simulated start and
     end, speed) and one on the broker it connects to, before anything is published.
@@ -52,6 +58,9 @@ def run_sim(
     sim = settings.sim
     now_ms = time.time_ns() // 1_000_000
     options: simulators.SimOptions | None = None
+    kind = None
+    replay_start_ms = start_ms
+    replay_line = ""
     if replay is None:
         options = simulators.SimOptions(
             sites=tuple(sim.sites),
@@ -79,13 +88,34 @@ def run_sim(
         for key, given in (("site", replay_site), ("device", replay_device)):
             if not is_valid_id(given):
                 raise ConfigError(f"sim.{key}", given, "an id of letters, digits, _ and -")
+        if replay_kind is not None:
+            catalog = catalog_of(settings)
+            kind = catalog.kinds.get(replay_kind)
+            if kind is None:
+                known = ", ".join(sorted(catalog.kinds))
+                raise ConfigError(
+                    "sim.kind",
+                    replay_kind,
+                    f"not a kind of the catalogue (built-in or [kinds.NAME] of --config); known: {known}",
+                )
         try:
-            for _ in read_series(replay):  # a bad row stops the run now, not halfway through
-                pass
+            table = CsvTable.open(replay, kind)
+            span = table.span()  # a bad row stops the run now, not halfway through
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError("sim.replay", replay, f"not a readable text CSV ({exc})") from None
+        if start_ms is None:
+            # the replay takes span / speed wall seconds: start that much less than the span
+            # in the past, and the last row is published when its time is the wall clock's
+            behind_s = span.seconds * (1 - 1 / sim.speed if realtime else 1)
+            replay_start_ms = now_ms - round(behind_s * 1000)
+        replay_line = (
+            f"replaying {replay} ({table.describe()}, {span.rows} rows, {span.labelled} labelled)"
+            f" at {sim.speed:g}x its own clock, first row at {_iso(replay_start_ms or now_ms)}"
+        )
     if announce is not None:
-        announce(_span_line(options, sim.speed, replay, start_ms, now_ms, duration))
+        announce(
+            replay_line if options is None else _span_line(options, start_ms, now_ms, duration)
+        )
     client: MqttClient | None = None
     if publish:
         if announce is not None:
@@ -109,6 +139,7 @@ def run_sim(
                 replay,
                 site=replay_site,
                 device=replay_device,
+                kind=kind,
                 speed=sim.speed if realtime else 0.0,
                 publisher=client,
                 out=out,
@@ -117,7 +148,7 @@ def run_sim(
                 topic_root=settings.mqtt.topic_root,
                 realtime=realtime,
                 stop=stop,
-                start_ms=start_ms if start_ms is not None else now_ms,
+                start_ms=replay_start_ms,
             )
         else:
             report = simulators.run(options, client, out, labels_out, stop=stop)
@@ -142,17 +173,9 @@ def _count_acknowledged(report: simulators.SimReport, client: MqttClient, qos: i
 
 
 def _span_line(
-    options: simulators.SimOptions | None,
-    speed: float,
-    replay: str | None,
-    start_ms: int | None,
-    now_ms: int,
-    duration: float,
+    options: simulators.SimOptions, start_ms: int | None, now_ms: int, duration: float
 ) -> str:
     """What simulated time the run covers, so that time stamps hours old are no surprise."""
-    if options is None:
-        first = start_ms if start_ms is not None else now_ms
-        return f"replaying {replay} at {speed:g}x its own clock, first row at {_iso(first)}"
     assert options.start_ms is not None
     end_ms = options.start_ms + int(options.sim_seconds * 1000)
     line = (
@@ -169,7 +192,11 @@ def _span_line(
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _ago(seconds: float) -> str:

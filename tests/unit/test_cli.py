@@ -149,6 +149,12 @@ HOSTILE = [
     ("--replay", ["sim", "--replay", "{binary}"]),
     ("--site", ["sim", "--replay", "{csv}", "--site", "a/b"]),
     ("--device", ["sim", "--replay", "{csv}", "--device", "x#"]),
+    ("--kind", ["sim", "--replay", "{csv}", "--kind", "no_such_kind"]),
+    ("--kind", ["sim", "--kind", "fridge"]),
+    ("--format", ["sim", "--replay", "{csv}", "--format", "ttn"]),
+    ("--replay", ["sim", "--replay", "{csv}", "--kind", "fridge"]),
+    ("--replay", ["sim", "--replay", "{fridge_csv}", "--kind", "fridge"]),
+    ("--replay", ["sim", "--replay", "{fridge_csv}"]),
     ("--out", ["sim", "--out", "/no/such/dir/out.txt"]),
     ("--labels-out", ["sim", "--labels-out", "/no/such/dir/labels.jsonl"]),
     ("--config", ["sim", "--config", "/no/such.toml"]),
@@ -264,8 +270,16 @@ def test_a_hostile_flag_value_exits_2_with_one_line_naming_the_flag(
     not_csv.write_text("[edge\nsite = 'x'\n")
     binary = tmp_path / "series.bin"
     binary.write_bytes(b"timestamp,value\n\xff\xfe,1\n")
+    fridge_csv = tmp_path / "fridge.csv"  # row 3 has a value that is not a number
+    fridge_csv.write_text("time;temp;door;power\n1700000000;4,5;0;120\n1700000001;warm;0;120\n")
     monkeypatch.chdir(tmp_path)
-    paths = {"csv": str(csv), "not_csv": str(not_csv), "binary": str(binary), "tmp": str(tmp_path)}
+    paths = {
+        "csv": str(csv),
+        "not_csv": str(not_csv),
+        "binary": str(binary),
+        "fridge_csv": str(fridge_csv),
+        "tmp": str(tmp_path),
+    }
     code, err = run_main([a.format(**paths) for a in args], capsys)
     assert code == 2, err
     assert len(err.splitlines()) == 1, err
