@@ -15,7 +15,7 @@ class Cause(StrEnum):
     ANOMALY = "anomaly"  # the value is unusual for its series
     STUCK = "stuck"  # the value repeats far longer than the series usually repeats any value
     RELATION = "relation"  # linked metrics of a device no longer move together
-    LEAK = "leak"  # a soil probe soaks while its zone's valve leaks
+    LEAK = "leak"  # a valve flows partly at an unscheduled time, or a probe it waters soaks
     DROPOUT = "dropout"  # the device is silent far longer than its usual interval
     PEERS = "peers"  # (cloud analyst) the device left its place among its kind's devices at its site
     HORIZON = "horizon"  # (cloud analyst) the device left its own previous days at the same hour

@@ -191,3 +191,29 @@ def test_nothing_is_watched_once_the_horizon_has_passed(farm: Farm) -> None:
     start = farm.minute + 11 * 60
     farm.run(11 * 60 + 5 + 91, (Leak("A", start, 60, flow=8.0, wets=("a1",)),))
     assert farm.zones.watching() == {}
+
+
+def _valve_reading(farm: Farm, minute: float, flow: float, score: float = 0.1) -> tuple[float, str]:
+    """The valve A's reading ``minute`` minutes into tomorrow, through ``adjust_one`` (the node's path)."""
+    ts = int((farm.minute - farm.minute % 1440 + 1440 + minute) * MINUTE_MS)
+    return farm.zones.adjust_one(_ctx("A", "irrigation_valve", "flow", flow, ts), score, Cause.ANOMALY)
+
+
+def test_a_partial_flow_at_an_unusual_time_is_a_leak_of_the_valve_itself(farm: Farm) -> None:
+    _valve_reading(farm, 11 * 60 - 1, 0.0)
+    assert _valve_reading(farm, 11 * 60, 8.0) == (farm.zones.valve_score, "leak")  # a minute's flow
+    assert farm.zones.watching() == {"A": {"a1", "a2", "a3"}}  # and its probes' soak is scored
+
+
+def test_at_one_hertz_a_partial_flow_is_a_leak_after_a_minute_of_it(farm: Farm) -> None:
+    _valve_reading(farm, 11 * 60 - 1, 0.0)
+    _valve_reading(farm, 11 * 60 - 1 / 60, 0.0)  # a reading a second
+    causes = [_valve_reading(farm, 11 * 60 + s / 60, 8.0)[1] for s in range(75)]
+    assert causes.index("leak") == 59 and set(causes[59:]) == {"leak"}  # 59 s since it opened, and its own second
+
+
+def test_a_full_flow_or_a_usual_time_is_not_a_leak_of_the_valve(farm: Farm) -> None:
+    _valve_reading(farm, 11 * 60 - 1, 0.0)
+    assert _valve_reading(farm, 11 * 60, NOMINAL) == (0.1, "anomaly")  # watering at a new time
+    _valve_reading(farm, 4 * 60 - 6, 0.0)
+    assert _valve_reading(farm, 4 * 60 - 5, 8.0) == (0.1, "anomaly")  # five minutes before the usual 04:00
