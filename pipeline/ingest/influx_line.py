@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from pipeline.ingest.base import MAX_ITEMS, Decoded, MappedAdapter, Refused
-from pipeline.ingest.fields import Refusal, map_id, ts_from_value
+from pipeline.ingest.fields import Refusal, ts_from_value
 from pipeline.protocol.reasons import Reason
 
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -191,7 +191,7 @@ class InfluxLineAdapter(MappedAdapter):
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
             raise Refusal(Reason.NOT_UTF8, "payload is not UTF-8") from None
-        captured = self.pattern.match(topic) or {}
+        captured = self.captured(topic) or {}
         lines = [ln for ln in text.split("\n") if ln.strip() and not ln.lstrip().startswith("#")]
         if not lines:
             raise Refusal(Reason.EMPTY, "no line")
@@ -208,7 +208,8 @@ class InfluxLineAdapter(MappedAdapter):
             except Refusal as r:
                 out.refused.append(Refused(r.reason, r.detail, line.encode()))
                 continue
-            out.parts[len(out.readings)] = line.encode()
+            if line != text:  # one of several lines: its own bytes (a lone line is the payload)
+                out.parts[len(out.readings)] = line.encode()
             out.readings.append(self.reading(device, kind, ts, metrics))
             out.extra_fields += extra
         return out
@@ -232,7 +233,7 @@ class InfluxLineAdapter(MappedAdapter):
         raw = captured.get("device") or point.tags.get(self.device_field)
         if raw is None:
             raise Refusal(Reason.MISSING_FIELD, f"no {self.device_field} tag")
-        return map_id(raw, self.entry.strict_ids)
+        return self.mapped_id(raw)
 
     def structural_fields(self) -> set[str]:
         return set()  # tags carry device and kind; every field is a metric, ignored or extra
