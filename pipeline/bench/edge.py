@@ -424,16 +424,21 @@ def bench_formats(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, Any]
     ``edge.readings_per_s_<format>_ratio`` (issue 17 asks for >= 0.8): the same simulated
     readings, published as that format's system would (``simulators.formats``) and read by
     the node through its ``[[ingest]]`` entry, over the native run of the same round; the
-    median of the rounds' ratios. Zigbee2MQTT readings are dated on arrival.
+    median of the rounds' ratios. The rates are readings per CPU second of the node's
+    process (its receive loop, paho's thread): on 2 shared cores the wall-clock rate of one
+    run moved by half from one round to the next, with the broker, the publisher and other
+    programs taking turns; ``edge.formats_details`` keeps the wall-clock rates too.
+    Zigbee2MQTT readings are dated on arrival.
     """
     from pipeline.ingest.registry import ADAPTERS, NATIVE
 
-    stream = sim_stream(plan.devices, plan.ticks, boundary_at=0.25)
+    stream = sim_stream(plan.devices, max(plan.ticks // 2, 10), boundary_at=0.25)
     harness.load(stream, "formats")
     timeout = run_timeout(stream.n)
     formats = (NATIVE, *ADAPTERS)
     native: list[float] = []
     ratios: dict[str, list[float]] = {fmt: [] for fmt in ADAPTERS}
+    wall: dict[str, list[float]] = {fmt: [] for fmt in formats}
     for r in range(plan.repeats):
         rates: dict[str, float] = {}
         for fmt in formats:
@@ -445,16 +450,21 @@ def bench_formats(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, Any]
                 tap.close()
             if result["accepted"] != stream.n:
                 raise BenchError(f"{fmt} run {r}: accepted {result['accepted']} of {stream.n} readings")
-            if result["readings_per_s"] is None:
+            if result["readings_per_cpu_s"] is None or result["readings_per_s"] is None:
                 raise BenchError(f"{fmt} run {r}: no interval measured")
-            rates[fmt] = result["readings_per_s"]
-            echo(f"  round {r + 1}/{plan.repeats} {fmt:<12} {rates[fmt]:>10,.0f} readings/s")
+            rates[fmt] = result["readings_per_cpu_s"]
+            wall[fmt].append(result["readings_per_s"])
+            echo(f"  round {r + 1}/{plan.repeats} {fmt:<12} {rates[fmt]:>10,.0f} readings per CPU s")
         native.append(rates[NATIVE])
         for fmt in ADAPTERS:
             ratios[fmt].append(rates[fmt] / rates[NATIVE])
     return {
         **{f"edge.readings_per_s_{fmt}_ratio": summarise(ratios[fmt]) for fmt in ADAPTERS},
-        "edge.formats_details": {"stream": _describe(stream), "native_readings_per_s": native, "ratios_by_round": ratios},
+        "edge.formats_details": {
+            "stream": _describe(stream),
+            "native_readings_per_cpu_s": native,
+            "wall_readings_per_s": wall,
+        },
     }
 
 

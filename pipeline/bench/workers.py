@@ -291,6 +291,7 @@ def _edge(
     first_t: float | None = None
     first_accepted = 0
     last_t, last_accepted = 0.0, 0
+    first_cpu = last_cpu = 0.0  # this process's CPU time (node, paho and this loop) at both ends
     publisher_done = False
     scale_max, backlog_max = 1.0, 0
     clock = time.perf_counter
@@ -300,9 +301,10 @@ def _edge(
         handled, accepted = counters.received, counters.accepted
         progress.value = handled
         if accepted != last_accepted:
+            cpu = time.process_time()
             if first_t is None:
-                first_t, first_accepted = now, accepted
-            last_t, last_accepted = now, accepted
+                first_t, first_accepted, first_cpu = now, accepted, cpu
+            last_t, last_accepted, last_cpu = now, accepted, cpu
         scale_max = max(scale_max, node.selector.scale)
         backlog_max = max(backlog_max, node.client.messages.qsize())
         if handled >= expected:
@@ -321,6 +323,9 @@ def _edge(
             "measured_readings": last_accepted - first_accepted,
             "seconds": seconds,
             "readings_per_s": (last_accepted - first_accepted) / seconds if seconds > 0 else None,
+            "readings_per_cpu_s": (
+                (last_accepted - first_accepted) / (last_cpu - first_cpu) if last_cpu > first_cpu else None
+            ),
             "rss_mb_before": rss_before,
             "rss_mb": rss_mb(),
             "selection_scale_max": scale_max,
