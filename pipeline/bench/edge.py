@@ -284,7 +284,18 @@ class Harness:
         state_dir = self.workdir / "state" / site
         proc = self.ctx.Process(
             target=consumer_main,
-            args=(mode, self.url, site, str(state_dir), expected, self.progress, child, timeout + 60, protocol, fmt),
+            args=(
+                mode,
+                self.url,
+                site,
+                str(state_dir),
+                expected,
+                self.progress,
+                child,
+                timeout + 60,
+                protocol,
+                fmt,
+            ),
             name=f"bench-{mode}",
             daemon=True,
         )
@@ -293,7 +304,13 @@ class Harness:
         stopped: dict[str, Any] | None = None
         try:
             ready = _expect(parent, "ready", 60)
-            command = {"site": site, "window": window, "rate": rate, "timeout": timeout, "format": fmt}
+            command = {
+                "site": site,
+                "window": window,
+                "rate": rate,
+                "timeout": timeout,
+                "format": fmt,
+            }
             self.conn.send(("publish", command))
             published = _expect(self.conn, "published", timeout + 30)
             parent.send(("publisher_done", {}))
@@ -449,12 +466,16 @@ def bench_formats(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, Any]
             finally:
                 tap.close()
             if result["accepted"] != stream.n:
-                raise BenchError(f"{fmt} run {r}: accepted {result['accepted']} of {stream.n} readings")
+                raise BenchError(
+                    f"{fmt} run {r}: accepted {result['accepted']} of {stream.n} readings"
+                )
             if result["readings_per_cpu_s"] is None or result["readings_per_s"] is None:
                 raise BenchError(f"{fmt} run {r}: no interval measured")
             rates[fmt] = result["readings_per_cpu_s"]
             wall[fmt].append(result["readings_per_s"])
-            echo(f"  round {r + 1}/{plan.repeats} {fmt:<12} {rates[fmt]:>10,.0f} readings per CPU s")
+            echo(
+                f"  round {r + 1}/{plan.repeats} {fmt:<12} {rates[fmt]:>10,.0f} readings per CPU s"
+            )
         native.append(rates[NATIVE])
         for fmt in ADAPTERS:
             ratios[fmt].append(rates[fmt] / rates[NATIVE])

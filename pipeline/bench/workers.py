@@ -80,7 +80,9 @@ def publisher_main(url: str, progress: SharedInt, conn: Connection, lifetime_s: 
                 devices, payloads = load_stream(Path(data["path"]))
                 _send(conn, "loaded", {"n": len(payloads)})
             elif kind == "publish":
-                names, bodies = _in_format(data.get("format", NATIVE), data["site"], devices, payloads, topics)
+                names, bodies = _in_format(
+                    data.get("format", NATIVE), data["site"], devices, payloads, topics
+                )
                 stats = _publish(
                     client,
                     names,
@@ -181,7 +183,18 @@ def consumer_main(
         if mode == "count":
             _count(url, site, expected, progress, conn, Deadline(timeout_s), protocol)
         else:
-            _edge(mode, url, site, state_dir, expected, progress, conn, Deadline(timeout_s), protocol, fmt)
+            _edge(
+                mode,
+                url,
+                site,
+                state_dir,
+                expected,
+                progress,
+                conn,
+                Deadline(timeout_s),
+                protocol,
+                fmt,
+            )
     except Exception as exc:  # noqa: BLE001 - reported to the bench, which fails the part
         _send(conn, "error", {"error": f"{mode} consumer: {type(exc).__name__}: {exc}"})
 
@@ -324,7 +337,9 @@ def _edge(
             "seconds": seconds,
             "readings_per_s": (last_accepted - first_accepted) / seconds if seconds > 0 else None,
             "readings_per_cpu_s": (
-                (last_accepted - first_accepted) / (last_cpu - first_cpu) if last_cpu > first_cpu else None
+                (last_accepted - first_accepted) / (last_cpu - first_cpu)
+                if last_cpu > first_cpu
+                else None
             ),
             "rss_mb_before": rss_before,
             "rss_mb": rss_mb(),

@@ -137,7 +137,9 @@ class Validator:
         except ProtocolError as exc:
             return dead_letter(self.site, topic, payload, exc.reason, exc.detail, now_ms)
 
-    def validate_adapted(self, reading: Reading, size_bytes: int, now_ms: int) -> Reading | ProtocolError:
+    def validate_adapted(
+        self, reading: Reading, size_bytes: int, now_ms: int
+    ) -> Reading | ProtocolError:
         """A reading an ingest adapter made, by the same rules as ``validate_one`` (the error,
         not a dead letter: the caller's names the foreign message, not this reading).
 
@@ -161,10 +163,14 @@ class Validator:
         """A valid reading, unless its device has another kind or its ``ts`` was accepted before."""
         known = self.kinds.get(reading.device)
         if known is not None and known != reading.kind:
-            raise ProtocolError(Reason.KIND_CHANGED, f"device {reading.device} is a {known}, not a {reading.kind}")
+            raise ProtocolError(
+                Reason.KIND_CHANGED, f"device {reading.device} is a {known}, not a {reading.kind}"
+            )
         seen = self._timestamps(reading.device)
         if not seen.accept(reading.ts):
-            raise ProtocolError(Reason.DUPLICATE, f"ts {reading.ts} accepted before (newest {seen.newest})")
+            raise ProtocolError(
+                Reason.DUPLICATE, f"ts {reading.ts} accepted before (newest {seen.newest})"
+            )
         if known is None:
             self._new_device(reading.device, reading.kind)
         return reading

@@ -193,7 +193,9 @@ class InfluxLineAdapter(MappedAdapter):
             raise Refusal(Reason.NOT_UTF8, "payload is not UTF-8") from None
         captured = self.captured(topic) or {}
         if "\n" in text:
-            lines = [ln for ln in text.split("\n") if ln.strip() and not ln.lstrip().startswith("#")]
+            lines = [
+                ln for ln in text.split("\n") if ln.strip() and not ln.lstrip().startswith("#")
+            ]
         else:  # Telegraf's default, one point per message: no list to filter
             lines = [text] if text.strip() and not text.lstrip().startswith("#") else []
         if not lines:

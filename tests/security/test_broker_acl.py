@@ -347,7 +347,11 @@ ENABLE = re.compile(r"^#(user|topic|pattern) ", re.MULTILINE)
 # format: (writer account, a topic it publishes, a topic of that format the edge must not read)
 FOREIGN = {
     "ttn": ("ttn.1", "v3/app@tenant/devices/probe-1/up", "v3/app@tenant/devices/probe-1/join"),
-    "chirpstack": ("chirpstack.1", "application/7/device/0004a30b001c0530/event/up", "application/7/device/0004a30b001c0530/command/down"),
+    "chirpstack": (
+        "chirpstack.1",
+        "application/7/device/0004a30b001c0530/event/up",
+        "application/7/device/0004a30b001c0530/command/down",
+    ),
     "zigbee2mqtt": ("zigbee2mqtt.1", "zigbee2mqtt/kitchen/fridge", None),
     "influx-line": ("telegraf.1", "telegraf/gw/cpu", None),
     "json": ("probe-7", "sensors/farm/probe-7/state", "sensors/retail/probe-8/state"),
@@ -415,18 +419,27 @@ def test_enabled_foreign_blocks_let_the_edge_read_exactly_what_their_writers_pub
         device.wait_pubacks([device.publish("edgepipe/v1/farm/dev/d1", b"native|ok")])
         device.wait_pubacks([device.publish("sensors/farm/probe-7/state", b"d1|denied")])
         denied.append(("sensors/farm/probe-7/state", "d1|denied"))
-        not_for_edge = ["application/7/device/x/event/join", "sensors/retail/x/state", "v3/a/devices/x/join"]
+        not_for_edge = [
+            "application/7/device/x/event/join",
+            "sensors/retail/x/state",
+            "v3/a/devices/x/join",
+        ]
         spy.wait_pubacks([spy.publish(t, b"spy|not-for-edge") for t in not_for_edge])
         fmts = list(FOREIGN)
         assert wait_until(
-            lambda: all(edge.count(t, f"{f}|ok".encode()) for f, t in zip(fmts, allowed, strict=True))
-            and edge.count("edgepipe/v1/farm/dev/d1", b"native|ok") == 1
+            lambda: (
+                all(edge.count(t, f"{f}|ok".encode()) for f, t in zip(fmts, allowed, strict=True))
+                and edge.count("edgepipe/v1/farm/dev/d1", b"native|ok") == 1
+            )
         )
         through_sentinels(spy, {SPY: spy, "edge.farm": edge})
         for topic, payload in denied:
             assert spy.count(topic, payload.encode()) == 0, (topic, payload)
         for topic in not_for_edge:
-            assert spy.count(topic, b"spy|not-for-edge") == 1 and edge.count(topic, b"spy|not-for-edge") == 0
+            assert (
+                spy.count(topic, b"spy|not-for-edge") == 1
+                and edge.count(topic, b"spy|not-for-edge") == 0
+            )
         print(
             f"\nforeign ACL blocks over MQTT {protocol}: {len(allowed)} formats delivered to "
             f"edge.farm, {len(denied)} publishes outside them denied"

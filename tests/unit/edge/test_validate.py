@@ -86,7 +86,11 @@ def _verdicts(reading: Reading) -> tuple[str, str]:
     out = []
     for by_bytes in (True, False):
         v = Validator("farm")
-        v.validate_one(TOPIC, msgspec.json.encode(Reading(1, DEVICE, "weather_station", NOW - 5000, 0, WEATHER)), NOW)
+        v.validate_one(
+            TOPIC,
+            msgspec.json.encode(Reading(1, DEVICE, "weather_station", NOW - 5000, 0, WEATHER)),
+            NOW,
+        )
         payload = msgspec.json.encode(reading)
         if by_bytes:
             verdict = v.validate_one(f"edgepipe/v1/farm/dev/{reading.device}", payload, NOW)
@@ -108,8 +112,20 @@ def _verdicts(reading: Reading) -> tuple[str, str]:
         (Reading(1, DEVICE, "no_such_kind", NOW - 1000, 0, WEATHER), "unknown_kind"),
         (Reading(1, DEVICE, "weather_station", NOW + 3_600_000, 0, WEATHER), "future_ts"),
         (Reading(1, DEVICE, "weather_station", NOW - 30 * 86_400_000, 0, WEATHER), "stale_ts"),
-        (Reading(1, "other-device", "weather_station", NOW - 1000, 0, {f"m{i:03d}": 1.0 for i in range(120)}), "too_large"),
+        (
+            Reading(
+                1,
+                "other-device",
+                "weather_station",
+                NOW - 1000,
+                0,
+                {f"m{i:03d}": 1.0 for i in range(120)},
+            ),
+            "too_large",
+        ),
     ],
 )
-def test_an_adapted_reading_gets_the_verdict_its_encoding_would_get(reading: Reading, reason: str) -> None:
+def test_an_adapted_reading_gets_the_verdict_its_encoding_would_get(
+    reading: Reading, reason: str
+) -> None:
     assert _verdicts(reading) == (reason, reason)

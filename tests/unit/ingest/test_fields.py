@@ -155,7 +155,10 @@ def test_iso_times_outside_fromisoformat_still_read(text: str, ms: int) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text("ab/~01", max_size=3), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text("ab/~01", max_size=3), children, max_size=3)
+    ),
     max_leaves=12,
 )
 pointers = st.lists(st.text("ab/~01", max_size=3), min_size=1, max_size=3).map(
