@@ -79,6 +79,8 @@ def _unescape(text: str, specials: str) -> str:
 
 
 def _field_value(raw: str) -> Any:
+    if _FLOAT.fullmatch(raw) is not None:  # the common field first (it ends in a digit or '.')
+        return float(raw)
     if not raw:
         raise Refusal(Reason.BAD_LINE, "empty field value")
     if raw[0] == '"':
@@ -95,9 +97,7 @@ def _field_value(raw: str) -> Any:
             if raw[-1] == "u" and value < 0:
                 raise ValueError
             return value
-        if _FLOAT.fullmatch(raw) is None:  # float() would take "nan", "inf", "1_0"
-            raise ValueError
-        return float(raw)
+        raise ValueError  # no float either (the pattern, since float() would take "nan", "1_0")
     except ValueError:
         raise Refusal(Reason.BAD_LINE, f"bad field value {raw[:40]!r}") from None
 
