@@ -38,7 +38,7 @@ MAX_REMEMBERED = 4096
 
 # per kind: (metric, its getter, its scale factor) for each mapped metric, the top-level
 # fields that are not extra, and the paths named in a ``no_metrics`` refusal
-Mapping = tuple[tuple[tuple[str, Getter, float | None], ...], frozenset[str], str]
+KindMapping = tuple[tuple[tuple[str, Getter, float | None], ...], frozenset[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ class MappedAdapter:
         self._kind_at = compile_path(entry.kind_field) if entry.kind_field else None
         self._device_at = compile_path(self.device_field) if self.device_field else None
         self._ts_at = compile_path(self.timestamp_field) if self.timestamp_field else None
-        self._mappings: dict[str, Mapping] = {}
+        self._mappings: dict[str, KindMapping] = {}
         self._captures: dict[str, dict[str, str] | None] = {}
         self._ids: dict[str, str] = {}
 
@@ -214,7 +214,7 @@ class MappedAdapter:
             raise Refusal(Reason.MISSING_FIELD, f"no timestamp at {self.timestamp_field}")
         return ts_from_value(raw, self.unit)
 
-    def mapping(self, kind: str) -> Mapping:
+    def mapping(self, kind: str) -> KindMapping:
         """(metric, getter, scale) per mapped metric, the top-level fields that are not extra,
         and the paths for a ``no_metrics`` refusal: worked out once per kind."""
         found = self._mappings.get(kind)
