@@ -447,8 +447,10 @@ def bench_formats(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, Any]
     programs taking turns; ``edge.formats_details`` keeps the wall-clock rates too.
     Zigbee2MQTT readings are dated on arrival.
     """
+    from pipeline.config import load_settings
     from pipeline.ingest.registry import ADAPTERS, NATIVE
 
+    protocol = load_settings().mqtt.protocol_for("edge")  # as edge.readings_per_s: the node's own
     # a quarter of the throughput stream: 10,000 readings with --quick, enough for a CPU rate,
     # so that the 18 runs of a quick bench (6 formats x 3 rounds) take about a minute
     stream = sim_stream(plan.devices, max(plan.ticks // 4, 5), boundary_at=0.25)
@@ -464,7 +466,9 @@ def bench_formats(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, Any]
             site = f"farm-f{r}-{fmt}"
             tap = UplinkTap(harness.url, site)
             try:
-                result = harness.run("edge-nodetect", site, tap=tap, timeout=timeout, fmt=fmt)
+                result = harness.run(
+                    "edge-nodetect", site, tap=tap, protocol=protocol, timeout=timeout, fmt=fmt
+                )
             finally:
                 tap.close()
             if result["accepted"] != stream.n:
@@ -485,6 +489,7 @@ def bench_formats(harness: Harness, plan: EdgePlan, echo: Any) -> dict[str, Any]
         **{f"edge.readings_per_s_{fmt}_ratio": summarise(ratios[fmt]) for fmt in ADAPTERS},
         "edge.formats_details": {
             "stream": _describe(stream),
+            "protocol": protocol,
             "native_readings_per_cpu_s": native,
             "wall_readings_per_s": wall,
         },
