@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.ingest.registry import ADAPTERS
 from pipeline.protocol import Reading, decode_reading, encode
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "codec": (),
     "ingest": (),
+    "formats": tuple(f"edge.readings_per_s_{fmt}_ratio" for fmt in ADAPTERS),
     "latency": ("latency.alert_p50_ms", "latency.alert_p99_ms"),
     "latency_nodelay": ("latency.alert_p50_ms_tcp_nodelay", "latency.alert_p99_ms_tcp_nodelay"),
     "latency_offline": ("latency.alert_p50_ms_offline", "latency.alert_p99_ms_offline"),
@@ -241,7 +243,13 @@ def run_bench(
     from pipeline.bench.analyst import ANALYST_CHECK_SEED, bench_quality_analyst
     from pipeline.bench.cloud import bench_cloud
     from pipeline.bench.dashboard import bench_dashboard
-    from pipeline.bench.edge import Harness, bench_rss, bench_throughput, bench_uplink
+    from pipeline.bench.edge import (
+        Harness,
+        bench_formats,
+        bench_rss,
+        bench_throughput,
+        bench_uplink,
+    )
     from pipeline.bench.latency import bench_alert_latency
     from pipeline.bench.quality import bench_quality
     from pipeline.bench.rates import bench_quality_rates
@@ -303,6 +311,11 @@ def run_bench(
                 lambda: bench_throughput(h, edge_plan, echo),
             )
             part(
+                "formats",
+                f"edge node fed each ingest format vs native, {edge_plan.repeats} interleaved rounds",
+                lambda: bench_formats(h, edge_plan, echo),
+            )
+            part(
                 "latency",
                 f"alert latency at {plan.latency_load_per_s:,.0f} readings/s",
                 lambda: bench_alert_latency(h, edge_plan, plan.latency_load_per_s, plan.latency_probes, echo),
@@ -324,7 +337,7 @@ def run_bench(
                 lambda: bench_sim(broker.url, plan.sim_devices_per_site, plan.sim_ticks, plan.repeats, echo),
             )
         except Exception as exc:  # noqa: BLE001 - the broker or the harness did not start
-            for name in ("throughput", "latency", "latency_offline", "rss", "uplink", "sim"):
+            for name in ("throughput", "formats", "latency", "latency_offline", "rss", "uplink", "sim"):
                 failed.setdefault(name, f"failed: {type(exc).__name__}: {exc}")
             echo(f"  FAILED: {type(exc).__name__}: {exc}")
         finally:

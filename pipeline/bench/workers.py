@@ -18,15 +18,19 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
+
 from pipeline.bench.common import Deadline, rss_mb
 from pipeline.bench.stream import load_stream
+from pipeline.ingest.registry import NATIVE
 from pipeline.mqtt import MqttClient
-from pipeline.protocol import Topics
+from pipeline.protocol import Reading, Topics
 
 SETTLE_S = 0.5  # after SUBSCRIBE: a local broker answers in milliseconds
 IDLE_S = 2.0  # the publisher is done and nothing arrived for this long: the rest is lost
 POLL_S = 0.01  # the edge consumer's sampling period (both ends of the interval alike)
 MARKER_TOPIC = "edgepipe-bench/marker"
+_reading = msgspec.json.Decoder(Reading)
 
 
 class SharedInt(Protocol):
@@ -76,11 +80,13 @@ def publisher_main(url: str, progress: SharedInt, conn: Connection, lifetime_s: 
                 devices, payloads = load_stream(Path(data["path"]))
                 _send(conn, "loaded", {"n": len(payloads)})
             elif kind == "publish":
-                names = [topics.reading(data["site"], d) for d in devices]
+                names, bodies = _in_format(
+                    data.get("format", NATIVE), data["site"], devices, payloads, topics
+                )
                 stats = _publish(
                     client,
                     names,
-                    payloads,
+                    bodies,
                     progress,
                     Deadline(data["timeout"]),
                     window=data.get("window"),
@@ -93,6 +99,18 @@ def publisher_main(url: str, progress: SharedInt, conn: Connection, lifetime_s: 
         _send(conn, "error", {"error": f"publisher: {type(exc).__name__}: {exc}"})
     finally:
         client.close(timeout=5)
+
+
+def _in_format(
+    fmt: str, site: str, devices: list[str], payloads: list[bytes], topics: Topics
+) -> tuple[list[str], list[bytes]]:
+    """The stream's topics and payloads as a fleet in ``fmt`` publishes them (before timing)."""
+    if fmt == NATIVE:
+        return [topics.reading(site, d) for d in devices], payloads
+    from simulators.formats import foreign_message
+
+    pairs = [foreign_message(fmt, site, _reading.decode(p)) for p in payloads]
+    return [t for t, _ in pairs], [p for _, p in pairs]
 
 
 def _publish(
@@ -150,12 +168,14 @@ def consumer_main(
     conn: Connection,
     timeout_s: float,
     protocol: str = "5",
+    fmt: str = NATIVE,
 ) -> None:
     """Receive ``expected`` readings of ``site``; report the rate, then wait for commands.
 
     ``mode`` is ``count`` (a plain subscriber: the ceiling), ``edge`` (an ``EdgeNode`` as it
     runs, detection on) or ``edge-nodetect`` (the same node with a detector that does
-    nothing); ``protocol`` the MQTT version of its connection. Reports ``("ready", ...)``,
+    nothing); ``protocol`` the MQTT version of its connection; ``fmt`` the format the
+    node's one ``[[ingest]]`` entry reads (as ``simulators.formats.ingest_entry`` writes it). Reports ``("ready", ...)``,
     then ``("measured", ...)``; then obeys ``drain`` (edge) and ``stop``, answering
     ``("stopped", ...)``.
     """
@@ -163,7 +183,18 @@ def consumer_main(
         if mode == "count":
             _count(url, site, expected, progress, conn, Deadline(timeout_s), protocol)
         else:
-            _edge(mode, url, site, state_dir, expected, progress, conn, Deadline(timeout_s), protocol)
+            _edge(
+                mode,
+                url,
+                site,
+                state_dir,
+                expected,
+                progress,
+                conn,
+                Deadline(timeout_s),
+                protocol,
+                fmt,
+            )
     except Exception as exc:  # noqa: BLE001 - reported to the bench, which fails the part
         _send(conn, "error", {"error": f"{mode} consumer: {type(exc).__name__}: {exc}"})
 
@@ -234,9 +265,11 @@ def _edge(
     conn: Connection,
     deadline: Deadline,
     protocol: str,
+    fmt: str = NATIVE,
 ) -> None:
-    from pipeline.config import load_settings
+    from pipeline.config import IngestSettings, load_settings
     from pipeline.edge.node import EdgeNode
+    from simulators.formats import ingest_entry
 
     settings = load_settings(
         overrides={
@@ -247,6 +280,9 @@ def _edge(
             "edge.detect": mode != "edge-nodetect",
         }
     )
+    if fmt != NATIVE:
+        entry = IngestSettings.model_validate(ingest_entry(fmt, site))
+        settings = settings.model_copy(update={"ingest": [entry]})
     node = EdgeNode(settings)
     node.start(timeout=10)
     stop = threading.Event()
@@ -268,6 +304,7 @@ def _edge(
     first_t: float | None = None
     first_accepted = 0
     last_t, last_accepted = 0.0, 0
+    first_cpu = last_cpu = 0.0  # this process's CPU time (node, paho and this loop) at both ends
     publisher_done = False
     scale_max, backlog_max = 1.0, 0
     clock = time.perf_counter
@@ -277,9 +314,10 @@ def _edge(
         handled, accepted = counters.received, counters.accepted
         progress.value = handled
         if accepted != last_accepted:
+            cpu = time.process_time()
             if first_t is None:
-                first_t, first_accepted = now, accepted
-            last_t, last_accepted = now, accepted
+                first_t, first_accepted, first_cpu = now, accepted, cpu
+            last_t, last_accepted, last_cpu = now, accepted, cpu
         scale_max = max(scale_max, node.selector.scale)
         backlog_max = max(backlog_max, node.client.messages.qsize())
         if handled >= expected:
@@ -298,6 +336,11 @@ def _edge(
             "measured_readings": last_accepted - first_accepted,
             "seconds": seconds,
             "readings_per_s": (last_accepted - first_accepted) / seconds if seconds > 0 else None,
+            "readings_per_cpu_s": (
+                (last_accepted - first_accepted) / (last_cpu - first_cpu)
+                if last_cpu > first_cpu
+                else None
+            ),
             "rss_mb_before": rss_before,
             "rss_mb": rss_mb(),
             "selection_scale_max": scale_max,

@@ -606,11 +606,11 @@ class EdgeNode:
             self.counters.received += 1
             self.counters.ingest_readings[fmt] += 1
             native = encode(reading)
-            verdict = self.validator.validate_one(self.topics.reading(self.site, reading.device), native, now)
-            if isinstance(verdict, DeadLetter):
+            verdict = self.validator.validate_adapted(reading, len(native), now)
+            if isinstance(verdict, ProtocolError):
                 # the dead letter names what arrived (topic, bytes, hash), not our re-encoding
                 raw = decoded.parts.get(i, payload)
-                self.refuse(dead_letter(self.site, topic, raw, Reason(verdict.reason), f"{fmt}: {verdict.detail}", now))
+                self.refuse(dead_letter(self.site, topic, raw, verdict.reason, f"{fmt}: {verdict.detail}", now))
                 continue
             journal_id = self.queue.append_journal(verdict.device, native)
             self.counters.accepted += 1

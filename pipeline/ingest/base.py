@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import msgspec
 
 from pipeline.ingest.fields import (
+    Getter,
     Refusal,
     TopicPattern,
+    compile_path,
     map_id,
     number,
-    resolve,
     top_level,
     ts_from_value,
 )
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
     from pipeline.config import IngestSettings
 
 MAX_ITEMS = 1000  # readings one message may carry (JSON array, line-protocol batch)
+# topics and foreign ids whose resolution an adapter keeps (then it starts over)
+MAX_REMEMBERED = 4096
+
+# per kind: (metric, its getter, its scale factor) for each mapped metric, the top-level
+# fields that are not extra, and the paths named in a ``no_metrics`` refusal
+KindMapping = tuple[tuple[tuple[str, Getter, float | None], ...], frozenset[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +125,15 @@ class MappedAdapter:
         self.unit = entry.timestamp_unit or self.default_unit
         self.ignore = frozenset(entry.ignore)
         self.scale = dict(entry.scale)
-        self._mappings: dict[str, tuple[dict[str, str], frozenset[str]]] = {}
+        # Why the precompiled paths and the two memories: a fleet repeats the same topics and
+        # ids in every message, and walking them anew cost more than the JSON decode
+        # (docs/benchmarks.md, "Ingest adapters").
+        self._kind_at = compile_path(entry.kind_field) if entry.kind_field else None
+        self._device_at = compile_path(self.device_field) if self.device_field else None
+        self._ts_at = compile_path(self.timestamp_field) if self.timestamp_field else None
+        self._mappings: dict[str, KindMapping] = {}
+        self._captures: dict[str, dict[str, str] | None] = {}
+        self._ids: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(topic={'/'.join(self.pattern.levels)!r}, kind={self.entry.kind!r})"
@@ -141,12 +156,23 @@ class MappedAdapter:
 
     # -- the shared mapping ----------------------------------------------------------------
 
+    def captured(self, topic: str) -> dict[str, str] | None:
+        """``pattern.match(topic)``, remembered per topic (callers only read the dict)."""
+        try:
+            return self._captures[topic]
+        except KeyError:
+            pass
+        if len(self._captures) >= MAX_REMEMBERED:
+            self._captures.clear()
+        found = self._captures[topic] = self.pattern.match(topic)
+        return found
+
     def kind_of(self, message: Any, captured: dict[str, str]) -> str:
         if self.entry.kind:
             return self.entry.kind
         raw: Any = captured.get("kind")
-        if raw is None and self.entry.kind_field:
-            raw = resolve(message, self.entry.kind_field)
+        if raw is None and self._kind_at is not None:
+            raw = self._kind_at(message)
         if not isinstance(raw, str) or not raw:
             raise Refusal(Reason.MISSING_FIELD, f"no kind at {self.entry.kind_field or '{kind}'}")
         if raw not in self.catalog.kinds:
@@ -158,33 +184,50 @@ class MappedAdapter:
             raw: Any = self.entry.device
         elif "device" in captured:
             raw = captured["device"]
-        elif self.device_field:
-            raw = resolve(message, self.device_field)
+        elif self._device_at is not None:
+            raw = self._device_at(message)
             if raw is None:
                 raise Refusal(Reason.MISSING_FIELD, f"no device id at {self.device_field}")
         elif "#" in captured:
             raw = captured["#"]
         else:
             raise Refusal(Reason.MISSING_FIELD, "no device id")
+        return self.mapped_id(raw)
+
+    def mapped_id(self, raw: Any) -> str:
+        """``map_id`` by the entry's rule, remembered per foreign id (refusals are not)."""
+        if type(raw) is str:
+            found = self._ids.get(raw)
+            if found is None:
+                found = map_id(raw, self.entry.strict_ids)
+                if len(self._ids) >= MAX_REMEMBERED:
+                    self._ids.clear()
+                self._ids[raw] = found
+            return found
         return map_id(raw, self.entry.strict_ids)
 
     def ts_of(self, message: Any, arrival_ms: int) -> int:
-        if not self.timestamp_field:
+        if self._ts_at is None:
             return arrival_ms
-        raw = resolve(message, self.timestamp_field)
+        raw = self._ts_at(message)
         if raw is None:
             raise Refusal(Reason.MISSING_FIELD, f"no timestamp at {self.timestamp_field}")
         return ts_from_value(raw, self.unit)
 
-    def mapping(self, kind: str) -> tuple[dict[str, str], frozenset[str]]:
-        """metric -> path, and the top-level fields that are not extra (cached per kind)."""
+    def mapping(self, kind: str) -> KindMapping:
+        """(metric, getter, scale) per mapped metric, the top-level fields that are not extra,
+        and the paths for a ``no_metrics`` refusal: worked out once per kind."""
         found = self._mappings.get(kind)
         if found is None:
             paths = dict(self.entry.metrics) or {
                 m: m for m in self.catalog.kinds[kind].metrics if m not in self.ignore
             }
             used = {top_level(p) for p in paths.values()} | self.ignore | self.structural_fields()
-            found = self._mappings[kind] = (paths, frozenset(used))
+            getters = tuple(
+                (metric, compile_path(path), self.scale.get(metric)) for metric, path in paths.items()
+            )
+            named = ", ".join(sorted(paths.values()))[:150]
+            found = self._mappings[kind] = (getters, frozenset(used), named)
         return found
 
     def structural_fields(self) -> set[str]:
@@ -196,22 +239,21 @@ class MappedAdapter:
         """The mapped metrics (scaled) and how many fields were extra."""
         if not isinstance(values, dict):
             raise Refusal(Reason.NOT_OBJECT, f"values are a {type(values).__name__}, not an object")
-        paths, used = self.mapping(kind)
+        getters, used, named = self.mapping(kind)
         metrics: dict[str, float] = {}
-        for metric, path in paths.items():
-            raw = resolve(values, path)
+        for metric, get, factor in getters:
+            raw = get(values)
             if raw is None:
                 continue  # devices often send a subset (a door event without the temperature)
-            value = number(raw, metric)
-            factor = self.scale.get(metric)
+            # a finite float needs no conversion (x - x is 0.0 only for finite x)
+            value = raw if type(raw) is float and raw - raw == 0.0 else number(raw, metric)
             if factor is not None:
                 value = number(value * factor, metric)
             metrics[metric] = value
         if not metrics:
-            raise Refusal(Reason.NO_METRICS, f"none of {', '.join(sorted(paths.values()))[:150]}")
-        extra = sum(1 for name in values if name not in used)
-        return metrics, extra
+            raise Refusal(Reason.NO_METRICS, f"none of {named}")
+        return metrics, len(values.keys() - used)
 
     def reading(self, device: str, kind: str, ts: int, metrics: dict[str, float]) -> Reading:
         # seq: foreign counters reset (LoRaWAN frame counters on rejoin); ts is increasing
-        return Reading(v=SCHEMA_VERSION, device=device, kind=kind, ts=ts, seq=max(ts, 0), metrics=metrics)
+        return Reading(SCHEMA_VERSION, device, kind, ts, ts if ts > 0 else 0, metrics)

@@ -21,7 +21,7 @@ class ChirpStackAdapter(MappedAdapter):
     default_timestamp_field = "/time"
 
     def decode(self, topic: str, payload: bytes, arrival_ms: int, retained: bool) -> Decoded:
-        captured = self.pattern.match(topic) or {}
+        captured = self.captured(topic) or {}
         message = load_json(payload, self.entry.max_bytes)
         message = as_object(message)
         values = message.get("object")

@@ -21,7 +21,7 @@ class JsonAdapter(MappedAdapter):
     format = "json"
 
     def decode(self, topic: str, payload: bytes, arrival_ms: int, retained: bool) -> Decoded:
-        captured = self.pattern.match(topic) or {}
+        captured = self.captured(topic) or {}
         message = load_json(payload, self.entry.max_bytes)
         if not isinstance(message, list):
             return self._one(message, captured, arrival_ms, Decoded())

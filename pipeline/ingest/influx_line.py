@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from pipeline.ingest.base import MAX_ITEMS, Decoded, MappedAdapter, Refused
-from pipeline.ingest.fields import Refusal, map_id, ts_from_value
+from pipeline.ingest.fields import Refusal, ts_from_value
 from pipeline.protocol.reasons import Reason
 
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -79,6 +79,8 @@ def _unescape(text: str, specials: str) -> str:
 
 
 def _field_value(raw: str) -> Any:
+    if _FLOAT.fullmatch(raw) is not None:  # the common field first (it ends in a digit or '.')
+        return float(raw)
     if not raw:
         raise Refusal(Reason.BAD_LINE, "empty field value")
     if raw[0] == '"':
@@ -95,9 +97,7 @@ def _field_value(raw: str) -> Any:
             if raw[-1] == "u" and value < 0:
                 raise ValueError
             return value
-        if _FLOAT.fullmatch(raw) is None:  # float() would take "nan", "inf", "1_0"
-            raise ValueError
-        return float(raw)
+        raise ValueError  # no float either (the pattern, since float() would take "nan", "1_0")
     except ValueError:
         raise Refusal(Reason.BAD_LINE, f"bad field value {raw[:40]!r}") from None
 
@@ -191,8 +191,13 @@ class InfluxLineAdapter(MappedAdapter):
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
             raise Refusal(Reason.NOT_UTF8, "payload is not UTF-8") from None
-        captured = self.pattern.match(topic) or {}
-        lines = [ln for ln in text.split("\n") if ln.strip() and not ln.lstrip().startswith("#")]
+        captured = self.captured(topic) or {}
+        if "\n" in text:
+            lines = [
+                ln for ln in text.split("\n") if ln.strip() and not ln.lstrip().startswith("#")
+            ]
+        else:  # Telegraf's default, one point per message: no list to filter
+            lines = [text] if text.strip() and not text.lstrip().startswith("#") else []
         if not lines:
             raise Refusal(Reason.EMPTY, "no line")
         if len(lines) > MAX_ITEMS:
@@ -208,7 +213,8 @@ class InfluxLineAdapter(MappedAdapter):
             except Refusal as r:
                 out.refused.append(Refused(r.reason, r.detail, line.encode()))
                 continue
-            out.parts[len(out.readings)] = line.encode()
+            if line != text:  # one of several lines: its own bytes (a lone line is the payload)
+                out.parts[len(out.readings)] = line.encode()
             out.readings.append(self.reading(device, kind, ts, metrics))
             out.extra_fields += extra
         return out
@@ -232,7 +238,7 @@ class InfluxLineAdapter(MappedAdapter):
         raw = captured.get("device") or point.tags.get(self.device_field)
         if raw is None:
             raise Refusal(Reason.MISSING_FIELD, f"no {self.device_field} tag")
-        return map_id(raw, self.entry.strict_ids)
+        return self.mapped_id(raw)
 
     def structural_fields(self) -> set[str]:
         return set()  # tags carry device and kind; every field is a metric, ignored or extra

@@ -63,6 +63,6 @@ class IngestRouter:
     def route(self, topic: str) -> MappedAdapter | None:
         """The first foreign adapter whose pattern matches ``topic``, if any."""
         for adapter in self.adapters:
-            if adapter.pattern.match(topic) is not None:
+            if adapter.captured(topic) is not None:
                 return adapter
         return None

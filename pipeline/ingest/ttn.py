@@ -20,7 +20,7 @@ class TtnAdapter(MappedAdapter):
     default_timestamp_field = "/received_at"
 
     def decode(self, topic: str, payload: bytes, arrival_ms: int, retained: bool) -> Decoded:
-        captured = self.pattern.match(topic) or {}
+        captured = self.captured(topic) or {}
         message = load_json(payload, self.entry.max_bytes)
         message = as_object(message)
         uplink = message.get("uplink_message")

@@ -23,7 +23,7 @@ class Zigbee2MqttAdapter(MappedAdapter):
     default_topic = "zigbee2mqtt/#"
 
     def decode(self, topic: str, payload: bytes, arrival_ms: int, retained: bool) -> Decoded:
-        captured = self.pattern.match(topic) or {}
+        captured = self.captured(topic) or {}
         rest = captured.get("#", captured.get("device", ""))
         levels = rest.split("/")
         if levels[0] == "bridge":

@@ -70,6 +70,25 @@ def decode_reading(
     return reading
 
 
+def check_reading(
+    reading: Reading,
+    *,
+    size_bytes: int,
+    site: str,
+    now_ms: int,
+    limits: ReadingLimits = ReadingLimits(),
+    catalog: Catalog = BUILTIN,
+) -> None:
+    """Validate a reading built in memory (an ingest adapter's) by ``decode_reading``'s rules.
+
+    ``size_bytes`` is its encoded size, so that a foreign reading obeys the same byte limit
+    as a native one; the topic is its own device's, so only the payload's checks apply.
+    """
+    if size_bytes > limits.max_bytes:
+        raise ProtocolError(Reason.TOO_LARGE, f"{size_bytes} bytes > {limits.max_bytes}")
+    _check_reading(reading, site, reading.device, now_ms, limits, catalog.kinds)
+
+
 def _check_reading(
     r: Reading, site: str, device: str, now_ms: int, limits: ReadingLimits, kinds: Mapping[str, DeviceKind]
 ) -> None:

@@ -339,3 +339,112 @@ def test_the_launcher_default_is_still_an_anonymous_broker(tmp_path: Path) -> No
     assert secured.acl_file is not None and secured.acl_file.read_text().startswith("user a.1")
     with pytest.raises(ValueError):
         Mosquitto(tmp_path / "x", users={}, password_file=tmp_path / "p")
+
+
+# -- foreign payload formats: the commented blocks of deploy/acl, enabled ------------------
+
+ENABLE = re.compile(r"^#(user|topic|pattern) ", re.MULTILINE)
+# format: (writer account, a topic it publishes, a topic of that format the edge must not read)
+FOREIGN = {
+    "ttn": ("ttn.1", "v3/app@tenant/devices/probe-1/up", "v3/app@tenant/devices/probe-1/join"),
+    "chirpstack": (
+        "chirpstack.1",
+        "application/7/device/0004a30b001c0530/event/up",
+        "application/7/device/0004a30b001c0530/command/down",
+    ),
+    "zigbee2mqtt": ("zigbee2mqtt.1", "zigbee2mqtt/kitchen/fridge", None),
+    "influx-line": ("telegraf.1", "telegraf/gw/cpu", None),
+    "json": ("probe-7", "sensors/farm/probe-7/state", "sensors/retail/probe-8/state"),
+}
+
+
+def enabled_foreign_blocks(acl: str) -> str:
+    """``acl`` with every commented foreign-format line switched on, as docs/operations.md says."""
+    return ENABLE.sub(r"\1 ", acl)
+
+
+def test_the_foreign_format_blocks_are_off_as_shipped_and_each_has_its_lines() -> None:
+    foreign = ACL.split("# -- foreign payload formats", 1)[1]
+    assert not re.search(r"^(user|topic|pattern) ", foreign, re.MULTILINE), "shipped enabled"
+    enabled = enabled_foreign_blocks(foreign)
+    for writer, _, _ in FOREIGN.values():
+        if "." in writer:  # a service account; the json devices are the %u pattern
+            assert f"\nuser {writer}\n" in enabled
+    assert enabled.count("\nuser edge.farm\n") == len(FOREIGN)
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_enabled_foreign_blocks_let_the_edge_read_exactly_what_their_writers_publish(
+    tmp_path: Path, protocol: str
+) -> None:
+    """Each writer publishes its format's topic and the edge (subscribed as its [[ingest]]
+    entries would be) receives it; the writers may publish nothing else, a device not even
+    another device's state, and the edge's native rights are unchanged."""
+    writers = [w for w, _, _ in FOREIGN.values()]
+    users = {u: secrets.token_urlsafe(12) for u in [*writers, "edge.farm", "d1", SPY]}
+    broker = _start(tmp_path, users=users, acl=enabled_foreign_blocks(ACL) + SPY_ACL)
+    probes: list[Probe] = []
+
+    def connect(user: str) -> Probe:
+        probe = Probe(broker.port, username=user, password=users[user], protocol=protocol)
+        probes.append(probe)
+        assert probe.connect().accepted, user
+        return probe
+
+    try:
+        edge = connect("edge.farm")
+        edge.subscribe(
+            [
+                "v3/#",  # wider than its [[ingest]] entries: only the ACL may narrow them
+                "application/#",
+                "zigbee2mqtt/#",
+                "telegraf/#",
+                "sensors/#",
+                "edgepipe/v1/farm/dev/+",
+            ]
+        )
+        spy = connect(SPY)
+        spy.subscribe(["#"])
+        allowed: list[str] = []
+        denied: list[tuple[str, str]] = []
+        for fmt, (writer, topic, other) in FOREIGN.items():
+            probe = connect(writer)
+            probe.wait_pubacks([probe.publish(topic, f"{fmt}|ok".encode())])
+            allowed.append(topic)
+            for wrong in ("edgepipe/v1/farm/dev/d1", "edgepipe/v1/farm/edge/batch", other):
+                if wrong is not None and wrong != topic:
+                    probe.wait_pubacks([probe.publish(wrong, f"{fmt}|{writer}|denied".encode())])
+                    denied.append((wrong, f"{fmt}|{writer}|denied"))
+        device = connect("d1")
+        device.wait_pubacks([device.publish("edgepipe/v1/farm/dev/d1", b"native|ok")])
+        device.wait_pubacks([device.publish("sensors/farm/probe-7/state", b"d1|denied")])
+        denied.append(("sensors/farm/probe-7/state", "d1|denied"))
+        not_for_edge = [
+            "application/7/device/x/event/join",
+            "sensors/retail/x/state",
+            "v3/a/devices/x/join",
+        ]
+        spy.wait_pubacks([spy.publish(t, b"spy|not-for-edge") for t in not_for_edge])
+        fmts = list(FOREIGN)
+        assert wait_until(
+            lambda: (
+                all(edge.count(t, f"{f}|ok".encode()) for f, t in zip(fmts, allowed, strict=True))
+                and edge.count("edgepipe/v1/farm/dev/d1", b"native|ok") == 1
+            )
+        )
+        through_sentinels(spy, {SPY: spy, "edge.farm": edge})
+        for topic, payload in denied:
+            assert spy.count(topic, payload.encode()) == 0, (topic, payload)
+        for topic in not_for_edge:
+            assert (
+                spy.count(topic, b"spy|not-for-edge") == 1
+                and edge.count(topic, b"spy|not-for-edge") == 0
+            )
+        print(
+            f"\nforeign ACL blocks over MQTT {protocol}: {len(allowed)} formats delivered to "
+            f"edge.farm, {len(denied)} publishes outside them denied"
+        )
+    finally:
+        for probe in probes:
+            probe.close()
+        broker.stop()

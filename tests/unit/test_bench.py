@@ -19,6 +19,7 @@ from pipeline.bench.common import ratio, summarise
 from pipeline.bench.edge import BenchError, uplink_figures
 from pipeline.bench.latency import percentile
 from pipeline.bench.stream import Stream, sim_stream
+from pipeline.ingest.registry import ADAPTERS
 from pipeline.protocol import Reading, encode
 
 MEASURED = [
@@ -30,6 +31,7 @@ MEASURED = [
     "sim.null_readings_per_s",
     "cloud.points_per_s",
     "cloud.raw_post_points_per_s",
+    *(f"edge.readings_per_s_{fmt}_ratio" for fmt in ADAPTERS),
 ]
 PLAIN = [
     "edge.readings_per_s_ratio_to_ceiling",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from pipeline.edge.validate import Validator
+from pipeline.errors import ProtocolError
 from pipeline.protocol import DeadLetter, Reading
 
 NOW = 1_800_000_000_000
@@ -73,3 +75,57 @@ def test_a_refused_reading_does_not_claim_a_kind_for_a_new_device() -> None:
     v = Validator("farm")
     assert _send(v, NOW - 1000, "soil_probe", {"moisture": 500.0}) == "out_of_range"
     assert _send(v, NOW - 900) == "accepted"
+
+
+# -- readings an ingest adapter made: the same rules without a topic or bytes to decode ----
+
+
+def _verdicts(reading: Reading) -> tuple[str, str]:
+    """(validate_one on its encoding, validate_adapted on the object), each on a fresh validator
+    that has already accepted the device's first reading."""
+    out = []
+    for by_bytes in (True, False):
+        v = Validator("farm")
+        v.validate_one(
+            TOPIC,
+            msgspec.json.encode(Reading(1, DEVICE, "weather_station", NOW - 5000, 0, WEATHER)),
+            NOW,
+        )
+        payload = msgspec.json.encode(reading)
+        if by_bytes:
+            verdict = v.validate_one(f"edgepipe/v1/farm/dev/{reading.device}", payload, NOW)
+            out.append(verdict.reason if isinstance(verdict, DeadLetter) else "accepted")
+        else:
+            adapted = v.validate_adapted(reading, len(payload), NOW)
+            out.append(adapted.reason.value if isinstance(adapted, ProtocolError) else "accepted")
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize(
+    ("reading", "reason"),
+    [
+        (Reading(1, DEVICE, "weather_station", NOW - 1000, NOW - 1000, WEATHER), "accepted"),
+        (Reading(1, DEVICE, "weather_station", NOW - 5000, NOW - 5000, WEATHER), "duplicate"),
+        (Reading(1, DEVICE, "soil_probe", NOW - 1000, NOW - 1000, SOIL), "kind_changed"),
+        (Reading(1, DEVICE, "weather_station", NOW - 1000, 0, {"air_temp": 900.0}), "out_of_range"),
+        (Reading(1, DEVICE, "weather_station", NOW - 1000, 0, {"nope": 1.0}), "unknown_metric"),
+        (Reading(1, DEVICE, "no_such_kind", NOW - 1000, 0, WEATHER), "unknown_kind"),
+        (Reading(1, DEVICE, "weather_station", NOW + 3_600_000, 0, WEATHER), "future_ts"),
+        (Reading(1, DEVICE, "weather_station", NOW - 30 * 86_400_000, 0, WEATHER), "stale_ts"),
+        (
+            Reading(
+                1,
+                "other-device",
+                "weather_station",
+                NOW - 1000,
+                0,
+                {f"m{i:03d}": 1.0 for i in range(120)},
+            ),
+            "too_large",
+        ),
+    ],
+)
+def test_an_adapted_reading_gets_the_verdict_its_encoding_would_get(
+    reading: Reading, reason: str
+) -> None:
+    assert _verdicts(reading) == (reason, reason)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.ingest.fields import (
+    _ISO,
     Refusal,
     TopicPattern,
+    _ts_from_iso_match,
     check_path,
+    compile_path,
     map_id,
     resolve,
     ts_from_iso,
@@ -91,7 +96,7 @@ def test_iso_8601_times(text: str, ms: int) -> None:
     assert ts_from_iso(text) == ms
 
 
-@pytest.mark.parametrize("value", ["yesterday", "2024-13-05T10:15:42Z", True, None, -1, 1e30, float("nan")])
+@pytest.mark.parametrize("value", ["yesterday", "2024-13-05T10:15:42Z", "0000-01-10T00:00:00Z", True, None, -1, 1e30, float("nan")])
 def test_bad_times_are_bad_timestamp(value: object) -> None:
     with pytest.raises(Refusal) as info:
         ts_from_value(value, "ms")
@@ -101,3 +106,67 @@ def test_bad_times_are_bad_timestamp(value: object) -> None:
 @pytest.mark.parametrize(("value", "unit"), [(1_709_633_742, "s"), (1_709_633_742_000, "ms"), (1_709_633_742_000_000_000, "ns")])
 def test_numeric_times_in_each_unit(value: int, unit: str) -> None:
     assert ts_from_value(value, unit) == 1_709_633_742_000
+
+
+# -- the fast paths agree with the step-by-step ones --------------------------------------
+
+ISO_SHAPED = st.from_regex(
+    r"\A[0-9]{4}-[01][0-9]-[0-3][0-9][T ][0-2][0-9]:[0-6][0-9]:[0-6][0-9]"
+    r"([.,][0-9]{1,12})?(Z|z|[+-][0-2][0-9]:?[0-6][0-9])?\Z",
+)
+
+
+def _field_by_field(text: str) -> int | Reason:
+    m = _ISO.fullmatch(text.strip())
+    assert m is not None
+    try:
+        return _ts_from_iso_match(text, m)
+    except Refusal as r:
+        return r.reason
+
+
+def _fast(text: str) -> int | Reason:
+    try:
+        return ts_from_iso(text)
+    except Refusal as r:
+        return r.reason
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=ISO_SHAPED)
+def test_iso_times_read_by_fromisoformat_equal_the_field_by_field_reading(text: str) -> None:
+    """Leap seconds, lower-case z, offsets past 23:59, impossible dates: every shape the
+    pattern admits gives the same ms (or the same refusal) on the fast path."""
+    assert _fast(text) == _field_by_field(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("2016-12-31T23:59:60Z", 1_483_228_800_000),  # a leap second: fromisoformat refuses it
+        ("2024-03-05T10:15:42.338z", 1_709_633_742_338),
+        ("1969-12-31T23:59:59.9995Z", -1),  # cut towards the past, as before 1970 too
+        ("2024-03-05T10:15:42.9999999999Z", 1_709_633_742_999),  # cut, never rounded up
+    ],
+)
+def test_iso_times_outside_fromisoformat_still_read(text: str, ms: int) -> None:
+    assert ts_from_iso(text) == ms
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text("ab/~01", max_size=3), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+pointers = st.lists(st.text("ab/~01", max_size=3), min_size=1, max_size=3).map(
+    lambda tokens: "/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in tokens)
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(doc=json_values, path=pointers | st.text("ab01", min_size=1, max_size=3))
+def test_a_compiled_path_reads_what_resolve_reads(doc: object, path: str) -> None:
+    assert compile_path(path)(doc) == resolve(doc, path)

@@ -142,3 +142,17 @@ def test_a_line_refused_at_validation_is_dead_lettered_with_its_own_hash(node: E
     (letter,) = letters
     assert (letter.reason, letter.sha256) == ("out_of_range", hashlib.sha256(hot).hexdigest())
     assert (node.counters.accepted, dict(node.counters.dead_letters)) == (1, {"out_of_range": 1})
+
+
+def test_a_fixed_device_id_outside_the_id_rules_is_bad_id(tmp_path: Path) -> None:
+    """The entry's ``device`` is taken as configured (influx-line): the node names the id as
+    what is wrong, not a reading topic it built for it (``bad_topic`` until issue 17's speed-up)."""
+    settings = load_settings(overrides={"edge.site": "farm", "edge.state_dir": str(tmp_path), "edge.detect": False})
+    entry = {"format": "influx-line", "device": "a b", "kind": "soil_probe"}
+    settings = settings.model_copy(update={"ingest": settings.model_validate({"ingest": [entry]}).ingest})
+    edge = EdgeNode(settings)
+    try:
+        edge.handle("telegraf/gw/cpu", b"soil_probe moisture=30.0 %d" % _now_ns())
+        assert (edge.counters.accepted, dict(edge.counters.dead_letters)) == (0, {"bad_id": 1})
+    finally:
+        edge.queue.close()
