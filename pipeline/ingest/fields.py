@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +130,12 @@ def resolve(obj: Any, path: str) -> Any:
     """
     if not path.startswith("/"):
         return obj.get(path) if isinstance(obj, dict) else None
-    node = obj
-    for token in _tokens(path):
+    return _walk(obj, _tokens(path))
+
+
+def _walk(node: Any, tokens: Iterable[str]) -> Any:
+    """Follow unescaped pointer tokens through objects and arrays (None where one is missing)."""
+    for token in tokens:
         if isinstance(node, dict):
             node = node.get(token)
         elif isinstance(node, list) and token.isdigit() and token.isascii():
@@ -170,18 +174,7 @@ def compile_path(path: str) -> Getter:
         return nested
 
     def pointer(obj: Any) -> Any:
-        node = obj
-        for token in tokens:
-            if isinstance(node, dict):
-                node = node.get(token)
-            elif isinstance(node, list) and token.isdigit() and token.isascii():
-                index = int(token)
-                node = node[index] if index < len(node) else None
-            else:
-                return None
-            if node is None:
-                return None
-        return node
+        return _walk(obj, tokens)
 
     return pointer
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline.clock import Clock
 from pipeline.config import Settings, load_settings
 from pipeline.edge.node import EdgeNode
 from pipeline.protocol import Reading, encode
@@ -39,10 +40,10 @@ def edge_settings(url: str, tmp_path: Path, site: str, **extra: Any) -> Settings
 
 
 @contextmanager
-def running_node(settings: Settings) -> Iterator[EdgeNode]:
-    """A started node handling messages on a thread; stopped (bounded join) on exit."""
-    node = EdgeNode(settings)
-    node.start(timeout=10)
+def running_node(settings: Settings, clock: Clock | None = None, start_timeout_s: float = 10) -> Iterator[EdgeNode]:
+    """A started node (on ``clock``, if given) handling messages on a thread; stopped (bounded join) on exit."""
+    node = EdgeNode(settings) if clock is None else EdgeNode(settings, clock=clock)
+    node.start(timeout=start_timeout_s)
     stop = threading.Event()
     thread = threading.Thread(target=node.run, args=(stop,), daemon=True)
     thread.start()

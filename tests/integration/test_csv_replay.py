@@ -33,24 +33,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from nodekit import new_site
+from nodekit import new_site, running_node
 
 from dashboards import queries
 from pipeline.bench.common import wait_for
 from pipeline.clock import OffsetClock
 from pipeline.cloud.ingest import IngestWorker
 from pipeline.cloud.store import Store, open_store
-from pipeline.config import Settings, load_settings
+from pipeline.config import load_settings
 from pipeline.demo import first_raises
 from pipeline.detect.labels import Event, Raised, grace_ms, match_alerts
-from pipeline.edge.node import EdgeNode
 from pipeline.services import Influxd, Mosquitto
 
 pytestmark = pytest.mark.timeout(900)
@@ -164,7 +161,7 @@ def test_a_replayed_csv_of_a_configured_kind_raises_alerts_on_its_labelled_rows(
     # The node believes it is the end of the recorded span, at wall speed.
     clock = OffsetClock(end_ms + 60_000 - time.time_ns() // 1_000_000)
     try:
-        with running_node_with_clock(edge, clock) as node:
+        with running_node(edge, clock, start_timeout_s=30) as node:
             # The catalogue goes out after the node's SUBSCRIBEs: once stored, they are in place.
             assert wait_for(lambda: site in store.latest_catalogs(), WAIT_S)
             report = replay_cli(config, mosquitto.url, site, data, start_ms, tmp_path)
@@ -226,22 +223,6 @@ def test_a_replayed_csv_of_a_configured_kind_raises_alerts_on_its_labelled_rows(
         thread.join(15)
         store.close()
     assert not thread.is_alive()
-
-
-@contextmanager
-def running_node_with_clock(settings: Settings, clock: OffsetClock) -> Iterator[EdgeNode]:
-    """A started node on ``clock``, handling messages on a thread; stopped (bounded) on exit."""
-    node = EdgeNode(settings, clock=clock)
-    node.start(timeout=30)
-    stop = threading.Event()
-    thread = threading.Thread(target=node.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        stop.set()
-        thread.join(15)
-        assert not thread.is_alive(), "the node did not stop within 15 s"
 
 
 def replay_cli(
