@@ -11,7 +11,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -481,6 +481,15 @@ def sim(
 
     if replay_kind is not None and replay is None:
         raise click.UsageError("--kind names the kind of a --replay file; give --replay too.")
+    fleet_flags = {
+        "--sites": sites,
+        "--devices-per-site": devices_per_site,
+        "--rate": rate,
+        "--seed": seed,
+        "--bad-rate": bad_rate,
+        "--inject": inject or None,
+    }
+    _check_replay_flags(replay, fleet_flags)
     if replay is not None and payload_format not in (None, "edgepipe"):
         raise click.BadParameter("a --replay is published in edgepipe's format only", param_hint="'--format'")
     overrides = {
@@ -516,6 +525,27 @@ def sim(
             announce=lambda line: click.echo(f"sim: {line}", err=True),
         )
     _print_report(report, as_json)
+
+
+def _check_replay_flags(replay: str | None, fleet_flags: Mapping[str, object]) -> None:
+    """Refuse the flags of the other mode: they would be ignored without a word, and a user
+    typing `--sites farm` beside `--replay` (or `--site farm` without it) would find the
+    readings published somewhere else than meant."""
+    if replay is not None:
+        for flag, value in fleet_flags.items():
+            if value is not None:
+                raise click.UsageError(
+                    f"{flag} is for the simulated fleet, not a --replay"
+                    " (its site is --site, its device --device)."
+                )
+        return
+    source = click.get_current_context().get_parameter_source
+    for flag, name in (("--site", "replay_site"), ("--device", "replay_device")):
+        if source(name) is not click.core.ParameterSource.DEFAULT:
+            fleet = " (the simulated fleet's sites are --sites)" if flag == "--site" else ""
+            raise click.UsageError(
+                f"{flag} is the {flag[2:]} of a --replay file; give --replay too{fleet}."
+            )
 
 @cli.command()
 @_config_option
