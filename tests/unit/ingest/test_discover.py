@@ -352,9 +352,16 @@ def test_every_simulated_format_gives_a_proposal_the_adapters_take_whole(
     assert check.readings == len(samples) and not check.refused
 
 
-def test_resolution_is_the_smallest_step_and_bounds_are_widened_around_what_was_seen() -> None:
+def test_resolution_is_the_grid_of_the_values_and_bounds_are_widened_around_what_was_seen() -> None:
     assert resolution_of([0.30000000000000004, 0.1, 0.2]) == 0.1
-    assert resolution_of([1000.0, 3000.0]) == 2000.0
+    assert resolution_of([1000.0, 3000.0, 5000.0]) == 2000.0
+    assert resolution_of([0.0, 2.5, 7.0]) == 0.5  # 7.0 is off a 2.5 grid
+
+
+def test_two_distinct_values_are_no_grid_the_decimals_decide() -> None:
+    # two shelves holding still at 33 and 214 items: a step of 181 would quantise the counts
+    assert resolution_of([33.0, 214.0, 33.0]) == 1.0
+    assert resolution_of([4.5, 4.6]) == 0.1
     low, high = widened(-18.2, 4.5, 0.1)
     assert low < -18.2 and high > 4.5
     assert widened(3.0, 5.0, 1.0)[0] == 0.0  # nothing negative seen: the guess stays at 0
