@@ -781,7 +781,18 @@ def discover(
             f.write(outcome.text)
     except OSError as exc:
         raise click.ClickException(f"{out}: {exc.strerror}") from None
-    say(f"proposal written to {out}; next: edit its todo lines, then edgepipe config check --config {out}")
+    say(f"proposal written to {out}; {_discover_next_step(outcome.text, out)}")
+
+
+def _discover_next_step(text: str, out: str) -> str:
+    """What to do with the written proposal: review its todo lines, if it has any (every kind
+    already known leaves none, and 'edit its todo lines' would send the user looking)."""
+    todos = sum(1 for line in text.splitlines() if line.startswith("todo = "))
+    check = f"edgepipe config check --config {out}"
+    if todos:
+        return f"next: edit its {todos} todo line{'s' if todos > 1 else ''}, then {check}"
+    edge = f"edgepipe edge --site SITE --config {out}"
+    return f"nothing to review (no todo line): next {check}, then {edge}"
 
 
 def _absent_file(value: str | None) -> str | None:

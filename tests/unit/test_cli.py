@@ -458,3 +458,14 @@ def test_every_command_is_in_the_hostile_flag_table() -> None:
     }
     audited = {" ".join(args[:2]) if args[0] in ("config", "priors") else args[0] for _, args in HOSTILE}
     assert commands - {"config sample"} <= audited  # config sample takes no value to spoil
+
+
+def test_discover_says_to_edit_todo_lines_only_when_the_proposal_has_some() -> None:
+    from pipeline.cli import _discover_next_step
+
+    guessed = '[kinds.k.metrics.a]\ntodo = "guess"\n[kinds.k.metrics.b]\ntodo = "guess"\n'
+    assert _discover_next_step(guessed, "d.toml").startswith("next: edit its 2 todo lines, then")
+    known_only = '[[ingest]]\nformat = "ttn"\n\n# [kinds.soil_probe]: known to the catalogue\n'
+    step = _discover_next_step(known_only, "d.toml")
+    assert step.startswith("nothing to review (no todo line)")
+    assert "edgepipe config check --config d.toml" in step
