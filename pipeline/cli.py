@@ -28,6 +28,7 @@ from pipeline.config import (
     settings_as_toml,
 )
 from pipeline.errors import ConfigError, EdgepipeError
+from pipeline.protocol.messages import ALERT_SOURCES
 from pipeline.protocol.reasons import Reason
 from pipeline.protocol.topics import is_valid_id
 from simulators.fleet import MAX_RATE, MAX_TS_MS
@@ -547,6 +548,7 @@ def _check_replay_flags(replay: str | None, fleet_flags: Mapping[str, object]) -
                 f"{flag} is the {flag[2:]} of a --replay file; give --replay too{fleet}."
             )
 
+
 @cli.command()
 @_config_option
 @_broker_option
@@ -558,19 +560,26 @@ def _check_replay_flags(replay: str | None, fleet_flags: Mapping[str, object]) -
 )
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many alerts.")
 @click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option(
+    "--source",
+    type=click.Choice(ALERT_SOURCES),
+    help="Only alerts raised by the edge nodes or by the fleet analyst (cloud).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print each alert as raw CloudEvents JSON.")
 def alerts(
     config_file: str | None,
     broker: str | None,
     site: str,
     severity: str | None,
+    source: str | None,
     count: int | None,
     timeout: float | None,
     as_json: bool,
 ) -> None:
     """Tail the alert topics and print each alert on one line as it arrives.
 
-    A line reads: time, site/device, metric, severity, state (raised/cleared), score, reason.
+    A line reads: time, site/device (marked "(cloud)" when the fleet analyst raised it),
+    metric, severity, state (raised/cleared), score, reason.
 
     Example: edgepipe alerts --site farm --severity warning
     """
@@ -581,6 +590,7 @@ def alerts(
         settings,
         site=site,
         severity=severity,
+        source=source,
         count=count,
         timeout=timeout,
         as_json=as_json,

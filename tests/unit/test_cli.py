@@ -187,6 +187,7 @@ HOSTILE = [
     ("--timeout", ["alerts", "--timeout", "-1"]),
     ("--timeout", ["alerts", "--timeout", "nan"]),
     ("--severity", ["alerts", "--severity", "loud"]),
+    ("--source", ["alerts", "--source", "analyst"]),
     ("--site", ["deadletters", "--site", "farm/#"]),
     ("--reason", ["deadletters", "--reason", "no_such_reason"]),
     ("--count", ["deadletters", "--count", "0"]),
