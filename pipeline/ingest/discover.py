@@ -820,6 +820,16 @@ def _name_kinds(draft: _Draft, devices: Sequence[Device]) -> dict[str, str]:
     return {d.id: single for d in devices}
 
 
+def _level_name(fmt: str, level: str) -> str:
+    """What a topic level names: TTN's `{application_id}@{tenant_id}` names the application,
+    which is the kind that `kind_field` reads (the tenant is not a site: `ttn` for most).
+
+    >>> _level_name("ttn", "orchard-sensors@ttn"), _level_name("json", "a@b")
+    ('orchard-sensors', 'a@b')
+    """
+    return level.split("@", 1)[0] if fmt == "ttn" else level
+
+
 def _place_device_and_topic(draft: _Draft, kind_of_device: dict[str, str]) -> None:
     """``{device}`` in the topic (or ``device_field``/``device``), then the topic itself."""
     fmt, levels = draft.format, draft.levels
@@ -845,7 +855,10 @@ def _place_device_and_topic(draft: _Draft, kind_of_device: dict[str, str]) -> No
         if (
             i < len(levels)
             and levels[i] == "+"
-            and any(r.levels[i] != kind_of_device.get(draft.device_of(r) or "") for r in records)
+            and any(
+                _level_name(fmt, r.levels[i]) != kind_of_device.get(draft.device_of(r) or "")
+                for r in records
+            )
         ):
             seen = sorted({r.levels[i] for r in records})
             draft.notes.append(

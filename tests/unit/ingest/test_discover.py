@@ -365,3 +365,10 @@ def test_two_distinct_values_are_no_grid_the_decimals_decide() -> None:
     low, high = widened(-18.2, 4.5, 0.1)
     assert low < -18.2 and high > 4.5
     assert widened(3.0, 5.0, 1.0)[0] == 0.0  # nothing negative seen: the guess stays at 0
+
+
+def test_a_ttn_application_level_that_names_the_kinds_is_not_taken_for_a_site() -> None:
+    # v3/{application}@{tenant}/...: the applications are the kinds (kind_field), so the level
+    # varies with the kind and writing {site} there would be wrong advice
+    (entry,) = discover(_sim("ttn")).entries
+    assert not any("varies" in note for note in entry.notes), entry.notes
