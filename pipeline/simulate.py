@@ -103,6 +103,8 @@ def run_sim(
             span = table.span()  # a bad row stops the run now, not halfway through
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError("sim.replay", replay, f"not a readable text CSV ({exc})") from None
+        if span.rows == 0:  # exit 0 having published nothing would read as a replay done
+            raise ConfigError("sim.replay", replay, "no rows after the header: nothing to replay")
         if start_ms is None:
             # the replay takes span / speed wall seconds: start that much less than the span
             # in the past, and the last row is published when its time is the wall clock's

@@ -155,6 +155,7 @@ HOSTILE = [
     ("--replay", ["sim", "--replay", "{csv}", "--kind", "fridge"]),
     ("--replay", ["sim", "--replay", "{fridge_csv}", "--kind", "fridge"]),
     ("--replay", ["sim", "--replay", "{fridge_csv}"]),
+    ("--replay", ["sim", "--replay", "{header_only_csv}"]),
     ("--sites", ["sim", "--replay", "{csv}", "--sites", "farm"]),
     ("--devices-per-site", ["sim", "--replay", "{csv}", "--devices-per-site", "3"]),
     ("--bad-rate", ["sim", "--replay", "{csv}", "--bad-rate", "0.1"]),
@@ -279,12 +280,15 @@ def test_a_hostile_flag_value_exits_2_with_one_line_naming_the_flag(
     binary.write_bytes(b"timestamp,value\n\xff\xfe,1\n")
     fridge_csv = tmp_path / "fridge.csv"  # row 3 has a value that is not a number
     fridge_csv.write_text("time;temp;door;power\n1700000000;4,5;0;120\n1700000001;warm;0;120\n")
+    header_only_csv = tmp_path / "header.csv"
+    header_only_csv.write_text("timestamp,value\n")
     monkeypatch.chdir(tmp_path)
     paths = {
         "csv": str(csv),
         "not_csv": str(not_csv),
         "binary": str(binary),
         "fridge_csv": str(fridge_csv),
+        "header_only_csv": str(header_only_csv),
         "tmp": str(tmp_path),
     }
     code, err = run_main([a.format(**paths) for a in args], capsys)
