@@ -341,6 +341,17 @@ def test_the_start_line_shows_the_simulated_span_when_it_starts_in_the_past(
     assert "2.0 h before now" in start_line
 
 
+@pytest.mark.parametrize(("fmt", "said"), [("ttn", True), ("edgepipe", False)])
+def test_sim_says_its_malformed_payloads_are_edgepipes_when_another_format_is_published(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str, said: bool
+) -> None:
+    out = tmp_path / "stream.txt"
+    args = ["sim", "--out", str(out), "--sites", "farm", "--devices-per-site", "1"]
+    code, err = run_main([*args, "--duration", "1", "--format", fmt, "--bad-rate", "0.2"], capsys)
+    assert code == 0, err
+    assert ("malformed payloads go out in edgepipe's format on the ttn topics" in err) == said
+
+
 def test_a_misspelled_environment_variable_stops_every_command_in_one_line() -> None:
     import os
 
