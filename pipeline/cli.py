@@ -379,7 +379,8 @@ def analyst(
     type=FiniteFloatRange(min=0, min_open=True),
     default=60.0,
     show_default=True,
-    help="Wall seconds to run; the run covers duration x speed simulated seconds.",
+    help="Wall seconds to run; the run covers duration x speed simulated seconds (a --replay"
+    " lasts its rows' span / --speed).",
 )
 @click.option(
     "--speed",
@@ -532,6 +533,7 @@ def _check_replay_flags(replay: str | None, fleet_flags: Mapping[str, object]) -
     """Refuse the flags of the other mode: they would be ignored without a word, and a user
     typing `--sites farm` beside `--replay` (or `--site farm` without it) would find the
     readings published somewhere else than meant."""
+    source = click.get_current_context().get_parameter_source
     if replay is not None:
         for flag, value in fleet_flags.items():
             if value is not None:
@@ -539,8 +541,11 @@ def _check_replay_flags(replay: str | None, fleet_flags: Mapping[str, object]) -
                     f"{flag} is for the simulated fleet, not a --replay"
                     " (its site is --site, its device --device)."
                 )
+        if source("duration") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(
+                "--duration is for the simulated fleet: a --replay lasts its rows' span / --speed."
+            )
         return
-    source = click.get_current_context().get_parameter_source
     for flag, name in (("--site", "replay_site"), ("--device", "replay_device")):
         if source(name) is not click.core.ParameterSource.DEFAULT:
             fleet = " (the simulated fleet's sites are --sites)" if flag == "--site" else ""

@@ -160,6 +160,7 @@ HOSTILE = [
     ("--devices-per-site", ["sim", "--replay", "{csv}", "--devices-per-site", "3"]),
     ("--bad-rate", ["sim", "--replay", "{csv}", "--bad-rate", "0.1"]),
     ("--inject", ["sim", "--replay", "{csv}", "--inject", "spike@1:replay-1"]),
+    ("--duration", ["sim", "--replay", "{csv}", "--duration", "5"]),
     ("--site", ["sim", "--site", "farm", "--duration", "5"]),
     ("--device", ["sim", "--device", "pump-1", "--duration", "5"]),
     ("--out", ["sim", "--out", "/no/such/dir/out.txt"]),
