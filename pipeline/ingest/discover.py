@@ -1035,6 +1035,11 @@ def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
                 f"high = {_toml(m.high)}  # TODO: highest physical value (seen {m.seen_high:g})"
             )
             lines.append("")
+    if not any(line.startswith("todo = ") for line in lines):  # the header's advice is moot
+        lines[1:4] = [
+            "# Nothing to review: no `todo` line (every kind heard is in the catalogue, commented",
+            "# below). Check it with `edgepipe config check` and run the edge node with it.",
+        ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -372,3 +372,13 @@ def test_a_ttn_application_level_that_names_the_kinds_is_not_taken_for_a_site() 
     # varies with the kind and writing {site} there would be wrong advice
     (entry,) = discover(_sim("ttn")).entries
     assert not any("varies" in note for note in entry.notes), entry.notes
+
+
+def test_a_proposal_without_guesses_says_so_in_its_header() -> None:
+    # the fleet's kinds are all built in: known kinds are commented, nothing is left to review
+    text = render(discover(_sim("ttn")), "test")
+    assert "todo = " not in text
+    assert "# Nothing to review: no `todo` line" in text
+    assert "every `todo = ...` line marks a guess" not in text
+    guessed = render(discover(_sim("ttn")), "test", all_kinds=True)
+    assert "every `todo = ...` line marks a guess" in guessed
