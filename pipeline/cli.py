@@ -11,7 +11,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from pipeline.config import (
     settings_as_toml,
 )
 from pipeline.errors import ConfigError, EdgepipeError
+from pipeline.protocol.messages import ALERT_SOURCES
 from pipeline.protocol.reasons import Reason
 from pipeline.protocol.topics import is_valid_id
 from simulators.fleet import MAX_RATE, MAX_TS_MS
@@ -378,7 +379,8 @@ def analyst(
     type=FiniteFloatRange(min=0, min_open=True),
     default=60.0,
     show_default=True,
-    help="Wall seconds to run; the run covers duration x speed simulated seconds.",
+    help="Wall seconds to run; the run covers duration x speed simulated seconds (a --replay"
+    " lasts its rows' span / --speed).",
 )
 @click.option(
     "--speed",
@@ -481,6 +483,15 @@ def sim(
 
     if replay_kind is not None and replay is None:
         raise click.UsageError("--kind names the kind of a --replay file; give --replay too.")
+    fleet_flags = {
+        "--sites": sites,
+        "--devices-per-site": devices_per_site,
+        "--rate": rate,
+        "--seed": seed,
+        "--bad-rate": bad_rate,
+        "--inject": inject or None,
+    }
+    _check_replay_flags(replay, fleet_flags)
     if replay is not None and payload_format not in (None, "edgepipe"):
         raise click.BadParameter("a --replay is published in edgepipe's format only", param_hint="'--format'")
     overrides = {
@@ -517,6 +528,32 @@ def sim(
         )
     _print_report(report, as_json)
 
+
+def _check_replay_flags(replay: str | None, fleet_flags: Mapping[str, object]) -> None:
+    """Refuse the flags of the other mode: they would be ignored without a word, and a user
+    typing `--sites farm` beside `--replay` (or `--site farm` without it) would find the
+    readings published somewhere else than meant."""
+    source = click.get_current_context().get_parameter_source
+    if replay is not None:
+        for flag, value in fleet_flags.items():
+            if value is not None:
+                raise click.UsageError(
+                    f"{flag} is for the simulated fleet, not a --replay"
+                    " (its site is --site, its device --device)."
+                )
+        if source("duration") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(
+                "--duration is for the simulated fleet: a --replay lasts its rows' span / --speed."
+            )
+        return
+    for flag, name in (("--site", "replay_site"), ("--device", "replay_device")):
+        if source(name) is not click.core.ParameterSource.DEFAULT:
+            fleet = " (the simulated fleet's sites are --sites)" if flag == "--site" else ""
+            raise click.UsageError(
+                f"{flag} is the {flag[2:]} of a --replay file; give --replay too{fleet}."
+            )
+
+
 @cli.command()
 @_config_option
 @_broker_option
@@ -528,19 +565,26 @@ def sim(
 )
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many alerts.")
 @click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop after this many seconds.")
+@click.option(
+    "--source",
+    type=click.Choice(ALERT_SOURCES),
+    help="Only alerts raised by the edge nodes or by the fleet analyst (cloud).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print each alert as raw CloudEvents JSON.")
 def alerts(
     config_file: str | None,
     broker: str | None,
     site: str,
     severity: str | None,
+    source: str | None,
     count: int | None,
     timeout: float | None,
     as_json: bool,
 ) -> None:
     """Tail the alert topics and print each alert on one line as it arrives.
 
-    A line reads: time, site/device, metric, severity, state (raised/cleared), score, reason.
+    A line reads: time, site/device (marked "(cloud)" when the fleet analyst raised it),
+    metric, severity, state (raised/cleared), score, reason.
 
     Example: edgepipe alerts --site farm --severity warning
     """
@@ -551,6 +595,7 @@ def alerts(
         settings,
         site=site,
         severity=severity,
+        source=source,
         count=count,
         timeout=timeout,
         as_json=as_json,
@@ -751,7 +796,18 @@ def discover(
             f.write(outcome.text)
     except OSError as exc:
         raise click.ClickException(f"{out}: {exc.strerror}") from None
-    say(f"proposal written to {out}; next: edit its todo lines, then edgepipe config check --config {out}")
+    say(f"proposal written to {out}; {_discover_next_step(outcome.text, out)}")
+
+
+def _discover_next_step(text: str, out: str) -> str:
+    """What to do with the written proposal: review its todo lines, if it has any (every kind
+    already known leaves none, and 'edit its todo lines' would send the user looking)."""
+    todos = sum(1 for line in text.splitlines() if line.startswith("todo = "))
+    check = f"edgepipe config check --config {out}"
+    if todos:
+        return f"next: edit its {todos} todo line{'s' if todos > 1 else ''}, then {check}"
+    edge = f"edgepipe edge --site SITE --config {out}"
+    return f"nothing to review (no todo line): next {check}, then {edge}"
 
 
 def _absent_file(value: str | None) -> str | None:

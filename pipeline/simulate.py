@@ -103,6 +103,8 @@ def run_sim(
             span = table.span()  # a bad row stops the run now, not halfway through
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError("sim.replay", replay, f"not a readable text CSV ({exc})") from None
+        if span.rows == 0:  # exit 0 having published nothing would read as a replay done
+            raise ConfigError("sim.replay", replay, "no rows after the header: nothing to replay")
         if start_ms is None:
             # the replay takes span / speed wall seconds: start that much less than the span
             # in the past, and the last row is published when its time is the wall clock's
@@ -116,6 +118,13 @@ def run_sim(
         announce(
             replay_line if options is None else _span_line(options, start_ms, now_ms, duration)
         )
+        if options is not None and options.bad_rate > 0 and options.format != "edgepipe":
+            # else the summary's bad_by_kind and the edge's dead-letter reasons look unrelated
+            announce(
+                f"malformed payloads go out in edgepipe's format on the {options.format} topics"
+                f" (as a misconfigured device would send them): the {options.format} adapter"
+                " refuses them by its own reasons (mostly missing_field), not by their bad_by_kind"
+            )
     client: MqttClient | None = None
     if publish:
         if announce is not None:

@@ -19,16 +19,33 @@ DEAD_LETTER_PREVIEW_CHARS = 60
 
 
 def format_alert(alert: Alert) -> str:
-    """One line: time, site/device, metric=value, severity, state, score (once), reason.
+    """One line: time, site/device (and who raised it, unless the edge), metric=value,
+    severity, state, score (once), reason.
 
     The model version stays in ``--json``: the same on every line, it only pushed the reason
     off the screen.
     """
     d = alert.data
+    raised_by = "" if d.source == "edge" else f" ({d.source})"  # the analyst's, told apart
     return (
-        f"{alert.time} {d.site}/{d.device} {d.metric}={d.value:g} {d.severity.upper():<8} "
-        f"{d.state:<7} score {d.score:.2f}  {d.reason}"
+        f"{alert.time} {d.site}/{d.device}{raised_by} {d.metric}={d.value:g} "
+        f"{d.severity.upper():<8} {d.state:<7} score {d.score:.2f}  {d.reason}"
     )
+
+
+def alert_wanted(alert: Alert, severity: str | None, source: str | None) -> bool:
+    """At or above ``severity`` (an unknown level passes) and raised by ``source``, if given.
+
+    >>> from pipeline.protocol.messages import AlertData
+    >>> data = AlertData(1, "a", "farm", "d", "k", "m", "raised", "warning", 0.9, 1.0, 0, "r", "v", "cloud")
+    >>> a = Alert("a", "s", "t", "2026-01-01T00:00:00Z", "d", data)
+    >>> alert_wanted(a, "info", "cloud"), alert_wanted(a, "critical", None), alert_wanted(a, None, "edge")
+    (True, False, False)
+    """
+    level = alert.data.severity
+    if severity and level in SEVERITIES and SEVERITIES.index(level) < SEVERITIES.index(severity):
+        return False
+    return source is None or alert.data.source == source
 
 
 def follow(
@@ -54,15 +71,16 @@ def tail_alerts(
     *,
     site: str = "+",
     severity: str | None = None,
+    source: str | None = None,
     count: int | None = None,
     timeout: float | None = None,
     as_json: bool = False,
     stop: threading.Event | None = None,
     echo: Callable[[str], object] = print,
 ) -> int:
-    """Print alerts until ``count`` arrived, ``timeout`` passed or ``stop`` is set."""
+    """Print alerts until ``count`` arrived, ``timeout`` passed or ``stop`` is set; ``source``
+    keeps only the edge's or only the fleet analyst's (both share the alert topics)."""
     stop = stop or threading.Event()
-    floor = SEVERITIES.index(severity) if severity else 0
     shown = 0
     if count is not None and count <= 0:
         return shown
@@ -74,8 +92,7 @@ def tail_alerts(
             except ProtocolError as exc:
                 echo(f"(unreadable alert on {message.topic}: {exc})")
                 continue
-            level = alert.data.severity
-            if level in SEVERITIES and SEVERITIES.index(level) < floor:
+            if not alert_wanted(alert, severity, source):
                 continue
             echo(message.payload.decode() if as_json else format_alert(alert))
             shown += 1

@@ -56,6 +56,7 @@ WIDEN_SPAN_SHARE = 0.5  # low/high placeholders: the seen range widened by half 
 WIDEN_MAGNITUDE_SHARE = 0.1  # ... or a tenth of the largest magnitude seen ...
 WIDEN_RESOLUTIONS = 10  # ... or ten resolutions, whichever is largest
 MAX_DECIMALS = 9  # finer steps are noise of a float, not a sensor's resolution
+MIN_GRID_STEPS = 2  # differences seen before a grid coarser than the decimals is guessed
 TODO_TEXT = (
     "unit, resolution, low and high are guesses from what was seen: set them, then delete this line"
 )
@@ -524,18 +525,24 @@ def _decimals(value: float) -> int:
 
 
 def resolution_of(values: Iterable[float]) -> float:
-    """The smallest non-zero step between values seen, snapped to their decimals.
+    """The grid the values seen lie on: the largest step every difference between them is a
+    multiple of, snapped to their decimals. One difference (two distinct values, often two
+    devices each holding still) says nothing of a grid: then the decimals decide, or a stock
+    count seen at 33 and 214 would be quantised by 181.
 
     >>> resolution_of([4.4, 4.5, 4.7]), resolution_of([20.0, 22.5, 25.0]), resolution_of([3.0])
     (0.1, 2.5, 1.0)
+    >>> resolution_of([33.0, 214.0]), resolution_of([0.0, 2.5, 7.0])
+    (1.0, 0.5)
     """
     distinct = sorted(set(values))
     decimals = max((_decimals(v) for v in distinct), default=0)
     quantum = 10.0**-decimals
-    steps = [b - a for a, b in zip(distinct, distinct[1:], strict=False) if b - a > quantum / 2]
-    if not steps:
+    steps = [round((b - a) / quantum) for a, b in zip(distinct, distinct[1:], strict=False)]
+    steps = [step for step in steps if step > 0]
+    if len(steps) < MIN_GRID_STEPS:
         return round(quantum, decimals)
-    return round(max(round(min(steps) / quantum), 1) * quantum, decimals)
+    return round(max(math.gcd(*steps), 1) * quantum, decimals)
 
 
 def widened(low: float, high: float, resolution: float) -> tuple[float, float]:
@@ -813,6 +820,16 @@ def _name_kinds(draft: _Draft, devices: Sequence[Device]) -> dict[str, str]:
     return {d.id: single for d in devices}
 
 
+def _level_name(fmt: str, level: str) -> str:
+    """What a topic level names: TTN's `{application_id}@{tenant_id}` names the application,
+    which is the kind that `kind_field` reads (the tenant is not a site: `ttn` for most).
+
+    >>> _level_name("ttn", "orchard-sensors@ttn"), _level_name("json", "a@b")
+    ('orchard-sensors', 'a@b')
+    """
+    return level.split("@", 1)[0] if fmt == "ttn" else level
+
+
 def _place_device_and_topic(draft: _Draft, kind_of_device: dict[str, str]) -> None:
     """``{device}`` in the topic (or ``device_field``/``device``), then the topic itself."""
     fmt, levels = draft.format, draft.levels
@@ -838,7 +855,10 @@ def _place_device_and_topic(draft: _Draft, kind_of_device: dict[str, str]) -> No
         if (
             i < len(levels)
             and levels[i] == "+"
-            and any(r.levels[i] != kind_of_device.get(draft.device_of(r) or "") for r in records)
+            and any(
+                _level_name(fmt, r.levels[i]) != kind_of_device.get(draft.device_of(r) or "")
+                for r in records
+            )
         ):
             seen = sorted({r.levels[i] for r in records})
             draft.notes.append(
@@ -1006,7 +1026,7 @@ def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
             lines.append(f"todo = {_toml(TODO_TEXT)}")
             lines.append('unit = ""  # TODO: the unit shown with the values')
             lines.append(
-                f"resolution = {_toml(m.resolution)}  # TODO: the sensor's step (smallest step seen)"
+                f"resolution = {_toml(m.resolution)}  # TODO: the sensor's step (grid of the values seen)"
             )
             lines.append(
                 f"low = {_toml(m.low)}  # TODO: lowest physical value (seen {m.seen_low:g} in {m.readings} readings)"
@@ -1015,6 +1035,11 @@ def render(discovery: Discovery, source: str, all_kinds: bool = False) -> str:
                 f"high = {_toml(m.high)}  # TODO: highest physical value (seen {m.seen_high:g})"
             )
             lines.append("")
+    if not any(line.startswith("todo = ") for line in lines):  # the header's advice is moot
+        lines[1:4] = [
+            "# Nothing to review: no `todo` line (every kind heard is in the catalogue, commented",
+            "# below). Check it with `edgepipe config check` and run the edge node with it.",
+        ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -31,6 +31,9 @@ class Reading(msgspec.Struct, frozen=True, omit_defaults=True):
     site: str = ""
 
 
+ALERT_SOURCES = ("edge", "cloud")  # who raised an alert: the site's node, the fleet analyst
+
+
 class AlertData(msgspec.Struct, frozen=True):
     v: int
     alert_id: str  # stable for one raise/clear pair

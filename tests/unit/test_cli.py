@@ -155,6 +155,14 @@ HOSTILE = [
     ("--replay", ["sim", "--replay", "{csv}", "--kind", "fridge"]),
     ("--replay", ["sim", "--replay", "{fridge_csv}", "--kind", "fridge"]),
     ("--replay", ["sim", "--replay", "{fridge_csv}"]),
+    ("--replay", ["sim", "--replay", "{header_only_csv}"]),
+    ("--sites", ["sim", "--replay", "{csv}", "--sites", "farm"]),
+    ("--devices-per-site", ["sim", "--replay", "{csv}", "--devices-per-site", "3"]),
+    ("--bad-rate", ["sim", "--replay", "{csv}", "--bad-rate", "0.1"]),
+    ("--inject", ["sim", "--replay", "{csv}", "--inject", "spike@1:replay-1"]),
+    ("--duration", ["sim", "--replay", "{csv}", "--duration", "5"]),
+    ("--site", ["sim", "--site", "farm", "--duration", "5"]),
+    ("--device", ["sim", "--device", "pump-1", "--duration", "5"]),
     ("--out", ["sim", "--out", "/no/such/dir/out.txt"]),
     ("--labels-out", ["sim", "--labels-out", "/no/such/dir/labels.jsonl"]),
     ("--config", ["sim", "--config", "/no/such.toml"]),
@@ -181,6 +189,7 @@ HOSTILE = [
     ("--timeout", ["alerts", "--timeout", "-1"]),
     ("--timeout", ["alerts", "--timeout", "nan"]),
     ("--severity", ["alerts", "--severity", "loud"]),
+    ("--source", ["alerts", "--source", "analyst"]),
     ("--site", ["deadletters", "--site", "farm/#"]),
     ("--reason", ["deadletters", "--reason", "no_such_reason"]),
     ("--count", ["deadletters", "--count", "0"]),
@@ -272,12 +281,15 @@ def test_a_hostile_flag_value_exits_2_with_one_line_naming_the_flag(
     binary.write_bytes(b"timestamp,value\n\xff\xfe,1\n")
     fridge_csv = tmp_path / "fridge.csv"  # row 3 has a value that is not a number
     fridge_csv.write_text("time;temp;door;power\n1700000000;4,5;0;120\n1700000001;warm;0;120\n")
+    header_only_csv = tmp_path / "header.csv"
+    header_only_csv.write_text("timestamp,value\n")
     monkeypatch.chdir(tmp_path)
     paths = {
         "csv": str(csv),
         "not_csv": str(not_csv),
         "binary": str(binary),
         "fridge_csv": str(fridge_csv),
+        "header_only_csv": str(header_only_csv),
         "tmp": str(tmp_path),
     }
     code, err = run_main([a.format(**paths) for a in args], capsys)
@@ -328,6 +340,17 @@ def test_the_start_line_shows_the_simulated_span_when_it_starts_in_the_past(
     assert start_line.startswith("sim: simulated time ")
     assert "7200 s in 1 wall s at --speed 7200" in start_line
     assert "2.0 h before now" in start_line
+
+
+@pytest.mark.parametrize(("fmt", "said"), [("ttn", True), ("edgepipe", False)])
+def test_sim_says_its_malformed_payloads_are_edgepipes_when_another_format_is_published(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str, said: bool
+) -> None:
+    out = tmp_path / "stream.txt"
+    args = ["sim", "--out", str(out), "--sites", "farm", "--devices-per-site", "1"]
+    code, err = run_main([*args, "--duration", "1", "--format", fmt, "--bad-rate", "0.2"], capsys)
+    assert code == 0, err
+    assert ("malformed payloads go out in edgepipe's format on the ttn topics" in err) == said
 
 
 def test_a_misspelled_environment_variable_stops_every_command_in_one_line() -> None:
@@ -452,3 +475,14 @@ def test_every_command_is_in_the_hostile_flag_table() -> None:
     }
     audited = {" ".join(args[:2]) if args[0] in ("config", "priors") else args[0] for _, args in HOSTILE}
     assert commands - {"config sample"} <= audited  # config sample takes no value to spoil
+
+
+def test_discover_says_to_edit_todo_lines_only_when_the_proposal_has_some() -> None:
+    from pipeline.cli import _discover_next_step
+
+    guessed = '[kinds.k.metrics.a]\ntodo = "guess"\n[kinds.k.metrics.b]\ntodo = "guess"\n'
+    assert _discover_next_step(guessed, "d.toml").startswith("next: edit its 2 todo lines, then")
+    known_only = '[[ingest]]\nformat = "ttn"\n\n# [kinds.soil_probe]: known to the catalogue\n'
+    step = _discover_next_step(known_only, "d.toml")
+    assert step.startswith("nothing to review (no todo line)")
+    assert "edgepipe config check --config d.toml" in step

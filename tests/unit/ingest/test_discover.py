@@ -352,9 +352,33 @@ def test_every_simulated_format_gives_a_proposal_the_adapters_take_whole(
     assert check.readings == len(samples) and not check.refused
 
 
-def test_resolution_is_the_smallest_step_and_bounds_are_widened_around_what_was_seen() -> None:
+def test_resolution_is_the_grid_of_the_values_and_bounds_are_widened_around_what_was_seen() -> None:
     assert resolution_of([0.30000000000000004, 0.1, 0.2]) == 0.1
-    assert resolution_of([1000.0, 3000.0]) == 2000.0
+    assert resolution_of([1000.0, 3000.0, 5000.0]) == 2000.0
+    assert resolution_of([0.0, 2.5, 7.0]) == 0.5  # 7.0 is off a 2.5 grid
+
+
+def test_two_distinct_values_are_no_grid_the_decimals_decide() -> None:
+    # two shelves holding still at 33 and 214 items: a step of 181 would quantise the counts
+    assert resolution_of([33.0, 214.0, 33.0]) == 1.0
+    assert resolution_of([4.5, 4.6]) == 0.1
     low, high = widened(-18.2, 4.5, 0.1)
     assert low < -18.2 and high > 4.5
     assert widened(3.0, 5.0, 1.0)[0] == 0.0  # nothing negative seen: the guess stays at 0
+
+
+def test_a_ttn_application_level_that_names_the_kinds_is_not_taken_for_a_site() -> None:
+    # v3/{application}@{tenant}/...: the applications are the kinds (kind_field), so the level
+    # varies with the kind and writing {site} there would be wrong advice
+    (entry,) = discover(_sim("ttn")).entries
+    assert not any("varies" in note for note in entry.notes), entry.notes
+
+
+def test_a_proposal_without_guesses_says_so_in_its_header() -> None:
+    # the fleet's kinds are all built in: known kinds are commented, nothing is left to review
+    text = render(discover(_sim("ttn")), "test")
+    assert "todo = " not in text
+    assert "# Nothing to review: no `todo` line" in text
+    assert "every `todo = ...` line marks a guess" not in text
+    guessed = render(discover(_sim("ttn")), "test", all_kinds=True)
+    assert "every `todo = ...` line marks a guess" in guessed
