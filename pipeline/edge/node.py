@@ -22,7 +22,8 @@
 Messages are handled one at a time on the node's own thread, taken from the queue the MQTT
 client fills. Journal appends are committed in groups every ``uplink.commit_interval_ms``;
 only then are the devices' QoS 1 messages acknowledged, so a reading counts as accepted
-exactly when it is on disk. After a crash the node replays the journal from its watermark
+exactly when it is on disk. Every message is acknowledged in the order it came, the cloud's
+acks too (MQTT-4.6.0-2; see ``dispatch``). After a crash the node replays the journal from its watermark
 (the oldest reading whose contribution is not yet in the outbox) to rebuild open windows and
 the current batch; windows it had already shipped are not emitted again.
 """
@@ -242,7 +243,8 @@ class EdgeNode:
         else:
             self.snapshot_health.restore_reason = "disabled"
         self._next_snapshot = time.monotonic() + edge.snapshot_interval_s
-        self._unacked: list[Message] = []  # device messages waiting for the journal commit
+        self._unacked: list[Message] = []  # messages, in arrival order, waiting for the commit
+        self._unacked_control = 0  # of them, the cloud's acks and models (not readings)
         self._last_commit = time.monotonic()
         self._dirty = False  # outbox or metadata changed since the last commit
         self._inflight: dict[int, int] = {}  # uplink seq -> sent at (ms)
@@ -548,19 +550,27 @@ class EdgeNode:
     # -- the flow -------------------------------------------------------------------------
 
     def dispatch(self, message: Message) -> None:
+        """Handle one message; its PUBACK waits for the next commit, behind those before it.
+
+        Every message, the cloud's acks and models too, is acknowledged in the order it came
+        (MQTT-4.6.0-2). Acknowledging a cloud ack at once, ahead of readings waiting for the
+        commit, made Mosquitto 2.0.11 send its next new reading before the ones it still
+        queued for this node: blocks of a device's readings arrived after later ones
+        (docs/decisions/0014-acknowledge-in-arrival-order.md).
+        """
         if message.topic == self.topics.cloud_ack(self.site):
             self.on_ack(message.payload)
-            self.client.ack(message)
+            self._unacked_control += 1
         elif message.topic.startswith(self.topics.cloud_model("")):
             self.model_sync.on_merged(message.topic.rsplit("/", 1)[1], message.payload)
-            self.client.ack(message)
+            self._unacked_control += 1
         else:
             try:
                 self.handle(message.topic, message.payload, message.retain)
             except Exception:  # noqa: BLE001 - R11: a bug in one stage must not stop the node
                 log.exception("handling a reading on %s failed", message.topic)
                 self.counters.handler_errors += 1
-            self._unacked.append(message)
+        self._unacked.append(message)
 
     def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """One reading message, top to bottom (a foreign format is adapted first)."""
@@ -778,8 +788,9 @@ class EdgeNode:
         self._last_commit = time.monotonic()
         for message in self._unacked:
             self.client.ack(message)
-        self._rate.add(len(self._unacked), self._last_commit)
+        self._rate.add(len(self._unacked) - self._unacked_control, self._last_commit)
         self._unacked = []
+        self._unacked_control = 0
 
     def ship_batch(self) -> None:
         if not self._batch:
