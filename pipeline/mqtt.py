@@ -145,6 +145,17 @@ class _BufferedClient(paho.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
+        self.connect_error: OSError | None = None  # the last attempt's socket error, if it failed
+
+    def reconnect(self) -> MQTTErrorCode:
+        """paho's, keeping a failed attempt's socket error: its retry loop swallows it, and
+        "no answer" after the connect timeout told a user nothing of a refused port."""
+        self.connect_error = None
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos >= len(self._rbuf):
@@ -278,7 +289,8 @@ class MqttClient:
         self._client.loop_start()
         if not self._state.connected.wait(timeout):
             self._client.loop_stop()
-            reason = self._state.last_error or "no answer"
+            error = self._client.connect_error
+            reason = self._state.last_error or (error and (error.strerror or str(error))) or "no answer"
             raise BrokerUnavailable(f"cannot connect to {self.broker} within {timeout:g} s: {reason}")
 
     def close(self, timeout: float = 5.0) -> None:

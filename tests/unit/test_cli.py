@@ -306,6 +306,7 @@ def test_sim_says_which_broker_and_fails_in_one_line_when_it_cannot_connect(
     assert code == 1
     assert f"publishing to {unreachable_broker}" in lines[-2]
     assert lines[-1].startswith(f"edgepipe: cannot connect to {unreachable_broker}")
+    assert "connection refused" in lines[-1].lower()  # why: nothing listens there (not "no answer")
     assert "--out" in lines[-1]  # how to run without a broker
 
 
