@@ -903,6 +903,13 @@ class EdgeNode:
         if not self._inflight or now - min(self._inflight.values()) < timeout_ms:
             return
         requeued = self.queue.requeue_inflight(older_than_ms=timeout_ms)
+        if not requeued:
+            # The queue stamps an item when it is marked sent, a little after ``_inflight`` did:
+            # by its clock it is not old enough yet. Forgetting it here left it in flight for
+            # good (never resent, never timed out again: seen on a loaded machine). Twice the
+            # timeout on, an entry the queue still does not requeue is not in flight there.
+            self._inflight = {s: t for s, t in self._inflight.items() if now - t < 2 * timeout_ms}
+            return
         self.counters.uplink_requeued += requeued
         self._inflight = {s: t for s, t in self._inflight.items() if now - t < timeout_ms}
         if self._uplink_down_since is None:
